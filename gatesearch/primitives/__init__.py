@@ -1,0 +1,20 @@
+"""Gating primitives. Importing this package registers every primitive in the registry."""
+
+from gatesearch.primitives import activations, pruning, structure  # noqa: F401
+from gatesearch.primitives.base import (
+    AUX_MOE_BALANCE,
+    AUX_MOE_Z,
+    AUX_SPARSITY,
+    Primitive,
+    Prunable,
+    collect_aux_losses,
+)
+
+__all__ = [
+    "AUX_MOE_BALANCE",
+    "AUX_MOE_Z",
+    "AUX_SPARSITY",
+    "Primitive",
+    "Prunable",
+    "collect_aux_losses",
+]
