@@ -1,0 +1,188 @@
+"""The `gatesearch` command line.
+
+Bad input (a broken space file, a missing path, a mistyped flag) ends in one line on stderr and
+exit status 2; a traceback means a bug in gatesearch.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gatesearch.grammar import DerivationError, GrammarError
+from gatesearch.graph import GraphError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="Architecture search over gated neural networks.",
+)
+space_app = typer.Typer(no_args_is_help=True, help="Inspect, validate and sample search spaces.")
+app.add_typer(space_app, name="space")
+
+out = Console(highlight=False)
+
+# Errors that come from what the user gave us, never from a bug: reported as one line.
+USER_ERRORS: tuple[type[Exception], ...] = (GrammarError, GraphError, DerivationError)
+
+
+class UsageFailure(Exception):
+    """A user error the CLI itself detects (bad option value, missing file)."""
+
+
+SpaceArg = Annotated[Path, typer.Argument(help="A space file, e.g. spaces/gated_lm.space.")]
+
+
+def _space(path: Path):
+    from gatesearch.space import load_space
+
+    return load_space(path)
+
+
+@space_app.command("validate")
+def space_validate(path: SpaceArg) -> None:
+    """Check a space file; print `ok` or the first problem as file:line:col."""
+    grammar = _space(path)
+    n_rules = len(grammar.rules)
+    out.print(f"ok: {path} ({n_rules} rules, {len(grammar.shared)} shared values)")
+
+
+@space_app.command("show")
+def space_show(path: SpaceArg) -> None:
+    """List the space's rules, the primitives it uses with their parameters, and its size."""
+    from gatesearch.grammar.checks import _calls
+    from gatesearch.registry import REGISTRY
+    from gatesearch.space import space_size_log10
+
+    g = _space(path)
+    out.print(f"[bold]{path}[/bold]  task: {g.causality.value}  start: {g.start}")
+    shared = Table("shared value", "domain", box=None, pad_edge=False)
+    for decl in g.shared.values():
+        expr = decl.expr
+        shared.add_row(f"${decl.name}", _expr_text(expr))
+    out.print(shared)
+    rules = Table("rule", "alternatives", box=None, pad_edge=False)
+    for rule in g.rules.values():
+        bound = f"[max_depth={rule.max_depth}]" if rule.max_depth else ""
+        alts = " | ".join(
+            (f"[{a.weight:g}] " if len(rule.alts) > 1 else "") + a.label for a in rule.alts
+        )
+        rules.add_row(rule.name + bound, alts)
+    out.print(rules)
+    prims = Table("primitive", "role", "parameters chosen here", box=None, pad_edge=False)
+    seen: dict[str, list[str]] = {}
+    for rule in g.rules.values():
+        for alt in rule.alts:
+            for call in _calls(alt.items):
+                entry = seen.setdefault(call.op, [])
+                for name, expr in call.params:
+                    text = f"{name}={_expr_text(expr)}"
+                    if text not in entry:
+                        entry.append(text)
+    for op, params in sorted(seen.items()):
+        prims.add_row(op, REGISTRY[op].role.value, ", ".join(params))
+    out.print(prims)
+    out.print(f"size: about 10^{space_size_log10(g):.1f} discrete architectures (upper bound)")
+
+
+def _expr_text(expr: object) -> str:
+    from gatesearch.grammar.model import Choose, Fixed, SharedRef, Slot
+
+    if isinstance(expr, Fixed):
+        return repr(expr.value) if isinstance(expr.value, str) else str(expr.value)
+    if isinstance(expr, Choose):
+        return expr.domain.describe()
+    if isinstance(expr, SharedRef):
+        return f"${expr.name}"
+    if isinstance(expr, Slot):
+        return f"<{expr.item.segment}>"
+    return str(expr)
+
+
+@space_app.command("sample")
+def space_sample(
+    path: SpaceArg,
+    n: Annotated[int, typer.Option("-n", "--num", min=1, help="How many architectures.")] = 3,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    noncausal: Annotated[
+        bool, typer.Option("--noncausal", help="Sample for a non-causal task.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    seq_len: Annotated[
+        int, typer.Option("--seq-len", min=1, help="Context length for FLOPs per token.")
+    ] = 128,
+) -> None:
+    """Draw architectures; print each as a tree with its parameters, size and FLOPs per token."""
+    from gatesearch.build import build_model, count_params, flops_per_token
+    from gatesearch.graph import graph_to_table, tree_lines
+    from gatesearch.space import graph_context, sample_architectures
+
+    g = _space(path)
+    if noncausal and False not in g.causality.admits():
+        raise UsageFailure(f"{path} declares `task causal`; --noncausal does not apply")
+    if not noncausal and True not in g.causality.admits():
+        raise UsageFailure(f"{path} declares `task noncausal`; add --noncausal")
+    for i, arch in enumerate(sample_architectures(g, n, seed, causal=not noncausal)):
+        ctx = graph_context(arch.graph)
+        model = build_model(arch.graph, ctx)
+        params = count_params(model)
+        flops = flops_per_token(model, ctx, seq_len=seq_len)
+        if as_json:
+            record = {
+                "index": i,
+                "hash": arch.hash,
+                "params": params,
+                "flops_per_token": flops,
+                "choices": arch.derivation.choices,
+                "nodes": graph_to_table(arch.graph).to_pylist(),
+            }
+            sys.stdout.write(json.dumps(record) + "\n")
+            continue
+        out.print(
+            f"[bold]#{i}[/bold] {arch.hash}  width {ctx.d_model}  "
+            f"params {_si(params)}  FLOPs/token {_si(flops)} (T={seq_len})"
+        )
+        for line in tree_lines(arch.graph):
+            out.print("  " + line, markup=False)
+
+
+def _si(x: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= scale:
+            return f"{x / scale:.2f}{unit}"
+    return f"{x:.0f}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app, turning user errors into one line and exit status 2."""
+    err = Console(stderr=True, highlight=False)
+    try:
+        app(args=argv, standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except click.UsageError as exc:
+        hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+        err.print(f"error: {exc.format_message()}{hint}", markup=False)
+        sys.exit(2)
+    except click.ClickException as exc:
+        err.print(f"error: {exc.format_message()}", markup=False)
+        sys.exit(2)
+    except (*USER_ERRORS, UsageFailure) as exc:
+        err.print(f"error: {exc}", markup=False, soft_wrap=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
