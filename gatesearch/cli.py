@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -162,25 +161,39 @@ def _si(x: float) -> str:
     return f"{x:.0f}"
 
 
+def _cli_errors() -> tuple[type[Exception], ...]:
+    """The argument-parsing exception bases: typer's own, and click's where typer uses click."""
+    bases: list[type[Exception]] = [getattr(typer, "TyperException", Exception)]
+    try:
+        import click
+
+        bases.append(click.ClickException)
+    except ImportError:  # recent typer vendors click
+        pass
+    return tuple(b for b in bases if b is not Exception)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, turning user errors into one line and exit status 2."""
-    err = Console(stderr=True, highlight=False)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         app(args=argv, standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         err.print("aborted")
         sys.exit(130)
-    except click.UsageError as exc:
-        hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
-        err.print(f"error: {exc.format_message()}{hint}", markup=False)
-        sys.exit(2)
-    except click.ClickException as exc:
-        err.print(f"error: {exc.format_message()}", markup=False)
-        sys.exit(2)
     except (*USER_ERRORS, UsageFailure) as exc:
-        err.print(f"error: {exc}", markup=False, soft_wrap=True)
+        err.print(f"error: {exc}", markup=False)
+        sys.exit(2)
+    except _cli_errors() as exc:
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: show its help
+            print(message)
+            sys.exit(0)
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        err.print(f"error: {message}{hint}", markup=False)
         sys.exit(2)
 
 
