@@ -180,6 +180,9 @@ def main(argv: list[str] | None = None) -> None:
         app(args=argv, standalone_mode=False)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
+    except BrokenPipeError:  # output piped into `head` and closed: not an error
+        sys.stderr.close()
+        sys.exit(0)
     except typer.Abort:
         err.print("aborted")
         sys.exit(130)
@@ -189,7 +192,10 @@ def main(argv: list[str] | None = None) -> None:
     except _cli_errors() as exc:
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
         if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: show its help
-            print(message)
+            try:
+                print(message)
+            except BrokenPipeError:
+                sys.stderr.close()
             sys.exit(0)
         ctx = getattr(exc, "ctx", None)
         hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
