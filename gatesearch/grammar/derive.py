@@ -53,6 +53,9 @@ class ChoicePoint:
     low: float = 0.0
     high: float = 0.0
     log: bool = False
+    # Every option before feasibility pruning, always the same at this path for a given
+    # grammar: what a sampler that needs a static search space (Optuna) should offer.
+    universe: tuple[Value, ...] | None = None
 
     def admits(self, value: Any) -> bool:
         if self.options is None:
@@ -338,7 +341,9 @@ class _Expander:
                     f"no value of ${name} leaves a buildable model "
                     f"({'causal' if self.causal else 'non-causal'} task)"
                 )
-            chosen[name] = self.pick(ChoicePoint(f"${name}", ChoiceKind.SHARED, options))
+            chosen[name] = self.pick(
+                ChoicePoint(f"${name}", ChoiceKind.SHARED, options, universe=universe)
+            )
         return chosen
 
     def _shared_ok(self, partial: dict[str, Value], rest: list[str]) -> bool:
@@ -373,6 +378,7 @@ class _Expander:
                     tuple(viable),
                     weights=tuple(rule.alts[i].weight for i in viable),
                     labels=tuple(rule.alts[i].label for i in viable),
+                    universe=tuple(range(len(rule.alts))),
                 )
             )
         )
@@ -401,6 +407,7 @@ class _Expander:
                         f"{base}#count",
                         ChoiceKind.COUNT,
                         tuple(range(item.low, item.high + 1)),
+                        universe=tuple(range(item.low, item.high + 1)),
                     )
                 )
             )
@@ -442,7 +449,9 @@ class _Expander:
                 if isinstance(expr, Fixed | SharedRef):
                     value = options[0]  # not a choice here: fixed, or chosen once as $shared
                 else:
-                    value = self.pick(ChoicePoint(ppath, ChoiceKind.PARAM, options))
+                    value = self.pick(
+                        ChoicePoint(ppath, ChoiceKind.PARAM, options, universe=tuple(cands))
+                    )
             chosen[name] = value
         return DNode("prim", call.op, path, params=chosen)
 
