@@ -331,11 +331,8 @@ class _Expander:
         chosen: dict[str, Value] = {}
         for i, name in enumerate(names):
             rest = names[i + 1 :]
-            options = tuple(
-                v
-                for v in _shared_values(self.g, name)
-                if self._shared_ok({**chosen, name: v}, rest)
-            )
+            universe = _shared_values(self.g, name)
+            options = tuple(v for v in universe if self._shared_ok({**chosen, name: v}, rest))
             if not options:
                 raise DerivationError(
                     f"no value of ${name} leaves a buildable model "
