@@ -14,7 +14,7 @@ from abc import abstractmethod
 import torch
 from torch import nn
 
-from gatesearch.primitives.base import Primitive
+from gatesearch.primitives.base import AUX_SPARSITY, Primitive
 from gatesearch.registry import REGISTRY, ParamSpec, Role, register
 
 
@@ -63,7 +63,7 @@ class TrainableGate(PruningGate):
 
     def forward(self) -> torch.Tensor:
         tg = self._tg()
-        self._aux = {"sparsity": self.sparsity_loss_from(tg)} if self.training else {}
+        self._aux = {AUX_SPARSITY: self.sparsity_loss_from(tg)} if self.training else {}
         return tg
 
     def sparsity_loss_from(self, tg: torch.Tensor) -> torch.Tensor:
@@ -83,7 +83,8 @@ class HardConcreteGate(PruningGate):
     Training: u ~ U(0,1), s = σ((log u − log(1−u) + log α)/β), z = clamp(s(ζ−γ)+γ, 0, 1).
     Test: z = clamp(σ(log α)(ζ−γ)+γ, 0, 1). Penalty: mean σ(log α − β log(−γ/ζ)), the
     expected fraction of non-zero gates. γ = −0.1, ζ = 1.1, β = 2/3; log α starts at
-    log(0.9/0.1) so about 90% of units start open.
+    logit(init_keep), log 9 by default: every unit starts open (test-time z = 0.98, and a
+    training draw is 0 with probability about 2%).
     """
 
     gamma = -0.1
@@ -103,7 +104,7 @@ class HardConcreteGate(PruningGate):
             return self.final_values()
         u = torch.rand_like(self.log_alpha).clamp(1e-6, 1.0 - 1e-6)
         s = torch.sigmoid((u.log() - (1.0 - u).log() + self.log_alpha) / self.beta)
-        self._aux = {"sparsity": self.sparsity_loss()}
+        self._aux = {AUX_SPARSITY: self.sparsity_loss()}
         return (s * (self.zeta - self.gamma) + self.gamma).clamp(0.0, 1.0)
 
     def sparsity_loss(self) -> torch.Tensor:
