@@ -104,13 +104,19 @@ def _item_ok(item: Item, done: set[str], without: str | None) -> bool:
 
 def _check_terminates(g: Grammar) -> None:
     productive = _productive(g)
-    for name, rule in g.rules.items():
-        if name not in productive:
-            raise GrammarError(
-                rule.loc,
-                f"rule {name!r} never terminates: every alternative needs {name!r} again",
-                expected="an alternative without the recursion",
-            )
+    stuck = [n for n in g.rules if n not in productive]
+    if stuck:
+        # Report the root cause: a rule whose endless recursion does not come from another rule.
+        graph = _rule_graph(g).subgraph(stuck)
+        cond = nx.condensation(graph)
+        sink = next(c for c in nx.topological_sort(cond) if cond.out_degree(c) == 0)
+        members = cond.nodes[sink]["members"]
+        name = min(members, key=lambda n: (g.rules[n].loc.line, g.rules[n].loc.col))
+        raise GrammarError(
+            g.rules[name].loc,
+            f"rule {name!r} never terminates: every alternative leads back to it",
+            expected="an alternative without the recursion",
+        )
     for name, rule in g.rules.items():
         if rule.max_depth is not None:
             # At its depth bound the rule may not re-enter itself: one alternative must end it.
