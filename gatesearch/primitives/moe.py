@@ -101,12 +101,19 @@ class Router(nn.Module, ABC):
         self.w_gate = nn.Parameter(torch.empty(n_experts, d_model))
         nn.init.trunc_normal_(self.w_gate, std=math.sqrt(ROUTER_INIT_SCALE / d_model))
 
+    @staticmethod
+    def project(tokens: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """(n, E) logits xWᵀ of all experts in at least float32, even under autocast: routing
+        decisions are discrete, and low-precision logits flip them (Fedus et al.)."""
+        dtype = torch.promote_types(tokens.dtype, torch.float32)
+        with torch.autocast(device_type=tokens.device.type, enabled=False):
+            return F.linear(tokens.to(dtype), weight.to(dtype))
+
     def logits(
         self, tokens: torch.Tensor, weight: torch.Tensor, rows: torch.Tensor
     ) -> torch.Tensor:
-        """(n, E') logits xWᵀ of the open experts, in at least float32 (router precision)."""
-        dtype = torch.promote_types(tokens.dtype, torch.float32)
-        return F.linear(tokens.to(dtype), weight.to(dtype))[:, rows]
+        """(n, E') logits of the open experts."""
+        return self.project(tokens, weight)[:, rows]
 
     @abstractmethod
     def forward(self, tokens: torch.Tensor, rows: torch.Tensor) -> Routing: ...
@@ -273,8 +280,8 @@ class ActivationD2SRouter(_DenseToSparseRouter):
     ) -> torch.Tensor:
         # The activation sees all experts' logits: its per-expert parameters (swish_beta's β)
         # line up with the columns only before the closed experts are dropped.
-        dtype = torch.promote_types(tokens.dtype, torch.float32)
-        return self.act(F.linear(tokens.to(dtype), weight.to(dtype)))[:, rows]
+        with torch.autocast(device_type=tokens.device.type, enabled=False):
+            return self.act(self.project(tokens, weight))[:, rows]
 
     def scores(self, logits: torch.Tensor) -> torch.Tensor:
         return logits
@@ -460,7 +467,8 @@ class MoE(Primitive, Prunable):
                 continue
             y = self.experts[e](tokens.index_select(0, idx).unsqueeze(0))  # (1, m, d)
             w = routing.weights.index_select(0, idx)[:, j] * scale[j]  # (m,)
-            out.index_add_(0, idx, y.squeeze(0) * w.to(y.dtype).unsqueeze(1))
+            # Accumulate in the input's dtype: under autocast the experts' y is lower precision.
+            out.index_add_(0, idx, (y.squeeze(0) * w.unsqueeze(1)).to(out.dtype))
         self._aux = routing.aux
         return out.reshape(T, B, d).transpose(0, 1)  # (B, T, d)
 

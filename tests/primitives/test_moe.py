@@ -342,3 +342,20 @@ def test_sparse_dispatch_runs_experts_on_their_tokens_only() -> None:
         e.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape[1]))
     moe(torch.randn(BATCH, SEQ, D_MODEL))
     assert sum(seen) == BATCH * SEQ
+
+
+@pytest.mark.parametrize("router", ALL_ROUTERS)
+def test_router_float32_under_autocast(router: str) -> None:
+    """bf16 autocast runs the experts in bf16 but keeps the routing logits in float32."""
+    torch.manual_seed(10)
+    moe = make_moe(router, experts=4, expert={"op": "mlp", "params": {"expand": 2.0}}).train()
+    randomise_router(moe)
+    x = torch.randn(BATCH, SEQ, D_MODEL)
+    tokens = x.transpose(0, 1).reshape(-1, D_MODEL)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        y = moe(x)
+        logits = moe.router.logits(tokens, moe.router.w_gate, torch.arange(4))
+    assert y.dtype == torch.float32 and torch.isfinite(y).all()
+    assert logits.dtype == torch.float32
+    for value in moe.aux_losses().values():
+        assert value.dtype == torch.float32
