@@ -339,3 +339,16 @@ def test_prune_model_without_prunable_nodes_keeps_the_graph() -> None:
     g = residual_graph()
     model = build_model(g, ctx_for(InputKind.TOKENS))
     assert arch_hash(prune_model(model)) == arch_hash(g)
+
+
+def test_deepcopy_runs_its_own_modules() -> None:
+    # The execution plan holds module references; a copy must run the copied modules.
+    ctx = ctx_for(InputKind.TOKENS)
+    model = build_model(residual_graph(), ctx)
+    clone = copy.deepcopy(model)
+    x = example_input(ctx, seq_len=8, batch=2)
+    before = model(x)
+    with torch.no_grad():
+        clone.nodes["model_head"].proj.weight.zero_()
+    assert torch.equal(model(x), before)
+    assert torch.count_nonzero(clone(x)) == 0
