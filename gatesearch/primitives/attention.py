@@ -90,7 +90,7 @@ def local_window_mask(t: int, window: int, causal: bool, device: torch.device) -
             "window",
             IntRange(0, 1 << 16),
             default=0,
-            doc="0: global; w > 0: each query sees w tokens (itself included) per side",
+            doc="0: global; w > 0: a query sees w tokens, itself included, back (causal) or each side",
         ),
         ParamSpec("gate", Categorical(GATE_POSITIONS), default="none"),
         ParamSpec(
