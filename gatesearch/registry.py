@@ -181,6 +181,9 @@ class ParamSpec:
     or child slots (the experts of a mixture, `expert=...`).
     When `ref` is set and `domain` is None the domain is every registered name of that role
     (plus "none" when `optional`).
+    `active` says, from the parameters chosen before it, whether this one matters at all (a
+    gate's activation does not when there is no gate); an inactive parameter takes its default
+    and is no choice point, so architectures that differ only there share one identity.
     `internal` parameters are never written in a grammar: the builder or `prune()` sets them
     (for instance the hidden width left after pruning).
     """
@@ -192,6 +195,7 @@ class ParamSpec:
     ref: Role | None = None
     slot: bool = False
     optional: bool = False
+    active: Callable[[dict[str, Any]], bool] | None = None
     internal: bool = False
     doc: str = ""
 

@@ -248,6 +248,10 @@ class _Feasibility:
                     reasons.append(f"{call.op}: no {name} block can be built")
                 return False
             return self.complete(call, index + 1, {**chosen, name: expr}, env, counts, reasons)
+        if pspec is not None and pspec.active is not None and not pspec.active(chosen):
+            return self.complete(
+                call, index + 1, {**chosen, name: pspec.default}, env, counts, reasons
+            )
         cands = self.candidates(name, expr, env)
         if isinstance(cands, FloatRange):
             probe = [cands.low, cands.high]
@@ -425,6 +429,9 @@ class _Expander:
                 chosen[name] = _slot_value(child)
                 continue
             pspec = spec.param(name)
+            if pspec is not None and pspec.active is not None and not pspec.active(chosen):
+                chosen[name] = pspec.default  # irrelevant here: no choice, one identity
+                continue
             cands = self.feas.candidates(name, expr, self.env)
 
             def fits(value: Value, name: str = name, index: int = index, pspec=pspec) -> bool:

@@ -71,6 +71,11 @@ def local_window_mask(t: int, window: int, causal: bool, device: torch.device) -
     return (i - j).abs() < window
 
 
+def _gated(params: dict[str, Any]) -> bool:
+    """Gate options matter only when there is a gate."""
+    return params.get("gate", "none") != "none"
+
+
 @register(
     "attention",
     Role.MIXER,
@@ -97,11 +102,15 @@ def local_window_mask(t: int, window: int, causal: bool, device: torch.device) -
             "gate_granularity",
             Categorical(("elementwise", "headwise")),
             default="elementwise",
+            active=_gated,
             check=_granularity_fits,
         ),
-        ParamSpec("gate_act", Categorical(("sigmoid", "silu")), default="sigmoid"),
+        ParamSpec("gate_act", Categorical(("sigmoid", "silu")), default="sigmoid", active=_gated),
         ParamSpec(
-            "gate_mode", Categorical(("multiplicative", "additive")), default="multiplicative"
+            "gate_mode",
+            Categorical(("multiplicative", "additive")),
+            default="multiplicative",
+            active=_gated,
         ),
         prune_param("trainable gates over heads; pruning removes heads"),
     ],

@@ -322,6 +322,24 @@ def _expert_is_channel(value: Any, params: dict[str, Any], ctx: Context) -> str 
     return None
 
 
+# Which router options matter for which router: an option a router ignores is no choice point
+# (see ParamSpec.active), so two mixtures that differ only there are one architecture.
+def _uses_k(params: dict[str, Any]) -> bool:
+    return params.get("router") == "noisy_topk"
+
+
+def _uses_capacity(params: dict[str, Any]) -> bool:
+    return params.get("router") in ("switch", "expert_choice")
+
+
+def _uses_tau(params: dict[str, Any]) -> bool:
+    return params.get("router") in ("softmax_d2s", "activation_d2s")
+
+
+def _uses_router_act(params: dict[str, Any]) -> bool:
+    return params.get("router") == "activation_d2s"
+
+
 @register(
     "moe",
     Role.CHANNEL,
@@ -340,30 +358,35 @@ def _expert_is_channel(value: Any, params: dict[str, Any], ctx: Context) -> str 
             default=2,
             check=_k_within_experts,
             doc="experts per token (noisy_topk)",
+            active=_uses_k,
         ),
         ParamSpec(
             "capacity_factor",
             FloatRange(0.5, 4.0),
             default=1.25,
             doc="tokens per expert = n/N × capacity_factor (switch, expert_choice)",
+            active=_uses_capacity,
         ),
         ParamSpec(
             "tau_start",
             FloatRange(0.1, 10.0, log=True),
             default=2.0,
             doc="softmax temperature at the start of training (d2s routers)",
+            active=_uses_tau,
         ),
         ParamSpec(
             "tau_end",
             FloatRange(0.01, 2.0, log=True),
             default=0.1,
             doc="softmax temperature at the end of training (d2s routers)",
+            active=_uses_tau,
         ),
         ParamSpec(
             "threshold",
             FloatRange(0.0, 0.2),
             default=0.01,
             doc="routing weights below this are dropped (d2s routers)",
+            active=_uses_tau,
         ),
         ParamSpec(
             "router_act",
@@ -371,6 +394,7 @@ def _expert_is_channel(value: Any, params: dict[str, Any], ctx: Context) -> str 
             default="tanh",
             ref=Role.ACTIVATION,
             doc="activation on the router logits (activation_d2s)",
+            active=_uses_router_act,
         ),
         ParamSpec(
             "expert",
