@@ -1,0 +1,141 @@
+"""Shipped spaces: every sample builds and trains a step; known architectures build exactly the
+structure and parameter count their papers describe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from gatesearch.build import aux_losses, build_model, count_params
+from gatesearch.grammar import DerivationError
+from gatesearch.graph import describe
+from gatesearch.space import (
+    DEFAULT_SPACE,
+    SPACES_DIR,
+    graph_context,
+    load_known,
+    load_space,
+    sample_architectures,
+)
+
+VOCAB = 256  # graph_context's default token vocabulary and output width
+
+
+def _forward_backward(arch, seq: int = 16) -> None:
+    ctx = graph_context(arch.graph)
+    model = build_model(arch.graph, ctx)
+    y = model(torch.randint(0, VOCAB, (2, seq)))
+    assert y.shape == (2, seq, VOCAB)
+    loss = y.float().square().mean() + sum(aux_losses(model).values(), torch.zeros(()))
+    assert torch.isfinite(loss), describe(arch.graph)
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.parametrize("chunk", range(5), ids=lambda c: f"samples{c * 100}-{c * 100 + 99}")
+def test_500_default_samples_build_and_run_forward_backward(chunk: int) -> None:
+    grammar = load_space(DEFAULT_SPACE)
+    archs = sample_architectures(grammar, 500, seed=2026)[chunk * 100 : (chunk + 1) * 100]
+    torch.manual_seed(chunk)
+    for arch in archs:
+        _forward_backward(arch)
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "noncausal"])
+def test_narrow_space_samples_build(causal: bool) -> None:
+    grammar = load_space(SPACES_DIR / "recurrent_cells.space")
+    for arch in sample_architectures(grammar, 40, seed=1, causal=causal):
+        _forward_backward(arch)
+
+
+def test_every_shipped_space_validates() -> None:
+    spaces = sorted(SPACES_DIR.glob("*.space"))
+    assert len(spaces) >= 2
+    for path in spaces:
+        load_space(path)
+
+
+# ---------------------------------------------------------------------- known architectures
+# Hand counts, written from the papers' block equations (no biases unless stated), for a token
+# model with vocabulary 256: embedding V·d, head d·V, final RMSNorm d.
+
+
+def _ends(d: int) -> int:
+    return VOCAB * d + d * VOCAB + d
+
+
+def _swiglu(d: int, expand: float) -> int:
+    return 3 * d * round(expand * d)
+
+
+def _rglru(d: int, w: int, k: int = 4) -> int:
+    # W_x, W_y with biases; depthwise conv with bias; r and i gates (one block) with biases;
+    # Λ; W_out with bias.
+    return (d * 2 * w + 2 * w) + (w * k + w) + (2 * w * w + 2 * w) + w + (w * d + d)
+
+
+def _gla(d: int) -> int:
+    dk = d // 2
+    return d * (2 * dk + 2 * d) + d * 16 + (16 * dk + dk) + d // 4 + d * d  # heads=4 norm: d/4
+
+
+EXPECTED = {
+    "llama": (4 * (2 * 128 + 4 * 128**2 + _swiglu(128, 2.667)) + _ends(128)),
+    "qwen3_gated_attention": (
+        4 * (2 * 128 + 4 * 128**2 + 128**2 + 2 * 32 + _swiglu(128, 2.667)) + _ends(128)
+    ),
+    "hawk": 3 * (2 * 192 + _rglru(192, 256) + 9 * 192**2) + _ends(192),
+    "griffin": (
+        2 * (2 * 192 + _rglru(192, 256) + 9 * 192**2)
+        + (2 * 192 + 4 * 192**2 + 9 * 192**2)
+        + _ends(192)
+    ),
+    "gla_transformer": 4 * (2 * 128 + _gla(128) + _swiglu(128, 2.667)) + _ends(128),
+    # LayerNorm has weight and bias; 8 ReLU experts of width 4d; router 8·d without bias.
+    "switch_transformer": (
+        4 * (2 * 2 * 128 + 4 * 128**2 + 8 * 128 + 8 * (2 * 128 * 512)) + _ends(128)
+    ),
+    # GCNN block: conv d -> 2d, kernel 4, with bias; output projection d·d.
+    "gcnn_lm": 6 * (2 * 128 + 2 * 4 * 128**2 + 2 * 128 + 128**2) + _ends(128),
+}
+
+STRUCTURE = {
+    "llama": "embed > 4×[residual(rmsnorm attention) > residual(rmsnorm glu(2.667))] > rmsnorm > head",
+    "qwen3_gated_attention": "attention(True,g1)",
+    "hawk": "3×[residual(rmsnorm rglru) > residual(rmsnorm glu(geglu,3))]",
+    "griffin": "2×[residual(rmsnorm rglru) > residual(rmsnorm glu(geglu,3))] > residual(rmsnorm attention(32))",
+    "gla_transformer": "4×[residual(rmsnorm gla) > residual(rmsnorm glu(2.667))]",
+    "switch_transformer": "residual(layernorm moe(mlp(4,relu)))",
+    "gcnn_lm": "6×residual(layernorm gcnn)",
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_known_architecture_matches_hand_count(name: str) -> None:
+    arch = load_known(SPACES_DIR / "known" / f"{name}.toml")
+    model = build_model(arch.graph, graph_context(arch.graph))
+    assert count_params(model) == EXPECTED[name]
+    assert STRUCTURE[name] in describe(arch.graph)
+    _forward_backward(arch)
+
+
+def test_every_known_file_is_tested() -> None:
+    shipped = {p.stem for p in (SPACES_DIR / "known").glob("*.toml")}
+    assert shipped == set(EXPECTED)
+
+
+def test_known_file_with_a_typo_is_refused(tmp_path: Path) -> None:
+    text = (
+        (SPACES_DIR / "known" / "llama.toml")
+        .read_text()
+        .replace('space = "../gated_lm.space"', f'space = "{DEFAULT_SPACE}"')
+    )
+    bad = tmp_path / "typo.toml"
+    bad.write_text(
+        text.replace("residual[1].channel.glu.variant", "residual[1].channel.glu.variantt")
+    )
+    with pytest.raises(DerivationError, match="variant"):
+        load_known(bad)
