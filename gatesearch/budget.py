@@ -1,0 +1,74 @@
+"""Training budgets as users write them: `200steps`, `30s`, `1e6tokens`.
+
+A budget bounds one trial's training by optimiser steps, wall-clock seconds or training
+tokens; the evaluator turns tokens into steps from its own batch shape.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+
+class BudgetError(ValueError):
+    """A budget string that cannot be read."""
+
+
+class BudgetUnit(Enum):
+    STEPS = "steps"
+    SECONDS = "s"
+    TOKENS = "tokens"
+
+
+_UNITS = {
+    "steps": BudgetUnit.STEPS,
+    "step": BudgetUnit.STEPS,
+    "s": BudgetUnit.SECONDS,
+    "sec": BudgetUnit.SECONDS,
+    "seconds": BudgetUnit.SECONDS,
+    "tokens": BudgetUnit.TOKENS,
+    "tok": BudgetUnit.TOKENS,
+}
+_BUDGET = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]+)\s*$")
+
+
+@dataclass(frozen=True)
+class Budget:
+    amount: float
+    unit: BudgetUnit
+
+    def __str__(self) -> str:
+        if self.amount == int(self.amount):
+            return f"{int(self.amount)}{self.unit.value}"
+        return f"{self.amount:g}{self.unit.value}"
+
+    def steps(self, tokens_per_step: int) -> int | None:
+        """Steps this budget allows at `tokens_per_step`; None for a time budget."""
+        if self.unit is BudgetUnit.STEPS:
+            return int(self.amount)
+        if self.unit is BudgetUnit.TOKENS:
+            return max(1, math.ceil(self.amount / tokens_per_step))
+        return None
+
+    @property
+    def seconds(self) -> float | None:
+        return self.amount if self.unit is BudgetUnit.SECONDS else None
+
+
+def parse_budget(text: str) -> Budget:
+    """`200steps` | `30s` | `1e6tokens` -> Budget; BudgetError naming the accepted forms."""
+    match = _BUDGET.match(text)
+    unit = _UNITS.get(match.group(2).lower()) if match else None
+    if match is None or unit is None:
+        raise BudgetError(
+            f"budget {text!r} not understood: expected a number and a unit, "
+            "e.g. 200steps, 30s or 1e6tokens"
+        )
+    amount = float(match.group(1))
+    if amount <= 0 or not math.isfinite(amount):
+        raise BudgetError(f"budget {text!r} must be positive")
+    if unit is not BudgetUnit.SECONDS and amount != int(amount):
+        raise BudgetError(f"budget {text!r}: {unit.value} must be a whole number")
+    return Budget(amount, unit)

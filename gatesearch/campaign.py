@@ -1,0 +1,701 @@
+"""The campaign loop: ask -> build graph -> dispatch to Ray -> tell -> store.
+
+One driver process owns a run directory (flock) and is the only writer of its study. Each
+campaign slot (0, 1, 2, ... up to the target) gets a seed derived from (campaign seed, slot);
+the strategy's proposal and the trial's training both draw from it, so with one worker a
+campaign that is killed and resumed evaluates the same architectures in the same order as one
+that never stopped.
+
+A slot is finished by a COMPLETE or FAIL trial. A trial found RUNNING when a run is reopened
+(the driver was killed) or failed as "interrupted" (Ctrl-C) does not finish its slot: the slot
+is run again with the same derivation and seed, as a new trial. Architectures are identified
+by their canonical hash: a proposal whose hash already has a result is not trained again; its
+result is copied into a new trial marked `duplicate_of`, and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import platform
+import re
+import time
+import tomllib
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import numpy as np
+from optuna.trial import TrialState
+
+from gatesearch.budget import Budget, parse_budget
+from gatesearch.evaluate import OBJECTIVES, get_task
+from gatesearch.grammar import DerivationError, Grammar, replay
+from gatesearch.graph import describe, read_graph
+from gatesearch.space import DEFAULT_SPACE, Architecture, load_space
+from gatesearch.store import PRESET_COPY, SPACE_COPY, RunStore, StoreError, TrialRecord
+from gatesearch.strategies import STRATEGIES, Observation, Strategy, StrategyError, parse_options
+
+PRESETS_DIR = Path(__file__).resolve().parent.parent / "strategies"
+DEFAULT_PRESET = "evolution"
+INTERRUPTED = "interrupted"
+
+
+class CampaignError(Exception):
+    """A campaign that cannot start or go on as asked (user input, Ray address)."""
+
+
+# ---------------------------------------------------------------------------------- presets
+
+
+@dataclass(frozen=True)
+class TrialResources:
+    cpus: int = 1  # CPUs per trial; torch in the trial uses this many threads
+    gpus: float = 0.0  # GPUs per trial, fractions allowed
+    timeout: float = 0.0  # seconds before a trial is cancelled and failed; 0 means none
+    retries: int = 1  # re-runs of a trial whose worker or node died
+
+
+@dataclass(frozen=True)
+class Preset:
+    strategy: str
+    options: dict[str, Any]
+    trial: TrialResources
+    text: str
+    source: str
+
+
+_PRESET_KEYS = {"strategy", "description", "options", "trial"}
+
+
+def resolve_preset_path(spec: str | Path | None) -> Path:
+    """A preset file, or a preset name (`tpe`) found in the bundled strategies/ folder."""
+    if spec is None:
+        spec = DEFAULT_PRESET
+    path = Path(spec)
+    if path.suffix == ".toml" or path.exists() or os.sep in str(spec):
+        if not path.is_file():
+            raise CampaignError(f"strategy preset {path}: no such file")
+        return path
+    bundled = PRESETS_DIR / f"{spec}.toml"
+    if not bundled.is_file():
+        names = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.toml")))
+        raise CampaignError(
+            f"unknown strategy preset {spec!r}: give a .toml file or one of {names}"
+        )
+    return bundled
+
+
+def parse_preset(text: str, source: str) -> Preset:
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise StrategyError(f"{source}: not valid TOML: {exc}") from None
+    for key in doc:
+        if key not in _PRESET_KEYS:
+            raise StrategyError(
+                f"{source}: unknown key {key!r} (known: {', '.join(sorted(_PRESET_KEYS))})"
+            )
+    name = doc.get("strategy")
+    if not isinstance(name, str):
+        raise StrategyError(f'{source}: needs `strategy = "<name>"` ({", ".join(STRATEGIES)})')
+    if name not in STRATEGIES:
+        raise StrategyError(
+            f"{source}: unknown strategy {name!r} (known: {', '.join(sorted(STRATEGIES))})"
+        )
+    options = doc.get("options", {})
+    trial = doc.get("trial", {})
+    if not isinstance(options, dict) or not isinstance(trial, dict):
+        raise StrategyError(f"{source}: [options] and [trial] must be tables")
+    parse_options(STRATEGIES[name], options, source)  # validated now, rebuilt on use
+    known = TrialResources.__dataclass_fields__
+    for key, value in trial.items():
+        if key not in known:
+            raise StrategyError(
+                f"{source}: unknown key {key!r} in [trial] (known: {', '.join(known)})"
+            )
+        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+            raise StrategyError(f"{source}: [trial] {key} = {value!r} must be a number >= 0")
+    resources = TrialResources(**trial)
+    if resources.cpus < 1 or resources.cpus != int(resources.cpus):
+        raise StrategyError(f"{source}: [trial] cpus must be a whole number >= 1")
+    return Preset(name, options, resources, text, source)
+
+
+def load_preset(path: Path) -> Preset:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StrategyError(f"{path}: cannot read: {exc}") from None
+    return parse_preset(text, str(path))
+
+
+def make_strategy(
+    preset: Preset, grammar: Grammar, causal: bool, directions: list[str]
+) -> Strategy:
+    cls = STRATEGIES[preset.strategy]
+    return cls(grammar, causal, directions, parse_options(cls, preset.options, preset.source))
+
+
+# ------------------------------------------------------------------------------- the config
+
+
+def trial_seed(campaign_seed: int, slot: int, stream: int = 0) -> int:
+    """Independent 32-bit seeds per (campaign seed, slot, stream)."""
+    return int(np.random.SeedSequence([campaign_seed, slot, stream]).generate_state(1)[0])
+
+
+def parse_objectives(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise CampaignError("--objectives needs at least one name")
+    for n in names:
+        if n not in OBJECTIVES:
+            raise CampaignError(f"unknown objective {n!r}: choose from {', '.join(OBJECTIVES)}")
+    if len(set(names)) != len(names):
+        raise CampaignError(f"--objectives {text!r} names an objective twice")
+    return names
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version(), "host": platform.node()}
+    for pkg in ("gatesearch", "torch", "optuna", "ray", "numpy", "networkx", "pyarrow", "lark"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = "absent"
+    return versions
+
+
+@dataclass
+class RunRequest:
+    """What `gatesearch run` was asked, before it is resolved into a config."""
+
+    space: Path | None = None
+    strategy: str | None = None
+    task: str = "recall"
+    trials: int = 12
+    workers: int = 2
+    address: str | None = None
+    name: str | None = None
+    runs_dir: Path = Path("runs")
+    budget: str = "10s"
+    seed: int = 0
+    objectives: str = "loss"
+    seed_archs: list[Path] = field(default_factory=list)
+    storage: str | None = None
+    timeout: float | None = None
+
+
+def prepare_run(req: RunRequest) -> tuple[dict[str, Any], Path, Preset]:
+    """Check every input and resolve the config; nothing is written."""
+    space_path = Path(req.space) if req.space else DEFAULT_SPACE
+    grammar = load_space(space_path)
+    preset = load_preset(resolve_preset_path(req.strategy))
+    get_task(req.task)
+    budget = parse_budget(req.budget)
+    objectives = parse_objectives(req.objectives)
+    if req.trials < 1 or req.workers < 1:
+        raise CampaignError("--trials and --workers must be at least 1")
+    causal = True in grammar.causality.admits()
+    seeds = []
+    for path in req.seed_archs:
+        from gatesearch.space import load_known
+
+        arch = load_known(path)
+        try:
+            replay(grammar, arch.derivation.choices, arch.derivation.causal)
+        except DerivationError as exc:
+            raise CampaignError(f"--seed-arch {path} does not fit {space_path}: {exc}") from None
+        seeds.append({"file": str(path), "choices": arch.derivation.choices})
+    name = req.name or f"{preset.strategy}-{req.task}-{datetime.now():%Y%m%d-%H%M%S}"
+    if not _NAME.match(name):
+        raise CampaignError(f"--name {name!r}: use letters, digits, '.', '_' and '-'")
+    timeout = req.timeout if req.timeout is not None else preset.trial.timeout
+    config = {
+        "format": 1,
+        "name": name,
+        "created": datetime.now().isoformat(timespec="seconds"),
+        "space": str(space_path),
+        "strategy": preset.strategy,
+        "preset": preset.source,
+        "options": preset.options,
+        "task": req.task,
+        "budget": str(budget),
+        "trials": req.trials,
+        "workers": req.workers,
+        "seed": req.seed,
+        "objectives": objectives,
+        "directions": ["minimize"] * len(objectives),
+        "causal": causal,
+        "trial": {
+            "cpus": preset.trial.cpus,
+            "gpus": preset.trial.gpus,
+            "timeout": timeout,
+            "retries": preset.trial.retries,
+        },
+        "seed_archs": seeds,
+        "storage": req.storage,
+        "address": req.address,
+    }
+    return config, space_path, preset
+
+
+# ----------------------------------------------------------------------------------- on Ray
+
+
+def _run_trial(graph: nx.DiGraph, task: str, budget: str, seed: int, threads: int) -> dict:
+    """Body of the Ray task: one trial, nothing cached across trials."""
+    from gatesearch.evaluate import evaluate
+
+    if get_task(task).needs_torch:
+        import torch
+
+        torch.set_num_threads(threads)
+    return evaluate(graph, task, parse_budget(budget), seed)
+
+
+_REMOTE: Any = None
+
+
+def _remote() -> Any:
+    global _REMOTE
+    if _REMOTE is None:
+        import ray
+
+        _REMOTE = ray.remote(_run_trial)
+    return _REMOTE
+
+
+def ensure_ray(address: str | None, num_cpus: int) -> bool:
+    """Connect to `address` or start a local Ray; returns whether this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = {
+        "include_dashboard": False,
+        "logging_level": logging.ERROR,
+        "log_to_driver": False,
+    }
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=num_cpus, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = address or "a local instance"
+        raise CampaignError(f"cannot start Ray ({where}): {str(exc).splitlines()[0]}") from None
+    return True
+
+
+def _failure_reason(exc: BaseException) -> str:
+    import ray
+
+    if isinstance(exc, ray.exceptions.RayTaskError):
+        cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+        text = str(cause).strip().splitlines()
+        return f"{type(cause).__name__}: {text[-1] if text else ''}".strip()
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".strip()
+
+
+# ------------------------------------------------------------------------------ the driver
+
+
+@dataclass
+class _InFlight:
+    slot: int
+    seed: int
+    trial_id: int
+    number: int
+    arch: Architecture
+    started: float
+    ref: Any = None  # Ray ObjectRef; None for a duplicate waiting on its original
+
+
+@dataclass
+class Stats:
+    target: int
+    done: int = 0  # finished slots (complete + failed)
+    failed: int = 0
+    duplicates: int = 0
+    running: int = 0
+    best: tuple[float, ...] | None = None
+    best_number: int | None = None
+    best_arch: str = ""
+    started: float = field(default_factory=time.monotonic)
+    done_at_start: int = 0
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    @property
+    def eta(self) -> float | None:
+        new = self.done - self.done_at_start
+        if new <= 0:
+            return None
+        return (self.target - self.done) * self.elapsed / new
+
+
+class Campaign:
+    """Drives one open run to its target. Build with `start` or `resume`."""
+
+    def __init__(self, store: RunStore, display: Any = None) -> None:
+        self.store = store
+        config = store.config
+        self.config = config
+        self.grammar = load_space(store.root / SPACE_COPY)
+        self.causal = bool(config["causal"])
+        preset = parse_preset((store.root / PRESET_COPY).read_text(), str(store.root / PRESET_COPY))
+        self.strategy = make_strategy(preset, self.grammar, self.causal, config["directions"])
+        self.task = config["task"]
+        self.budget: Budget = parse_budget(config["budget"])
+        self.objectives: list[str] = config["objectives"]
+        self.sign = [1.0 if d == "minimize" else -1.0 for d in config["directions"]]
+        res = config["trial"]
+        self.cpus, self.gpus = int(res["cpus"]), float(res["gpus"])
+        self.timeout = float(res["timeout"] or 0)
+        self.retries = int(res["retries"])
+        self.display = display
+        # Finished, non-duplicate results by hash: (number, values or None, metrics, reason).
+        self.results: dict[str, tuple[int, tuple[float, ...] | None, dict, str | None]] = {}
+        self.inflight: dict[Any, _InFlight] = {}
+        self.waiting: dict[str, list[_InFlight]] = {}
+        self.original: dict[str, _InFlight] = {}
+        self.requeue: list[tuple[int, dict[str, Any]]] = []
+        self.next_slot = 0
+        self.seq = 0
+        self.stats = Stats(target=store.target)
+        self._rebuild(store.records())
+
+    # ---- rebuilding from the store
+    def _rebuild(self, records: list[TrialRecord]) -> None:
+        finished = [
+            r
+            for r in records
+            if r.state in (TrialState.COMPLETE, TrialState.FAIL)
+            and not (r.fail_reason or "").startswith(INTERRUPTED)
+        ]
+        finished.sort(key=lambda r: (r.seq if r.seq is not None else -1, r.number))
+        done_slots = set()
+        for r in finished:
+            done_slots.add(r.slot)
+            values = r.values if r.state is TrialState.COMPLETE else None
+            if r.duplicate_of is None and r.arch_hash:
+                self.results[r.arch_hash] = (r.number, values, r.metrics, r.fail_reason)
+            self.strategy.tell(Observation(r.slot, r.choices, values))
+            self._count(r.number, values, r.duplicate_of is not None, r.arch_hash)
+        self.seq = max((r.seq for r in finished if r.seq is not None), default=-1) + 1
+        self.next_slot = max((r.slot for r in records), default=-1) + 1
+        pending: dict[int, dict[str, Any]] = {}
+        for r in records:
+            if r.state is TrialState.RUNNING or r.state is TrialState.WAITING:
+                # Left behind by a killed driver: fail it for the record, run its slot again.
+                self.store.fail_trial(r.trial_id, f"{INTERRUPTED}: driver stopped", None)
+            if r.slot not in done_slots and r.slot >= 0:
+                pending[r.slot] = r.choices
+        self.requeue = sorted(pending.items())
+        self.stats.done_at_start = self.stats.done
+
+    def _count(
+        self,
+        number: int,
+        values: tuple[float, ...] | None,
+        duplicate: bool,
+        arch_hash: str,
+        graph: nx.DiGraph | None = None,
+    ) -> None:
+        s = self.stats
+        s.done += 1
+        s.duplicates += duplicate
+        if values is None:
+            s.failed += 1
+            return
+        key = tuple(v * sg for v, sg in zip(values, self.sign))
+        if s.best is None or key < tuple(v * sg for v, sg in zip(s.best, self.sign)):
+            s.best, s.best_number = values, number
+            s.best_arch = self._describe(arch_hash, graph)
+
+    def _describe(self, arch_hash: str, graph: nx.DiGraph | None = None) -> str:
+        try:
+            return describe(
+                graph if graph is not None else read_graph(self.store.graph_path(arch_hash))
+            )
+        except Exception:  # a missing artifact only costs the summary line
+            return arch_hash
+
+    # ---- the loop
+    def run(self) -> Stats:
+        ensure_ray(self.config.get("address"), self.config["workers"] * self.cpus)
+        workers = self.config["workers"]
+        try:
+            while True:
+                while self._can_launch(workers):
+                    self._launch()
+                if not self.inflight and not self.waiting:
+                    if not self._more():
+                        break
+                    continue
+                self._collect()
+        except KeyboardInterrupt:
+            self._abandon(f"{INTERRUPTED}: Ctrl-C")
+            raise
+        return self.stats
+
+    def _more(self) -> bool:
+        return bool(self.requeue) or self.next_slot < self.stats.target
+
+    def _can_launch(self, workers: int) -> bool:
+        outstanding = len(self.inflight) + sum(len(w) for w in self.waiting.values())
+        return self._more() and len(self.inflight) < workers and outstanding < 2 * workers
+
+    def _launch(self) -> None:
+        if self.requeue:
+            slot, choices = self.requeue.pop(0)
+            fixed: dict[str, Any] | None = choices
+        else:
+            slot = self.next_slot
+            self.next_slot += 1
+            seeds = self.config["seed_archs"]
+            fixed = seeds[slot]["choices"] if slot < len(seeds) else None
+        seed = trial_seed(self.config["seed"], slot)
+        study = self.store.study
+        if fixed is not None:
+            proposal = self.strategy.ask_fixed(slot, seed, study, fixed)
+        else:
+            proposal = self.strategy.ask(slot, seed, study)
+        arch = Architecture.from_derivation(proposal.derivation)
+        choices = dict(proposal.derivation.choices)
+        trial_id, number = self.store.start_trial(slot, seed, arch.hash, choices, proposal.trial)
+        item = _InFlight(slot, seed, trial_id, number, arch, time.monotonic())
+        if arch.hash in self.results:
+            self._finish_duplicate(item)
+        elif arch.hash in self.original:
+            self.waiting.setdefault(arch.hash, []).append(item)
+        else:
+            self.store.save_graph(arch.hash, arch.graph)
+            options: dict[str, Any] = {"num_cpus": self.cpus, "max_retries": self.retries}
+            if self.gpus:
+                options["num_gpus"] = self.gpus
+            item.ref = (
+                _remote()
+                .options(**options)
+                .remote(
+                    arch.graph,
+                    self.task,
+                    str(self.budget),
+                    trial_seed(self.config["seed"], slot, 1),
+                    self.cpus,
+                )
+            )
+            self.inflight[item.ref] = item
+            self.original[arch.hash] = item
+        self._show()
+
+    def _collect(self) -> None:
+        import ray
+
+        timeout = 1.0
+        if self.timeout:
+            now = time.monotonic()
+            nearest = min(
+                (i.started + self.timeout for i in self.inflight.values()), default=now + 1
+            )
+            timeout = max(0.0, min(timeout, nearest - now))
+        refs = list(self.inflight)
+        ready, _ = ray.wait(refs, num_returns=1, timeout=timeout) if refs else ([], [])
+        for ref in ready:
+            item = self.inflight.pop(ref)
+            try:
+                metrics = ray.get(ref)
+            except Exception as exc:
+                self._finish(item, None, {}, _failure_reason(exc))
+                continue
+            values, reason = self._values(metrics)
+            self._finish(item, values, metrics, reason)
+        if self.timeout:
+            now = time.monotonic()
+            for ref, item in list(self.inflight.items()):
+                if now - item.started > self.timeout:
+                    ray.cancel(ref, force=True)
+                    del self.inflight[ref]
+                    self._finish(item, None, {}, f"timeout: no result after {self.timeout:g}s")
+        self._show()
+
+    def _values(self, metrics: dict[str, float]) -> tuple[tuple[float, ...] | None, str | None]:
+        missing = [o for o in self.objectives if o not in metrics]
+        if missing:
+            return None, f"task {self.task} reports no {', '.join(missing)}"
+        values = tuple(float(metrics[o]) for o in self.objectives)
+        if not all(math.isfinite(v) for v in values):
+            return None, f"non-finite objective {values}"
+        return values, None
+
+    def _finish(
+        self,
+        item: _InFlight,
+        values: tuple[float, ...] | None,
+        metrics: dict[str, float],
+        reason: str | None,
+    ) -> None:
+        h = item.arch.hash
+        self.original.pop(h, None)
+        self.results[h] = (item.number, values, metrics, reason)
+        self._record(item, values, metrics, reason, None)
+        for dup in self.waiting.pop(h, []):
+            self._record(dup, values, metrics, reason, item.number)
+
+    def _finish_duplicate(self, item: _InFlight) -> None:
+        number, values, metrics, reason = self.results[item.arch.hash]
+        self._record(item, values, metrics, reason, number)
+
+    def _record(
+        self,
+        item: _InFlight,
+        values: tuple[float, ...] | None,
+        metrics: dict[str, float],
+        reason: str | None,
+        duplicate_of: int | None,
+    ) -> None:
+        seq = self.seq
+        self.seq += 1
+        if values is None:
+            self.store.fail_trial(item.trial_id, reason or "failed", seq, duplicate_of)
+        else:
+            self.store.complete_trial(item.trial_id, list(values), metrics, seq, duplicate_of)
+        choices = item.arch.derivation.choices
+        self.strategy.tell(Observation(item.slot, choices, values, item.arch.derivation))
+        self._count(item.number, values, duplicate_of is not None, item.arch.hash, item.arch.graph)
+
+    def _abandon(self, reason: str) -> None:
+        import ray
+
+        for ref, item in list(self.inflight.items()):
+            ray.cancel(ref, force=True)
+            self.store.fail_trial(item.trial_id, reason, None)
+        for items in self.waiting.values():
+            for item in items:
+                self.store.fail_trial(item.trial_id, reason, None)
+        self.inflight.clear()
+        self.waiting.clear()
+
+    def _show(self) -> None:
+        self.stats.running = len(self.inflight) + sum(len(w) for w in self.waiting.values())
+        if self.display is not None:
+            self.display.update(self.stats)
+
+
+# ------------------------------------------------------------------------------- summaries
+
+
+def leaderboard(store: RunStore, top: int = 5) -> list[dict[str, Any]]:
+    """The best completed, non-duplicate trials by the first objective (then the others)."""
+    sign = [1.0 if d == "minimize" else -1.0 for d in store.config["directions"]]
+    rows = [
+        r
+        for r in store.records()
+        if r.state is TrialState.COMPLETE and r.duplicate_of is None and r.values is not None
+    ]
+    rows.sort(key=lambda r: tuple(v * s for v, s in zip(r.values, sign)))
+    out = []
+    for rank, r in enumerate(rows[:top], start=1):
+        try:
+            arch = describe(read_graph(store.graph_path(r.arch_hash)))
+        except Exception:
+            arch = "(graph artifact missing)"
+        out.append(
+            {
+                "rank": rank,
+                "number": r.number,
+                "slot": r.slot,
+                "values": dict(zip(store.config["objectives"], r.values)),
+                "params": r.metrics.get("params"),
+                "arch_hash": r.arch_hash,
+                "arch": arch,
+            }
+        )
+    return out
+
+
+def summary(store: RunStore) -> dict[str, Any]:
+    """Counts by state, best trial, failure reasons: what `status` shows."""
+    records = store.records()
+    states = Counter(r.state.name.lower() for r in records)
+    interrupted = sum(1 for r in records if (r.fail_reason or "").startswith(INTERRUPTED))
+    finished_slots = {
+        r.slot
+        for r in records
+        if r.state in (TrialState.COMPLETE, TrialState.FAIL)
+        and not (r.fail_reason or "").startswith(INTERRUPTED)
+    }
+    failures = Counter(
+        r.fail_reason
+        for r in records
+        if r.state is TrialState.FAIL and not (r.fail_reason or "").startswith(INTERRUPTED)
+    )
+    board = leaderboard(store, top=5)
+    return {
+        "name": store.config["name"],
+        "path": str(store.root),
+        "strategy": store.config["strategy"],
+        "task": store.config["task"],
+        "budget": store.config["budget"],
+        "objectives": store.config["objectives"],
+        "target": store.target,
+        "finished": len(finished_slots),
+        "complete": states.get("complete", 0),
+        "failed": states.get("fail", 0) - interrupted,
+        "interrupted": interrupted,
+        "running": states.get("running", 0),
+        "duplicates": sum(1 for r in records if r.duplicate_of is not None),
+        "failure_reasons": dict(failures.most_common()),
+        "best": board[0] if board else None,
+        "leaderboard": board,
+    }
+
+
+def open_for_resume(root: Path, trials: int | None, address: str | None) -> RunStore:
+    store = RunStore.open(root, writer=True)
+    try:
+        if address is not None:
+            store.config["address"] = address
+        if trials is not None:
+            if trials < 1:
+                raise CampaignError("--trials must be at least 1")
+            done = len(
+                {
+                    r.slot
+                    for r in store.records()
+                    if r.state in (TrialState.COMPLETE, TrialState.FAIL)
+                    and not (r.fail_reason or "").startswith(INTERRUPTED)
+                }
+            )
+            store.set_target(max(store.target, done + trials))
+    except Exception:
+        store.close()
+        raise
+    return store
+
+
+__all__ = [
+    "Campaign",
+    "CampaignError",
+    "RunRequest",
+    "StoreError",
+    "leaderboard",
+    "open_for_resume",
+    "package_versions",
+    "prepare_run",
+    "summary",
+    "trial_seed",
+]

@@ -1,0 +1,284 @@
+"""`gatesearch run | resume | status | ls`: search campaigns from the command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from gatesearch.budget import BudgetError
+from gatesearch.campaign import (
+    Campaign,
+    CampaignError,
+    RunRequest,
+    Stats,
+    leaderboard,
+    open_for_resume,
+    package_versions,
+    prepare_run,
+    summary,
+)
+from gatesearch.evaluate import UnknownTaskError
+from gatesearch.store import RunStore, StoreError, list_runs
+from gatesearch.strategies import StrategyError
+
+out = Console(highlight=False)
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "--:--"
+    seconds = int(seconds)
+    h, rest = divmod(seconds, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
+
+
+def _values(values: Any) -> str:
+    if values is None:
+        return "-"
+    return " ".join(f"{v:.4g}" for v in values)
+
+
+class Display:
+    """One live status line and the best architecture, or plain lines when not a terminal."""
+
+    def __init__(self, console: Console, name: str) -> None:
+        self.console = console
+        self.name = name
+        self.live: Live | None = None
+        self.last_print = 0.0
+        self.last_done = -1
+
+    def __enter__(self) -> Display:
+        if self.console.is_terminal:
+            self.live = Live(console=self.console, refresh_per_second=4, transient=False)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.__exit__(None, None, None)
+
+    def render(self, s: Stats) -> Text:
+        width = 24
+        filled = int(width * s.done / max(1, s.target))
+        text = Text()
+        text.append("━" * filled, style="green")
+        text.append("━" * (width - filled), style="grey37")
+        text.append(f" {s.done}/{s.target} done · {s.running} running · ")
+        text.append(f"{s.failed} failed", style="red" if s.failed else "")
+        text.append(f" · {s.duplicates} dup · {_clock(s.elapsed)} elapsed · ETA {_clock(s.eta)}")
+        if s.best is not None:
+            head = f"best {_values(s.best)} (trial {s.best_number}): "
+            room = max(20, self.console.width - len(head) - 1)
+            arch = s.best_arch if len(s.best_arch) <= room else s.best_arch[: room - 1] + "…"
+            text.append("\n" + head, style="bold")
+            text.append(arch)
+        return text
+
+    def update(self, s: Stats) -> None:
+        if self.live is not None:
+            self.live.update(self.render(s))
+            return
+        now = time.monotonic()
+        if s.done != self.last_done and (now - self.last_print > 5 or s.done == s.target):
+            self.last_print, self.last_done = now, s.done
+            self.console.print(self.render(s).plain.replace("━", "").strip(), markup=False)
+
+
+def _board(store: RunStore) -> None:
+    rows = leaderboard(store, top=5)
+    if not rows:
+        out.print("no completed trial yet")
+        return
+    table = Table(title=f"best of {store.config['name']}", box=None, pad_edge=False)
+    table.add_column("rank", justify="right")
+    table.add_column("trial", justify="right")
+    for name in store.config["objectives"]:
+        table.add_column(name, justify="right")
+    table.add_column("architecture", overflow="ellipsis", no_wrap=True)
+    for r in rows:
+        table.add_row(
+            str(r["rank"]),
+            str(r["number"]),
+            *(f"{v:.4g}" for v in r["values"].values()),
+            Text(r["arch"]),
+        )
+    out.print(table)
+
+
+def _drive(store: RunStore) -> None:
+    with store:
+        campaign = Campaign(store)
+        with Display(out, store.config["name"]) as display:
+            campaign.display = display
+            display.update(campaign.stats)
+            try:
+                stats = campaign.run()
+            except KeyboardInterrupt:
+                display.__exit__()
+                out.print(f"interrupted: continue with `gatesearch resume {store.root}`")
+                raise typer.Exit(130) from None
+        _board(store)
+        out.print(
+            f"{stats.done} trials ({stats.failed} failed, {stats.duplicates} duplicates) in "
+            f"{_clock(stats.elapsed)}. next: `gatesearch status {store.root}`, or "
+            f"`gatesearch resume {store.root} --trials N` to search further"
+        )
+
+
+def run(
+    space: Annotated[
+        Path | None, typer.Option(help="Search space file [default: spaces/gated_lm.space].")
+    ] = None,
+    strategy: Annotated[
+        str | None,
+        typer.Option(
+            help="Strategy preset: a .toml file or random|tpe|nsga2|evolution [default: evolution]."
+        ),
+    ] = None,
+    task: Annotated[
+        str, typer.Option(help="Task: recall (a small synthetic LM task) or null (no training).")
+    ] = "recall",
+    trials: Annotated[int, typer.Option(help="How many trials.")] = 12,
+    workers: Annotated[int, typer.Option(help="Trials evaluated at once.")] = 2,
+    address: Annotated[
+        str | None,
+        typer.Option(help="Ray cluster address (auto, ray://host:port); default: a local Ray."),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Run name [default: strategy-task-time].")
+    ] = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where runs are written.")] = Path("runs"),
+    budget: Annotated[
+        str, typer.Option(help="Per-trial training budget: 200steps, 30s or 1e6tokens.")
+    ] = "10s",
+    seed: Annotated[int, typer.Option(help="Campaign seed; per-trial seeds derive from it.")] = 0,
+    objectives: Annotated[
+        str, typer.Option(help="Comma-separated, all minimised: loss, params, flops, latency.")
+    ] = "loss",
+    seed_arch: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="A known architecture (spaces/known/*.toml) for the first trials; repeatable."
+        ),
+    ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            help="Optuna RDB URL (e.g. postgresql://...) instead of the run's journal file."
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Seconds before a trial is failed [default: the preset's].")
+    ] = None,
+) -> None:
+    """Run a search campaign into RUNS_DIR/NAME."""
+    request = RunRequest(
+        space=space,
+        strategy=strategy,
+        task=task,
+        trials=trials,
+        workers=workers,
+        address=address,
+        name=name,
+        runs_dir=runs_dir,
+        budget=budget,
+        seed=seed,
+        objectives=objectives,
+        seed_archs=list(seed_arch or []),
+        storage=storage,
+        timeout=timeout,
+    )
+    config, space_path, preset = prepare_run(request)
+    store = RunStore.create(
+        runs_dir / config["name"], config, space_path, preset.text, package_versions()
+    )
+    out.print(
+        f"campaign {store.root}: {config['strategy']} on {config['task']}, "
+        f"{config['trials']} trials × {config['budget']}, {config['workers']} workers"
+    )
+    _drive(store)
+
+
+def resume(
+    run_dir: Annotated[Path, typer.Argument(help="The run directory, e.g. runs/NAME.")],
+    trials: Annotated[int | None, typer.Option(help="Run N more trials than are finished.")] = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address to continue on.")] = None,
+) -> None:
+    """Continue an interrupted campaign: finished trials kept, unfinished ones run again."""
+    store = open_for_resume(run_dir, trials, address)
+    out.print(f"resuming {store.root}")
+    _drive(store)
+
+
+def status(
+    run_dir: Annotated[Path, typer.Argument(help="The run directory, e.g. runs/NAME.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Progress, best trial and failure reasons of a campaign."""
+    store = RunStore.open(run_dir, writer=False)
+    info = summary(store)
+    if as_json:
+        sys.stdout.write(json.dumps(info, indent=2) + "\n")
+        return
+    out.print(
+        f"[bold]{info['name']}[/bold]  {info['strategy']} on {info['task']} × {info['budget']}  "
+        f"objectives: {', '.join(info['objectives'])}"
+    )
+    out.print(
+        f"{info['finished']}/{info['target']} finished: {info['complete']} complete "
+        f"({info['duplicates']} duplicates), {info['failed']} failed, {info['running']} running, "
+        f"{info['interrupted']} interrupted and re-run"
+    )
+    for reason, n in info["failure_reasons"].items():
+        out.print(f"  failed ×{n}: {reason}", markup=False)
+    _board(store)
+
+
+def ls(
+    runs_dir: Annotated[Path, typer.Argument(help="Folder holding runs.")] = Path("runs"),
+) -> None:
+    """List campaigns: strategy, task, progress, best."""
+    table = Table("run", "strategy", "task", "progress", "failed", "best", box=None, pad_edge=False)
+    for root in list_runs(runs_dir):
+        try:
+            info = summary(RunStore.open(root, writer=False))
+        except StoreError as exc:
+            table.add_row(root.name, "?", "?", "?", "?", f"unreadable: {exc}")
+            continue
+        best = info["best"]
+        table.add_row(
+            root.name,
+            info["strategy"],
+            info["task"],
+            f"{info['finished']}/{info['target']}",
+            str(info["failed"]),
+            " ".join(f"{k}={v:.4g}" for k, v in best["values"].items()) if best else "-",
+        )
+    out.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)
+    app.command("resume")(resume)
+    app.command("status")(status)
+    app.command("ls")(ls)
+
+
+# Everything a campaign command can raise because of what the user gave it.
+USER_ERRORS: tuple[type[Exception], ...] = (
+    CampaignError,
+    StoreError,
+    StrategyError,
+    BudgetError,
+    UnknownTaskError,
+)

@@ -1,0 +1,67 @@
+"""Regularized (aging) evolution with tournament selection (Real et al., 2019).
+
+The population is the `population` most recently finished trials that succeeded, oldest first;
+a new member pushes out the oldest (age, not fitness, decides who dies). The first
+`population` slots are PCFG samples; after that each child is the winner of a tournament over
+`sample_size` random members, crossed over with a second winner with probability
+`crossover`, then mutated by resampling one choice point (grammar-aware, so always valid).
+Fitness is the first objective (minimised or maximised by its direction).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import optuna
+
+from gatesearch.grammar import Derivation, replay, sample
+from gatesearch.grammar.evolve import crossover, mutate
+from gatesearch.strategies.base import Observation, Proposal, Strategy
+
+
+class RegularizedEvolution(Strategy):
+    name: ClassVar[str] = "evolution"
+
+    @dataclass(frozen=True)
+    class Options:
+        population: int = 20  # members kept; also how many random slots start the search
+        sample_size: int = 5  # tournament size: larger means stronger selection pressure
+        crossover: float = 0.0  # probability of crossing two winners before mutating
+
+        def check(self) -> str | None:
+            if self.population < 2:
+                return "population must be at least 2"
+            if not 1 <= self.sample_size <= self.population:
+                return "sample_size must be between 1 and population"
+            if not 0.0 <= self.crossover <= 1.0:
+                return "crossover is a probability in [0, 1]"
+            return None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.population: deque[tuple[Derivation, float]] = deque(maxlen=self.options.population)
+        self.sign = -1.0 if self.directions[0] == "maximize" else 1.0
+
+    def ask(self, slot: int, seed: int, study: optuna.Study) -> Proposal:
+        rng = random.Random(seed)
+        if slot < self.options.population or not self.population:
+            return Proposal(sample(self.grammar, rng, self.causal))
+        parent = self._tournament(rng)
+        if self.options.crossover > 0 and rng.random() < self.options.crossover:
+            parent = crossover(parent, self._tournament(rng), rng)
+        return Proposal(mutate(parent, rng))
+
+    def _tournament(self, rng: random.Random) -> Derivation:
+        k = min(self.options.sample_size, len(self.population))
+        contenders = rng.sample(range(len(self.population)), k)
+        best = min(contenders, key=lambda i: (self.sign * self.population[i][1], i))
+        return self.population[best][0]
+
+    def tell(self, obs: Observation) -> None:
+        if obs.values is None:
+            return  # a failed trial never enters the population
+        derivation = obs.derivation or replay(self.grammar, obs.choices, self.causal)
+        self.population.append((derivation, obs.values[0]))
