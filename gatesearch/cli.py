@@ -161,6 +161,13 @@ def _si(x: float) -> str:
     return f"{x:.0f}"
 
 
+from gatesearch.cli_campaign import USER_ERRORS as _CAMPAIGN_ERRORS  # noqa: E402
+from gatesearch.cli_campaign import register as _register_campaign  # noqa: E402
+
+_register_campaign(app)
+USER_ERRORS = (*USER_ERRORS, *_CAMPAIGN_ERRORS)
+
+
 def _cli_errors() -> tuple[type[Exception], ...]:
     """The argument-parsing exception bases: typer's own, and click's where typer uses click."""
     bases: list[type[Exception]] = [getattr(typer, "TyperException", Exception)]
