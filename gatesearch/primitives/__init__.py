@@ -1,6 +1,14 @@
 """Gating primitives. Importing this package registers every primitive in the registry."""
 
-from gatesearch.primitives import activations, attention, channel, moe, pruning, structure  # noqa: F401
+from gatesearch.primitives import (  # noqa: F401
+    activations,
+    attention,
+    channel,
+    moe,
+    pruning,
+    recurrent,
+    structure,
+)
 from gatesearch.primitives.base import (
     AUX_MOE_BALANCE,
     AUX_MOE_Z,
