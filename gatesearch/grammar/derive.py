@@ -239,6 +239,25 @@ class _Feasibility:
         """Depth-first: can parameters index.. be assigned given `chosen`?"""
         if index == len(call.params):
             return True
+        if reasons is None:  # the sampler asks the same questions over and over: memoise
+            frozen = tuple((k, repr(v) if isinstance(v, dict) else v) for k, v in chosen.items())
+            key = ("complete", id(call), index, env.key, counts, frozen)
+            hit = self.memo.get(key)
+            if hit is None:
+                hit = self._complete(call, index, chosen, env, counts, None)
+                self.memo[key] = hit
+            return hit
+        return self._complete(call, index, chosen, env, counts, reasons)
+
+    def _complete(
+        self,
+        call: PrimCall,
+        index: int,
+        chosen: dict[str, Any],
+        env: _Env,
+        counts: tuple,
+        reasons: list[str] | None,
+    ) -> bool:
         name, expr = call.params[index]
         spec = REGISTRY[call.op]
         pspec = spec.param(name)
