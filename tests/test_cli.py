@@ -1,0 +1,89 @@
+"""The `gatesearch space` commands, run as the real console script."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gatesearch.space import DEFAULT_SPACE, SPACES_DIR
+
+EXE = shutil.which("gatesearch") or ""
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    cmd = [EXE, *args] if EXE else [sys.executable, "-m", "gatesearch.cli", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=cwd)
+
+
+def test_validate_ok() -> None:
+    res = run("space", "validate", str(DEFAULT_SPACE))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("ok: ")
+
+
+def test_validate_broken_is_one_line_with_location(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.space"
+    bad.write_text("let width = 16\nmodel := embed mlp(expand=100) head\n")
+    res = run("space", "validate", str(bad))
+    assert res.returncode == 2
+    assert res.stderr.strip().count("\n") == 0, res.stderr
+    assert f"{bad}:2:27: mlp: expand=100 is out of domain" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("space", "validate", "no/such.space"),
+        ("space", "show", "."),
+        ("space", "sample", "--bogus"),
+        ("space", "sample", str(DEFAULT_SPACE), "-n", "0"),
+        ("space", "sample", str(DEFAULT_SPACE), "--noncausal"),
+        ("nonsense",),
+    ],
+    ids=[
+        "missing-file",
+        "directory",
+        "unknown-flag",
+        "bad-count",
+        "noncausal-on-causal",
+        "bad-command",
+    ],
+)
+def test_bad_input_is_one_line_exit_2(args: tuple[str, ...]) -> None:
+    res = run(*args)
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    assert res.stderr.startswith("error: ")
+    assert res.stderr.strip().count("\n") == 0, res.stderr
+
+
+def test_show_lists_rules_primitives_and_size() -> None:
+    res = run("space", "show", str(DEFAULT_SPACE))
+    assert res.returncode == 0, res.stderr
+    for word in ("$width", "mixer", "attention", "hgrn", "moe", "size: about 10^"):
+        assert word in res.stdout
+
+
+def test_sample_tree_and_json_agree() -> None:
+    text = run("space", "sample", str(DEFAULT_SPACE), "-n", "2", "--seed", "4")
+    js = run("space", "sample", str(DEFAULT_SPACE), "-n", "2", "--seed", "4", "--json")
+    assert text.returncode == 0 and js.returncode == 0, (text.stderr, js.stderr)
+    records = [json.loads(line) for line in js.stdout.splitlines()]
+    assert len(records) == 2
+    for rec in records:
+        assert rec["hash"] in text.stdout
+        assert rec["params"] > 0 and rec["flops_per_token"] > 0
+        assert rec["choices"]["$width"] in (64, 128, 192, 256)
+        assert {n["op"] for n in rec["nodes"]} >= {"input", "embed", "head", "output"}
+
+
+def test_noncausal_sampling_of_an_any_space() -> None:
+    res = run(
+        "space", "sample", str(SPACES_DIR / "recurrent_cells.space"), "-n", "1", "--noncausal"
+    )
+    assert res.returncode == 0, res.stderr
