@@ -1,0 +1,198 @@
+"""The Task interface: what a trial trains on and how it is scored.
+
+A task owns its data splits, the model's input/output ends (`context(d_model)` gives the
+`Context` the builder needs), a differentiable training loss and a metric that can be summed
+over a split batch by batch. Models map `Batch.inputs` to outputs (B, T, n_out); the task
+decides which positions count (`Batch.mask`) and what the targets are.
+
+Tasks are cheap to construct, hold no open files, and pickle to their parameters: data read
+or generated on first use lives in attributes named `_cache*`, which are dropped on pickling
+and rebuilt on the worker. A campaign stores a task as a `TaskSpec` (name + params, JSON).
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from gatesearch.registry import Context, InputKind
+
+
+class TaskError(ValueError):
+    """A task that cannot be built or read: bad params or bad data. The message is one line
+    naming the file (or task) and the field, fit to show a user as is."""
+
+
+class Split(Enum):
+    TRAIN = "train"
+    VALID = "valid"
+    TEST = "test"
+
+
+@dataclass
+class Batch:
+    """One batch of a task.
+
+    inputs: token ids (B, T) int64, or features (B, T, n_in) float32.
+    targets: per task — (B, T) int64 class ids, (B, T, n_out) float32 frames, or (B,) labels.
+    mask: (B, T) bool, the positions that count; padding and unscored positions are False.
+    """
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    mask: torch.Tensor
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(
+            self.inputs.to(device, non_blocking=True),
+            self.targets.to(device, non_blocking=True),
+            self.mask.to(device, non_blocking=True),
+        )
+
+    @property
+    def size(self) -> int:
+        return int(self.inputs.shape[0])
+
+    @property
+    def tokens(self) -> int:
+        """Positions fed to the model, padding included (what a token budget counts)."""
+        return int(self.inputs.shape[0] * self.inputs.shape[1])
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task as a campaign stores it: a name (built-in, `module:function` or entry point) and
+    its parameters. JSON round trip via `to_dict` / `from_dict`."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "params": dict(self.params)}
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> TaskSpec:
+        unknown = set(doc) - {"name", "params"}
+        if unknown:
+            raise TaskError(f"task spec: unknown key(s) {', '.join(sorted(unknown))}")
+        if not isinstance(doc.get("name"), str):
+            raise TaskError("task spec: `name` must be a string")
+        params = doc.get("params", {})
+        if not isinstance(params, dict):
+            raise TaskError("task spec: `params` must be a table of parameters")
+        return cls(doc["name"], dict(params))
+
+
+class Task(ABC):
+    """A sequence task. Subclasses set the attributes below in `__init__` (plain values) and
+    implement `batches`, `loss` and `metric`.
+
+    Constructor keyword arguments are the task's params; each is kept as an attribute of the
+    same name so `spec` can reproduce the task.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+
+    causal: bool  # True: a model may only look back (LM-style tasks); False: whole sequence
+    input_kind: InputKind
+    n_in: int  # vocabulary size (TOKENS) or feature width (CONTINUOUS)
+    n_out: int  # width of the model's output at each position
+    seq_len: int  # the longest T a batch has (for FLOPs per token and memory estimates)
+    metric_name: str  # e.g. "accuracy", "loss", "nll"
+    higher_is_better: bool
+
+    # ------------------------------------------------------------------ the three abstract methods
+
+    @abstractmethod
+    def batches(self, split: Split, batch_size: int, seed: int | None = None) -> Iterator[Batch]:
+        """Batches of `split`, on the CPU.
+
+        TRAIN: an endless stream, a deterministic function of `seed` (None means 0); every batch
+        holds `batch_size` sequences.
+        VALID / TEST: one pass over a fixed set that does not depend on `seed` — every trial is
+        scored on the same examples. Fixed order when `seed` is None, shuffled by `seed`
+        otherwise (for samplers of validation batches, e.g. hyperparameter steps). The last
+        batch may be smaller.
+        """
+
+    @abstractmethod
+    def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Differentiable scalar training loss: the mean over counted positions (or sequences)."""
+
+    @abstractmethod
+    def metric(self, outputs: torch.Tensor, batch: Batch) -> tuple[float, float]:
+        """(sum, count) of the task's metric on this batch; a split's metric is Σsum / Σcount."""
+
+    # ------------------------------------------------------------------ provided
+
+    def context(self, d_model: int, causal: bool | None = None) -> Context:
+        """The build context of a model of width `d_model` for this task."""
+        return Context(
+            d_model=d_model,
+            causal=self.causal if causal is None else causal,
+            input_kind=self.input_kind,
+            n_in=self.n_in,
+            n_out=self.n_out,
+        )
+
+    @classmethod
+    def param_names(cls) -> tuple[str, ...]:
+        sig = inspect.signature(cls.__init__)
+        return tuple(
+            p.name
+            for p in sig.parameters.values()
+            if p.name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+        )
+
+    @property
+    def spec(self) -> TaskSpec:
+        """The spec that rebuilds this task (all params, defaults included)."""
+        given = self.__dict__.get("_spec")
+        if given is not None:
+            return given
+        return TaskSpec(self.name, {p: getattr(self, p) for p in self.param_names()})
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Data caches are rebuilt where the task is used; pickles carry params only.
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_cache")}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.spec.params.items())
+        return f"{type(self).__name__}({args})"
+
+
+def evaluate(
+    model: nn.Module, task: Task, split: Split = Split.VALID, batch_size: int = 64
+) -> float:
+    """The task's metric of `model` over a whole split (eval mode, no gradients).
+
+    Runs on the device of the model's parameters; the model's training mode is restored.
+    """
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0.0
+    try:
+        with torch.no_grad():
+            for batch in task.batches(split, batch_size):
+                batch = batch.to(device)
+                inputs = batch.inputs
+                if inputs.is_floating_point() and param is not None:
+                    inputs = inputs.to(param.dtype)
+                s, c = task.metric(model(inputs), batch)
+                total += s
+                count += c
+    finally:
+        model.train(was_training)
+    if count == 0:
+        raise TaskError(f"task {task.name}: the {split.value} split has nothing to score")
+    return total / count
