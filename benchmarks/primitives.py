@@ -1,0 +1,170 @@
+"""Primitive benchmarks on CPU: forward + backward wall time.
+
+Sections are functions called from `main()`; each returns rows and `print_table` shows them.
+
+    python benchmarks/primitives.py --B 8 --T 512 --D 256 --repeats 5 --threads 2
+
+Recurrences, three sections:
+- scan operators alone (the recurrence itself, inputs precomputed) at the shapes the default
+  modules use: parallel scan vs step loop;
+- whole linear-recurrence modules: parallel `forward` vs step-loop `forward_reference` (same
+  weights). Projections, gates and norms are shared by both, so this ratio is bounded by
+  Amdahl's law well below the operator ratio;
+- the `lstm`/`gru` primitives vs bare torch.nn.LSTM/GRU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gatesearch.primitives.recurrent import (
+    GLA_KEY_EXPANSION,
+    HAWK_EXPAND,
+    LINEAR_RECURRENCES,
+    recurrence_width,
+)
+from gatesearch.primitives.scan import (
+    gla_chunked,
+    gla_reference,
+    linear_scan,
+    linear_scan_reference,
+    log_linear_scan,
+)
+from gatesearch.registry import Context, build_module
+
+Fn = Callable[..., torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Row:
+    """Per-run milliseconds of a subject and its baseline, measured interleaved."""
+
+    name: str
+    subject_ms: list[float]
+    baseline_ms: list[float]
+
+
+def _run_ms(fn: Fn, inputs: Sequence[torch.Tensor]) -> float:
+    leaves = [x.detach().requires_grad_() for x in inputs]
+    start = time.perf_counter()
+    fn(*leaves).sum().backward()
+    return (time.perf_counter() - start) * 1e3
+
+
+def compare(name: str, subject: Fn, baseline: Fn, *inputs: torch.Tensor, repeats: int) -> Row:
+    """Time fn(*inputs).sum().backward() for both, alternating runs after one warm-up each, so
+    that bursts of load from other processes land on both sides alike."""
+    _run_ms(subject, inputs)
+    _run_ms(baseline, inputs)
+    subject_ms, baseline_ms = [], []
+    for _ in range(repeats):
+        subject_ms.append(_run_ms(subject, inputs))
+        baseline_ms.append(_run_ms(baseline, inputs))
+    return Row(name, subject_ms, baseline_ms)
+
+
+def bench_scan_ops(B: int, T: int, D: int, repeats: int) -> list[Row]:
+    """Each scan operator vs its step loop (subject: parallel, baseline: step) at the default
+    modules' widths: mingru/minlstm width D in log space, hgrn D, rglru round(4/3·D), gla 4 heads."""
+    rows = []
+    a, b = torch.rand(B, T, D) * 0.5 + 0.5, torch.rand(B, T, D) + 0.1
+    rows.append(
+        compare(
+            "log (min*)",
+            lambda a, b: log_linear_scan(a.log(), b.log()).exp(),
+            linear_scan_reference,
+            a,
+            b,
+            repeats=repeats,
+        )
+    )
+    for label, width in (("lin (hgrn)", D), ("lin (rglru)", recurrence_width(D, HAWK_EXPAND))):
+        a, b = torch.rand(B, T, width) * 0.5 + 0.5, torch.randn(B, T, width)
+        rows.append(compare(label, linear_scan, linear_scan_reference, a, b, repeats=repeats))
+    heads = 4  # the gla default
+    dk, dv = int(D * GLA_KEY_EXPANSION) // heads, D // heads
+    q, k = torch.randn(B, T, heads, dk) * dk**-0.5, torch.randn(B, T, heads, dk)
+    v = torch.randn(B, T, heads, dv)
+    log_g = F.logsigmoid(torch.randn(B, T, heads, dk)) / 16
+    rows.append(compare("gla op", gla_chunked, gla_reference, q, k, v, log_g, repeats=repeats))
+    return rows
+
+
+def bench_linear_recurrences(B: int, T: int, D: int, repeats: int) -> list[Row]:
+    """Every linear-recurrence module: `forward` (subject) vs `forward_reference` (baseline)."""
+    ctx = Context(d_model=D, causal=True)
+    x = torch.randn(B, T, D)
+    rows = []
+    for name in LINEAR_RECURRENCES:
+        torch.manual_seed(0)
+        module = build_module(name, {}, ctx)
+        rows.append(compare(name, module, module.forward_reference, x, repeats=repeats))
+    return rows
+
+
+def bench_fused_rnns(B: int, T: int, D: int, repeats: int) -> list[Row]:
+    """lstm / gru primitives (subject) vs bare torch.nn.LSTM / GRU (baseline)."""
+    ctx = Context(d_model=D, causal=True)
+    x = torch.randn(B, T, D)
+    rows = []
+    for name, bare_cls in (("lstm", nn.LSTM), ("gru", nn.GRU)):
+        module = build_module(name, {}, ctx)
+        bare = bare_cls(D, D, batch_first=True)
+        rows.append(compare(name, module, lambda xi, rnn=bare: rnn(xi)[0], x, repeats=repeats))
+    return rows
+
+
+def print_table(title: str, headers: tuple[str, str, str, str], rows: Sequence[Row]) -> None:
+    """Medians of each side, their ratio (baseline / subject), and the ratio of the minima,
+    which is the least disturbed by other load on the machine."""
+    name_h, subject_h, baseline_h, ratio_h = headers
+    print(f"\n{title}")
+    print(f"{name_h:<12} {subject_h:>14} {baseline_h:>14} {ratio_h:>10} {'(of mins)':>10}")
+    for row in rows:
+        subject, baseline = statistics.median(row.subject_ms), statistics.median(row.baseline_ms)
+        min_ratio = min(row.baseline_ms) / min(row.subject_ms)
+        print(
+            f"{row.name:<12} {subject:>14.2f} {baseline:>14.2f} "
+            f"{baseline / subject:>10.2f} {min_ratio:>10.2f}"
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--B", type=int, default=8, help="batch size")
+    parser.add_argument("--T", type=int, default=512, help="sequence length")
+    parser.add_argument("--D", type=int, default=256, help="model width")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    shape = f"B={args.B} T={args.T} D={args.D}, fwd+bwd, median of {args.repeats} interleaved"
+
+    print_table(
+        f"Scan operators: parallel vs step loop ({shape})",
+        ("op", "parallel ms", "step ms", "step/par"),
+        bench_scan_ops(args.B, args.T, args.D, args.repeats),
+    )
+    print_table(
+        f"Linear-recurrence modules: forward vs forward_reference ({shape})",
+        ("name", "parallel ms", "step ms", "step/par"),
+        bench_linear_recurrences(args.B, args.T, args.D, args.repeats),
+    )
+    print_table(
+        f"Fused RNN primitives vs bare torch modules ({shape})",
+        ("name", "primitive ms", "bare ms", "bare/prim"),
+        bench_fused_rnns(args.B, args.T, args.D, args.repeats),
+    )
+
+
+if __name__ == "__main__":
+    main()
