@@ -59,6 +59,7 @@ def space_validate(path: SpaceArg) -> None:
 def space_show(path: SpaceArg) -> None:
     """List the space's rules, the primitives it uses with their parameters, and its size."""
     from gatesearch.grammar.checks import _calls
+    from gatesearch.grammar.model import Fixed
     from gatesearch.registry import REGISTRY
     from gatesearch.space import space_size_log10
 
@@ -72,25 +73,37 @@ def space_show(path: SpaceArg) -> None:
     rules = Table("rule", "alternatives", box=None, pad_edge=False)
     for rule in g.rules.values():
         bound = f"[max_depth={rule.max_depth}]" if rule.max_depth else ""
+        weighted = len(rule.alts) > 1
         alts = " | ".join(
-            (f"[{a.weight:g}] " if len(rule.alts) > 1 else "") + a.label for a in rule.alts
+            (f"[{a.weight:g}] " if weighted else "") + " ".join(_item_text(i) for i in a.items)
+            for a in rule.alts
         )
         rules.add_row(rule.name + bound, alts)
     out.print(rules)
-    prims = Table("primitive", "role", "parameters chosen here", box=None, pad_edge=False)
-    seen: dict[str, list[str]] = {}
+    prims = Table(
+        "primitive", "role", "used in", "parameters chosen there", box=None, pad_edge=False
+    )
     for rule in g.rules.values():
         for alt in rule.alts:
             for call in _calls(alt.items):
-                entry = seen.setdefault(call.op, [])
-                for name, expr in call.params:
-                    text = f"{name}={_expr_text(expr)}"
-                    if text not in entry:
-                        entry.append(text)
-    for op, params in sorted(seen.items()):
-        prims.add_row(op, REGISTRY[op].role.value, ", ".join(params))
+                chosen = [
+                    f"{name}={_expr_text(e)}" for name, e in call.params if not isinstance(e, Fixed)
+                ]
+                prims.add_row(call.op, REGISTRY[call.op].role.value, rule.name, ", ".join(chosen))
     out.print(prims)
     out.print(f"size: about 10^{space_size_log10(g):.1f} discrete architectures (upper bound)")
+
+
+def _item_text(item: object) -> str:
+    from gatesearch.grammar.model import PrimCall, Repeat, Wrap
+
+    if isinstance(item, Repeat):
+        return f"repeat({_item_text(item.item)}, {item.low}..{item.high})"
+    if isinstance(item, Wrap):
+        return f"{item.op}({' '.join(_item_text(i) for i in item.body)})"
+    if isinstance(item, PrimCall):
+        return item.op
+    return item.segment  # type: ignore[attr-defined]
 
 
 def _expr_text(expr: object) -> str:
