@@ -1,5 +1,31 @@
-"""Tasks: data splits, the model's input/output ends, loss and metric (see `base.Task`)."""
+"""Tasks: data splits, the model's input/output ends, loss and metric (see `base.Task`).
+
+`make_task(TaskSpec("mqar", {"pairs": 8}))` builds a task from the spec a campaign stores;
+names are built-ins (`available_tasks()`), `module:function`, or `gatesearch.tasks` entry points.
+"""
 
 from gatesearch.tasks.base import Batch, Split, Task, TaskError, TaskSpec, evaluate
+from gatesearch.tasks.files import ClassifyTask, FramesTask, TokensTask
+from gatesearch.tasks.registry import available_tasks, make_task, resolve_factory
+from gatesearch.tasks.synthetic import MQAR, FlipFlop, Parity, SelectiveCopy
+from gatesearch.tasks.text import CharLM
 
-__all__ = ["Batch", "Split", "Task", "TaskError", "TaskSpec", "evaluate"]
+__all__ = [
+    "MQAR",
+    "Batch",
+    "CharLM",
+    "ClassifyTask",
+    "FlipFlop",
+    "FramesTask",
+    "Parity",
+    "SelectiveCopy",
+    "Split",
+    "Task",
+    "TaskError",
+    "TaskSpec",
+    "TokensTask",
+    "available_tasks",
+    "evaluate",
+    "make_task",
+    "resolve_factory",
+]

@@ -20,6 +20,7 @@ from enum import Enum
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from gatesearch.registry import Context, InputKind
@@ -167,6 +168,57 @@ class Task(ABC):
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.spec.params.items())
         return f"{type(self).__name__}({args})"
+
+
+# ---------------------------------------------------------------------- helpers for tasks
+
+
+def seed_for(*parts: int | str) -> int:
+    """A 63-bit seed from a tuple of ints and names, stable across runs and machines."""
+    import hashlib
+
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def masked_cross_entropy_sum(outputs: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, int]:
+    """Σ cross-entropy over counted positions of outputs (B, T, n_out) vs targets (B, T) int64,
+    and the number of those positions."""
+    logits = outputs[batch.mask]  # (N, n_out)
+    targets = batch.targets[batch.mask]  # (N,)
+    total = F.cross_entropy(logits.float(), targets, reduction="sum")
+    return total, int(targets.numel())
+
+
+def masked_accuracy(outputs: torch.Tensor, batch: Batch) -> tuple[float, float]:
+    """(correct, counted) of argmax(outputs) against integer targets at counted positions."""
+    hit = outputs.argmax(-1)[batch.mask] == batch.targets[batch.mask]
+    return float(hit.sum()), float(hit.numel())
+
+
+def check_int(task: str, key: str, value: Any, low: int, high: int | None = None) -> int:
+    """`value` as an int in [low, high]; TaskError naming the task and param otherwise."""
+    if type(value) is not int or value < low or (high is not None and value > high):
+        bound = f"[{low}, {high}]" if high is not None else f">= {low}"
+        raise TaskError(f"task {task}: param {key} must be an integer {bound}, got {value!r}")
+    return value
+
+
+def check_float(task: str, key: str, value: Any, low: float, high: float) -> float:
+    """`value` as a float in [low, high]; TaskError naming the task and param otherwise."""
+    if type(value) not in (int, float) or not low <= value <= high:
+        raise TaskError(
+            f"task {task}: param {key} must be a number in [{low}, {high}], got {value!r}"
+        )
+    return float(value)
+
+
+def check_choice(task: str, key: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise TaskError(
+            f"task {task}: param {key} must be one of {', '.join(choices)}, got {value!r}"
+        )
+    return value
 
 
 def evaluate(
