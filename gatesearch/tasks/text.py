@@ -3,10 +3,10 @@
 The text is split by position: the first 90 % trains, the next 5 % validates, the last 5 %
 tests. The vocabulary is the set of characters of the training part (characters that appear
 only in the validation or test part share one extra "unknown" id). Training batches are
-windows of `context` characters at uniformly random offsets; the model predicts each next
+windows of `seq_len` characters at uniformly random offsets; the model predicts each next
 character. Validation and test are scored on consecutive, non-overlapping windows of
-`context` characters (the remainder shorter than one window is dropped), so every position
-is scored once with between 1 and `context` characters of left context — the same spread of
+`seq_len` characters (the remainder shorter than one window is dropped), so every position
+is scored once with between 1 and `seq_len` characters of left context — the same spread of
 contexts as training. Metric: cross-entropy in nats per character, lower is better.
 
 The default corpus is tiny Shakespeare (Karpathy's char-rnn), shipped inside the package.
@@ -61,12 +61,11 @@ class CharLM(Task):
     metric_name = "loss"
     higher_is_better = False
 
-    def __init__(self, path: str | None = None, context: int = 64) -> None:
+    def __init__(self, path: str | None = None, seq_len: int = 64) -> None:
         if path is not None and not isinstance(path, str):
             raise TaskError(f"task {self.name}: param path must be a file path, got {path!r}")
         self.path = path
-        self.context = check_int(self.name, "context", context, 1)
-        self.seq_len = self.context
+        self.seq_len = check_int(self.name, "seq_len", seq_len, 1)
         self._load()
 
     def _load(self) -> dict[Split, torch.Tensor]:
@@ -84,10 +83,10 @@ class CharLM(Task):
             Split.TEST: (n_train + n_valid, len(codes)),
         }
         for split, (lo, hi) in bounds.items():
-            if hi - lo < self.context + 1:
+            if hi - lo < self.seq_len + 1:
                 raise TaskError(
                     f"{where}: the {split.value} part has {hi - lo} characters, fewer than"
-                    f" context + 1 = {self.context + 1} (field text)"
+                    f" seq_len + 1 = {self.seq_len + 1} (field text)"
                 )
         vocab = np.unique(codes[:n_train])
         ids = np.searchsorted(vocab, codes)
@@ -103,7 +102,7 @@ class CharLM(Task):
 
     def batches(self, split: Split, batch_size: int, seed: int | None = None) -> Iterator[Batch]:
         data = self._load()[split]
-        ctx = self.context
+        ctx = self.seq_len
         offsets = torch.arange(ctx)  # (T,)
         if split is Split.TRAIN:
             gen = torch.Generator().manual_seed(seed_for(self.name, "train", seed or 0))
@@ -113,7 +112,7 @@ class CharLM(Task):
     def _train(
         self, data: torch.Tensor, batch_size: int, gen: torch.Generator, offsets: torch.Tensor
     ) -> Iterator[Batch]:
-        ctx = self.context
+        ctx = self.seq_len
         mask = torch.ones(batch_size, ctx, dtype=torch.bool)
         while True:
             start = torch.randint(0, len(data) - ctx, (batch_size, 1), generator=gen)
@@ -123,7 +122,7 @@ class CharLM(Task):
     def _eval(
         self, data: torch.Tensor, batch_size: int, seed: int | None, offsets: torch.Tensor
     ) -> Iterator[Batch]:
-        ctx = self.context
+        ctx = self.seq_len
         n = (len(data) - 1) // ctx
         starts = torch.arange(n) * ctx
         if seed is not None:
