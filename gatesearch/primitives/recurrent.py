@@ -85,9 +85,10 @@ class MGU(Primitive):
         wf, wh = self.in_proj(x).chunk(2, dim=-1)  # (B, T, d) each
         h = x.new_zeros(x.shape[0], x.shape[2])
         out = []
-        for t in range(x.shape[1]):
-            f = torch.sigmoid(wf[:, t] + self.u_f(h))
-            cand = torch.tanh(wh[:, t] + self.u_h(f * h))
+        # unbind, not wf[:, t]: indexing's backward zero-fills a full-size gradient per step.
+        for wf_t, wh_t in zip(wf.unbind(1), wh.unbind(1)):
+            f = torch.sigmoid(wf_t + self.u_f(h))
+            cand = torch.tanh(wh_t + self.u_h(f * h))
             h = torch.lerp(h, cand, f)
             out.append(h)
         return torch.stack(out, dim=1)
@@ -113,8 +114,8 @@ class IndRNN(Primitive):
         u = self.u.clamp(-self.u_max, self.u_max)
         h = x.new_zeros(x.shape[0], x.shape[2])
         out = []
-        for t in range(x.shape[1]):
-            h = F.relu(torch.addcmul(wx[:, t], u, h))
+        for wx_t in wx.unbind(1):
+            h = F.relu(torch.addcmul(wx_t, u, h))
             out.append(h)
         return torch.stack(out, dim=1)
 
@@ -142,12 +143,12 @@ class LEM(Primitive):
         y = x.new_zeros(x.shape[0], x.shape[2])
         z = torch.zeros_like(y)
         out = []
-        for t in range(x.shape[1]):
+        for v1_t, v2_t, vz_t, vy_t in zip(v1.unbind(1), v2.unbind(1), vz.unbind(1), vy.unbind(1)):
             r1, r2, rz = self.w_y_prev(y).chunk(3, dim=-1)
-            dt_z = self.dt * torch.sigmoid(r1 + v1[:, t])
-            dt_y = self.dt * torch.sigmoid(r2 + v2[:, t])
-            z = torch.lerp(z, torch.tanh(rz + vz[:, t]), dt_z)
-            y = torch.lerp(y, torch.tanh(self.w_z(z) + vy[:, t]), dt_y)
+            dt_z = self.dt * torch.sigmoid(r1 + v1_t)
+            dt_y = self.dt * torch.sigmoid(r2 + v2_t)
+            z = torch.lerp(z, torch.tanh(rz + vz_t), dt_z)
+            y = torch.lerp(y, torch.tanh(self.w_z(z) + vy_t), dt_y)
             out.append(y)
         return torch.stack(out, dim=1)
 
@@ -535,3 +536,25 @@ __all__ = [
     "gla_key_width",
     "recurrence_width",
 ]
+
+
+# For the code exporter (gatesearch.export): the module-level names each definition here uses,
+# copied with it, and the engine-only methods an exported copy leaves out (pruning is done before
+# export; Prunable's own methods are always left out).
+EXPORT_DEPS: dict[str, tuple[str, ...]] = {
+    "_ExpandedMin": ("log_linear_scan", "recurrence_width"),
+    "MinGRU": ("_log_g",),
+    "MinLSTM": ("_log_g",),
+    "RGLRU": ("HAWK_EXPAND", "_SqrtBoundedGrad", "linear_scan", "recurrence_width"),
+    "HGRN": ("_gated_rms_out", "linear_scan"),
+    "gla_key_width": ("GLA_KEY_EXPANSION",),
+    "GLA": ("GLA_GATE_NORMALIZER", "GLA_GATE_RANK", "gla_chunked", "gla_key_width"),
+}
+EXPORT_OMIT: dict[str, tuple[str, ...]] = {
+    "_ExpandedMin": ("_coefficients", "forward_reference"),
+    "MinGRU": ("_coefficients",),
+    "MinLSTM": ("_coefficients",),
+    "RGLRU": ("forward_reference",),
+    "HGRN": ("forward_reference",),
+    "GLA": ("forward_reference",),
+}

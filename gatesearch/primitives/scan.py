@@ -43,17 +43,20 @@ import torch
 
 
 def auto_chunk_size(length: int) -> int:
-    """C ≈ √T balances the in-chunk loop (C steps) against the carry loop (T/C steps)."""
-    return max(1, math.isqrt(max(length, 1)))
+    """C ≈ √T balances the in-chunk loop (C steps) against the carry loop (T/C steps). A divisor
+    of T within a factor 2 of √T is preferred: no padding copies."""
+    root = max(1, math.isqrt(max(length, 1)))
+    divisors = [c for c in range(max(2, root // 2), 2 * root + 1) if length % c == 0]
+    return min(divisors, key=lambda c: abs(c - root)) if divisors else root
 
 
-def _pad_time(x: torch.Tensor, pad: int, value: float) -> torch.Tensor:
-    """Append `pad` positions filled with `value` along dim 1 (padding sits after real steps,
-    so causality keeps it from touching them)."""
+def _pad_time(x: torch.Tensor, pad: int, value: float, front: bool = False) -> torch.Tensor:
+    """Add `pad` positions filled with `value` along dim 1, after the real steps (or before them
+    with `front`); a scan never lets padding reach the real steps, which come first in its order."""
     if pad == 0:
         return x
     filler = x.new_full((x.shape[0], pad, *x.shape[2:]), value)
-    return torch.cat([x, filler], dim=1)
+    return torch.cat([filler, x] if front else [x, filler], dim=1)
 
 
 def _chunk(x: torch.Tensor, n_chunks: int, chunk: int) -> torch.Tensor:
@@ -77,10 +80,77 @@ def linear_scan_reference(
     _check_time(a, b)
     h = torch.zeros_like(b[:, 0]) if h0 is None else h0
     out = []
-    for t in range(b.shape[1]):
-        h = a[:, t] * h + b[:, t]
+    # unbind, not a[:, t]: each indexing op's backward would zero-fill a full-size gradient.
+    for a_t, b_t in zip(a.unbind(1), b.unbind(1)):
+        h = a_t * h + b_t
         out.append(h)
     return torch.stack(out, dim=1)
+
+
+def _two_level_scan(a: torch.Tensor, b: torch.Tensor, chunk: int, reverse: bool) -> torch.Tensor:
+    """h_t = a_t h_{t∓1} + b_t (− forward, + reverse) with h = 0 outside; no autograd.
+
+    (1) chunk-local states, every chunk at once, C in-place steps; (2) running products of a
+    inside chunks; (3) the state entering each chunk, nc steps; (4) h = local + prod ⊙ entering.
+    """
+    T = b.shape[1]
+    nc = -(-T // chunk)
+    pad = nc * chunk - T
+    # Padding goes after the real steps in scan order: at the front for a reverse scan.
+    ac = _chunk(_pad_time(a, pad, 1.0, front=reverse), nc, chunk)  # (B, nc, C, ...a)
+    h = _chunk(_pad_time(b, pad, 0.0, front=reverse), nc, chunk).clone()  # (B, nc, C, ...b)
+    steps = range(chunk - 2, -1, -1) if reverse else range(1, chunk)
+    prev = 1 if reverse else -1  # offset of the neighbour each step reads
+    for t in steps:
+        h[:, :, t].addcmul_(ac[:, :, t], h[:, :, t + prev])
+    if nc > 1:
+        prod = ac.clone()  # (B, nc, C, ...a) product of a from the chunk's entry to t
+        for t in steps:
+            prod[:, :, t].mul_(prod[:, :, t + prev])
+        edge = 0 if reverse else -1  # the position whose state leaves a chunk
+        entering = torch.zeros_like(h[:, :, :1])  # (B, nc, 1, ...b)
+        chunks = range(nc - 2, -1, -1) if reverse else range(1, nc)
+        for n in chunks:
+            torch.addcmul(
+                h[:, n + prev, edge],
+                prod[:, n + prev, edge],
+                entering[:, n + prev, 0],
+                out=entering[:, n, 0],
+            )
+        h.addcmul_(prod, entering)
+    out = h.reshape(b.shape[0], nc * chunk, *h.shape[3:])  # (B, T + pad, ...)
+    return out[:, pad:] if reverse else out[:, :T]
+
+
+class _LinearScan(torch.autograd.Function):
+    """Two-level scan forward; backward is the reverse scan δ_t = g_t + a_{t+1} δ_{t+1}, with
+    ∂b_t = δ_t, ∂a_t = δ_t h_{t−1}, ∂h0 = a_0 δ_0 (summed back over broadcast dimensions)."""
+
+    @staticmethod
+    def forward(ctx, a, b, h0, chunk):  # type: ignore[override]
+        if h0 is not None:
+            b = b.clone()
+            b[:, 0].addcmul_(a[:, 0], h0)
+        h = _two_level_scan(a, b, chunk, reverse=False)
+        ctx.save_for_backward(a, h, h0)
+        ctx.chunk = chunk
+        ctx.b_shape = b.shape
+        return h
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):  # type: ignore[override]
+        a, h, h0 = ctx.saved_tensors
+        a_next = torch.cat([a[:, 1:], torch.zeros_like(a[:, :1])], dim=1)  # a_{t+1}
+        delta = _two_level_scan(a_next, grad.expand(ctx.b_shape), ctx.chunk, reverse=True)
+        grad_a = torch.empty_like(delta)
+        torch.mul(delta[:, 1:], h[:, :-1], out=grad_a[:, 1:])
+        if h0 is None:
+            grad_a[:, 0].zero_()
+        else:
+            torch.mul(delta[:, 0], h0, out=grad_a[:, 0])
+        grad_h0 = None if h0 is None else (a[:, 0] * delta[:, 0]).sum_to_size(h0.shape)
+        return grad_a.sum_to_size(a.shape), delta, grad_h0, None
 
 
 def linear_scan(
@@ -89,44 +159,62 @@ def linear_scan(
     h0: torch.Tensor | None = None,
     chunk_size: int | None = None,
 ) -> torch.Tensor:
-    """h_t = a_t ⊙ h_{t−1} + b_t by the two-level chunked scan (see module docstring).
+    """h_t = a_t ⊙ h_{t−1} + b_t by the two-level chunked scan (see module docstring), with a
+    hand-written backward (itself a reverse scan), so autograd records one node, not 2√T.
 
     a broadcasts against b (e.g. a per-row decay (B, T, H, K, 1) for a state (B, T, H, K, V)).
+    Once differentiable.
     """
     _check_time(a, b)
-    T = b.shape[1]
-    if h0 is not None:
-        # Fold the initial state into the first input: h_0 = a_0 h0 + b_0.
-        b = torch.cat([b[:, :1] + a[:, :1] * h0.unsqueeze(1), b[:, 1:]], dim=1)
-    C = chunk_size or auto_chunk_size(T)
-    nc = -(-T // C)
-    pad = nc * C - T
-    ac = _chunk(_pad_time(a, pad, 1.0), nc, C)  # (B, nc, C, ...)
-    bc = _chunk(_pad_time(b, pad, 0.0), nc, C)  # (B, nc, C, ...)
+    a = a.expand(*a.shape[:2], *b.shape[2:]) if a.shape[2:] != b.shape[2:] else a
+    return _LinearScan.apply(a, b, h0, chunk_size or auto_chunk_size(b.shape[1]))
 
-    # (1) chunk-local states, all chunks at once.
-    h = bc[:, :, 0]
-    hs = [h]
-    for t in range(1, C):
-        h = torch.addcmul(bc[:, :, t], ac[:, :, t], h)
-        hs.append(h)
-    local = torch.stack(hs, dim=2)  # (B, nc, C, ...)
-    if nc == 1:
-        return local.reshape(b.shape[0], C, *local.shape[3:])[:, :T]
-    prod = torch.cumprod(ac, dim=2)  # (B, nc, C, ...a's trailing) running products of a
 
-    # (2) carry[n] = true state entering chunk n + 1.
-    carry = local[:, 0, -1]
-    carries = [carry]
-    for n in range(1, nc - 1):
-        carry = torch.addcmul(local[:, n, -1], prod[:, n, -1], carry)
-        carries.append(carry)
-    entering = torch.stack(carries, dim=1).unsqueeze(2)  # (B, nc − 1, 1, ...)
+def _two_level_log_scan(log_a: torch.Tensor, log_b: torch.Tensor, chunk: int) -> torch.Tensor:
+    """log h for h_t = a_t h_{t−1} + b_t, h_{−1} = 0, b > 0; the two-level scheme in log space."""
+    T = log_b.shape[1]
+    nc = -(-T // chunk)
+    pad = nc * chunk - T
+    # Pad with finite values (a = b = 1); padded steps come after the real ones.
+    la = _chunk(_pad_time(log_a, pad, 0.0), nc, chunk)  # (B, nc, C, ...)
+    lh = _chunk(_pad_time(log_b, pad, 0.0), nc, chunk).clone()  # (B, nc, C, ...)
+    for t in range(1, chunk):
+        torch.logaddexp(la[:, :, t] + lh[:, :, t - 1], lh[:, :, t], out=lh[:, :, t])
+    if nc > 1:
+        decay = la.cumsum(dim=2)  # (B, nc, C, ...) log of the running product
+        # Chunk 0 enters with log 0 = −inf; logaddexp(x, −inf) = x.
+        entering = torch.full_like(lh[:, :, :1], -math.inf)  # (B, nc, 1, ...)
+        for n in range(1, nc):
+            torch.logaddexp(
+                decay[:, n - 1, -1] + entering[:, n - 1, 0],
+                lh[:, n - 1, -1],
+                out=entering[:, n, 0],
+            )
+        torch.logaddexp(lh, decay + entering, out=lh)
+    return lh.reshape(log_b.shape[0], nc * chunk, *lh.shape[3:])[:, :T]
 
-    # (3) add each chunk's entering state, decayed by the running product.
-    rest = torch.addcmul(local[:, 1:], prod[:, 1:], entering)
-    out = torch.cat([local[:, :1], rest], dim=1)  # (B, nc, C, ...)
-    return out.reshape(b.shape[0], nc * C, *out.shape[3:])[:, :T]
+
+class _LogLinearScan(torch.autograd.Function):
+    """Log-space scan forward. With w_t = a_t h_{t−1} / h_t = e^{log a_t + log h_{t−1} − log h_t}
+    ∈ [0, 1], the backward is the linear reverse scan δ_t = g_t + w_{t+1} δ_{t+1}, with
+    ∂log a_t = δ_t w_t and ∂log b_t = δ_t e^{log b_t − log h_t}: only exponents of numbers ≤ 0."""
+
+    @staticmethod
+    def forward(ctx, log_a, log_b, chunk):  # type: ignore[override]
+        log_h = _two_level_log_scan(log_a, log_b, chunk)
+        ctx.save_for_backward(log_a, log_b, log_h)
+        ctx.chunk = chunk
+        return log_h
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):  # type: ignore[override]
+        log_a, log_b, log_h = ctx.saved_tensors
+        w = torch.zeros_like(log_h)
+        torch.exp(log_a[:, 1:] + log_h[:, :-1] - log_h[:, 1:], out=w[:, 1:])
+        w_next = torch.cat([w[:, 1:], torch.zeros_like(w[:, :1])], dim=1)  # w_{t+1}
+        delta = _two_level_scan(w_next, grad, ctx.chunk, reverse=True)
+        return delta * w, delta * (log_b - log_h).exp(), None
 
 
 def log_linear_scan(
@@ -135,39 +223,15 @@ def log_linear_scan(
     log_h0: torch.Tensor | None = None,
     chunk_size: int | None = None,
 ) -> torch.Tensor:
-    """log h for h_t = a_t h_{t−1} + b_t with b > 0, by the two-level scan in log space."""
+    """log h for h_t = a_t h_{t−1} + b_t with b > 0, by the two-level scan in log space with a
+    hand-written backward. Once differentiable."""
     _check_time(log_a, log_b)
-    T = log_b.shape[1]
+    if log_a.shape != log_b.shape:
+        raise ValueError(f"log a {tuple(log_a.shape)} and log b {tuple(log_b.shape)} differ")
     if log_h0 is not None:
         first = torch.logaddexp(log_b[:, :1], log_a[:, :1] + log_h0.unsqueeze(1))
         log_b = torch.cat([first, log_b[:, 1:]], dim=1)
-    C = chunk_size or auto_chunk_size(T)
-    nc = -(-T // C)
-    pad = nc * C - T
-    # Pad with finite values (a = b = 1): −inf would make logaddexp's gradient NaN.
-    la = _chunk(_pad_time(log_a, pad, 0.0), nc, C)  # (B, nc, C, ...)
-    lb = _chunk(_pad_time(log_b, pad, 0.0), nc, C)  # (B, nc, C, ...)
-
-    h = lb[:, :, 0]
-    hs = [h]
-    for t in range(1, C):
-        h = torch.logaddexp(la[:, :, t] + h, lb[:, :, t])
-        hs.append(h)
-    local = torch.stack(hs, dim=2)  # (B, nc, C, ...)
-    if nc == 1:
-        return local.reshape(log_b.shape[0], C, *local.shape[3:])[:, :T]
-    decay = la.cumsum(dim=2)  # (B, nc, C, ...) log of the running product
-
-    carry = local[:, 0, -1]
-    carries = [carry]
-    for n in range(1, nc - 1):
-        carry = torch.logaddexp(decay[:, n, -1] + carry, local[:, n, -1])
-        carries.append(carry)
-    entering = torch.stack(carries, dim=1).unsqueeze(2)  # (B, nc − 1, 1, ...)
-
-    rest = torch.logaddexp(local[:, 1:], decay[:, 1:] + entering)
-    out = torch.cat([local[:, :1], rest], dim=1)  # (B, nc, C, ...)
-    return out.reshape(log_b.shape[0], nc * C, *out.shape[3:])[:, :T]
+    return _LogLinearScan.apply(log_a, log_b, chunk_size or auto_chunk_size(log_b.shape[1]))
 
 
 def log_linear_scan_cumsum(log_a: torch.Tensor, log_b: torch.Tensor) -> torch.Tensor:
@@ -193,13 +257,13 @@ def gla_reference(
     q, k, log_g: (B, T, H, K); v: (B, T, H, V). Returns (B, T, H, V). Any 1/√K scale is the
     caller's (applied to q).
     """
-    Bn, T, H, K = q.shape
+    Bn, _, H, K = q.shape
     S = q.new_zeros(Bn, H, K, v.shape[-1])  # (B, H, K, V)
-    alpha = log_g.exp()
     out = []
-    for t in range(T):
-        S = alpha[:, t, :, :, None] * S + k[:, t, :, :, None] * v[:, t, :, None, :]
-        out.append(torch.einsum("bhk,bhkv->bhv", q[:, t], S))
+    steps = zip(q.unbind(1), k.unbind(1), v.unbind(1), log_g.exp().unbind(1))
+    for q_t, k_t, v_t, alpha_t in steps:
+        S = alpha_t[..., None] * S + k_t[..., None] * v_t[..., None, :]  # (B, H, K, V)
+        out.append(torch.einsum("bhk,bhkv->bhv", q_t, S))
     return torch.stack(out, dim=1)  # (B, T, H, V)
 
 
@@ -283,3 +347,23 @@ __all__ = [
     "log_linear_scan_cumsum",
     "log_linear_scan_reference",
 ]
+
+
+# For the code exporter (gatesearch.export): the module-level names each definition here uses,
+# copied with it.
+EXPORT_DEPS: dict[str, tuple[str, ...]] = {
+    "_two_level_scan": ("_chunk", "_pad_time"),
+    "_LinearScan": ("_two_level_scan",),
+    "linear_scan": ("_LinearScan", "_check_time", "auto_chunk_size"),
+    "_two_level_log_scan": ("_chunk", "_pad_time"),
+    "_LogLinearScan": ("_two_level_log_scan", "_two_level_scan"),
+    "log_linear_scan": ("_LogLinearScan", "_check_time", "auto_chunk_size"),
+    "gla_chunked": (
+        "_chunk",
+        "_factorisable",
+        "_gla_intra_exact",
+        "_gla_intra_factorised",
+        "_pad_time",
+        "linear_scan",
+    ),
+}
