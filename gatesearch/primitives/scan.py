@@ -8,10 +8,14 @@ Diagonal linear recurrence  h_t = a_t ⊙ h_{t−1} + b_t,  h_{−1} = h0 (zero 
 - `linear_scan`: two-level chunked scan. T is cut into nc chunks of C ≈ √T steps. (1) Inside
   every chunk at once, a C-step loop computes the chunk-local state (as if h entered the chunk
   at zero) and the running product of a; (2) an nc-step loop carries the state across chunks;
-  (3) one broadcast adds carry ⊙ running product to every position. About 2√T vectorised steps
+  (3) one broadcast adds carry ⊙ running product to every position. About 3√T vectorised steps
   instead of T, exact (no division, no exponent of differences), stable for any sign of b.
+  It runs in place without autograd; its backward is written by hand as the reverse scan
+  δ_t = g_t + a_{t+1} δ_{t+1} (∂b = δ, ∂a_t = δ_t h_{t−1}), so autograd records one node,
+  not one per step (on CPU the bookkeeping of a per-step graph costs more than the arithmetic).
 - `log_linear_scan`: the same two-level scheme in log space for b > 0 (minGRU, minLSTM), with
-  log h_t = logaddexp(log a_t + log h_{t−1}, log b_t).
+  log h_t = logaddexp(log a_t + log h_{t−1}, log b_t); its backward is the linear reverse scan
+  with weights w_t = a_t h_{t−1} / h_t ∈ [0, 1].
 - `log_linear_scan_cumsum`: the one-shot log-space form a* = cumsum(log a),
   log h = a* + logcumsumexp(log b − a*). Fully parallel, but |a*| grows with T, so the final
   a* + (…) cancels and loses float32 precision on long sequences; on CPU it is also slower
