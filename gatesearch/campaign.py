@@ -187,7 +187,7 @@ class RunRequest:
     address: str | None = None
     name: str | None = None
     runs_dir: Path = Path("runs")
-    budget: str = "10s"
+    budget: str | None = None  # None: the task's default
     seed: int = 0
     objectives: str = "loss"
     seed_archs: list[Path] = field(default_factory=list)
@@ -200,8 +200,8 @@ def prepare_run(req: RunRequest) -> tuple[dict[str, Any], Path, Preset]:
     space_path = Path(req.space) if req.space else DEFAULT_SPACE
     grammar = load_space(space_path)
     preset = load_preset(resolve_preset_path(req.strategy))
-    get_task(req.task)
-    budget = parse_budget(req.budget)
+    task = get_task(req.task)
+    budget = parse_budget(req.budget or task.default_budget)
     objectives = parse_objectives(req.objectives)
     if req.trials < 1 or req.workers < 1:
         raise CampaignError("--trials and --workers must be at least 1")

@@ -159,8 +159,12 @@ def run(
     ] = None,
     runs_dir: Annotated[Path, typer.Option(help="Where runs are written.")] = Path("runs"),
     budget: Annotated[
-        str, typer.Option(help="Per-trial training budget: 200steps, 30s or 1e6tokens.")
-    ] = "10s",
+        str | None,
+        typer.Option(
+            help="Per-trial budget: 200steps, 30s or 1e6tokens [default: the task's, "
+            "10s for recall, at once for null]."
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Campaign seed; per-trial seeds derive from it.")] = 0,
     objectives: Annotated[
         str, typer.Option(help="Comma-separated, all minimised: loss, params, flops, latency.")

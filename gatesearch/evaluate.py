@@ -50,6 +50,7 @@ class Task(ABC):
     name: ClassVar[str]
     description: ClassVar[str]
     needs_torch: ClassVar[bool] = True  # the trial sets torch's thread count when true
+    default_budget: ClassVar[str] = "10s"
 
     @abstractmethod
     def evaluate(self, graph: nx.DiGraph, budget: Budget, seed: int) -> dict[str, float]: ...
@@ -59,6 +60,7 @@ class NullTask(Task):
     name = "null"
     description = "no training: a pseudo-metric from the architecture hash (benchmarks, tests)"
     needs_torch = False
+    default_budget = "1steps"  # at once; a seconds budget makes it sleep that long
 
     def evaluate(self, graph: nx.DiGraph, budget: Budget, seed: int) -> dict[str, float]:
         if budget.seconds is not None:

@@ -1,0 +1,221 @@
+"""The campaign commands end to end: real local Ray (started once here), real journal storage,
+real files; the driver killed with SIGKILL in a subprocess and resumed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import ray
+
+from gatesearch.cli import main
+from gatesearch.store import RunStore
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_local():
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    if started:
+        ray.shutdown()
+
+
+def cli(*args: str) -> int:
+    try:
+        main([str(a) for a in args])
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def small_preset(tmp_path: Path, strategy: str, options: str = "") -> Path:
+    path = tmp_path / f"{strategy}.toml"
+    path.write_text(f'strategy = "{strategy}"\n[options]\n{options}\n')
+    return path
+
+
+PRESETS = {
+    "random": "",
+    "evolution": "population = 4\nsample_size = 2\ncrossover = 0.5",
+    "tpe": "n_startup_trials = 3",
+    "nsga2": "population_size = 4",
+}
+
+
+def status_json(run: Path, capsys) -> dict:
+    capsys.readouterr()
+    assert cli("status", run, "--json") == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("strategy", list(PRESETS))
+def test_each_strategy_runs_a_campaign(tmp_path, capsys, strategy):
+    preset = small_preset(tmp_path, strategy, PRESETS[strategy])
+    objectives = "loss,params" if strategy == "nsga2" else "loss"
+    code = cli(
+        "run", "--task", "null", "--trials", "10", "--workers", "2", "--strategy", preset,
+        "--runs-dir", tmp_path / "runs", "--name", "c", "--objectives", objectives,
+    )  # fmt: skip
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "next:" in text and "best of c" in text
+    info = status_json(tmp_path / "runs" / "c", capsys)
+    assert info["finished"] == 10 and info["complete"] == 10 and info["failed"] == 0
+    assert info["best"]["values"].keys() == set(objectives.split(","))
+    run = tmp_path / "runs" / "c"
+    assert (run / "config.json").is_file() and (run / "space.space").is_file()
+    assert json.loads((run / "config.json").read_text())["strategy"] == strategy
+    with RunStore.open(run, writer=False) as store:
+        records = store.records()
+    originals = {r.arch_hash for r in records if r.duplicate_of is None}
+    assert {p.stem for p in (run / "graphs").glob("*.parquet")} == originals
+    assert sorted(r.slot for r in records) == list(range(10))
+
+
+def test_status_and_ls(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    assert cli("run", "--task", "null", "--trials", "3", "--runs-dir", runs, "--name", "x") == 0
+    capsys.readouterr()
+    assert cli("ls", runs) == 0
+    listing = capsys.readouterr().out
+    assert "x" in listing and "3/3" in listing and "evolution" in listing
+    assert cli("status", runs / "x") == 0
+    assert "3/3 finished" in capsys.readouterr().out
+
+
+def tree_digest(root: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        h.update(str(p.relative_to(root)).encode())
+        if p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def test_bad_input_is_one_line_and_changes_nothing(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    assert cli("run", "--task", "null", "--trials", "2", "--runs-dir", runs, "--name", "ok") == 0
+    bad_preset = tmp_path / "bad.toml"
+    bad_preset.write_text('strategy = "evolution"\n[options]\npopulaton = 3\n')
+    broken_space = tmp_path / "broken.space"
+    broken_space.write_text("model := embed nonsense(\n")
+    unwritable = tmp_path / "ro"
+    unwritable.mkdir()
+    unwritable.chmod(0o500)
+    before = tree_digest(runs)
+    cases = {
+        "missing space": (["--space", tmp_path / "nope.space"], "nope.space"),
+        "invalid space": (["--space", broken_space], "broken.space"),
+        "missing preset": (["--strategy", tmp_path / "nope.toml"], "nope.toml"),
+        "unknown preset key": (["--strategy", bad_preset], "populaton"),
+        "unknown strategy": (["--strategy", "annealing"], "annealing"),
+        "unknown task": (["--task", "mqar9"], "mqar9"),
+        "bad budget": (["--budget", "10 parsecs"], "10 parsecs"),
+        "existing run": (["--name", "ok"], "already exists"),
+    }
+    for label, (extra, needle) in cases.items():
+        capsys.readouterr()
+        code = cli("run", "--task", "null", "--runs-dir", runs, "--name", "new", *extra)
+        err = capsys.readouterr().err.strip()
+        assert code == 2, label
+        assert len(err.splitlines()) == 1 and needle in err, (label, err)
+        assert not (runs / "new").exists(), label
+    if os.geteuid() != 0:
+        code = cli("run", "--task", "null", "--runs-dir", unwritable / "runs", "--name", "n")
+        assert code == 2 and "cannot write" in capsys.readouterr().err
+    for target in (runs / "missing", tmp_path):
+        assert cli("resume", target) == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    journal = runs / "ok" / "study.journal"
+    journal.write_bytes(journal.read_bytes()[:-7])  # a torn last record
+    before = tree_digest(runs)
+    assert cli("resume", runs / "ok") == 2
+    assert "truncated" in capsys.readouterr().err
+    assert tree_digest(runs) == before
+
+
+def test_second_driver_is_refused(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    assert cli("run", "--task", "null", "--trials", "2", "--runs-dir", runs, "--name", "l") == 0
+    with RunStore.open(runs / "l", writer=True):
+        capsys.readouterr()
+        assert cli("resume", runs / "l", "--trials", "2") == 2
+        err = capsys.readouterr().err
+        assert "in use by another driver" in err and len(err.strip().splitlines()) == 1
+    assert cli("resume", runs / "l", "--trials", "2") == 0  # the lock went with its holder
+
+
+def finished_by_slot(run: Path) -> dict[int, tuple[int, str, tuple | None]]:
+    with RunStore.open(run, writer=False) as store:
+        records = store.records()
+    out = {}
+    for r in records:
+        if r.state.is_finished() and not (r.fail_reason or "").startswith("interrupted"):
+            assert r.slot not in out, f"slot {r.slot} finished twice"
+            out[r.slot] = (r.number, r.arch_hash, r.values)
+    return out
+
+
+def spawn_and_kill(tmp_path: Path, address: str, args: list[str], run: Path, after: int) -> None:
+    """Start a driver subprocess on the test's Ray, SIGKILL it once `after` slots finished."""
+    cmd = [sys.executable, "-m", "gatesearch.cli", "run", "--address", address, *map(str, args)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise AssertionError(f"driver ended early: {proc.stderr.read().decode()}")
+            if (run / "study.journal").exists() and len(finished_by_slot(run)) >= after:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("driver made no progress")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+
+def test_sigkill_then_resume_loses_nothing(tmp_path, capsys, ray_local):
+    runs, run = tmp_path / "runs", tmp_path / "runs" / "k"
+    args = ["--task", "null", "--budget", "0.3s", "--trials", "10", "--workers", "2",
+            "--runs-dir", runs, "--name", "k"]  # fmt: skip
+    spawn_and_kill(tmp_path, ray_local, args, run, after=3)
+    before = finished_by_slot(run)
+    with RunStore.open(run, writer=False) as store:
+        running = {r.slot for r in store.records() if r.state.name == "RUNNING"}
+    assert running, "the kill should leave trials running"
+    assert cli("resume", run) == 0
+    after = finished_by_slot(run)
+    assert sorted(after) == list(range(10))  # completed == budget, each slot once
+    for slot, record in before.items():  # nothing finished before the kill was lost
+        assert after[slot] == record
+    assert running <= set(after)  # the interrupted slots ran again
+    info = status_json(run, capsys)
+    assert info["finished"] == 10 and info["interrupted"] == len(running)
+    with RunStore.open(run, writer=False) as store:
+        numbers = [r.number for r in store.records()]
+    assert len(numbers) == len(set(numbers))
+
+
+def test_serial_resume_repeats_an_uninterrupted_campaign(tmp_path, ray_local):
+    preset = small_preset(tmp_path, "evolution", PRESETS["evolution"])
+    common = ["--task", "null", "--budget", "0.15s", "--trials", "12", "--workers", "1",
+              "--strategy", preset, "--runs-dir", tmp_path / "runs", "--seed", "7"]  # fmt: skip
+    assert cli("run", *common, "--name", "whole") == 0
+    run = tmp_path / "runs" / "cut"
+    spawn_and_kill(tmp_path, ray_local, [*common, "--name", "cut"], run, after=6)
+    assert cli("resume", run) == 0
+    whole = finished_by_slot(tmp_path / "runs" / "whole")
+    cut = finished_by_slot(run)
+    assert [whole[s][1] for s in range(12)] == [cut[s][1] for s in range(12)]
