@@ -75,6 +75,23 @@ class NullTask(Task):
         }
 
 
+class FaultyNullTask(NullTask):
+    """The null task with faults, for testing failure handling: by architecture hash, one in
+    four raises, one in eight reports a NaN loss."""
+
+    name = "null-faulty"
+    description = "null, but some architectures raise or give NaN (failure-handling tests)"
+
+    def evaluate(self, graph: nx.DiGraph, budget: Budget, seed: int) -> dict[str, float]:
+        metrics = super().evaluate(graph, budget, seed)
+        bucket = int(arch_hash(graph)[-2:], 16) % 8
+        if bucket < 2:
+            raise RuntimeError(f"injected fault for {arch_hash(graph)}")
+        if bucket == 2:
+            metrics["loss"] = math.nan
+        return metrics
+
+
 @dataclass(frozen=True)
 class _RecallShape:
     keys: int = 16  # key tokens 0..keys-1, value tokens keys..2*keys-1
@@ -171,7 +188,7 @@ class RecallTask(Task):
         }
 
 
-TASKS: dict[str, Task] = {t.name: t for t in (NullTask(), RecallTask())}
+TASKS: dict[str, Task] = {t.name: t for t in (NullTask(), FaultyNullTask(), RecallTask())}
 
 
 def get_task(name: str) -> Task:

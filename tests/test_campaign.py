@@ -1,0 +1,142 @@
+"""The campaign loop in process: failures, timeouts, duplicates, seeds, budgets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import ray
+from optuna.trial import TrialState
+
+from gatesearch.budget import Budget, BudgetError, BudgetUnit, parse_budget
+from gatesearch.campaign import (
+    Campaign,
+    CampaignError,
+    RunRequest,
+    package_versions,
+    prepare_run,
+    summary,
+    trial_seed,
+)
+from gatesearch.store import RunStore
+
+TINY_SPACE = """\
+task causal
+let width = choice(64)
+model := embed stack rmsnorm head
+stack := repeat(block, 1..1)
+block := residual(rmsnorm mixer)
+mixer := gru | lstm
+"""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_local():
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    if started:
+        ray.shutdown()
+
+
+def run_campaign(tmp_path: Path, **kw) -> RunStore:
+    req = RunRequest(runs_dir=tmp_path / "runs", name="c", **kw)
+    config, space, preset = prepare_run(req)
+    store = RunStore.create(req.runs_dir / "c", config, space, preset.text, package_versions())
+    with store:
+        Campaign(store).run()
+    return RunStore.open(req.runs_dir / "c", writer=False)
+
+
+def test_failed_trials_are_stored_with_reasons_and_the_campaign_goes_on(tmp_path):
+    store = run_campaign(tmp_path, task="null-faulty", trials=16, strategy="random")
+    records = store.records()
+    assert len({r.slot for r in records}) == 16
+    failed = [r for r in records if r.state is TrialState.FAIL]
+    assert failed and len(failed) < 16
+    reasons = {r.fail_reason for r in failed}
+    assert any("injected fault" in x for x in reasons)
+    assert all(r.fail_reason for r in failed)
+    info = summary(store)
+    assert info["failed"] == len(failed) and info["finished"] == 16
+    assert sum(info["failure_reasons"].values()) == len(failed)
+
+
+def test_duplicates_reuse_the_stored_result(tmp_path):
+    space = tmp_path / "tiny.space"
+    space.write_text(TINY_SPACE)
+    store = run_campaign(tmp_path, task="null", space=space, trials=12, strategy="random")
+    records = store.records()
+    originals = [r for r in records if r.duplicate_of is None]
+    dups = [r for r in records if r.duplicate_of is not None]
+    assert len(originals) == 2 and len(dups) == 10  # the space holds two architectures
+    by_number = {r.number: r for r in records}
+    for d in dups:
+        assert d.values == by_number[d.duplicate_of].values
+        assert d.arch_hash == by_number[d.duplicate_of].arch_hash
+    assert len(list((store.root / "graphs").glob("*.parquet"))) == 2
+    assert summary(store)["duplicates"] == 10
+
+
+def test_recall_task_trains_a_small_model(tmp_path):
+    space = tmp_path / "tiny.space"
+    space.write_text(TINY_SPACE)
+    store = run_campaign(tmp_path, task="recall", space=space, budget="5steps", trials=1)
+    (record,) = store.records()
+    assert record.state is TrialState.COMPLETE
+    assert record.metrics["steps"] == 5 and record.metrics["params"] > 0
+    assert 0 < record.values[0] < 10
+
+
+def test_trial_seeds_depend_on_campaign_seed_and_slot():
+    seeds = {trial_seed(s, slot) for s in range(3) for slot in range(50)}
+    assert len(seeds) == 150
+    assert trial_seed(1, 2) == trial_seed(1, 2)
+    assert trial_seed(1, 2, stream=1) != trial_seed(1, 2)
+
+
+@pytest.mark.parametrize(
+    ("text", "amount", "unit"),
+    [
+        ("200steps", 200, BudgetUnit.STEPS),
+        ("30s", 30, BudgetUnit.SECONDS),
+        ("0.5s", 0.5, BudgetUnit.SECONDS),
+        ("1e6tokens", 1e6, BudgetUnit.TOKENS),
+        (" 12 steps ", 12, BudgetUnit.STEPS),
+    ],
+    ids=lambda v: str(v),
+)
+def test_budget_parsing(text, amount, unit):
+    budget = parse_budget(text)
+    assert budget == Budget(amount, unit)
+    assert parse_budget(str(budget)) == budget
+
+
+@pytest.mark.parametrize("text", ["", "10", "steps", "-5steps", "1.5steps", "3 weeks", "0s"])
+def test_bad_budgets_name_the_accepted_forms(text):
+    with pytest.raises(BudgetError, match=r"budget"):
+        parse_budget(text)
+
+
+def test_tokens_budget_becomes_steps():
+    assert parse_budget("1e6tokens").steps(tokens_per_step=1024) == 977
+    assert parse_budget("30s").steps(tokens_per_step=1024) is None
+
+
+def test_bad_objectives_and_seed_arch(tmp_path):
+    with pytest.raises(CampaignError, match="unknown objective 'acc'"):
+        prepare_run(RunRequest(task="null", objectives="loss,acc"))
+    with pytest.raises(CampaignError, match="at least 1"):
+        prepare_run(RunRequest(task="null", trials=0))
+
+
+# Last in the module: cancelling a trial kills its Ray worker, and new workers take seconds
+# to start.
+def test_a_trial_past_its_timeout_fails_as_timed_out(tmp_path):
+    store = run_campaign(
+        tmp_path, task="null", budget="30s", timeout=0.5, trials=2, strategy="random"
+    )
+    records = store.records()
+    assert [r.state for r in records] == [TrialState.FAIL] * 2
+    assert all("timeout" in r.fail_reason for r in records)

@@ -1,0 +1,91 @@
+"""The run directory: snapshot, study round trip, integrity checks, the driver lock."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+
+from gatesearch.campaign import RunRequest, package_versions, prepare_run
+from gatesearch.store import JOURNAL, RunLockedError, RunStore, StoreError, list_runs
+
+
+def make(tmp_path: Path, name: str = "r") -> RunStore:
+    config, space, preset = prepare_run(RunRequest(task="null", runs_dir=tmp_path, name=name))
+    return RunStore.create(tmp_path / name, config, space, preset.text, package_versions())
+
+
+def test_snapshot_holds_config_space_preset_and_versions(tmp_path):
+    with make(tmp_path) as store:
+        root = store.root
+    config = json.loads((root / "config.json").read_text())
+    assert config["strategy"] == "evolution" and config["task"] == "null"
+    assert (root / "space.space").read_text().startswith("# gated_lm")
+    assert 'strategy = "evolution"' in (root / "strategy.toml").read_text()
+    assert "optuna" in json.loads((root / "versions.json").read_text())
+    assert not list(tmp_path.glob(".r.*"))  # the temporary folder was renamed into place
+    assert list_runs(tmp_path) == [root]
+
+
+def test_trials_round_trip_through_the_journal(tmp_path):
+    with make(tmp_path) as store:
+        tid, number = store.start_trial(0, 11, "abc", {"$width": 64, "x.y[0]": "a"}, None)
+        store.complete_trial(tid, [1.5], {"loss": 1.5, "params": 10.0}, seq=0)
+        tid2, _ = store.start_trial(1, 12, "def", {"$width": 128}, None)
+        store.fail_trial(tid2, "boom", seq=1)
+        store.start_trial(2, 13, "ghi", {}, None)
+    with RunStore.open(tmp_path / "r", writer=False) as store:
+        a, b, c = store.records()
+    assert (a.number, a.slot, a.seed, a.arch_hash, a.state) == (
+        number,
+        0,
+        11,
+        "abc",
+        TrialState.COMPLETE,
+    )
+    assert a.choices == {"$width": 64, "x.y[0]": "a"} and a.values == (1.5,)
+    assert a.metrics == {"loss": 1.5, "params": 10.0} and a.seq == 0
+    assert b.state is TrialState.FAIL and b.fail_reason == "boom" and b.values is None
+    assert c.state is TrialState.RUNNING
+
+
+def test_existing_run_is_never_overwritten(tmp_path):
+    make(tmp_path).close()
+    with pytest.raises(StoreError, match="already exists"):
+        make(tmp_path)
+
+
+def test_lock_refuses_a_second_writer(tmp_path):
+    with make(tmp_path):
+        with pytest.raises(RunLockedError, match="in use by another driver"):
+            RunStore.open(tmp_path / "r", writer=True)
+        RunStore.open(tmp_path / "r", writer=False).close()  # readers need no lock
+    RunStore.open(tmp_path / "r", writer=True).close()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["truncated", "garbage", "no-journal", "no-config", "bad-config"],
+)
+def test_damaged_runs_are_refused_untouched(tmp_path, damage):
+    with make(tmp_path) as store:
+        tid, _ = store.start_trial(0, 1, "abc", {}, None)
+        store.complete_trial(tid, [1.0], {"loss": 1.0}, seq=0)
+    root = tmp_path / "r"
+    journal = root / JOURNAL
+    if damage == "truncated":
+        journal.write_bytes(journal.read_bytes()[:-5])
+    elif damage == "garbage":
+        journal.write_bytes(journal.read_bytes() + b"{not json\n")
+    elif damage == "no-journal":
+        journal.unlink()
+    elif damage == "no-config":
+        (root / "config.json").unlink()
+    else:
+        (root / "config.json").write_text("{")
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    with pytest.raises(StoreError):
+        RunStore.open(root, writer=True)
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
