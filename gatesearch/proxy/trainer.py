@@ -1,0 +1,472 @@
+"""The proxy trainer: a budgeted training run whose hyperparameters tune themselves.
+
+One trial = build the graph's model for the task, train it within the budget, score it:
+
+    warm-up (progress < hyper_warmup): weight steps only, on ũ ~ N(u, softplus(s)²) per example
+    then repeat: k weight steps (regularisers on at ũ, ũ detached; Adam on the model's weights)
+                 1 hyper step (regularisers off, validation batch, loss = L_val − τ·H(s);
+                               Adam on (u, s) only)
+
+The weights' learning rate follows multiplicative hypergradient descent (Baydin et al. 2018):
+α ← α·(1 + β·cos(g_t, −Δθ_{t−1})) — it grows while successive steps agree and shrinks when
+they oscillate, so no trial needs a learning-rate grid. The fixed-hyperparameter baseline
+(`self_tuning=False`) trains the same model for the same budget with the hyperparameters'
+defaults, a constant learning rate and no STN layers.
+
+Budgets count weight steps, training tokens (inputs fed to weight steps) or wall-clock
+seconds of the training loop; scoring after the loop is not charged.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from itertools import count
+from typing import Any
+
+import networkx as nx
+import torch
+from torch import nn
+
+from gatesearch.budget import Budget, BudgetUnit, parse_budget
+from gatesearch.build import (
+    GraphModel,
+    aux_losses,
+    build_model,
+    count_params,
+    example_input,
+    flops_per_token,
+    prune_model,
+)
+from gatesearch.graph import INPUT_OP, arch_hash
+from gatesearch.primitives.pruning import PruningGate
+from gatesearch.proxy.hyper import HyperSet, default_hypers
+from gatesearch.proxy.stn import (
+    HyperContext,
+    HyperState,
+    Regularisers,
+    STNLinear,
+    attach_stn,
+    dropout_roles_of,
+    fold_stn,
+    plain_decay_params,
+)
+from gatesearch.registry import Context, InputKind
+from gatesearch.tasks import Batch, Split, Task, TaskSpec, make_task
+from gatesearch.tasks import evaluate as task_metric
+
+
+class TrialDiverged(RuntimeError):
+    """The loss became NaN or infinite: the trial has no score. `step` and `reason` say
+    where, for the campaign to store as a failed trial's reason."""
+
+    def __init__(self, step: int, what: str, value: float) -> None:
+        self.step = step
+        self.reason = f"{what} is {value} at step {step}"
+        super().__init__(f"trial diverged: {self.reason}")
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """How the proxy trains. Identical for every architecture of a campaign."""
+
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    lr: float = 3e-3  # the initial learning rate; the baseline keeps it fixed
+    lr_min: float = 1e-5
+    lr_max: float = 3e-2
+    hd_beta: float = 0.02  # multiplicative hypergradient step on the learning rate
+    lr_warmup_steps: int = 20  # linear learning-rate warm-up, in weight steps
+    grad_clip: float = 1.0
+    self_tuning: bool = True  # False: the fixed-hyperparameter baseline
+    hyper_warmup: float = 0.1  # fraction of the budget with weight steps only
+    train_per_hyper: int = 5  # k weight steps per hyper step (5:1 as in Delta-STN's code)
+    # Higher than STN's 3e-3: a proxy has tens of hyper steps, not thousands.
+    hyper_lr: float = 0.05
+    entropy_weight: float = 1e-3
+    init_spread: float = 0.5  # softplus(s) at the start, in unconstrained units
+    trajectory_every: int = 25  # record the hyperparameters every this many weight steps
+    latency_runs: int = 5
+    device: str | None = None  # None: CUDA when available, else CPU
+
+
+@dataclass
+class ProxyResult:
+    """A finished proxy trial. `model` is a plain GraphModel (no STN layers, no hooks) with the
+    tuned hyperparameters' best-response weights folded in; unpruned."""
+
+    model: GraphModel
+    metrics: dict[str, Any]
+    hyperparameters: dict[str, float | int]
+    trajectory: list[dict[str, Any]]
+    pruned_graph: nx.DiGraph | None = None
+    config: ProxyConfig = field(default_factory=ProxyConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Metrics at the top level plus `hyperparameters` and `trajectory`; JSON-able."""
+        return {
+            **self.metrics,
+            "hyperparameters": dict(self.hyperparameters),
+            "trajectory": list(self.trajectory),
+        }
+
+
+class _BudgetClock:
+    """Progress in [0, 1] and the stopping rule for one budget."""
+
+    def __init__(self, budget: Budget) -> None:
+        self.budget = budget
+        self.start = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def progress(self, steps: int, tokens: int) -> float:
+        b = self.budget
+        used = {
+            BudgetUnit.STEPS: steps,
+            BudgetUnit.TOKENS: tokens,
+            BudgetUnit.SECONDS: self.elapsed(),
+        }[b.unit]
+        return min(1.0, used / b.amount)
+
+    def done(self, steps: int, tokens: int) -> bool:
+        return self.progress(steps, tokens) >= 1.0
+
+
+def _as_task(task: Task | TaskSpec | str) -> Task:
+    return task if isinstance(task, Task) else make_task(task)
+
+
+def _as_budget(budget: Budget | str) -> Budget:
+    return budget if isinstance(budget, Budget) else parse_budget(budget)
+
+
+def task_context(graph: nx.DiGraph, task: Task) -> Context:
+    """The build context of `graph` for `task`: the graph's width, the task's ends."""
+    (source,) = (n for n, a in graph.nodes(data=True) if a.get("op") == INPUT_OP)
+    params = graph.nodes[source]["params"]
+    causal = bool(params.get("causal", task.causal))
+    if task.causal and not causal:
+        raise ValueError(
+            f"task {task.name} is causal but the architecture may look ahead (causal = false)"
+        )
+    return task.context(int(params["d_model"]), causal=causal)
+
+
+def _progress_modules(model: nn.Module) -> list[nn.Module]:
+    """Modules that anneal with training progress (dense-to-sparse MoE routers)."""
+    return [m for m in model.modules() if callable(getattr(m, "set_progress", None))]
+
+
+def _inputs(batch: Batch, param: torch.Tensor) -> torch.Tensor:
+    x = batch.inputs
+    return x.to(param.dtype) if x.is_floating_point() else x
+
+
+def split_loss(model: nn.Module, task: Task, split: Split, batch_size: int) -> float:
+    """The task's training loss over a whole split, each batch weighted by its counted
+    positions (eval mode, no gradients)."""
+    param = next(model.parameters())
+    was_training = model.training
+    model.eval()
+    total, weight = 0.0, 0.0
+    try:
+        with torch.no_grad():
+            for batch in task.batches(split, batch_size):
+                batch = batch.to(param.device)
+                n = float(batch.mask.sum()) or float(batch.size)
+                total += float(task.loss(model(_inputs(batch, param)), batch)) * n
+                weight += n
+    finally:
+        model.train(was_training)
+    return total / weight
+
+
+def measure_latency(model: nn.Module, x: torch.Tensor, runs: int) -> float:
+    """Median milliseconds of one eval-mode forward on `x`, after one untimed warm-up run."""
+    was_training = model.training
+    model.eval()
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    times = []
+    try:
+        with torch.no_grad():
+            model(x)
+            for _ in range(runs):
+                sync()
+                t0 = time.perf_counter()
+                model(x)
+                sync()
+                times.append((time.perf_counter() - t0) * 1e3)
+    finally:
+        model.train(was_training)
+    return statistics.median(times)
+
+
+class _HypergradientLR:
+    """α ← clamp(α·(1 + β·cos(g_t, u_{t−1})), lo, hi), u_{t−1} = −Δθ_{t−1} the last update's
+    direction (multiplicative hypergradient descent, Baydin et al. 2018, normalised form)."""
+
+    def __init__(self, params: list[nn.Parameter], config: ProxyConfig) -> None:
+        self.params = params
+        self.lr = config.lr
+        self.beta = config.hd_beta if config.self_tuning else 0.0
+        self.lo, self.hi = config.lr_min, config.lr_max
+        self._before: list[torch.Tensor] | None = None
+        self._delta: list[torch.Tensor] | None = None
+
+    def before_step(self) -> None:
+        if self.beta == 0.0:
+            return
+        if self._delta is not None:
+            dot = torch.zeros(())
+            gg = torch.zeros(())
+            dd = torch.zeros(())
+            for p, d in zip(self.params, self._delta):
+                if p.grad is None:
+                    continue
+                g = p.grad.detach().float()
+                dot = dot + (g * d).sum().cpu()
+                gg = gg + (g * g).sum().cpu()
+                dd = dd + (d * d).sum().cpu()
+            denom = float(gg.sqrt() * dd.sqrt())
+            if denom > 0.0:
+                # Δθ = −α·u, so cos(g, u) = −cos(g, Δθ): a positive value means the new
+                # gradient still points where the last step went — the step was too short.
+                cos = -float(dot) / denom
+                self.lr = min(self.hi, max(self.lo, self.lr * (1.0 + self.beta * cos)))
+        self._before = [p.detach().float().clone() for p in self.params]
+
+    def after_step(self) -> None:
+        if self._before is None:
+            return
+        self._delta = [p.detach().float() - b for p, b in zip(self.params, self._before)]
+        self._before = None
+
+
+def train_proxy(
+    graph: nx.DiGraph,
+    task: Task | TaskSpec | str,
+    budget: Budget | str,
+    seed: int,
+    config: ProxyConfig | None = None,
+) -> ProxyResult:
+    """Train `graph` on `task` within `budget` and score it (see the module docstring).
+
+    Raises TrialDiverged on a non-finite loss.
+    """
+    config = config or ProxyConfig()
+    task = _as_task(task)
+    budget = _as_budget(budget)
+    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch.manual_seed(seed)
+    ctx = task_context(graph, task)
+    model = build_model(graph, ctx).to(device)
+    train_stream = task.batches(Split.TRAIN, config.batch_size, seed=seed)
+    first = next(train_stream).to(device)
+    param0 = next(model.parameters())
+
+    # Which auxiliary losses the model emits decides which weights are tuned.
+    model.train()
+    with torch.no_grad():
+        model(_inputs(first, param0))
+    aux_keys = set(aux_losses(model))
+    token_inputs = InputKind(task.input_kind) is InputKind.TOKENS
+    hypers = HyperSet(default_hypers(dropout_roles_of(model), aux_keys, token_inputs))
+    state = HyperState(hypers, config.init_spread).to(device)
+    hctx = HyperContext()
+    stn_layers = attach_stn(model, len(hypers), hctx) if config.self_tuning else []
+    regs = Regularisers(model, hypers, hctx, stn_layers)
+    plain = plain_decay_params(model)
+    weights = list(model.parameters())
+    opt = torch.optim.Adam(weights, lr=config.lr)
+    hd = _HypergradientLR(weights, config)
+    hyper_opt = torch.optim.Adam(state.parameters(), lr=config.hyper_lr)
+    progress_modules = _progress_modules(model)
+
+    def val_stream() -> Any:
+        for epoch in count():
+            yield from task.batches(Split.VALID, config.batch_size, seed=seed + epoch)
+
+    valid = val_stream()
+    trajectory: list[dict[str, Any]] = []
+    steps = tokens = hyper_steps = 0
+    last_loss = float("nan")
+
+    def record() -> None:
+        trajectory.append(
+            {
+                "step": steps,
+                "tokens": tokens,
+                "seconds": round(clock.elapsed(), 4),
+                "lr": hd.lr,
+                "train_loss": last_loss,
+                "hypers": state.current(),
+                "spread": dict(zip(hypers.names, state.spread.detach().cpu().tolist())),
+            }
+        )
+
+    clock = _BudgetClock(budget)
+    batch: Batch | None = first
+    try:
+        record()
+        while not clock.done(steps, tokens):
+            progress = clock.progress(steps, tokens)
+            for m in progress_modules:
+                m.set_progress(progress)
+            if batch is None:
+                batch = next(train_stream).to(device)
+
+            # ---- weight step: regularisers on at ũ (detached), weights updated
+            model.train()
+            with torch.no_grad():
+                if config.self_tuning:
+                    u_tilde = state.sample(batch.size)  # (B, n)
+                else:
+                    u_tilde = state.u.unsqueeze(0)  # (1, n): the defaults for every example
+                hctx.hyper_input = u_tilde if config.self_tuning else None
+                hctx.values = hypers.values(u_tilde)
+                hctx.regularise = True
+            x = regs.noisy_inputs(_inputs(batch, param0), task.n_in)
+            loss = task.loss(model(x), batch)
+            if not torch.isfinite(loss):
+                raise TrialDiverged(steps, "the training loss", float(loss))
+            total = loss
+            aux = regs.aux_total(aux_losses(model))
+            if aux is not None:
+                total = total + aux
+            decay = regs.penalty(plain)
+            if decay is not None:
+                total = total + decay
+            if not torch.isfinite(total):
+                raise TrialDiverged(steps, "the regularised training loss", float(total))
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            if config.grad_clip > 0:
+                nn.utils.clip_grad_norm_(weights, config.grad_clip)
+            hd.before_step()
+            warm = min(1.0, (steps + 1) / max(1, config.lr_warmup_steps))
+            for group in opt.param_groups:
+                group["lr"] = hd.lr * warm
+            opt.step()
+            hd.after_step()
+            last_loss = float(loss.detach())
+            steps += 1
+            tokens += batch.tokens
+            batch = None
+
+            # ---- hyper step: validation loss through the STN layers, (u, s) updated
+            if (
+                config.self_tuning
+                and progress >= config.hyper_warmup
+                and steps % config.train_per_hyper == 0
+                and not clock.done(steps, tokens)
+            ):
+                vb = next(valid).to(device)
+                model.eval()
+                hctx.regularise = False
+                hctx.values = None
+                hctx.hyper_input = state.sample(vb.size)  # attached: gradients reach (u, s)
+                v_loss = task.loss(model(_inputs(vb, param0)), vb)
+                if not torch.isfinite(v_loss):
+                    raise TrialDiverged(steps, "the validation loss", float(v_loss))
+                objective = v_loss - config.entropy_weight * state.entropy()
+                # Only (u, s) are differentiated; the model's gradients stay untouched.
+                grads = torch.autograd.grad(objective, [state.u, state.s])
+                hyper_opt.zero_grad(set_to_none=True)
+                state.u.grad, state.s.grad = grads
+                hyper_opt.step()
+                hyper_steps += 1
+            if steps % config.trajectory_every == 0:
+                record()
+        if trajectory[-1]["step"] != steps:
+            record()
+        train_seconds = clock.elapsed()
+    finally:
+        regs.remove()
+        hctx.hyper_input, hctx.values, hctx.regularise = None, None, False
+
+    # ---- back to a plain model at the final hyperparameters
+    with torch.no_grad():
+        fold_stn(model, state.u.detach())
+    model.eval()
+    assert not any(isinstance(m, STNLinear) for m in model.modules())
+    final = {**state.current(), "lr": hd.lr}
+    return _score(
+        model, task, ctx, config, steps, tokens, hyper_steps, train_seconds, final, trajectory
+    )
+
+
+def _score(
+    model: GraphModel,
+    task: Task,
+    ctx: Context,
+    config: ProxyConfig,
+    steps: int,
+    tokens: int,
+    hyper_steps: int,
+    train_seconds: float,
+    final: dict[str, float | int],
+    trajectory: list[dict[str, Any]],
+) -> ProxyResult:
+    param = next(model.parameters())
+    valid_loss = split_loss(model, task, Split.VALID, config.eval_batch_size)
+    if not torch.isfinite(torch.tensor(valid_loss)):
+        raise TrialDiverged(steps, "the validation loss", valid_loss)
+    metric = task_metric(model, task, Split.VALID, config.eval_batch_size)
+    x = example_input(ctx, task.seq_len, batch=config.batch_size).to(param.device)
+    if x.is_floating_point():
+        x = x.to(param.dtype)
+    latency = measure_latency(model, x, config.latency_runs)
+    metrics: dict[str, Any] = {
+        "loss": valid_loss,
+        "metric": metric,
+        task.metric_name: metric,
+        "metric_name": task.metric_name,
+        "higher_is_better": task.higher_is_better,
+        "params": float(count_params(model)),
+        "flops": float(flops_per_token(model, ctx, seq_len=task.seq_len)),
+        "latency": latency,
+        "latency_per_sequence": latency / config.batch_size,
+        "train_seconds": train_seconds,
+        "tokens": float(tokens),
+        "steps": float(steps),
+        "hyper_steps": float(hyper_steps),
+        "self_tuning": config.self_tuning,
+    }
+    pruned_graph = None
+    if any(isinstance(m, PruningGate) for m in model.modules()):
+        pruned_model = copy.deepcopy(model)
+        pruned_graph = prune_model(pruned_model)
+        metrics["pruned_params"] = float(count_params(pruned_model))
+        metrics["pruned_flops"] = float(flops_per_token(pruned_model, ctx, seq_len=task.seq_len))
+        metrics["pruned_arch_hash"] = arch_hash(pruned_graph)
+    return ProxyResult(model, metrics, final, trajectory, pruned_graph, config)
+
+
+def proxy_evaluate(
+    graph: nx.DiGraph,
+    task: Task | TaskSpec | str,
+    budget: Budget | str,
+    seed: int,
+    config: ProxyConfig | None = None,
+) -> dict[str, Any]:
+    """The campaign's evaluator: `train_proxy(...).to_dict()` — metrics (floats, plus
+    `metric_name`, `higher_is_better`, `self_tuning` and, with pruning gates,
+    `pruned_arch_hash`), `hyperparameters` and `trajectory`. JSON-able."""
+    return train_proxy(graph, task, budget, seed, config).to_dict()
+
+
+def fixed_evaluate(
+    graph: nx.DiGraph,
+    task: Task | TaskSpec | str,
+    budget: Budget | str,
+    seed: int,
+    config: ProxyConfig | None = None,
+) -> dict[str, Any]:
+    """The fixed-hyperparameter baseline: same budget, default hyperparameters, no STN."""
+    base = config or ProxyConfig()
+    fixed = ProxyConfig(**{**asdict(base), "self_tuning": False})
+    return train_proxy(graph, task, budget, seed, fixed).to_dict()
