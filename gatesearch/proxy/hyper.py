@@ -86,7 +86,8 @@ class HyperSpec:
             return self.low + F.softplus(u)
         if self.log:
             lo, hi = math.log(self.low), math.log(self.high)
-            return torch.exp(lo + (hi - lo) * torch.sigmoid(u))
+            # Clamped: exp(log hi) may round a hair above hi.
+            return torch.exp(lo + (hi - lo) * torch.sigmoid(u)).clamp(self.low, self.high)
         return self.low + (self._top() - self.low) * torch.sigmoid(u)
 
     def value(self, u: torch.Tensor) -> torch.Tensor:

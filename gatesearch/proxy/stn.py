@@ -118,14 +118,14 @@ class STNLinear(nn.Module):
             self.register_parameter("bias", None)
             self.register_parameter("bias_h", None)
         n_scales = self.out_features * (2 if self.bias is not None else 1)
-        self.hyper = nn.Linear(
-            n_hypers, n_scales, bias=False, device=linear.weight.device, dtype=linear.weight.dtype
+        # V: zero at the start, so the layer starts as the plain one.
+        self.hyper_weight = nn.Parameter(
+            torch.zeros(n_scales, n_hypers, device=linear.weight.device, dtype=linear.weight.dtype)
         )
-        nn.init.zeros_(self.hyper.weight)
 
     def scales(self, hyper_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(R, n) -> g_w (R, out) and g_b (R, out) or None."""
-        g = self.hyper(hyper_input.to(self.weight.dtype))  # (R, out or 2·out)
+        g = F.linear(hyper_input.to(self.weight.dtype), self.hyper_weight)  # (R, out or 2·out)
         if self.bias is None:
             return g, None
         g_w, g_b = g.chunk(2, dim=-1)

@@ -293,7 +293,7 @@ def train_proxy(
     valid = val_stream()
     trajectory: list[dict[str, Any]] = []
     steps = tokens = hyper_steps = 0
-    last_loss = float("nan")
+    last_loss: float | None = None  # none before the first step (JSON has no NaN)
 
     def record() -> None:
         trajectory.append(
@@ -332,7 +332,7 @@ def train_proxy(
             x = regs.noisy_inputs(_inputs(batch, param0), task.n_in)
             loss = task.loss(model(x), batch)
             if not torch.isfinite(loss):
-                raise TrialDiverged(steps, "the training loss", float(loss))
+                raise TrialDiverged(steps, "the training loss", float(loss.detach()))
             total = loss
             aux = regs.aux_total(aux_losses(model))
             if aux is not None:
@@ -341,7 +341,7 @@ def train_proxy(
             if decay is not None:
                 total = total + decay
             if not torch.isfinite(total):
-                raise TrialDiverged(steps, "the regularised training loss", float(total))
+                raise TrialDiverged(steps, "the regularised training loss", float(total.detach()))
             opt.zero_grad(set_to_none=True)
             total.backward()
             if config.grad_clip > 0:
@@ -371,7 +371,7 @@ def train_proxy(
                 hctx.hyper_input = state.sample(vb.size)  # attached: gradients reach (u, s)
                 v_loss = task.loss(model(_inputs(vb, param0)), vb)
                 if not torch.isfinite(v_loss):
-                    raise TrialDiverged(steps, "the validation loss", float(v_loss))
+                    raise TrialDiverged(steps, "the validation loss", float(v_loss.detach()))
                 objective = v_loss - config.entropy_weight * state.entropy()
                 # Only (u, s) are differentiated; the model's gradients stay untouched.
                 grads = torch.autograd.grad(objective, [state.u, state.s])
@@ -383,6 +383,9 @@ def train_proxy(
                 record()
         if trajectory[-1]["step"] != steps:
             record()
+        # The model is scored, retrained and exported at the end of its schedule.
+        for m in progress_modules:
+            m.set_progress(1.0)
         train_seconds = clock.elapsed()
     finally:
         regs.remove()

@@ -1,0 +1,190 @@
+"""The proxy trainer, run for real on tiny models: self-tuning vs fixed, budgets, the plain
+model it hands back, MoE and pruning metrics, divergence."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from proxydata import NoisyLookup, stack_graph
+from torch import nn
+
+import gatesearch.proxy.trainer as trainer_module
+from gatesearch.build import GraphModel, build_model
+from gatesearch.graph import arch_hash
+from gatesearch.proxy import (
+    ProxyConfig,
+    STNLinear,
+    TrialDiverged,
+    fixed_evaluate,
+    proxy_evaluate,
+    train_proxy,
+)
+from gatesearch.proxy.stn import fold_stn
+from gatesearch.proxy.trainer import task_context
+from gatesearch.tasks import Batch
+from gatesearch.tasks.base import Split
+
+FOLD_ATOL = 1e-5  # float32 model: folding reassociates W_e x + g⊙(W_h x)
+SECONDS_SLACK = 1.5  # one step plus a busy shared machine
+SMALL = ProxyConfig(batch_size=8, eval_batch_size=256, trajectory_every=5, latency_runs=2)
+
+
+def small_graph() -> object:
+    return stack_graph(16, [("attention", {"heads": 2}), ("mlp", {"expand": 2.0})])
+
+
+def small_task() -> NoisyLookup:
+    return NoisyLookup(vocab=11, length=8, n_train=8)
+
+
+# ------------------------------------------------------------------------ self-tuning works
+
+
+def test_self_tuning_raises_dropout_and_beats_fixed_hyperparameters_when_overfitting() -> None:
+    """A model with a mixer memorises the label noise of 16 training sequences; the tuned
+    regularisers must rise and pay off on fresh validation sequences at equal budget."""
+    graph = stack_graph(32, [("attention", {"heads": 2}), ("mlp", {"expand": 4.0})])
+    task = NoisyLookup(vocab=16, length=16, n_train=16, noise=0.4)
+    config = ProxyConfig(batch_size=16, trajectory_every=50, latency_runs=1)
+    tuned = train_proxy(graph, task, "200steps", seed=0, config=config)
+    fixed = fixed_evaluate(graph, task, "200steps", seed=0, config=config)
+    start = tuned.trajectory[0]["hypers"]
+    for name in ("dropout_stem", "dropout_mixer", "dropout_channel"):
+        assert tuned.hyperparameters[name] > 2 * start[name], name
+    assert tuned.hyperparameters["weight_decay"] > start["weight_decay"]
+    assert tuned.metrics["steps"] == fixed["steps"] == 200
+    assert tuned.metrics["loss"] < 0.8 * fixed["loss"]
+    assert fixed["hyperparameters"] == {**start, "lr": config.lr}
+    assert fixed["hyper_steps"] == 0
+
+
+def test_weight_steps_never_move_the_hyperparameters() -> None:
+    """With hyper steps switched off (warm-up over the whole budget) u must stay at its start:
+    the training loss is never differentiated with respect to the hyperparameters."""
+    config = ProxyConfig(**{**SMALL.__dict__, "hyper_warmup": 1.0})
+    result = train_proxy(small_graph(), small_task(), "10steps", seed=0, config=config)
+    assert result.metrics["hyper_steps"] == 0
+    assert {k: v for k, v in result.hyperparameters.items() if k != "lr"} == result.trajectory[0][
+        "hypers"
+    ]
+
+
+# ------------------------------------------------------------------------------- budgets
+
+
+@pytest.mark.parametrize(
+    ("budget", "steps", "tokens"),
+    [("7steps", 7, 7 * 64), ("1000tokens", 16, 16 * 64)],
+    ids=["steps", "tokens"],
+)
+def test_step_and_token_budgets_stop_where_they_should(
+    budget: str, steps: int, tokens: int
+) -> None:
+    m = proxy_evaluate(small_graph(), small_task(), budget, seed=0, config=SMALL)
+    assert (m["steps"], m["tokens"]) == (steps, tokens)  # 8 sequences × 8 tokens a step
+    assert m["trajectory"][-1]["step"] == steps
+    assert m["hyper_steps"] == sum(1 for s in range(1, steps) if s % 5 == 0 and s / steps >= 0.1)
+
+
+def test_seconds_budget_stops_on_time() -> None:
+    m = proxy_evaluate(small_graph(), small_task(), "1.5s", seed=0, config=SMALL)
+    assert 1.5 <= m["train_seconds"] < 1.5 + SECONDS_SLACK
+    assert m["steps"] > 5
+
+
+# ------------------------------------------------------------ what the trial hands back
+
+
+def test_returns_a_plain_model_equal_to_the_stn_model_at_the_final_lambda(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    task, graph = small_task(), small_graph()
+    x = next(iter(task.batches(Split.VALID, 16))).inputs
+    seen: dict[str, torch.Tensor] = {}
+
+    def spy(model: nn.Module, u: torch.Tensor) -> int:
+        layers = [m for m in model.modules() if isinstance(m, STNLinear)]
+        layers[0].ctx.hyper_input = u.view(1, -1)  # one context shared by every layer
+        model.eval()
+        with torch.no_grad():
+            seen["stn"] = model(x)
+        seen["u"] = u.clone()
+        return fold_stn(model, u)
+
+    monkeypatch.setattr(trainer_module, "fold_stn", spy)
+    result = train_proxy(graph, task, "20steps", seed=0, config=SMALL)
+    model = result.model
+    assert isinstance(model, GraphModel)
+    assert not any(isinstance(m, STNLinear) for m in model.modules())
+    assert all(not m._forward_hooks for m in model.modules())
+    fresh = build_model(graph, task_context(graph, task))
+    assert list(model.state_dict()) == list(fresh.state_dict())
+    assert all(type(m) is type(f) for m, f in zip(model.modules(), fresh.modules()))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), seen["stn"], atol=FOLD_ATOL, rtol=0)
+    assert result.hyperparameters["dropout_mixer"] == pytest.approx(
+        result.trajectory[-1]["hypers"]["dropout_mixer"]
+    )
+
+
+def test_metrics_and_trajectory_are_json() -> None:
+    m = proxy_evaluate(small_graph(), small_task(), "12steps", seed=3, config=SMALL)
+    again = json.loads(json.dumps(m))
+    assert again == m
+    for key in ("loss", "accuracy", "params", "flops", "latency", "train_seconds", "tokens"):
+        assert isinstance(m[key], float) and m[key] > 0, key
+    assert m["metric"] == m["accuracy"] and m["metric_name"] == "accuracy"
+    assert [e["step"] for e in m["trajectory"]] == [0, 5, 10, 12]
+    assert set(m["trajectory"][-1]["hypers"]) == set(m["hyperparameters"]) - {"lr"}
+    assert "pruned_params" not in m
+
+
+def test_moe_and_pruning_gates_report_the_pruned_size() -> None:
+    moe_switch = {
+        "router": "switch",
+        "experts": 4,
+        "expert": {"op": "mlp", "params": {"expand": 2.0, "prune": "l0"}},
+        "prune": "trainable",
+    }
+    moe_d2s = {
+        "router": "softmax_d2s",
+        "experts": 2,
+        "tau_start": 2.0,
+        "tau_end": 0.1,
+        "expert": {"op": "glu", "params": {"expand": 2.0}},
+    }
+    graph = stack_graph(
+        16, [("moe", moe_switch), ("moe", moe_d2s), ("mlp", {"expand": 4.0, "prune": "trainable"})]
+    )
+    result = train_proxy(graph, small_task(), "30steps", seed=0, config=SMALL)
+    m = result.metrics
+    for name in ("sparsity_weight", "moe_balance_weight", "moe_z_weight"):
+        assert name in result.hyperparameters
+    assert 0 < m["pruned_params"] <= m["params"]
+    assert m["pruned_flops"] <= m["flops"]
+    assert result.pruned_graph is not None
+    assert m["pruned_arch_hash"] == arch_hash(result.pruned_graph)
+    # The unpruned model is handed back; its d2s router ended its temperature schedule.
+    taus = [mod.tau for mod in result.model.modules() if hasattr(mod, "tau_end")]
+    assert taus and all(float(t) == pytest.approx(0.1) for t in taus)
+
+
+class _Diverging(NoisyLookup):
+    """Loss turns NaN from its fourth call on."""
+
+    calls = 0
+
+    def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
+        self.calls += 1
+        loss = super().loss(outputs, batch)
+        return loss * float("nan") if self.calls > 3 else loss
+
+
+def test_non_finite_loss_raises_trial_diverged() -> None:
+    task = _Diverging(vocab=11, length=8, n_train=8)
+    with pytest.raises(TrialDiverged) as info:
+        train_proxy(small_graph(), task, "10steps", seed=0, config=SMALL)
+    assert info.value.step == 3
+    assert "nan" in info.value.reason
