@@ -345,3 +345,8 @@ def build_module(op: str, params: dict[str, Any], ctx: Context) -> nn.Module:
     """Construct the module for one graph node: the registry's class with resolved params."""
     spec = REGISTRY[op]
     return spec.module(**spec.constructor_kwargs(params, ctx))
+
+
+# For the code exporter (gatesearch.export): the module-level names each definition here uses,
+# copied with it.
+EXPORT_DEPS: dict[str, tuple[str, ...]] = {"Context": ("InputKind",)}

@@ -303,3 +303,21 @@ class Attention(Primitive, Prunable):
             return keep if self.gate_granularity == "headwise" else channels
         # g5 gates the d-wide output, which has no heads; none has no rows.
         return torch.arange(self._gate_width(), device=keep.device)
+
+
+# For the code exporter (gatesearch.export): the module-level names each definition here uses,
+# copied with it, and the engine-only methods an exported copy leaves out (pruning is done before
+# export; Prunable's own methods are always left out).
+EXPORT_DEPS: dict[str, tuple[str, ...]] = {
+    "Attention": (
+        "GATE_POSITIONS",
+        "QK_NORM_EPS",
+        "ROPE_BASE",
+        "_GATE_ACTS",
+        "_HEAD_POSITIONS",
+        "_rotate_half",
+        "local_window_mask",
+        "make_gate",
+    ),
+}
+EXPORT_OMIT: dict[str, tuple[str, ...]] = {"Attention": ("_kept_gate_rows",)}

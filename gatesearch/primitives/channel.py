@@ -244,3 +244,18 @@ class GatedConv(Primitive):
         u = F.pad(x.transpose(1, 2), (left, right))  # (B, d, T + k − 1)
         u = self.conv(u).transpose(1, 2)  # (B, T, 2·d)
         return self.proj(F.glu(u, dim=-1))
+
+
+# For the code exporter (gatesearch.export): the module-level names each definition here uses,
+# copied with it, and the engine-only methods an exported copy leaves out (pruning is done before
+# export; Prunable's own methods are always left out).
+EXPORT_DEPS: dict[str, tuple[str, ...]] = {
+    "_HiddenChannels": ("PruningGate",),
+    "MLP": ("hidden_width", "make_activation", "make_gate"),
+    "GLU": ("GLU_VARIANTS", "hidden_width", "make_activation", "make_gate"),
+}
+EXPORT_OMIT: dict[str, tuple[str, ...]] = {
+    "_HiddenChannels": ("_shrink_inputs",),
+    "MLP": ("_shrink_inputs",),
+    "GLU": ("_shrink_inputs",),
+}

@@ -322,6 +322,19 @@ def _expert_is_channel(value: Any, params: dict[str, Any], ctx: Context) -> str 
     return None
 
 
+def build_expert(expert: dict[str, Any], d_model: int, causal: bool) -> nn.Module:
+    """One expert block from its description {"op": <channel primitive>, "params": {...}}.
+
+    The one place a mixture looks its experts up in the registry: an exported file replaces
+    it with a lookup among the classes it defines (gatesearch.export.bridges).
+    """
+    ctx = Context(d_model=d_model, causal=causal)
+    why = _expert_is_channel(expert, {}, ctx)
+    if why is not None:
+        raise ValueError(why)
+    return build_module(expert["op"], dict(expert.get("params", {})), ctx)
+
+
 # Which router options matter for which router: an option a router ignores is no choice point
 # (see ParamSpec.active), so two mixtures that differ only there are one architecture.
 def _uses_k(params: dict[str, Any]) -> bool:
@@ -446,18 +459,13 @@ class MoE(Primitive, Prunable):
             raise ValueError(f"k must be at least 1, got {k}")
         if expert is None:
             raise ValueError("moe needs an expert: {'op': <channel primitive>, 'params': {...}}")
-        why = _expert_is_channel(expert, {}, Context(d_model=d_model, causal=causal))
-        if why is not None:
-            raise ValueError(why)
         self.router_name = router
         self.n_experts = experts
         self.k = k
         self.prune = prune
         config = RouterConfig(k, capacity_factor, tau_start, tau_end, threshold, router_act)
         self.router = ROUTERS[router](d_model, experts, config)
-        ctx = Context(d_model=d_model, causal=causal)
-        op, params = expert["op"], dict(expert.get("params", {}))
-        self.experts = nn.ModuleList(build_module(op, params, ctx) for _ in range(experts))
+        self.experts = nn.ModuleList(build_expert(expert, d_model, causal) for _ in range(experts))
         self.expert_gate = make_gate(prune, experts)
         # s_e: 1 until pruning folds the surviving gate values in.
         self.register_buffer("out_scale", torch.ones(experts))
@@ -485,10 +493,12 @@ class MoE(Primitive, Prunable):
             self._aux = {}
             return out.reshape(T, B, d).transpose(0, 1)  # (B, T, d)
         routing = self.router(tokens, rows)
-        for j, e in enumerate(rows.tolist()):
+        # Without gates every expert is open and the loop is static, so torch.export can trace
+        # it; with gates the open set is data. An expert given no tokens runs on an empty batch
+        # (no data-dependent branch).
+        open_experts = range(self.n_experts) if self.expert_gate is None else rows.tolist()
+        for j, e in enumerate(open_experts):
             idx = routing.dispatch[:, j].nonzero().squeeze(1)  # (m,) tokens sent to expert e
-            if idx.numel() == 0:
-                continue
             y = self.experts[e](tokens.index_select(0, idx).unsqueeze(0))  # (1, m, d)
             w = routing.weights.index_select(0, idx)[:, j] * scale[j]  # (m,)
             # Accumulate in the input's dtype: under autocast the experts' y is lower precision.
@@ -520,3 +530,25 @@ class MoE(Primitive, Prunable):
             self.k = self.n_experts
             updates["k"] = self.n_experts
         return updates
+
+
+# For the code exporter (gatesearch.export): the module-level names each definition here uses,
+# copied with it, and the engine-only methods an exported copy leaves out (pruning is done
+# before export; Prunable's own methods are always left out).
+EXPORT_DEPS: dict[str, tuple[str, ...]] = {
+    "_cv_squared": ("CV_EPS",),
+    "Router": ("ROUTER_INIT_SCALE", "RouterConfig", "Routing"),
+    "NoisyTopKRouter": ("AUX_MOE_BALANCE", "NOISE_EPS", "_cv_squared"),
+    "SwitchRouter": ("AUX_MOE_BALANCE", "AUX_MOE_Z"),
+    "ActivationD2SRouter": ("make_activation",),
+    "_router_fits_context": ("Context", "ROUTERS"),
+    "MoE": (
+        "Context",
+        "ROUTERS",
+        "RouterConfig",
+        "_router_fits_context",
+        "build_expert",
+        "make_gate",
+    ),
+}
+EXPORT_OMIT: dict[str, tuple[str, ...]] = {"Router": ("keep_rows_",)}

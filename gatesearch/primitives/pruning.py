@@ -131,3 +131,11 @@ def make_gate(kind: str, n: int) -> PruningGate | None:
     gate = spec.module(d_model=n)
     assert isinstance(gate, PruningGate)
     return gate
+
+
+# For the code exporter (gatesearch.export): the module-level names each definition here uses,
+# copied with it.
+EXPORT_DEPS: dict[str, tuple[str, ...]] = {
+    "TrainableGate": ("AUX_SPARSITY",),
+    "HardConcreteGate": ("AUX_SPARSITY",),
+}

@@ -107,3 +107,8 @@ class Head(Primitive):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x)
+
+
+# For the code exporter (gatesearch.export): the module-level names each definition here uses,
+# copied with it.
+EXPORT_DEPS: dict[str, tuple[str, ...]] = {"Embed": ("InputKind",)}
