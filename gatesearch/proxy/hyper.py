@@ -17,7 +17,7 @@ auxiliary loss kind its forward pass produces (pruning-gate sparsity, MoE balanc
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +25,8 @@ import torch.nn.functional as F
 
 from gatesearch.primitives.base import AUX_MOE_BALANCE, AUX_MOE_Z, AUX_SPARSITY
 from gatesearch.registry import Role
+
+_EDGE = 1e-6  # how far inside its range a value given on a bound starts
 
 
 class HyperError(ValueError):
@@ -68,11 +70,8 @@ class HyperSpec:
             )
 
     def _inside(self, value: float) -> bool:
-        if self.high is None:
-            return value > self.low
-        if self.integer:
-            return self.low <= value <= self.high
-        return self.low < value < self.high
+        """Inside the closed range (a bound itself maps to a saturated u)."""
+        return self.low <= value and (self.high is None or value <= self.high)
 
     # ------------------------------------------------------------------------------ mappings
 
@@ -99,11 +98,12 @@ class HyperSpec:
         return v
 
     def to_unconstrained(self, value: float) -> float:
-        """u with value(u) = `value` (for integers: the middle of value's interval)."""
+        """u with value(u) = `value` (for integers: the middle of value's interval); a value
+        on a bound gets the u of a point just inside it."""
         if not self._inside(value):
             raise HyperError(f"hyperparameter {self.name}: {value} outside its range")
         if self.high is None:
-            x = value - self.low
+            x = max(value - self.low, _EDGE)
             return x + math.log(-math.expm1(-x))  # softplus⁻¹, stable for large x
         if self.integer:
             frac = (math.floor(value) + 0.5 - self.low) / (self._top() - self.low)
@@ -113,6 +113,7 @@ class HyperSpec:
             )
         else:
             frac = (value - self.low) / (self.high - self.low)
+        frac = min(max(frac, _EDGE), 1.0 - _EDGE)
         return math.log(frac) - math.log1p(-frac)
 
     def as_python(self, value: float) -> float | int:
@@ -214,8 +215,20 @@ class HyperSet:
     def names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.specs)
 
-    def defaults_unconstrained(self) -> torch.Tensor:
-        return torch.tensor([s.to_unconstrained(s.default) for s in self.specs])
+    def unconstrained(self, start: Mapping[str, float] | None = None) -> torch.Tensor:
+        """(n,) u at the values in `start` (e.g. a finished trial's tuned hyperparameters),
+        the defaults for the others. Names this set does not have are an error; "lr" is
+        not a hyperparameter here and is skipped."""
+        given = {k: v for k, v in (start or {}).items() if k != "lr"}
+        unknown = sorted(set(given) - set(self.index))
+        if unknown:
+            raise HyperError(
+                f"unknown hyperparameter(s) {', '.join(unknown)}: this model tunes "
+                f"{', '.join(self.names)}"
+            )
+        return torch.tensor(
+            [s.to_unconstrained(float(given.get(s.name, s.default))) for s in self.specs]
+        )
 
     def values(self, u: torch.Tensor) -> torch.Tensor:
         """(…, n) unconstrained -> (…, n) applied values (integers floored)."""

@@ -23,6 +23,7 @@ shared by the fixed-hyperparameter baseline, which uses it without STN layers.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -62,10 +63,12 @@ class HyperContext:
 class HyperState(nn.Module):
     """The tuned hyperparameters u (n,) and their perturbation scales softplus(s) (n,)."""
 
-    def __init__(self, hypers: HyperSet, init_spread: float) -> None:
+    def __init__(
+        self, hypers: HyperSet, init_spread: float, start: Mapping[str, float] | None = None
+    ) -> None:
         super().__init__()
         self.hypers = hypers
-        self.u = nn.Parameter(hypers.defaults_unconstrained().float())
+        self.u = nn.Parameter(hypers.unconstrained(start).float())
         s0 = math.log(math.expm1(init_spread))  # softplus⁻¹
         self.s = nn.Parameter(torch.full((len(hypers),), s0))
         self.register_buffer("per_example", hypers.per_example_mask())

@@ -22,7 +22,8 @@ from __future__ import annotations
 import copy
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from itertools import count
 from typing import Any
 
@@ -90,6 +91,10 @@ class ProxyConfig:
     trajectory_every: int = 25  # record the hyperparameters every this many weight steps
     latency_runs: int = 5
     device: str | None = None  # None: CUDA when available, else CPU
+    # Where the hyperparameters (and, under "lr", the learning rate) start; the defaults for
+    # those not named. With self_tuning=False they stay there: retraining a trial at its
+    # tuned values is `ProxyConfig(self_tuning=False, start=metrics["hyperparameters"])`.
+    start: Mapping[str, float] | None = None
 
 
 @dataclass
@@ -211,7 +216,7 @@ class _HypergradientLR:
 
     def __init__(self, params: list[nn.Parameter], config: ProxyConfig) -> None:
         self.params = params
-        self.lr = config.lr
+        self.lr = float((config.start or {}).get("lr", config.lr))
         self.beta = config.hd_beta if config.self_tuning else 0.0
         self.lo, self.hi = config.lr_min, config.lr_max
         self._before: list[torch.Tensor] | None = None
@@ -221,22 +226,23 @@ class _HypergradientLR:
         if self.beta == 0.0:
             return
         if self._delta is not None:
-            dot = torch.zeros(())
-            gg = torch.zeros(())
-            dd = torch.zeros(())
-            for p, d in zip(self.params, self._delta):
-                if p.grad is None:
-                    continue
-                g = p.grad.detach().float()
-                dot = dot + (g * d).sum().cpu()
-                gg = gg + (g * g).sum().cpu()
-                dd = dd + (d * d).sum().cpu()
-            denom = float(gg.sqrt() * dd.sqrt())
-            if denom > 0.0:
-                # Δθ = −α·u, so cos(g, u) = −cos(g, Δθ): a positive value means the new
-                # gradient still points where the last step went — the step was too short.
-                cos = -float(dot) / denom
-                self.lr = min(self.hi, max(self.lo, self.lr * (1.0 + self.beta * cos)))
+            pairs = [
+                (p.grad.detach().float(), d)
+                for p, d in zip(self.params, self._delta)
+                if p.grad is not None
+            ]
+            if pairs:
+                # One device-to-host copy per step: (g·Δ, g·g, Δ·Δ) summed over tensors.
+                sums = torch.stack(
+                    [torch.stack([(g * d).sum(), (g * g).sum(), (d * d).sum()]) for g, d in pairs]
+                ).sum(0)
+                dot, gg, dd = sums.tolist()
+                denom = (gg * dd) ** 0.5
+                if denom > 0.0:
+                    # Δθ = −α·u, so cos(g, u) = −cos(g, Δθ): a positive value means the new
+                    # gradient still points where the last step went — the step was too short.
+                    cos = -dot / denom
+                    self.lr = min(self.hi, max(self.lo, self.lr * (1.0 + self.beta * cos)))
         self._before = [p.detach().float().clone() for p in self.params]
 
     def after_step(self) -> None:
@@ -275,7 +281,7 @@ def train_proxy(
     aux_keys = set(aux_losses(model))
     token_inputs = InputKind(task.input_kind) is InputKind.TOKENS
     hypers = HyperSet(default_hypers(dropout_roles_of(model), aux_keys, token_inputs))
-    state = HyperState(hypers, config.init_spread).to(device)
+    state = HyperState(hypers, config.init_spread, config.start).to(device)
     hctx = HyperContext()
     stn_layers = attach_stn(model, len(hypers), hctx) if config.self_tuning else []
     regs = Regularisers(model, hypers, hctx, stn_layers)
@@ -470,6 +476,5 @@ def fixed_evaluate(
     config: ProxyConfig | None = None,
 ) -> dict[str, Any]:
     """The fixed-hyperparameter baseline: same budget, default hyperparameters, no STN."""
-    base = config or ProxyConfig()
-    fixed = ProxyConfig(**{**asdict(base), "self_tuning": False})
+    fixed = replace(config or ProxyConfig(), self_tuning=False)
     return train_proxy(graph, task, budget, seed, fixed).to_dict()

@@ -4,6 +4,7 @@ model it hands back, MoE and pruning metrics, divergence."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ import gatesearch.proxy.trainer as trainer_module
 from gatesearch.build import GraphModel, build_model
 from gatesearch.graph import arch_hash
 from gatesearch.proxy import (
+    HyperError,
     ProxyConfig,
     STNLinear,
     TrialDiverged,
@@ -63,7 +65,7 @@ def test_self_tuning_raises_dropout_and_beats_fixed_hyperparameters_when_overfit
 def test_weight_steps_never_move_the_hyperparameters() -> None:
     """With hyper steps switched off (warm-up over the whole budget) u must stay at its start:
     the training loss is never differentiated with respect to the hyperparameters."""
-    config = ProxyConfig(**{**SMALL.__dict__, "hyper_warmup": 1.0})
+    config = replace(SMALL, hyper_warmup=1.0)
     result = train_proxy(small_graph(), small_task(), "10steps", seed=0, config=config)
     assert result.metrics["hyper_steps"] == 0
     assert {k: v for k, v in result.hyperparameters.items() if k != "lr"} == result.trajectory[0][
@@ -188,3 +190,22 @@ def test_non_finite_loss_raises_trial_diverged() -> None:
         train_proxy(small_graph(), task, "10steps", seed=0, config=SMALL)
     assert info.value.step == 3
     assert "nan" in info.value.reason
+
+
+def test_fixed_run_at_given_hyperparameters_keeps_them() -> None:
+    """How `retrain` reuses a trial's tuned values: fixed at `start`, defaults elsewhere."""
+    start = {"dropout_mixer": 0.3, "input_noise_tokens": 2, "lr": 1e-3}
+    config = replace(SMALL, self_tuning=False, start=start)
+    m = proxy_evaluate(small_graph(), small_task(), "6steps", seed=0, config=config)
+    assert m["hyperparameters"]["dropout_mixer"] == pytest.approx(0.3)
+    assert m["hyperparameters"]["input_noise_tokens"] == 2
+    assert m["hyperparameters"]["lr"] == 1e-3
+    assert m["hyperparameters"]["dropout_channel"] == pytest.approx(0.05)
+    with pytest.raises(HyperError, match="dropout_moon"):
+        proxy_evaluate(
+            small_graph(),
+            small_task(),
+            "6steps",
+            seed=0,
+            config=replace(config, start={"dropout_moon": 0.1}),
+        )
