@@ -305,7 +305,7 @@ def read_table(path: Path, sequence_fields: tuple[str, ...], need_label: bool) -
     bad = np.flatnonzero(~np.isin(split, sorted(names)))
     if len(bad):
         row = int(bad[0])
-        raise fail(SPLIT_FIELD, f"row {row} is {split[row]!r}; expected train, valid or test")
+        raise fail(SPLIT_FIELD, f"row {row} is {str(split[row])!r}; expected train, valid or test")
     for s in Split:
         if not (split == s.value).any():
             raise fail(SPLIT_FIELD, f"the {s.value} split is empty")
@@ -486,8 +486,10 @@ class FramesTask(FileTask):
     higher_is_better = False
     sequence_fields = (FRAMES_FIELD,)
 
-    def __init__(self, path: str, max_len: int | None = None) -> None:
+    def __init__(self, path: str, width: int | None = None, max_len: int | None = None) -> None:
         self._init_file(path, max_len)
+        # Stating the width (e.g. 88 piano keys) turns a file of other frames into an error.
+        self.width = None if width is None else check_int(self.name, "width", width, 1)
         self._splits()
 
     def _check(self, table: Table) -> None:
@@ -499,6 +501,10 @@ class FramesTask(FileTask):
         self.n_in = self.n_out = int(values.shape[1])
         if self.n_in == 0:
             raise self._fail()(FRAMES_FIELD, "frames have width 0")
+        if self.width is not None and self.n_in != self.width:
+            raise self._fail()(
+                FRAMES_FIELD, f"frames have width {self.n_in}, expected {self.width} (param width)"
+            )
         self.seq_len = self._longest(table.seqs.lengths)
 
     def _nll_sum(self, outputs: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, int]:

@@ -1,0 +1,446 @@
+"""File tasks: Parquet and NPZ round trips with ragged sequences, and every kind of bad data."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from taskdata import (
+    FRAME_WIDTH,
+    N_CLASSES,
+    SPLITS,
+    VOCAB,
+    frame_rows,
+    labels,
+    token_rows,
+    write_npz_flat,
+    write_parquet,
+)
+
+from gatesearch.registry import InputKind
+from gatesearch.tasks import ClassifyTask, FramesTask, Split, TaskError, TokensTask, make_task
+
+
+def rows_of(split: Split, rows: list) -> list:
+    return [r for r, s in zip(rows, SPLITS) if s == split.value]
+
+
+def next_step_sequences(task, split: Split) -> list[np.ndarray]:
+    """Rebuild each sequence from its batches: the inputs, then the last target."""
+    out = []
+    for b in task.batches(split, 3):
+        for i in range(b.size):
+            m = b.mask[i]
+            out.append(torch.cat([b.inputs[i][m], b.targets[i][m][-1:]]).numpy())
+    return out
+
+
+def write_npz_padded(path: Path, columns: dict) -> Path:
+    """Ragged fields as a zero-padded (rows, T, …) array plus `lengths`."""
+    arrays = {}
+    for name, value in columns.items():
+        if name in ("tokens", "frames"):
+            rows = list(value)
+            T = max(len(r) for r in rows)
+            padded = np.zeros(
+                (len(rows), T, *np.shape(rows[0])[1:]), dtype=np.asarray(rows[0]).dtype
+            )
+            for i, r in enumerate(rows):
+                padded[i, : len(r)] = r
+            arrays[name] = padded
+            arrays["lengths"] = np.array([len(r) for r in rows])
+        else:
+            arrays[name] = np.asarray(value)
+    np.savez(path, **arrays)
+    return path
+
+
+def write_as(fmt: str, path: Path, columns: dict) -> Path:
+    if fmt == "parquet":
+        cols = {
+            k: [np.asarray(r).tolist() for r in v] if k in ("tokens", "frames") else v
+            for k, v in columns.items()
+        }
+        return write_parquet(path.with_suffix(".parquet"), cols)
+    if fmt == "npz-flat":
+        return write_npz_flat(path.with_suffix(".npz"), columns)
+    return write_npz_padded(path.with_suffix(".npz"), columns)
+
+
+FORMATS = ["parquet", "npz-flat", "npz-padded"]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_frames_round_trip(tmp_path: Path, fmt: str) -> None:
+    rows = frame_rows()
+    path = write_as(fmt, tmp_path / "frames", {"frames": rows, "split": SPLITS})
+    task = FramesTask(path=str(path), width=FRAME_WIDTH)
+    assert task.input_kind is InputKind.CONTINUOUS and task.n_in == task.n_out == FRAME_WIDTH
+    assert task.seq_len == max(len(r) for r in rows) - 1
+    for split in (Split.VALID, Split.TEST):  # TRAIN is endless
+        got = next_step_sequences(task, split)
+        want = rows_of(split, rows)
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_tokens_round_trip(tmp_path: Path, fmt: str) -> None:
+    rows = token_rows()
+    path = write_as(fmt, tmp_path / "tokens", {"tokens": rows, "split": SPLITS})
+    task = TokensTask(path=str(path))
+    assert task.n_in == task.n_out == max(int(r.max()) for r in rows) + 1
+    for split in (Split.VALID, Split.TEST):  # TRAIN is endless
+        got = next_step_sequences(task, split)
+        for g, w in zip(got, rows_of(split, rows), strict=True):
+            np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("field", ["tokens", "frames"])
+def test_classify_round_trip(tmp_path: Path, fmt: str, field: str) -> None:
+    rows = token_rows() if field == "tokens" else frame_rows()
+    path = write_as(fmt, tmp_path / "cls", {field: rows, "label": labels(), "split": SPLITS})
+    task = ClassifyTask(
+        path=str(path), n_classes=N_CLASSES, vocab=VOCAB if field == "tokens" else None
+    )
+    assert not task.causal and task.n_out == N_CLASSES
+    kind = InputKind.TOKENS if field == "tokens" else InputKind.CONTINUOUS
+    assert task.input_kind is kind
+    want_rows, want_labels = rows_of(Split.VALID, rows), rows_of(Split.VALID, labels())
+    got_rows, got_labels = [], []
+    for b in task.batches(Split.VALID, 3):
+        assert b.targets.shape == (b.size,) and b.targets.dtype == torch.int64
+        got_rows += [b.inputs[i][b.mask[i]].numpy() for i in range(b.size)]
+        got_labels += b.targets.tolist()
+        # Padding comes after the sequence, so the last real position is mask.sum − 1.
+        assert all(b.mask[i, : int(b.mask[i].sum())].all() for i in range(b.size))
+    assert got_labels == want_labels
+    for g, w in zip(got_rows, want_rows, strict=True):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_classify_reads_the_output_at_the_last_real_position(classify_parquet: Path) -> None:
+    task = make_task("classify", path=str(classify_parquet))
+    b = next(task.batches(Split.VALID, 4))
+    outputs = torch.zeros(b.size, b.mask.shape[1], task.n_out)
+    last = b.mask.sum(1) - 1
+    outputs[torch.arange(b.size), last, b.targets] = 5.0  # right only where it is read
+    assert task.metric(outputs, b) == (float(b.size), float(b.size))
+    outputs[torch.arange(b.size), last] = 0.0
+    outputs[:, 0, (b.targets[0] + 1) % task.n_out] = 5.0  # earlier positions do not count
+    assert float(task.loss(outputs, b)) == pytest.approx(np.log(task.n_out))
+
+
+def test_frames_nll_is_summed_over_dimensions_per_step(frames_parquet: Path) -> None:
+    task = make_task("frames", path=str(frames_parquet))
+    b = next(task.batches(Split.VALID, 4))
+    outputs = torch.zeros(b.size, b.mask.shape[1], task.n_out)  # p = 1/2 everywhere
+    total, count = task.metric(outputs, b)
+    assert count == float(b.mask.sum())
+    assert total / count == pytest.approx(task.n_out * np.log(2))
+
+
+def test_max_len_windows_score_every_position_once(tokens_parquet: Path) -> None:
+    whole = make_task("tokens", path=str(tokens_parquet))
+    cut = make_task("tokens", path=str(tokens_parquet), max_len=3)
+    assert cut.seq_len == 3
+    for split in (Split.VALID, Split.TEST):
+        n_whole = sum(int(b.mask.sum()) for b in whole.batches(split, 4))
+        cut_batches = list(cut.batches(split, 4))
+        assert all(b.mask.shape[1] <= 3 for b in cut_batches)
+        assert sum(int(b.mask.sum()) for b in cut_batches) == n_whole
+    train = next(cut.batches(Split.TRAIN, 16, seed=0))
+    assert train.mask.shape == (16, 3)
+
+
+# ------------------------------------------------------------------------------ bad data
+
+
+def parquet(columns: dict) -> Callable[[Path], Path]:
+    return lambda d: write_parquet(d / "bad.parquet", columns)
+
+
+def npz(arrays: dict) -> Callable[[Path], Path]:
+    def write(d: Path) -> Path:
+        np.savez(d / "bad.npz", **arrays)
+        return d / "bad.npz"
+
+    return write
+
+
+def raw(name: str, data: bytes) -> Callable[[Path], Path]:
+    def write(d: Path) -> Path:
+        (d / name).write_bytes(data)
+        return d / name
+
+    return write
+
+
+S3 = ["train", "valid", "test"]
+TOK3 = [[1, 2, 3], [4, 5], [6, 7, 8]]
+FR = [[[0, 1], [1, 0]], [[1, 1], [0, 0]], [[0, 0], [1, 1]]]
+
+BAD = {
+    # id: (task, extra params, file writer, field named in the error, what it says)
+    "missing-file": ("tokens", {}, lambda d: d / "nope.parquet", "nope.parquet", "no such file"),
+    "unknown-suffix": ("tokens", {}, raw("data.csv", b"a,b\n"), "data.csv", "unknown format"),
+    "not-parquet": (
+        "tokens",
+        {},
+        raw("junk.parquet", b"not parquet at all"),
+        "junk.parquet",
+        "not a readable Parquet file",
+    ),
+    "not-npz": ("tokens", {}, raw("junk.npz", b"not a zip"), "junk.npz", "not a readable NPZ file"),
+    "no-split-column": ("tokens", {}, parquet({"tokens": TOK3}), "split", "missing"),
+    "no-sequence-column": (
+        "frames",
+        {},
+        parquet({"tokens": TOK3, "split": S3}),
+        "frames",
+        "missing",
+    ),
+    "no-label-column": ("classify", {}, parquet({"tokens": TOK3, "split": S3}), "label", "missing"),
+    "both-tokens-and-frames": (
+        "classify",
+        {},
+        parquet({"tokens": TOK3, "frames": FR, "split": S3, "label": [0, 1, 0]}),
+        "tokens and frames",
+        "both",
+    ),
+    "empty-split": (
+        "tokens",
+        {},
+        parquet({"tokens": TOK3, "split": ["train", "train", "valid"]}),
+        "split",
+        "the test split is empty",
+    ),
+    "bad-split-name": (
+        "tokens",
+        {},
+        parquet({"tokens": TOK3, "split": ["train", "validation", "test"]}),
+        "split",
+        "row 1 is 'validation'",
+    ),
+    "split-not-strings": (
+        "tokens",
+        {},
+        parquet({"tokens": TOK3, "split": [0, 1, 2]}),
+        "split",
+        "must be strings",
+    ),
+    "null-row": (
+        "tokens",
+        {},
+        parquet({"tokens": [[1, 2], None, [3, 4]], "split": S3}),
+        "tokens",
+        "row 1 is null",
+    ),
+    "float-tokens": (
+        "tokens",
+        {},
+        parquet({"tokens": [[1.5, 2.0], [1.0, 2.0], [3.0, 4.0]], "split": S3}),
+        "tokens",
+        "lists of integers",
+    ),
+    "negative-token": (
+        "tokens",
+        {},
+        parquet({"tokens": [[1, 2], [3, -1], [3, 4]], "split": S3}),
+        "tokens",
+        "row 1 has -1, outside",
+    ),
+    "token-over-vocab": (
+        "tokens",
+        {"vocab": 5},
+        parquet({"tokens": [[1, 2], [3, 4], [3, 9]], "split": S3}),
+        "tokens",
+        "row 2 has 9, outside [0, 5)",
+    ),
+    "one-step-sequence": (
+        "tokens",
+        {},
+        parquet({"tokens": [[1, 2], [3], [3, 4]], "split": S3}),
+        "tokens",
+        "row 1 has 1 steps",
+    ),
+    "ragged-frames": (
+        "frames",
+        {},
+        parquet({"frames": [[[0, 1], [1, 0]], [[1, 1], [0, 0, 1]], [[0, 0], [1, 1]]], "split": S3}),
+        "frames",
+        "frames of different widths (2 and 3); first at row 1",
+    ),
+    "wrong-width-frames": (
+        "frames",
+        {"width": 88},
+        parquet({"frames": FR, "split": S3}),
+        "frames",
+        "width 2, expected 88",
+    ),
+    "nan-frame": (
+        "frames",
+        {},
+        parquet(
+            {
+                "frames": [[[0, 1], [1, 0]], [[1, 1], [0, 0]], [[0, float("nan")], [1, 1]]],
+                "split": S3,
+            }
+        ),
+        "frames",
+        "row 2 has a NaN",
+    ),
+    "frames-not-multi-hot": (
+        "frames",
+        {},
+        parquet({"frames": [[[0, 1], [1, 0]], [[1, 3], [0, 0]], [[0, 0], [1, 1]]], "split": S3}),
+        "frames",
+        "row 1 has values outside [0, 1]",
+    ),
+    "frames-not-nested": (
+        "frames",
+        {},
+        parquet({"frames": TOK3, "split": S3}),
+        "frames",
+        "must be lists of frames",
+    ),
+    "label-out-of-range": (
+        "classify",
+        {"n_classes": 2},
+        parquet({"tokens": TOK3, "label": [0, 2, 1], "split": S3}),
+        "label",
+        "row 1 has 2, outside [0, 2)",
+    ),
+    "negative-label": (
+        "classify",
+        {},
+        parquet({"tokens": TOK3, "label": [0, -1, 1], "split": S3}),
+        "label",
+        "row 1 has -1",
+    ),
+    "float-labels": (
+        "classify",
+        {},
+        parquet({"tokens": TOK3, "label": [0.0, 1.0, 1.0], "split": S3}),
+        "label",
+        "must be integers",
+    ),
+    "npz-no-lengths": (
+        "tokens",
+        {},
+        npz({"tokens": np.arange(7), "split": np.array(S3)}),
+        "lengths",
+        "is needed",
+    ),
+    "npz-lengths-mismatch": (
+        "tokens",
+        {},
+        npz({"tokens": np.arange(7), "lengths": np.array([2, 2, 2]), "split": np.array(S3)}),
+        "lengths",
+        "sum to 6 but tokens has 7 steps",
+    ),
+    "npz-lengths-too-long": (
+        "tokens",
+        {},
+        npz(
+            {
+                "tokens": np.ones((3, 4), dtype=int),
+                "lengths": np.array([2, 5, 2]),
+                "split": np.array(S3),
+            }
+        ),
+        "lengths",
+        "row 1 is 5, longer than 4",
+    ),
+    "npz-object-array": (
+        "tokens",
+        {},
+        npz({"tokens": np.array([[1, 2], [3]], dtype=object), "split": np.array(S3)}),
+        "tokens",
+        "object array",
+    ),
+    "npz-split-wrong-rows": (
+        "tokens",
+        {},
+        npz({"tokens": np.ones((3, 4), dtype=int), "split": np.array(["train", "valid"])}),
+        "split",
+        "has 2 rows but tokens has 3",
+    ),
+    "npz-nan": (
+        "frames",
+        {},
+        npz(
+            {
+                "frames": np.array([[[0, 1], [0, 1]], [[np.nan, 0], [1, 1]], [[0, 0], [1, 1]]]),
+                "split": np.array(S3),
+            }
+        ),
+        "frames",
+        "row 1 has a NaN",
+    ),
+    "npz-frames-wrong-rank": (
+        "frames",
+        {},
+        npz({"frames": np.zeros((3, 4, 2, 2)), "split": np.array(S3)}),
+        "frames",
+        "has shape (3, 4, 2, 2)",
+    ),
+    "npz-label-not-int": (
+        "classify",
+        {},
+        npz(
+            {
+                "tokens": np.ones((3, 4), dtype=int),
+                "label": np.array(["a", "b", "c"]),
+                "split": np.array(S3),
+            }
+        ),
+        "label",
+        "1-D integer array",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD), ids=list(BAD))
+def test_bad_data_names_the_file_and_the_field(tmp_path: Path, case: str) -> None:
+    name, params, write, field, says = BAD[case]
+    path = write(tmp_path)
+    with pytest.raises(TaskError) as info:
+        make_task(name, path=str(path), **params)
+    message = str(info.value)
+    assert "\n" not in message
+    assert path.name in message, message
+    assert field in message and says in message, message
+    if not case.startswith(("missing", "unknown", "not-")):
+        assert f"field {field}" in message
+
+
+def test_fixed_size_list_columns_read_and_fail_like_lists(tmp_path: Path) -> None:
+    kind = pa.list_(pa.list_(pa.float32(), 2))
+    good = [[[0.0, 1.0], [1.0, 0.0]], [[1.0, 0.0], [0.0, 1.0]], [[0.0, 0.0], [1.0, 1.0]]]
+    pq.write_table(
+        pa.table({"frames": pa.array(good, type=kind), "split": S3}), tmp_path / "ok.parquet"
+    )
+    assert make_task("frames", path=str(tmp_path / "ok.parquet")).n_in == 2
+    bad = [*good[:2], [[2.0, 0.0], [0.0, 0.0]]]
+    pq.write_table(
+        pa.table({"frames": pa.array(bad, type=kind), "split": S3}), tmp_path / "fixed.parquet"
+    )
+    with pytest.raises(TaskError, match=r"fixed\.parquet: field frames: row 2 has values outside"):
+        make_task("frames", path=str(tmp_path / "fixed.parquet"))
+
+
+def test_bad_params_are_named(tokens_parquet: Path) -> None:
+    with pytest.raises(TaskError, match="task tokens: param max_len"):
+        make_task("tokens", path=str(tokens_parquet), max_len=0)
+    with pytest.raises(TaskError, match="task tokens: missing param path"):
+        make_task("tokens")
+    with pytest.raises(TaskError, match="task frames: unknown param vocab"):
+        make_task("frames", path=str(tokens_parquet), vocab=3)
