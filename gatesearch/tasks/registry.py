@@ -116,7 +116,13 @@ def make_task(spec: TaskSpec | str, **params: Any) -> Task:
         spec = TaskSpec(spec.name, {**spec.params, **params})
     factory = resolve_factory(spec.name)
     _check_params(spec.name, factory, spec.params)
-    task = factory(**spec.params)
+    try:
+        task = factory(**spec.params)
+    except TypeError as exc:
+        # A factory taking **params passes them on unchecked; say which one was refused.
+        if "keyword argument" not in str(exc):
+            raise
+        raise TaskError(f"task {spec.name}: {exc}") from None
     if not isinstance(task, Task):
         raise TaskError(f"task {spec.name}: the factory returned {type(task).__name__}, not a Task")
     if spec.name not in builtin_tasks():
