@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -31,3 +32,12 @@ def classify_parquet(data_dir: Path) -> Path:
     return write_parquet(
         data_dir / "classify.parquet", {"tokens": rows, "label": labels(), "split": SPLITS}
     )
+
+
+@pytest.fixture(scope="session")
+def small_corpus(data_dir: Path) -> Path:
+    """The first 20,000 characters of the packaged corpus: a charlm that evaluates fast."""
+    text = (resources.files("gatesearch") / "data" / "tinyshakespeare.txt").read_text("utf-8")
+    path = data_dir / "small_corpus.txt"
+    path.write_text(text[:20_000], encoding="utf-8")
+    return path

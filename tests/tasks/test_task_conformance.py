@@ -26,7 +26,9 @@ def task_specs(request: pytest.FixtureRequest) -> dict[str, TaskSpec]:
         "selective_copy": TaskSpec("selective_copy", {"length": 20, "n_tokens": 4, **SMALL_SETS}),
         "parity": TaskSpec("parity", {"length": 12, **SMALL_SETS}),
         "flip_flop": TaskSpec("flip_flop", {"length": 16, **SMALL_SETS}),
-        "charlm": TaskSpec("charlm", {"seq_len": 16}),
+        "charlm": TaskSpec(
+            "charlm", {"path": str(request.getfixturevalue("small_corpus")), "seq_len": 16}
+        ),
         "frames": TaskSpec("frames", {"path": str(request.getfixturevalue("frames_parquet"))}),
         "tokens": TaskSpec("tokens", {"path": str(request.getfixturevalue("tokens_parquet"))}),
         "classify": TaskSpec(
