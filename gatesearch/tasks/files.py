@@ -118,9 +118,11 @@ def _read_parquet(path: Path, wanted: list[str], fail: _Fail) -> dict[str, Any]:
             row = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
             raise fail(name, f"row {row} is null")
         if name == SPLIT_FIELD:
+            if pa.types.is_dictionary(col.type):  # pandas categoricals arrive this way
+                col = col.dictionary_decode()
             if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
                 raise fail(name, f"must be strings (train/valid/test), found {col.type}")
-            out[name] = np.asarray(col.to_pylist(), dtype=str)
+            out[name] = np.asarray(col.to_numpy(zero_copy_only=False), dtype=str)
         elif name == LABEL_FIELD:
             if not pa.types.is_integer(col.type):
                 raise fail(name, f"must be integers, found {col.type}")

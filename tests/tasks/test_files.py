@@ -126,6 +126,14 @@ def test_classify_round_trip(tmp_path: Path, fmt: str, field: str) -> None:
         np.testing.assert_array_equal(g, w)
 
 
+def test_split_may_be_a_categorical_column(tmp_path: Path) -> None:
+    split = pa.array(SPLITS).dictionary_encode()
+    tokens = pa.array([r.tolist() for r in token_rows()], type=pa.large_list(pa.int32()))
+    pq.write_table(pa.table({"tokens": tokens, "split": split}), tmp_path / "cat.parquet")
+    task = make_task("tokens", path=str(tmp_path / "cat.parquet"))
+    assert len(next_step_sequences(task, Split.TEST)) == SPLITS.count("test")
+
+
 def test_classify_reads_the_output_at_the_last_real_position(classify_parquet: Path) -> None:
     task = make_task("classify", path=str(classify_parquet))
     b = next(task.batches(Split.VALID, 4))
