@@ -1,0 +1,8 @@
+"""The one error of the exporter."""
+
+from __future__ import annotations
+
+
+class ExportError(ValueError):
+    """An architecture cannot be exported: a value that is not safe or not known to the registry,
+    a primitive whose export is not declared, or missing weights. The message says which."""

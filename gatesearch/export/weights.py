@@ -1,0 +1,58 @@
+"""Weights for an exported file: the engine model's tensors under the exported class's names."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from gatesearch.build import GraphModel
+from gatesearch.export.codegen import _primitive_nodes, attribute_names
+from gatesearch.export.errors import ExportError
+
+
+def export_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """`model`'s state_dict keyed as the exported class's.
+
+    A GraphModel keeps node `n`'s tensors under "nodes.<engine name>."; the exported class
+    keeps them under "<attribute name>.", the name `attribute_names` gives the node. Any other
+    module (an instance of an exported class) is taken as it is.
+    """
+    state = model.state_dict()
+    if not isinstance(model, GraphModel):
+        return dict(state)
+    names = attribute_names(model.graph, _primitive_nodes(model.graph))
+    prefix = {f"nodes.{model.node_names[node]}.": f"{name}." for node, name in names.items()}
+    out = {}
+    for key, value in state.items():
+        head = key[: key.index(".", len("nodes.")) + 1]
+        if head not in prefix:
+            raise ExportError(f"state_dict key {key!r} belongs to no node of the graph")
+        out[prefix[head] + key[len(head) :]] = value
+    return out
+
+
+def export_weights(model: nn.Module, path: str | os.PathLike[str]) -> Path:
+    """Write `model`'s weights as safetensors, keyed as the exported class's state_dict.
+
+    Written to a temporary file, then moved into place. Returns the path.
+    """
+    from safetensors.torch import save_file
+
+    # safetensors refuses views and tensors that share storage: give it plain copies.
+    tensors = {
+        k: v.detach().to("cpu").contiguous().clone() for k, v in export_state_dict(model).items()
+    }
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={"format": "pt"})
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target

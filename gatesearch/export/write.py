@@ -1,0 +1,87 @@
+"""Write an export to disk: the source file and, on request, its weights beside it."""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+from torch import nn
+
+from gatesearch.build import GraphModel, prune_model
+from gatesearch.export.codegen import export_source
+from gatesearch.export.errors import ExportError
+from gatesearch.export.weights import export_weights
+from gatesearch.graph import arch_hash as compute_arch_hash
+from gatesearch.registry import Context
+
+
+@dataclass(frozen=True)
+class ExportPaths:
+    source: Path
+    weights: Path | None  # beside the source, same stem, ".safetensors"
+
+
+def write_export(
+    graph: nx.DiGraph,
+    ctx: Context,
+    out_path: str | os.PathLike[str],
+    *,
+    model: nn.Module | None = None,
+    weights: bool = False,
+    prune: bool = False,
+    title: str,
+    arch_hash: str | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    class_name: str = "Model",
+) -> ExportPaths:
+    """Write the standalone source for `graph` to `out_path` and, with `weights`, `model`'s
+    weights as safetensors beside it (same stem).
+
+    `prune`: prune a copy of `model` first (closed gates removed, open ones folded into the
+    weights; see `gatesearch.build.prune_model`) and export the architecture that remains, so
+    the file has no pruning gates. `arch_hash` defaults to the hash of `graph`.
+    Both files are written to temporary files and moved into place.
+    """
+    if weights and model is None:
+        raise ExportError("weights=True needs the model whose weights to write")
+    if prune:
+        if not isinstance(model, GraphModel):
+            raise ExportError("prune=True needs the engine model (a GraphModel)")
+        model = copy.deepcopy(model)
+        given_hash = arch_hash or compute_arch_hash(graph)
+        graph = prune_model(model)
+        arch_hash = given_hash
+    target = Path(out_path)
+    source = export_source(
+        graph,
+        ctx,
+        title=title,
+        arch_hash=arch_hash or compute_arch_hash(graph),
+        metrics=metrics or {},
+        class_name=class_name,
+        weights_name=target.with_suffix(".safetensors").name,
+        model=model if isinstance(model, GraphModel) else None,
+    )
+    _write_text(target, source)
+    weights_path = None
+    if weights:
+        assert model is not None
+        weights_path = export_weights(model, target.with_suffix(".safetensors"))
+    return ExportPaths(target, weights_path)
+
+
+def _write_text(target: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
