@@ -99,8 +99,9 @@ def test_seconds_budget_stops_on_time() -> None:
 # ------------------------------------------------------------ what the trial hands back
 
 
+@pytest.mark.parametrize("centred", [False, True], ids=["stn", "delta-stn"])
 def test_returns_a_plain_model_equal_to_the_stn_model_at_the_final_lambda(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, centred: bool
 ) -> None:
     task, graph = small_task(), small_graph()
     x = next(iter(task.batches(Split.VALID, 16))).inputs
@@ -116,7 +117,7 @@ def test_returns_a_plain_model_equal_to_the_stn_model_at_the_final_lambda(
         return fold_stn(model, u)
 
     monkeypatch.setattr(trainer_module, "fold_stn", spy)
-    result = train_proxy(graph, task, "20steps", seed=0, config=SMALL)
+    result = train_proxy(graph, task, "20steps", seed=0, config=replace(SMALL, centred=centred))
     model = result.model
     assert isinstance(model, GraphModel)
     assert not any(isinstance(m, STNLinear) for m in model.modules())
