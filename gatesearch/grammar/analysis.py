@@ -266,7 +266,7 @@ class _Analyzer:
                     expected=f"{call.name}(norm mixer)",
                 )
             body = tuple(self._item(e) for e in call.args[0].value)
-            return Wrap(call.name, body, call.loc)
+            return Wrap(call.name, body, call.loc, _segments(body, call.loc))
         return self._primitive(call.name, call.args, call.loc)
 
     def _repeat(self, call: S.Call) -> Repeat:

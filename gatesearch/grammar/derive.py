@@ -415,8 +415,7 @@ class _Expander:
             return [self.call(item, path, counts)]
         if isinstance(item, Wrap):
             node = DNode("wrap", item.op, path)
-            segs = _body_segments(item.body)
-            for child, seg in zip(item.body, segs, strict=True):
+            for child, seg in zip(item.body, item.segments, strict=True):
                 node.children.extend(self.item(child, f"{path}.{seg}", counts))
             return [node]
         if isinstance(item, Repeat):
@@ -477,21 +476,6 @@ class _Expander:
                     )
             chosen[name] = value
         return DNode("prim", call.op, path, params=chosen)
-
-
-def _body_segments(body: tuple[Item, ...]) -> tuple[str, ...]:
-    from collections import Counter
-
-    counts = Counter(i.segment for i in body)
-    seen: Counter[str] = Counter()
-    out = []
-    for i in body:
-        if counts[i.segment] > 1:
-            out.append(f"{i.segment}[{seen[i.segment]}]")
-            seen[i.segment] += 1
-        else:
-            out.append(i.segment)
-    return tuple(out)
 
 
 def _slot_value(node: DNode) -> dict[str, Any]:

@@ -88,6 +88,8 @@ class Wrap:
     op: str
     body: tuple[Item, ...]
     loc: Loc
+    # Path segment of each body item, as for an Alternative's items.
+    segments: tuple[str, ...] = ()
 
     @property
     def segment(self) -> str:

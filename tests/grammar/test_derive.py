@@ -88,13 +88,11 @@ def test_sampling_is_deterministic_per_seed(default) -> None:
 
 def test_choice_paths_are_stable_names(default) -> None:
     d = sample(default, 3)
-    kinds = set()
     for path in d.choices:
         assert path.startswith(("$", "model"))
     assert "$width" in d.choices
     assert any(p.startswith("model.stack.block#count") for p in d.choices)
     assert any(p.startswith("model.stack.block[0]") for p in d.choices)
-    del kinds
 
 
 def test_samples_replay_exactly(default) -> None:
