@@ -219,3 +219,16 @@ def test_serial_resume_repeats_an_uninterrupted_campaign(tmp_path, ray_local):
     whole = finished_by_slot(tmp_path / "runs" / "whole")
     cut = finished_by_slot(run)
     assert [whole[s][1] for s in range(12)] == [cut[s][1] for s in range(12)]
+
+
+def test_seed_archs_are_the_first_trials(tmp_path, capsys):
+    from gatesearch.space import SPACES_DIR, load_known
+
+    known = [SPACES_DIR / "known" / "llama.toml", SPACES_DIR / "known" / "hawk.toml"]
+    args = ["run", "--task", "null", "--trials", "4", "--runs-dir", tmp_path / "runs"]
+    for path in known:
+        args += ["--seed-arch", path]
+    assert cli(*args, "--name", "s", "--strategy", "tpe") == 0
+    with RunStore.open(tmp_path / "runs" / "s", writer=False) as store:
+        by_slot = {r.slot: r.arch_hash for r in store.records()}
+    assert [by_slot[0], by_slot[1]] == [load_known(p).hash for p in known]
