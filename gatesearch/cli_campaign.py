@@ -99,12 +99,13 @@ def _board(store: RunStore) -> None:
     if not rows:
         out.print("no completed trial yet")
         return
-    table = Table(title=f"best of {store.config['name']}", box=None, pad_edge=False)
-    table.add_column("rank", justify="right")
-    table.add_column("trial", justify="right")
+    table = Table(title=f"best of {store.config['name']}", box=None, pad_edge=False, expand=True)
+    table.add_column("rank", justify="right", no_wrap=True, min_width=4)
+    table.add_column("trial", justify="right", no_wrap=True, min_width=5)
     for name in store.config["objectives"]:
-        table.add_column(name, justify="right")
-    table.add_column("architecture", overflow="ellipsis", no_wrap=True)
+        table.add_column(name, justify="right", no_wrap=True, min_width=len(name) + 2)
+    # Only the architecture column shrinks, to the terminal's width.
+    table.add_column("architecture", overflow="ellipsis", no_wrap=True, ratio=1)
     for r in rows:
         table.add_row(
             str(r["rank"]),
