@@ -271,12 +271,16 @@ def gla_reference(
     return torch.stack(out, dim=1)  # (B, T, H, V)
 
 
+def _decay_limit(dtype: torch.dtype) -> float:
+    """Half the dtype's exponent range: ≈ 44 nats in float32, 354 in float64."""
+    return 0.5 * math.log(torch.finfo(dtype).max)
+
+
 def _factorisable(A: torch.Tensor) -> bool:
     """Whether e^{±A} stays finite and normal: every chunk's decay span is below half the
-    dtype's exponent range (≈ 44 nats in float32, 354 in float64), so the masked-out products
-    e^{A_t − A_s}, s > t, cannot overflow either."""
-    limit = 0.5 * math.log(torch.finfo(A.dtype).max)
-    return bool(A.numel() == 0 or -A.min() < limit)
+    dtype's exponent range, so the masked-out products e^{A_t − A_s}, s > t, cannot overflow
+    either."""
+    return bool(A.numel() == 0 or -A.min() < _decay_limit(A.dtype))
 
 
 def _gla_intra_factorised(
@@ -322,7 +326,20 @@ def gla_chunked(
     vc = _chunk(_pad_time(v, pad, 0.0), nc, C)  # (B, nc, C, H, V)
     gc = _chunk(_pad_time(log_g, pad, 0.0), nc, C)  # (B, nc, C, H, K)
     A = gc.cumsum(dim=2)  # (B, nc, C, H, K) in-chunk cumulative log decay, ≤ 0
-    if _factorisable(A):
+    if torch.compiler.is_exporting():
+        # torch.export cannot branch on data: the traced program carries both formulas.
+        # Each branch returns its result flat, since torch.cond compares the branches' strides
+        # and symbolic shapes can make equal layouts look different.
+        def factorised(*args: torch.Tensor) -> torch.Tensor:
+            return _gla_intra_factorised(*args).reshape(-1)
+
+        def exact(*args: torch.Tensor) -> torch.Tensor:
+            return _gla_intra_exact(*args).reshape(-1)
+
+        safe = -A.min() < _decay_limit(A.dtype)
+        flat = torch.cond(safe, factorised, exact, (qc, kc, vc, A))
+        intra = flat.reshape(*qc.shape[:-1], vc.shape[-1])  # (B, nc, C, H, V)
+    elif _factorisable(A):
         intra = _gla_intra_factorised(qc, kc, vc, A)
     else:
         intra = _gla_intra_exact(qc, kc, vc, A)
@@ -362,8 +379,10 @@ EXPORT_DEPS: dict[str, tuple[str, ...]] = {
     "_two_level_log_scan": ("_chunk", "_pad_time"),
     "_LogLinearScan": ("_two_level_log_scan", "_two_level_scan"),
     "log_linear_scan": ("_LogLinearScan", "_check_time", "auto_chunk_size"),
+    "_factorisable": ("_decay_limit",),
     "gla_chunked": (
         "_chunk",
+        "_decay_limit",
         "_factorisable",
         "_gla_intra_exact",
         "_gla_intra_factorised",
