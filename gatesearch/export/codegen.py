@@ -307,7 +307,7 @@ def _model_class(
         if tokens
         else f"features {_shape(TensorKind.INPUT, ctx)}"
     )
-    summary = [_escape_docstring(line) for line in _wrapped_summary(graph, "    ")]
+    summary = [_escape_docstring(line) for line in _wrapped_summary(graph, " " * len('    """'))]
     lines = [
         f"class {class_name}(nn.Module):",
         f'    """{summary[0]}',

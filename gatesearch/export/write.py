@@ -57,6 +57,12 @@ def write_export(
         given_hash = arch_hash or compute_arch_hash(graph)
         graph = prune_model(model)
         arch_hash = given_hash
+    if isinstance(model, GraphModel):
+        if compute_arch_hash(model.graph) != compute_arch_hash(graph):
+            raise ExportError("the model was built from a different architecture than the graph")
+        # The same architecture; the model's own record also fixes the node names its
+        # weights are written under.
+        graph = model.graph
     target = Path(out_path)
     source = export_source(
         graph,
