@@ -176,9 +176,12 @@ def _si(x: float) -> str:
 
 from gatesearch.cli_campaign import USER_ERRORS as _CAMPAIGN_ERRORS  # noqa: E402
 from gatesearch.cli_campaign import register as _register_campaign  # noqa: E402
+from gatesearch.report import ReportError  # noqa: E402
+from gatesearch.report import register as _register_report  # noqa: E402
 
 _register_campaign(app)
-USER_ERRORS = (*USER_ERRORS, *_CAMPAIGN_ERRORS)
+_register_report(app)
+USER_ERRORS = (*USER_ERRORS, *_CAMPAIGN_ERRORS, ReportError)
 
 
 def _cli_errors() -> tuple[type[Exception], ...]:
