@@ -34,16 +34,43 @@ import numpy as np
 from optuna.trial import TrialState
 
 from gatesearch.budget import Budget, parse_budget
-from gatesearch.evaluate import OBJECTIVES, get_task
+from gatesearch.evaluate import (
+    OBJECTIVES,
+    Evaluator,
+    direction,
+    objective_label,
+    objective_value,
+    resolve_task,
+    spec_of,
+)
 from gatesearch.grammar import DerivationError, Grammar, replay
 from gatesearch.graph import describe, read_graph
 from gatesearch.space import DEFAULT_SPACE, Architecture, load_space
-from gatesearch.store import PRESET_COPY, SPACE_COPY, RunStore, StoreError, TrialRecord
+from gatesearch.store import (
+    PRESET_COPY,
+    SPACE_COPY,
+    RunStore,
+    StoreError,
+    TrialRecord,
+    compact_metrics,
+)
 from gatesearch.strategies import STRATEGIES, Observation, Strategy, StrategyError, parse_options
+from gatesearch.tasks import TaskSpec
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "strategies"
 DEFAULT_PRESET = "evolution"
 INTERRUPTED = "interrupted"
+
+# `gatesearch run` with no --task: MQAR shrunk so that 12 trials of 20 s on 2 cores show a
+# search making progress within about three minutes. 32 tokens with 4 key-value pairs over
+# a 64-token vocabulary is the smallest MQAR that still needs recall (a model must look back
+# up to 24 positions); the held-out sets are cut to 256 sequences because scoring 1024 would
+# cost a fifth of a 20 s trial on a CPU. `--task mqar` alone gives MQAR's full defaults
+# (vocabulary 256, length 64, 4 pairs).
+DEFAULT_TASK = TaskSpec(
+    "mqar", {"vocab": 64, "length": 32, "pairs": 4, "n_valid": 256, "n_test": 256}
+)
+DEFAULT_CAMPAIGN_BUDGET = "20s"
 
 
 class CampaignError(Exception):
@@ -181,7 +208,8 @@ class RunRequest:
 
     space: Path | None = None
     strategy: str | None = None
-    task: str = "recall"
+    task: str | None = None  # None: DEFAULT_TASK
+    task_params: dict[str, Any] = field(default_factory=dict)
     trials: int = 12
     workers: int = 2
     address: str | None = None
@@ -189,10 +217,39 @@ class RunRequest:
     runs_dir: Path = Path("runs")
     budget: str | None = None  # None: the task's default
     seed: int = 0
-    objectives: str = "loss"
+    objectives: str = "metric"
     seed_archs: list[Path] = field(default_factory=list)
     storage: str | None = None
     timeout: float | None = None
+
+
+def task_spec_of(req: RunRequest) -> TaskSpec:
+    """The task a request names: `--task` with its `--task-param`s, or the default task."""
+    if req.task is None:
+        return TaskSpec(DEFAULT_TASK.name, {**DEFAULT_TASK.params, **req.task_params})
+    return TaskSpec(req.task, dict(req.task_params))
+
+
+def _causal_for(grammar: Grammar, evaluator: Evaluator, space_path: Path) -> bool:
+    """The causality derivations are expanded with: what the task needs, if the space admits
+    it; a non-causal task takes a bidirectional model where the space allows one."""
+    admits = grammar.causality.admits()
+    if evaluator.causal:
+        if True not in admits:
+            raise CampaignError(
+                f"task {evaluator.spec.name} is causal but {space_path} is written for "
+                "non-causal models (`task noncausal`)"
+            )
+        return True
+    if evaluator.causal is False and False in admits:
+        return False
+    return True in admits
+
+
+def _default_name(strategy: str, task: str) -> str:
+    # `module:function` and entry-point names may hold characters a run name may not.
+    short = re.sub(r"[^A-Za-z0-9._-]+", "-", task.rpartition(":")[2]).strip("-._") or "task"
+    return f"{strategy}-{short}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
 def prepare_run(req: RunRequest) -> tuple[dict[str, Any], Path, Preset]:
@@ -200,12 +257,13 @@ def prepare_run(req: RunRequest) -> tuple[dict[str, Any], Path, Preset]:
     space_path = Path(req.space) if req.space else DEFAULT_SPACE
     grammar = load_space(space_path)
     preset = load_preset(resolve_preset_path(req.strategy))
-    task = get_task(req.task)
-    budget = parse_budget(req.budget or task.default_budget)
+    evaluator = resolve_task(task_spec_of(req))
+    default_budget = DEFAULT_CAMPAIGN_BUDGET if req.task is None else evaluator.default_budget
+    budget = parse_budget(req.budget or default_budget)
     objectives = parse_objectives(req.objectives)
     if req.trials < 1 or req.workers < 1:
         raise CampaignError("--trials and --workers must be at least 1")
-    causal = True in grammar.causality.admits()
+    causal = _causal_for(grammar, evaluator, space_path)
     seeds = []
     for path in req.seed_archs:
         from gatesearch.space import load_known
@@ -216,7 +274,7 @@ def prepare_run(req: RunRequest) -> tuple[dict[str, Any], Path, Preset]:
         except DerivationError as exc:
             raise CampaignError(f"--seed-arch {path} does not fit {space_path}: {exc}") from None
         seeds.append({"file": str(path), "choices": arch.derivation.choices})
-    name = req.name or f"{preset.strategy}-{req.task}-{datetime.now():%Y%m%d-%H%M%S}"
+    name = req.name or _default_name(preset.strategy, evaluator.spec.name)
     if not _NAME.match(name):
         raise CampaignError(f"--name {name!r}: use letters, digits, '.', '_' and '-'")
     timeout = req.timeout if req.timeout is not None else preset.trial.timeout
@@ -228,13 +286,16 @@ def prepare_run(req: RunRequest) -> tuple[dict[str, Any], Path, Preset]:
         "strategy": preset.strategy,
         "preset": preset.source,
         "options": preset.options,
-        "task": req.task,
+        # The task as resolved (every param, defaults included): resume rebuilds it from here.
+        "task": evaluator.spec.to_dict(),
+        "metric_name": evaluator.metric_name,
+        "higher_is_better": evaluator.higher_is_better,
         "budget": str(budget),
         "trials": req.trials,
         "workers": req.workers,
         "seed": req.seed,
         "objectives": objectives,
-        "directions": ["minimize"] * len(objectives),
+        "directions": [direction(o, evaluator.higher_is_better) for o in objectives],
         "causal": causal,
         "trial": {
             "cpus": preset.trial.cpus,
@@ -252,15 +313,19 @@ def prepare_run(req: RunRequest) -> tuple[dict[str, Any], Path, Preset]:
 # ----------------------------------------------------------------------------------- on Ray
 
 
-def _run_trial(graph: nx.DiGraph, task: str, budget: str, seed: int, threads: int) -> dict:
+def _run_trial(graph: nx.DiGraph, task: dict, budget: str, seed: int, threads: int) -> dict:
     """Body of the Ray task: one trial, nothing cached across trials."""
     from gatesearch.evaluate import evaluate
 
-    if get_task(task).needs_torch:
+    evaluator = resolve_task(spec_of(task))
+    if evaluator.needs_torch:
         import torch
 
         torch.set_num_threads(threads)
-    return evaluate(graph, task, parse_budget(budget), seed)
+    cpu = time.process_time()
+    metrics = evaluate(graph, evaluator, parse_budget(budget), seed)
+    metrics["cpu_seconds"] = time.process_time() - cpu
+    return metrics
 
 
 _REMOTE: Any = None
@@ -358,7 +423,8 @@ class Campaign:
         self.causal = bool(config["causal"])
         preset = parse_preset((store.root / PRESET_COPY).read_text(), str(store.root / PRESET_COPY))
         self.strategy = make_strategy(preset, self.grammar, self.causal, config["directions"])
-        self.task = config["task"]
+        self.task_spec = spec_of(config["task"])
+        self.task = self.task_spec.to_dict()
         self.budget: Budget = parse_budget(config["budget"])
         self.objectives: list[str] = config["objectives"]
         self.sign = [1.0 if d == "minimize" else -1.0 for d in config["directions"]]
@@ -532,11 +598,12 @@ class Campaign:
                     self._finish(item, None, {}, f"timeout: no result after {self.timeout:g}s")
         self._show()
 
-    def _values(self, metrics: dict[str, float]) -> tuple[tuple[float, ...] | None, str | None]:
-        missing = [o for o in self.objectives if o not in metrics]
+    def _values(self, metrics: dict[str, Any]) -> tuple[tuple[float, ...] | None, str | None]:
+        found = {o: objective_value(metrics, o) for o in self.objectives}
+        missing = [o for o, v in found.items() if v is None]
         if missing:
-            return None, f"task {self.task} reports no {', '.join(missing)}"
-        values = tuple(float(metrics[o]) for o in self.objectives)
+            return None, f"task {self.task_spec.name} reports no {', '.join(missing)}"
+        values = tuple(float(v) for v in found.values())  # type: ignore[arg-type]
         if not all(math.isfinite(v) for v in values):
             return None, f"non-finite objective {values}"
         return values, None
@@ -545,12 +612,13 @@ class Campaign:
         self,
         item: _InFlight,
         values: tuple[float, ...] | None,
-        metrics: dict[str, float],
+        metrics: dict[str, Any],
         reason: str | None,
     ) -> None:
         h = item.arch.hash
         self.original.pop(h, None)
-        self.results[h] = (item.number, values, metrics, reason)
+        # Only the compact metrics stay in the driver: its memory must not grow with trajectories.
+        self.results[h] = (item.number, values, compact_metrics(metrics), reason)
         self._record(item, values, metrics, reason, None)
         for dup in self.waiting.pop(h, []):
             self._record(dup, values, metrics, reason, item.number)
@@ -563,16 +631,33 @@ class Campaign:
         self,
         item: _InFlight,
         values: tuple[float, ...] | None,
-        metrics: dict[str, float],
+        metrics: dict[str, Any],
         reason: str | None,
         duplicate_of: int | None,
     ) -> None:
         seq = self.seq
         self.seq += 1
+        if duplicate_of is None:
+            # The whole result (hyperparameters, trajectory) as JSON beside the study.
+            self.store.save_trial_metrics(
+                item.number,
+                {
+                    "number": item.number,
+                    "slot": item.slot,
+                    "seed": item.seed,
+                    "arch_hash": item.arch.hash,
+                    "task": self.task,
+                    "budget": str(self.budget),
+                    "values": dict(zip(self.objectives, values)) if values else None,
+                    "fail_reason": reason if values is None else None,
+                    "metrics": metrics,
+                },
+            )
+        compact = compact_metrics(metrics)
         if values is None:
             self.store.fail_trial(item.trial_id, reason or "failed", seq, duplicate_of)
         else:
-            self.store.complete_trial(item.trial_id, list(values), metrics, seq, duplicate_of)
+            self.store.complete_trial(item.trial_id, list(values), compact, seq, duplicate_of)
         choices = item.arch.derivation.choices
         self.strategy.tell(Observation(item.slot, choices, values, item.arch.derivation))
         self._count(item.number, values, duplicate_of is not None, item.arch.hash, item.arch.graph)
@@ -598,17 +683,23 @@ class Campaign:
 # ------------------------------------------------------------------------------- summaries
 
 
-def leaderboard(store: RunStore, top: int = 5) -> list[dict[str, Any]]:
-    """The best completed, non-duplicate trials by the first objective (then the others)."""
+def ranked(store: RunStore) -> list[TrialRecord]:
+    """Completed, non-duplicate trials, best first: by the first objective in its direction,
+    ties broken by the next objectives."""
     sign = [1.0 if d == "minimize" else -1.0 for d in store.config["directions"]]
     rows = [
         r
         for r in store.records()
         if r.state is TrialState.COMPLETE and r.duplicate_of is None and r.values is not None
     ]
-    rows.sort(key=lambda r: tuple(v * s for v, s in zip(r.values, sign)))
+    rows.sort(key=lambda r: (tuple(v * s for v, s in zip(r.values, sign)), r.number))
+    return rows
+
+
+def leaderboard(store: RunStore, top: int = 5) -> list[dict[str, Any]]:
+    """The best completed, non-duplicate trials by the first objective (then the others)."""
     out = []
-    for rank, r in enumerate(rows[:top], start=1):
+    for rank, r in enumerate(ranked(store)[:top], start=1):
         try:
             arch = describe(read_graph(store.graph_path(r.arch_hash)))
         except Exception:
@@ -619,6 +710,8 @@ def leaderboard(store: RunStore, top: int = 5) -> list[dict[str, Any]]:
                 "number": r.number,
                 "slot": r.slot,
                 "values": dict(zip(store.config["objectives"], r.values)),
+                "metric": r.metrics.get("metric"),
+                "loss": r.metrics.get("loss"),
                 "params": r.metrics.get("params"),
                 "arch_hash": r.arch_hash,
                 "arch": arch,
@@ -644,13 +737,20 @@ def summary(store: RunStore) -> dict[str, Any]:
         if r.state is TrialState.FAIL and not (r.fail_reason or "").startswith(INTERRUPTED)
     )
     board = leaderboard(store, top=5)
+    spec = spec_of(store.config["task"])
+    metric_name = store.config.get("metric_name", "metric")
     return {
         "name": store.config["name"],
         "path": str(store.root),
         "strategy": store.config["strategy"],
-        "task": store.config["task"],
+        "task": spec.name,
+        "task_spec": spec.to_dict(),
+        "metric_name": metric_name,
+        "higher_is_better": bool(store.config.get("higher_is_better", False)),
         "budget": store.config["budget"],
         "objectives": store.config["objectives"],
+        "directions": store.config["directions"],
+        "labels": [objective_label(o, metric_name) for o in store.config["objectives"]],
         "target": store.target,
         "finished": len(finished_slots),
         "complete": states.get("complete", 0),
@@ -696,6 +796,7 @@ __all__ = [
     "open_for_resume",
     "package_versions",
     "prepare_run",
+    "ranked",
     "summary",
     "trial_seed",
 ]

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -26,9 +27,10 @@ from gatesearch.campaign import (
     prepare_run,
     summary,
 )
-from gatesearch.evaluate import UnknownTaskError
+from gatesearch.evaluate import objective_label, parse_task_params, spec_of
 from gatesearch.store import RunStore, StoreError, list_runs
 from gatesearch.strategies import StrategyError
+from gatesearch.tasks import TaskError
 
 out = Console(highlight=False)
 
@@ -94,6 +96,23 @@ class Display:
             self.console.print(self.render(s).plain.replace("━", "").strip(), markup=False)
 
 
+def _task_text(task: Any) -> str:
+    """`mqar(vocab=64, length=32, ...)` from a config's task spec."""
+    spec = spec_of(task)
+    args = ", ".join(f"{k}={v}" for k, v in spec.params.items() if v is not None)
+    return f"{spec.name}({args})" if args else spec.name
+
+
+def _labels(config: dict[str, Any]) -> list[str]:
+    """Objective column heads: the task's metric name for `metric`, with its direction."""
+    metric_name = config.get("metric_name", "metric")
+    labels = []
+    for objective, way in zip(config["objectives"], config["directions"]):
+        arrow = "↑" if way == "maximize" else "↓"
+        labels.append(f"{objective_label(objective, metric_name)} {arrow}")
+    return labels
+
+
 def _board(store: RunStore) -> None:
     rows = leaderboard(store, top=5)
     if not rows:
@@ -102,8 +121,8 @@ def _board(store: RunStore) -> None:
     table = Table(title=f"best of {store.config['name']}", box=None, pad_edge=False, expand=True)
     table.add_column("rank", justify="right", no_wrap=True, min_width=4)
     table.add_column("trial", justify="right", no_wrap=True, min_width=5)
-    for name in store.config["objectives"]:
-        table.add_column(name, justify="right", no_wrap=True, min_width=len(name) + 2)
+    for label in _labels(store.config):
+        table.add_column(label, justify="right", no_wrap=True, min_width=len(label) + 2)
     # Only the architecture column shrinks, to the terminal's width.
     table.add_column("architecture", overflow="ellipsis", no_wrap=True, ratio=1)
     for r in rows:
@@ -147,8 +166,19 @@ def run(
         ),
     ] = None,
     task: Annotated[
-        str, typer.Option(help="Task: recall (a small synthetic LM task) or null (no training).")
-    ] = "recall",
+        str | None,
+        typer.Option(
+            help="Task: a built-in (mqar, selective_copy, parity, flip_flop, charlm, frames, "
+            "classify, tokens), module:function, an entry point, or null (no training) "
+            "[default: a small MQAR, vocab=64 length=32 pairs=4]."
+        ),
+    ] = None,
+    task_param: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A task parameter as key=value (e.g. vocab=64, path=data.parquet); repeatable."
+        ),
+    ] = None,
     trials: Annotated[int, typer.Option(help="How many trials.")] = 12,
     workers: Annotated[int, typer.Option(help="Trials evaluated at once.")] = 2,
     address: Annotated[
@@ -162,14 +192,18 @@ def run(
     budget: Annotated[
         str | None,
         typer.Option(
-            help="Per-trial budget: 200steps, 30s or 1e6tokens [default: the task's, "
-            "10s for recall, at once for null]."
+            help="Per-trial training budget: 200steps, 30s or 1e6tokens [default: 20s; "
+            "at once for null]."
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Campaign seed; per-trial seeds derive from it.")] = 0,
     objectives: Annotated[
-        str, typer.Option(help="Comma-separated, all minimised: loss, params, flops, latency.")
-    ] = "loss",
+        str,
+        typer.Option(
+            help="Comma-separated: metric (the task's; maximised when higher is better, e.g. "
+            "MQAR accuracy), loss, params, flops, latency (minimised). Two or more: Pareto."
+        ),
+    ] = "metric",
     seed_arch: Annotated[
         list[Path] | None,
         typer.Option(
@@ -191,6 +225,7 @@ def run(
         space=space,
         strategy=strategy,
         task=task,
+        task_params=parse_task_params(task_param or []),
         trials=trials,
         workers=workers,
         address=address,
@@ -208,8 +243,9 @@ def run(
         runs_dir / config["name"], config, space_path, preset.text, package_versions()
     )
     out.print(
-        f"campaign {store.root}: {config['strategy']} on {config['task']}, "
-        f"{config['trials']} trials × {config['budget']}, {config['workers']} workers"
+        f"campaign {store.root}: {config['strategy']} on {_task_text(config['task'])}, "
+        f"{config['trials']} trials × {config['budget']}, {config['workers']} workers",
+        markup=False,
     )
     _drive(store)
 
@@ -236,8 +272,9 @@ def status(
         sys.stdout.write(json.dumps(info, indent=2) + "\n")
         return
     out.print(
-        f"[bold]{info['name']}[/bold]  {info['strategy']} on {info['task']} × {info['budget']}  "
-        f"objectives: {', '.join(info['objectives'])}"
+        f"[bold]{info['name']}[/bold]  {info['strategy']} on "
+        f"{escape(_task_text(info['task_spec']))} × {info['budget']}  "
+        f"objectives: {', '.join(_labels(store.config))}"
     )
     out.print(
         f"{info['finished']}/{info['target']} finished: {info['complete']} complete "
@@ -267,7 +304,11 @@ def ls(
             info["task"],
             f"{info['finished']}/{info['target']}",
             str(info["failed"]),
-            " ".join(f"{k}={v:.4g}" for k, v in best["values"].items()) if best else "-",
+            " ".join(
+                f"{label}={v:.4g}" for label, v in zip(info["labels"], best["values"].values())
+            )
+            if best
+            else "-",
         )
     out.print(table)
 
@@ -285,5 +326,5 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     StoreError,
     StrategyError,
     BudgetError,
-    UnknownTaskError,
+    TaskError,
 )

@@ -1,17 +1,19 @@
 """Trial evaluation: `evaluate(graph, task, budget, seed) -> metrics`.
 
-Two built-in tasks until the proxy trainer and the task library arrive:
+A campaign names its task as a `TaskSpec` (name + params, stored in the run's config). Two
+names are evaluators without a task behind them:
 
 - `null`: no training. A deterministic pseudo-metric from the architecture hash, returned at
   once (for overhead benchmarks and fast tests). With a seconds budget it sleeps that long
   first, which stands in for training time when testing interruption and timeouts.
-- `recall`: multi-query associative recall, a small causal token task. Each sequence lists
-  `pairs` key-value pairs, then `queries` of those keys each followed by its value; the loss is
-  the cross-entropy of predicting each queried value from its key (the positions that need
-  memory). Plain AdamW training for the budget, then the loss on a held-out batch.
+- `null-faulty`: `null`, but some architectures raise or give NaN (failure-handling tests).
 
-Every metric is a float; `loss` is what campaigns minimise by default. A trial that diverges
-raises `TrialFailure` with the step it happened at.
+Every other name is a task of `gatesearch.tasks` (built-in, `module:function` or entry
+point), evaluated by the self-tuning proxy trainer (`gatesearch.proxy.proxy_evaluate`).
+
+Metrics are JSON: floats (`loss`, `metric`, `params`, `flops`, `latency`, ...), plus, from the
+proxy, `metric_name`, `hyperparameters` and `trajectory`. A trial that diverges raises (the
+proxy's `TrialDiverged`, or `TrialFailure` here); the campaign stores it as failed.
 """
 
 from __future__ import annotations
@@ -20,190 +22,236 @@ import hashlib
 import math
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import networkx as nx
 
 from gatesearch.budget import Budget
 from gatesearch.graph import arch_hash
+from gatesearch.tasks import TaskError, TaskSpec
 
 
 class TrialFailure(RuntimeError):
     """An evaluation that ran but produced no usable result (divergence, non-finite loss)."""
 
 
-class UnknownTaskError(ValueError):
-    """A task name that no built-in task answers to."""
+# Kept for callers that caught the old name; task lookup errors are TaskErrors now.
+UnknownTaskError = TaskError
 
-
-# Metrics a campaign may name as objectives, all minimised.
+# Metrics a campaign may name as objectives. `metric` is the task's own metric (accuracy,
+# nats/char, ...) and is maximised when the task says higher is better; the rest are minimised.
 OBJECTIVES: dict[str, str] = {
     "loss": "validation loss",
-    "params": "parameter count",
-    "flops": "forward FLOPs per token",
-    "latency": "forward milliseconds per sequence",
+    "metric": "the task's validation metric",
+    "params": "parameter count (after pruning, when the model has pruning gates)",
+    "flops": "forward FLOPs per token (after pruning, when the model has pruning gates)",
+    "latency": "forward milliseconds per batch, measured",
 }
 
+# The objectives a pruned model reports smaller figures for: the size that would ship.
+_PRUNED = {"params": "pruned_params", "flops": "pruned_flops"}
 
-class Task(ABC):
-    name: ClassVar[str]
-    description: ClassVar[str]
+
+def objective_value(metrics: dict[str, Any], objective: str) -> float | None:
+    """The value of `objective` in a trial's metrics; None when the metrics lack it."""
+    key = _PRUNED.get(objective)
+    if key is not None and key in metrics:
+        return float(metrics[key])
+    value = metrics.get(objective)
+    return None if value is None or isinstance(value, bool) else float(value)
+
+
+def direction(objective: str, higher_is_better: bool) -> str:
+    """Optuna's direction for `objective` on a task whose metric is `higher_is_better`."""
+    return "maximize" if objective == "metric" and higher_is_better else "minimize"
+
+
+def objective_label(objective: str, metric_name: str) -> str:
+    """How a table heads an objective column: `metric` shows as the task's metric name."""
+    if objective == "metric" and metric_name != "metric":
+        return metric_name if metric_name != "loss" else "metric (loss)"
+    return objective
+
+
+class Evaluator(ABC):
+    """What trains and scores one architecture for a campaign's task."""
+
+    spec: TaskSpec
+    metric_name: str
+    higher_is_better: bool
+    causal: bool | None  # None: works for either causality
     needs_torch: ClassVar[bool] = True  # the trial sets torch's thread count when true
-    default_budget: ClassVar[str] = "10s"
+    trains: ClassVar[bool] = True  # False: no model is trained (retrain has nothing to do)
+
+    @property
+    def default_budget(self) -> str:
+        return DEFAULT_BUDGET
 
     @abstractmethod
-    def evaluate(self, graph: nx.DiGraph, budget: Budget, seed: int) -> dict[str, float]: ...
+    def evaluate(self, graph: nx.DiGraph, budget: Budget, seed: int) -> dict[str, Any]: ...
 
 
-class NullTask(Task):
-    name = "null"
-    description = "no training: a pseudo-metric from the architecture hash (benchmarks, tests)"
+class NullEvaluator(Evaluator):
+    name: ClassVar[str] = "null"
+    description: ClassVar[str] = (
+        "no training: a pseudo-metric from the architecture hash (benchmarks, tests)"
+    )
     needs_torch = False
-    default_budget = "1steps"  # at once; a seconds budget makes it sleep that long
+    trains = False
+    metric_name = "loss"
+    higher_is_better = False
+    causal = None
 
-    def evaluate(self, graph: nx.DiGraph, budget: Budget, seed: int) -> dict[str, float]:
+    def __init__(self) -> None:
+        self.spec = TaskSpec(self.name, {})
+
+    @property
+    def default_budget(self) -> str:
+        return "1steps"  # at once; a seconds budget makes it sleep that long
+
+    def evaluate(self, graph: nx.DiGraph, budget: Budget, seed: int) -> dict[str, Any]:
         if budget.seconds is not None:
             time.sleep(budget.seconds)
         digest = hashlib.sha256(arch_hash(graph).encode()).digest()
         unit = [int.from_bytes(digest[i : i + 4], "big") / 2**32 for i in (0, 4, 8, 12)]
+        loss = 1.0 + unit[0]
         return {
-            "loss": 1.0 + unit[0],
+            "loss": loss,
+            "metric": loss,
             "params": float(int(1e4 + 1e6 * unit[1])),
             "flops": float(int(2e4 + 2e6 * unit[2])),
             "latency": 1.0 + 10.0 * unit[3],
         }
 
 
-class FaultyNullTask(NullTask):
-    """The null task with faults, for testing failure handling: by architecture hash, one in
-    four raises, one in eight reports a NaN loss."""
+class FaultyNullEvaluator(NullEvaluator):
+    """The null evaluator with faults, for testing failure handling: by architecture hash, one
+    in four raises, one in eight reports a NaN loss."""
 
     name = "null-faulty"
     description = "null, but some architectures raise or give NaN (failure-handling tests)"
 
-    def evaluate(self, graph: nx.DiGraph, budget: Budget, seed: int) -> dict[str, float]:
+    def evaluate(self, graph: nx.DiGraph, budget: Budget, seed: int) -> dict[str, Any]:
         metrics = super().evaluate(graph, budget, seed)
         bucket = int(arch_hash(graph)[-2:], 16) % 8
         if bucket < 2:
             raise RuntimeError(f"injected fault for {arch_hash(graph)}")
         if bucket == 2:
-            metrics["loss"] = math.nan
+            metrics["loss"] = metrics["metric"] = math.nan
         return metrics
 
 
-@dataclass(frozen=True)
-class _RecallShape:
-    keys: int = 16  # key tokens 0..keys-1, value tokens keys..2*keys-1
-    pairs: int = 8
-    queries: int = 8
-    batch: int = 32
-    val_batch: int = 256
-    lr: float = 3e-3
+NULL_EVALUATORS: dict[str, type[NullEvaluator]] = {
+    e.name: e for e in (NullEvaluator, FaultyNullEvaluator)
+}
 
-    @property
-    def vocab(self) -> int:
-        return 2 * self.keys
-
-    @property
-    def seq_len(self) -> int:
-        return 2 * (self.pairs + self.queries)
+# A real task's per-trial budget when none is given: wall-clock, so a campaign's length does
+# not depend on which architectures it samples (an 8-block LSTM stack costs 20x a 1-block GCNN
+# per step on a CPU). Pass `--budget 200steps` for budgets that repeat exactly.
+DEFAULT_BUDGET = "20s"
 
 
-class RecallTask(Task):
-    name = "recall"
-    description = "multi-query associative recall: short causal sequences, cross-entropy"
-    shape = _RecallShape()
+class ProxyEvaluator(Evaluator):
+    """A `gatesearch.tasks` task, trained and scored by the self-tuning proxy."""
 
-    def batch(self, gen: Any, n: int) -> tuple[Any, Any]:
-        """Sequences (n, T) and targets (n, T) with -100 where no prediction is scored."""
-        import torch
+    def __init__(self, spec: TaskSpec) -> None:
+        from gatesearch.tasks import make_task
 
-        s = self.shape
-        # Distinct keys per sequence, so each query has one answer.
-        keys = torch.argsort(torch.rand(n, s.keys, generator=gen), dim=1)[:, : s.pairs]  # (n, P)
-        values = torch.randint(s.keys, s.vocab, (n, s.pairs), generator=gen)  # (n, P)
-        pick = torch.randint(0, s.pairs, (n, s.queries), generator=gen)  # (n, Q)
-        qkeys, qvalues = keys.gather(1, pick), values.gather(1, pick)  # (n, Q)
-        context = torch.stack([keys, values], dim=2).reshape(n, 2 * s.pairs)  # (n, 2P)
-        asked = torch.stack([qkeys, qvalues], dim=2).reshape(n, 2 * s.queries)  # (n, 2Q)
-        x = torch.cat([context, asked], dim=1)  # (n, T)
-        y = torch.full_like(x, -100)
-        # The value after each queried key is predicted at that key's position.
-        y[:, 2 * s.pairs :: 2] = qvalues
-        return x, y
+        task = make_task(spec)  # checks the params (and data files) before anything runs
+        self.spec = task.spec
+        self.metric_name = task.metric_name
+        self.higher_is_better = bool(task.higher_is_better)
+        self.causal = bool(task.causal)
 
-    def evaluate(self, graph: nx.DiGraph, budget: Budget, seed: int) -> dict[str, float]:
-        import torch
-        import torch.nn.functional as F
+    def evaluate(self, graph: nx.DiGraph, budget: Budget, seed: int) -> dict[str, Any]:
+        from gatesearch.proxy import proxy_evaluate
 
-        from gatesearch.build import aux_losses, build_model, count_params, flops_per_token
-        from gatesearch.space import graph_context
-
-        s = self.shape
-        torch.manual_seed(seed)
-        ctx = graph_context(graph, n_in=s.vocab, n_out=s.vocab)
-        model = build_model(graph, ctx)
-        opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=0.01)
-        gen = torch.Generator().manual_seed(seed)
-        max_steps = budget.steps(tokens_per_step=s.batch * s.seq_len)
-        deadline = None if budget.seconds is None else time.perf_counter() + budget.seconds
-        start = time.perf_counter()
-        step = 0
-        model.train()
-        while (max_steps is None or step < max_steps) and (
-            deadline is None or time.perf_counter() < deadline
-        ):
-            x, y = self.batch(gen, s.batch)
-            logits = model(x)  # (B, T, V)
-            loss = F.cross_entropy(logits.reshape(-1, s.vocab), y.reshape(-1), ignore_index=-100)
-            total = loss + sum(aux_losses(model).values(), torch.zeros(()))
-            if not torch.isfinite(total):
-                raise TrialFailure(f"non-finite training loss at step {step}")
-            opt.zero_grad(set_to_none=True)
-            total.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            step += 1
-        train_seconds = time.perf_counter() - start
-        # A fixed held-out stream, the same for every trial of a campaign seed.
-        x, y = self.batch(torch.Generator().manual_seed(2**31 - 1), s.val_batch)
-        model.eval()
-        with torch.no_grad():
-            t0 = time.perf_counter()
-            logits = model(x)
-            latency = (time.perf_counter() - t0) * 1e3 / s.val_batch
-            val = F.cross_entropy(logits.reshape(-1, s.vocab), y.reshape(-1), ignore_index=-100)
-            scored = y != -100
-            acc = (logits.argmax(-1)[scored] == y[scored]).float().mean()
-        return {
-            "loss": float(val),
-            "accuracy": float(acc),
-            "params": float(count_params(model)),
-            "flops": float(flops_per_token(model, ctx, seq_len=s.seq_len)),
-            "latency": latency,
-            "steps": float(step),
-            "tokens": float(step * s.batch * s.seq_len),
-            "train_seconds": train_seconds,
-        }
+        return proxy_evaluate(graph, self.spec, budget, seed)
 
 
-TASKS: dict[str, Task] = {t.name: t for t in (NullTask(), FaultyNullTask(), RecallTask())}
+def resolve_task(spec: TaskSpec | str) -> Evaluator:
+    """The evaluator for a task spec; TaskError (one line) for an unknown task or bad params."""
+    if isinstance(spec, str):
+        spec = TaskSpec(spec, {})
+    null = NULL_EVALUATORS.get(spec.name)
+    if null is not None:
+        if spec.params:
+            raise TaskError(f"task {spec.name} takes no params, got {', '.join(spec.params)}")
+        return null()
+    return ProxyEvaluator(spec)
 
 
-def get_task(name: str) -> Task:
-    if name not in TASKS:
-        raise UnknownTaskError(f"unknown task {name!r}: choose one of {', '.join(sorted(TASKS))}")
-    return TASKS[name]
+def spec_of(config_task: Any) -> TaskSpec:
+    """The TaskSpec a run config holds (runs made before task params held a bare name)."""
+    if isinstance(config_task, str):
+        return TaskSpec(config_task, {})
+    return TaskSpec.from_dict(config_task)
 
 
-def evaluate(graph: nx.DiGraph, task: str, budget: Budget, seed: int) -> dict[str, float]:
-    """Train and score `graph` on `task` within `budget`; metrics as floats.
+def parse_task_params(items: list[str]) -> dict[str, Any]:
+    """`key=value` strings into params: int when the value reads as one, then float, then
+    `true`/`false`, else the string. TaskError naming an item without `=`."""
+    params: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise TaskError(f"--task-param {item!r}: expected key=value, e.g. vocab=64")
+        if key in params:
+            raise TaskError(f"--task-param {key} is given twice")
+        params[key] = _param_value(text.strip())
+    return params
 
-    Raises TrialFailure when the trial diverges; any other exception is a failed trial too.
-    """
-    metrics = get_task(task).evaluate(graph, budget, seed)
-    bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+
+def _param_value(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    return text
+
+
+def _check_finite(metrics: dict[str, Any]) -> None:
+    bad = [
+        k
+        for k, v in metrics.items()
+        if isinstance(v, float) and not isinstance(v, bool) and not math.isfinite(v)
+    ]
     if bad:
-        raise TrialFailure(f"non-finite {', '.join(bad)}")
+        raise TrialFailure(f"non-finite {', '.join(sorted(bad))}")
+
+
+def evaluate(
+    graph: nx.DiGraph, task: TaskSpec | str | Evaluator, budget: Budget, seed: int
+) -> dict[str, Any]:
+    """Train and score `graph` on `task` within `budget`; JSON metrics.
+
+    Raises TrialFailure on a non-finite metric; the proxy's TrialDiverged when training
+    diverges; any other exception is a failed trial too.
+    """
+    evaluator = task if isinstance(task, Evaluator) else resolve_task(task)
+    metrics = evaluator.evaluate(graph, budget, seed)
+    _check_finite(metrics)
     return metrics
+
+
+__all__ = [
+    "DEFAULT_BUDGET",
+    "NULL_EVALUATORS",
+    "OBJECTIVES",
+    "Evaluator",
+    "NullEvaluator",
+    "ProxyEvaluator",
+    "TrialFailure",
+    "UnknownTaskError",
+    "direction",
+    "evaluate",
+    "objective_label",
+    "objective_value",
+    "parse_task_params",
+    "resolve_task",
+    "spec_of",
+]

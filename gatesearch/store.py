@@ -8,6 +8,8 @@ runs/NAME/
   versions.json     Python and package versions, host
   study.journal     the Optuna study (journal file storage), unless config names --storage
   graphs/<hash>.parquet   one architecture graph per evaluated hash
+  trials/<number>.json    each evaluated (non-duplicate) trial's whole result: metrics,
+                          tuned hyperparameters and their trajectory, or the failure reason
   driver.lock       flock-ed by the one driver writing this run
 ```
 
@@ -19,8 +21,9 @@ machine, which alone would exceed the per-trial overhead goal. Readers (`status`
 the stock backend and never append. Nothing is pickled; trial records carry JSON user attrs.
 
 Trial user attrs: `slot` (the campaign's logical trial index; per-trial seeds derive from it),
-`seed`, `arch_hash`, `choices` (the derivation, path -> value), and when finished `metrics`,
-`seq` (completion order), `duplicate_of` (trial number reused) or `fail_reason`.
+`seed`, `arch_hash`, `choices` (the derivation, path -> value), and when finished `metrics`
+(the scalar metrics and the tuned hyperparameters; the trajectory only in trials/), `seq`
+(completion order), `duplicate_of` (trial number reused) or `fail_reason`.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ PRESET_COPY = "strategy.toml"
 VERSIONS = "versions.json"
 JOURNAL = "study.journal"
 GRAPHS = "graphs"
+TRIALS = "trials"
 LOCK = "driver.lock"
 TARGET_ATTR = "trials_target"
 
@@ -125,7 +129,7 @@ class TrialRecord:
     arch_hash: str
     choices: dict[str, Any]
     values: tuple[float, ...] | None
-    metrics: dict[str, float]
+    metrics: dict[str, Any]
     seq: int | None
     duplicate_of: int | None
     fail_reason: str | None
@@ -346,7 +350,7 @@ class RunStore:
         self,
         trial_id: int,
         values: list[float],
-        metrics: dict[str, float],
+        metrics: dict[str, Any],
         seq: int,
         duplicate_of: int | None = None,
     ) -> None:
@@ -366,6 +370,26 @@ class RunStore:
             self.storage.set_trial_user_attr(trial_id, "duplicate_of", duplicate_of)
         self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
 
+    # ---- per-trial results
+    def trial_metrics_path(self, number: int) -> Path:
+        return self.root / TRIALS / f"{number}.json"
+
+    def save_trial_metrics(self, number: int, doc: dict[str, Any]) -> None:
+        path = self.trial_metrics_path(number)
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(doc, separators=(",", ":")) + "\n")
+        os.replace(tmp, path)
+
+    def load_trial_metrics(self, number: int) -> dict[str, Any] | None:
+        """A trial's stored result document; None when absent (duplicates, older runs)."""
+        try:
+            return json.loads(self.trial_metrics_path(number).read_text())
+        except FileNotFoundError:
+            return None
+        except ValueError as exc:
+            raise StoreError(f"{self.trial_metrics_path(number)}: corrupt ({exc})") from None
+
     # ---- graphs
     def graph_path(self, arch_hash: str) -> Path:
         return self.root / GRAPHS / f"{arch_hash}.parquet"
@@ -377,6 +401,19 @@ class RunStore:
         tmp = path.with_suffix(".parquet.tmp")
         write_graph(graph, tmp)
         os.replace(tmp, path)
+
+
+def compact_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """What a trial's study record keeps of its metrics: scalars and the tuned
+    hyperparameters. Trajectories stay in trials/<number>.json, so the journal (replayed on
+    every open) and the driver's memory do not grow with them."""
+    out: dict[str, Any] = {}
+    for key, value in metrics.items():
+        if isinstance(value, int | float | str | bool) or value is None:
+            out[key] = value
+        elif key == "hyperparameters" and isinstance(value, dict):
+            out[key] = dict(value)
+    return out
 
 
 def read_config(root: Path) -> dict[str, Any]:

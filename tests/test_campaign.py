@@ -79,14 +79,25 @@ def test_duplicates_reuse_the_stored_result(tmp_path):
     assert summary(store)["duplicates"] == 10
 
 
-def test_recall_task_trains_a_small_model(tmp_path):
+TINY_MQAR = {"vocab": 16, "length": 16, "pairs": 2, "n_valid": 32, "n_test": 32}
+
+
+def test_a_real_task_trains_through_the_proxy(tmp_path):
     space = tmp_path / "tiny.space"
     space.write_text(TINY_SPACE)
-    store = run_campaign(tmp_path, task="recall", space=space, budget="5steps", trials=1)
+    store = run_campaign(
+        tmp_path, task="mqar", task_params=TINY_MQAR, space=space, budget="5steps", trials=1
+    )
     (record,) = store.records()
-    assert record.state is TrialState.COMPLETE
+    assert record.state is TrialState.COMPLETE, record.fail_reason
     assert record.metrics["steps"] == 5 and record.metrics["params"] > 0
-    assert 0 < record.values[0] < 10
+    assert store.config["directions"] == ["maximize"]  # accuracy, the task's metric
+    assert record.values == (record.metrics["accuracy"],)
+    assert 0.0 <= record.values[0] <= 1.0
+    assert "lr" in record.metrics["hyperparameters"] and "trajectory" not in record.metrics
+    doc = store.load_trial_metrics(record.number)
+    assert doc["metrics"]["trajectory"] and doc["arch_hash"] == record.arch_hash
+    assert doc["task"] == {"name": "mqar", "params": {**TINY_MQAR, "alpha": 0.1, "data_seed": 0}}
 
 
 def test_trial_seeds_depend_on_campaign_seed_and_slot():

@@ -21,7 +21,7 @@ def test_snapshot_holds_config_space_preset_and_versions(tmp_path):
     with make(tmp_path) as store:
         root = store.root
     config = json.loads((root / "config.json").read_text())
-    assert config["strategy"] == "evolution" and config["task"] == "null"
+    assert config["strategy"] == "evolution" and config["task"] == {"name": "null", "params": {}}
     assert (root / "space.space").read_text().startswith("# gated_lm")
     assert 'strategy = "evolution"' in (root / "strategy.toml").read_text()
     assert "optuna" in json.loads((root / "versions.json").read_text())
