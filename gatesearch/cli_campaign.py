@@ -28,6 +28,7 @@ from gatesearch.campaign import (
     summary,
 )
 from gatesearch.evaluate import objective_label, parse_task_params, spec_of
+from gatesearch.retrain import RetrainError
 from gatesearch.store import RunStore, StoreError, list_runs
 from gatesearch.strategies import StrategyError
 from gatesearch.tasks import TaskError
@@ -313,11 +314,97 @@ def ls(
     out.print(table)
 
 
+def retrain(
+    run_dir: Annotated[Path, typer.Argument(help="The run directory, e.g. runs/NAME.")],
+    top: Annotated[int, typer.Option(help="How many of the best trials to retrain.")] = 1,
+    budget: Annotated[
+        str | None,
+        typer.Option(
+            help="Training budget per architecture: 2000steps, 600s or 1e7tokens "
+            "[default: 10x the campaign's per-trial budget]."
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Trainings at once [default: the campaign's].")
+    ] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address [default: the campaign's, or local].")
+    ] = None,
+) -> None:
+    """Train the campaign's best K at the full budget with their tuned hyperparameters; store
+    weights (safetensors), graph and validation/test metrics under RUN_DIR/retrained/<hash>/."""
+    from gatesearch.retrain import retrain as run_retrain
+
+    def done(row: dict[str, Any]) -> None:
+        job = row["job"]
+        if "error" in row:
+            out.print(
+                f"rank {job.rank} (trial {job.record.number}) failed: {row['error']}", markup=False
+            )
+        else:
+            m = row["metrics"]
+            out.print(
+                f"rank {job.rank} (trial {job.record.number}): valid {m['metric_name']} "
+                f"{m['valid']['metric']:.4g}, test {m['test']['metric']:.4g} -> {row['path']}",
+                markup=False,
+            )
+
+    rows = run_retrain(run_dir, top, budget=budget, address=address, workers=workers, on_done=done)
+    table = Table(title=f"retrained from {run_dir}", box=None, pad_edge=False)
+    for head in (
+        "rank",
+        "trial",
+        "proxy",
+        "valid metric",
+        "test metric",
+        "valid loss",
+        "params",
+        "steps",
+        "where",
+    ):
+        table.add_column(head, justify="left" if head == "where" else "right")
+    for row in rows:
+        job = row["job"]
+        proxy = " ".join(f"{v:.4g}" for v in job.record.values or ())
+        if "error" in row:
+            table.add_row(
+                str(job.rank),
+                str(job.record.number),
+                proxy,
+                "failed",
+                "",
+                "",
+                "",
+                "",
+                Text(row["error"]),
+            )
+            continue
+        m = row["metrics"]
+        table.add_row(
+            str(job.rank),
+            str(job.record.number),
+            proxy,
+            f"{m['valid']['metric']:.4g}",
+            f"{m['test']['metric']:.4g}",
+            f"{m['valid']['loss']:.4g}",
+            f"{m['params']:.4g}",
+            f"{m['steps']:.0f}",
+            Text(str(row["path"])),
+        )
+    out.print(table)
+    failed = sum("error" in r for r in rows)
+    if failed:
+        out.print(f"{failed} of {len(rows)} retrainings failed")
+        raise typer.Exit(1)
+    out.print(f"next: `gatesearch export {run_dir} --rank 1 -o model.py --weights`", markup=False)
+
+
 def register(app: typer.Typer) -> None:
     app.command("run")(run)
     app.command("resume")(resume)
     app.command("status")(status)
     app.command("ls")(ls)
+    app.command("retrain")(retrain)
 
 
 # Everything a campaign command can raise because of what the user gave it.
@@ -327,4 +414,5 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     StrategyError,
     BudgetError,
     TaskError,
+    RetrainError,
 )

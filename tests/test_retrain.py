@@ -1,0 +1,141 @@
+"""A campaign on a real task through the CLI and the proxy, then `retrain`: the stored
+weights load into a fresh model and give back the stored scores. Real local Ray (started once
+here), real journal storage, the real console entry point."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import ray
+import torch
+from safetensors.torch import load_file
+
+from gatesearch.build import build_model
+from gatesearch.cli import main
+from gatesearch.graph import arch_hash, read_graph
+from gatesearch.proxy.trainer import split_loss, task_context
+from gatesearch.retrain import GRAPH, METRICS, RETRAINED, WEIGHTS
+from gatesearch.store import RunStore
+from gatesearch.tasks import Split, make_task
+from gatesearch.tasks import evaluate as task_metric
+
+# Every block has a pruning gate, so retrain exercises the pruned-graph path.
+GATED_SPACE = """\
+task causal
+let width = choice(32)
+model := embed stack rmsnorm head
+stack := repeat(block, 1..1)
+block := residual(rmsnorm mixer) residual(rmsnorm glu(expand=2, prune=trainable))
+mixer := gru | mingru | gla(heads=2)
+"""
+TINY_MQAR = {"vocab": 16, "length": 16, "pairs": 2, "n_valid": 48, "n_test": 48}
+TASK_ARGS = [a for k, v in TINY_MQAR.items() for a in ("--task-param", f"{k}={v}")]
+# The same score twice from the same weights and data: only float summation order may differ.
+SCORE_TOL = 1e-5
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_local():
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    if started:
+        ray.shutdown()
+
+
+def cli(*args: object) -> int:
+    try:
+        main([str(a) for a in args])
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+@pytest.fixture(scope="module")
+def mqar_run(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("campaign")
+    space = tmp / "gated.space"
+    space.write_text(GATED_SPACE)
+    code = cli(
+        "run", "--task", "mqar", *TASK_ARGS, "--space", space, "--strategy", "random",
+        "--budget", "6steps", "--trials", "3", "--workers", "2",
+        "--runs-dir", tmp / "runs", "--name", "m",
+    )  # fmt: skip
+    assert code == 0
+    return tmp / "runs" / "m"
+
+
+def test_a_campaign_on_mqar_stores_proxy_metrics(mqar_run, capsys):
+    capsys.readouterr()
+    assert cli("status", mqar_run, "--json") == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["finished"] == 3 and info["failed"] == 0, info["failure_reasons"]
+    assert info["task_spec"]["params"]["vocab"] == 16
+    assert info["metric_name"] == "accuracy" and info["directions"] == ["maximize"]
+    assert cli("status", mqar_run) == 0
+    assert "accuracy ↑" in capsys.readouterr().out
+    with RunStore.open(mqar_run, writer=False) as store:
+        records = [r for r in store.records() if r.duplicate_of is None]
+        for r in records:
+            assert r.values == (r.metrics["accuracy"],)
+            assert r.metrics["steps"] == 6 and r.metrics["self_tuning"] is True
+            doc = store.load_trial_metrics(r.number)
+            hypers = doc["metrics"]["hyperparameters"]
+            assert hypers == r.metrics["hyperparameters"] and "lr" in hypers
+            assert "sparsity_weight" in hypers  # the pruning gates' weight is tuned
+            trajectory = doc["metrics"]["trajectory"]
+            assert trajectory[0]["step"] == 0 and trajectory[-1]["step"] == 6
+
+
+def test_retrain_top_1_weights_reproduce_the_stored_scores(mqar_run, capsys):
+    capsys.readouterr()
+    assert cli("retrain", mqar_run, "--top", "1", "--budget", "8steps") == 0
+    assert "next:" in capsys.readouterr().out
+    (folder,) = (mqar_run / RETRAINED).iterdir()
+    with RunStore.open(mqar_run, writer=False) as store:
+        best = max(
+            (r for r in store.records() if r.duplicate_of is None), key=lambda r: r.values[0]
+        )
+    assert folder.name == best.arch_hash
+    doc = json.loads((folder / METRICS).read_text())
+    assert doc["trial"] == best.number and doc["steps"] == 8 and doc["pruned"] is True
+    assert doc["hyperparameters"] == pytest.approx(best.metrics["hyperparameters"])
+    graph = read_graph(folder / GRAPH)
+    assert arch_hash(graph) == doc["graph_hash"] != best.arch_hash  # the pruned architecture
+    task = make_task("mqar", **TINY_MQAR)
+    model = build_model(graph, task_context(graph, task))
+    model.load_state_dict(load_file(folder / WEIGHTS))
+    assert sum(p.numel() for p in model.parameters()) == doc["params"]
+    torch.set_num_threads(1)
+    for split in (Split.VALID, Split.TEST):
+        stored = doc[split.value]
+        assert task_metric(model, task, split, 128) == pytest.approx(
+            stored["metric"], abs=SCORE_TOL
+        )
+        assert split_loss(model, task, split, 128) == pytest.approx(stored["loss"], rel=SCORE_TOL)
+
+
+def test_bad_input_is_one_line(mqar_run, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    assert cli("run", "--task", "null", "--trials", "2", "--runs-dir", runs, "--name", "n") == 0
+    cases = {
+        "missing run": (["retrain", tmp_path / "nope"], "no such run"),
+        "top 0": (["retrain", mqar_run, "--top", "0"], "--top"),
+        "bad budget": (["retrain", mqar_run, "--budget", "3 weeks"], "3 weeks"),
+        "null task": (["retrain", runs / "n"], "trains no model"),
+        "param without =": (["run", "--task", "mqar", "--task-param", "vocab"], "key=value"),
+        "unknown param": (["run", "--task", "mqar", "--task-param", "vocabb=3"], "vocabb"),
+        "bad param value": (["run", "--task", "mqar", "--task-param", "vocab=x"], "vocab"),
+        "params for null": (["run", "--task", "null", "--task-param", "a=1"], "no params"),
+    }
+    for label, (args, needle) in cases.items():
+        capsys.readouterr()
+        extra = ["--runs-dir", runs, "--name", "new"] if args[0] == "run" else []
+        assert cli(*args, *extra) == 2, label
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and needle in err, (label, err)
+    assert not (runs / "new").exists()
+    assert not (runs / "n" / RETRAINED).exists()
