@@ -116,6 +116,29 @@ class RunData:
         return list(self.config["objectives"])
 
     @property
+    def labels(self) -> list[str]:
+        """Column heads for the objectives: `metric` named after the task's metric when the
+        trials say which it is (`metric (accuracy)`)."""
+        names = {r.metrics.get("metric_name") for r in self.records} - {None}
+        named = next(iter(names)) if len(names) == 1 else None
+        return [
+            f"{o} ({named})" if o == "metric" and isinstance(named, str) and named != o else o
+            for o in self.objectives
+        ]
+
+    @property
+    def task(self) -> str:
+        """The task as a user writes it: `charlm(seq_len=128)`, or the name alone."""
+        task = self.config.get("task")
+        if isinstance(task, dict) and isinstance(task.get("name"), str):
+            params = task.get("params") or {}
+            if not params:
+                return task["name"]
+            args = ", ".join(f"{k}={json.dumps(v)}" for k, v in params.items())
+            return f"{task['name']}({args})"
+        return str(task)
+
+    @property
     def signs(self) -> np.ndarray:
         """+1 for minimised objectives, -1 for maximised: sign * value is always minimised."""
         return np.array([1.0 if d == "minimize" else -1.0 for d in self.config["directions"]])
@@ -341,9 +364,10 @@ FAMILIES: tuple[ChoiceFamily, ...] = (
 )
 
 
-def choices_of(g: nx.DiGraph) -> dict[str, set[str]]:
-    """Family title -> the values this architecture uses (a set: used at least once)."""
-    found: dict[str, set[str]] = {f.title: set() for f in FAMILIES}
+def choices_of(g: nx.DiGraph) -> dict[str, Counter[str]]:
+    """Family title -> how many times this architecture takes each value (one count per
+    attention layer for the gate position, per `act=` parameter for activations, ...)."""
+    found: dict[str, Counter[str]] = {f.title: Counter() for f in FAMILIES}
     for op, params in _nodes_with_nested(g):
         spec = REGISTRY.get(op)
         if spec is None:
@@ -354,39 +378,57 @@ def choices_of(g: nx.DiGraph) -> dict[str, set[str]]:
 
 
 @dataclass(frozen=True)
-class ChoiceShares:
-    """Per family and value: the share of top-k and of all architectures that use it."""
+class FamilyShares:
+    """One family's values with their share in the top-k and in all architectures.
 
+    A share is the fraction of the family's uses in an architecture that take the value
+    (3 attention layers, one gated g1: 1/3), averaged over the architectures that use the
+    family at all, so a deep model counts as much as a shallow one and the shares of a group
+    add up to 1."""
+
+    top_with: int  # top-k architectures that use the family
+    all_with: int  # evaluated architectures that use the family
+    rows: list[tuple[str, float, float]]  # (value, top share, all share), top share first
+
+
+@dataclass(frozen=True)
+class ChoiceShares:
     top_n: int
     all_n: int
-    shares: dict[str, list[tuple[str, float, float]]]  # family -> (value, top share, all share)
+    families: dict[str, FamilyShares]
+
+
+def _mean_shares(graphs: list[dict[str, Counter[str]]], family: str) -> tuple[int, Counter]:
+    total: Counter[str] = Counter()
+    users = 0
+    for choices in graphs:
+        counts = choices[family]
+        n = sum(counts.values())
+        if n:
+            users += 1
+            for value, k in counts.items():
+                total[value] += k / n
+    return users, Counter({v: t / users for v, t in total.items()}) if users else Counter()
 
 
 def choice_shares(data: RunData, ranked: list[Ranked], top: int) -> ChoiceShares:
-    everyone = [g for r in data.evaluated() if (g := data.graph(r.arch_hash)) is not None]
-    best = [g for x in ranked[:top] if (g := data.graph(x.record.arch_hash)) is not None]
-    count_all = {f.title: Counter[str]() for f in FAMILIES}
-    count_top = {f.title: Counter[str]() for f in FAMILIES}
-    for graphs, counts in ((everyone, count_all), (best, count_top)):
-        for g in graphs:
-            for family, values in choices_of(g).items():
-                counts[family].update(values)
-    shares: dict[str, list[tuple[str, float, float]]] = {}
+    everyone = [
+        choices_of(g) for r in data.evaluated() if (g := data.graph(r.arch_hash)) is not None
+    ]
+    best = [
+        choices_of(g) for x in ranked[:top] if (g := data.graph(x.record.arch_hash)) is not None
+    ]
+    families: dict[str, FamilyShares] = {}
     for family in FAMILIES:
-        values = set(count_all[family.title]) | set(count_top[family.title])
+        all_with, all_share = _mean_shares(everyone, family.title)
+        top_with, top_share = _mean_shares(best, family.title)
+        values = set(all_share) | set(top_share)
         if not values:
             continue  # this space never offers the choice: no empty panel
-        rows = [
-            (
-                v,
-                count_top[family.title][v] / max(1, len(best)),
-                count_all[family.title][v] / max(1, len(everyone)),
-            )
-            for v in values
-        ]
+        rows = [(v, top_share[v], all_share[v]) for v in values]
         rows.sort(key=lambda row: (-row[1], -row[2], row[0]))
-        shares[family.title] = rows
-    return ChoiceShares(len(best), len(everyone), shares)
+        families[family.title] = FamilyShares(top_with, all_with, rows)
+    return ChoiceShares(len(best), len(everyone), families)
 
 
 # ------------------------------------------------------------------------- failures
@@ -555,7 +597,7 @@ def plot_best_so_far(data: RunData) -> bytes | None:
     done = sorted(data.completed(), key=lambda r: r.number)
     if not done:
         return None
-    objectives = data.objectives
+    objectives = data.labels
     fig = _figure(9, 2.2 + 2.0 * len(objectives))
     axes = fig.subplots(len(objectives), 1, sharex=True, squeeze=False)[:, 0]
     numbers = np.array([r.number for r in done])
@@ -602,7 +644,7 @@ def _best_value(data: RunData, j: int) -> float | None:
 
 
 def plot_pareto(data: RunData, ranked: list[Ranked]) -> bytes | None:
-    objectives = data.objectives
+    objectives = data.labels
     if len(objectives) < 2 or not ranked:
         return None
     values = np.array([x.record.values for x in ranked], dtype=float)  # (n, d)
@@ -654,40 +696,46 @@ def plot_pareto(data: RunData, ranked: list[Ranked]) -> bytes | None:
     return _png(fig)
 
 
-def plot_choices(shares: ChoiceShares, top: int) -> bytes | None:
-    families = list(shares.shares.items())
+def plot_choices(shares: ChoiceShares) -> bytes | None:
+    families = list(shares.families.items())
     if not families or shares.all_n == 0:
         return None
     cols = 2
     rows = math.ceil(len(families) / cols)
     heights = [
-        max(len(families[i][1]) if i < len(families) else 0 for i in (r * cols, r * cols + 1))
+        max(len(families[i][1].rows) if i < len(families) else 0 for i in (r * cols, r * cols + 1))
         for r in range(rows)
     ]
     fig = _figure(11, sum(0.3 * h + 0.9 for h in heights) + 0.6)
     grid = fig.add_gridspec(rows, cols, height_ratios=[h + 2 for h in heights])
     bar = 0.38
-    for i, (title, rows_) in enumerate(families):
+    for i, (title, fam) in enumerate(families):
         ax = fig.add_subplot(grid[i // cols, i % cols])
-        labels = [v for v, _, _ in rows_]
-        y = np.arange(len(rows_))
-        top_share = np.array([t for _, t, _ in rows_])
-        all_share = np.array([a for _, _, a in rows_])
+        y = np.arange(len(fam.rows))
+        top_share = np.array([t for _, t, _ in fam.rows])
+        all_share = np.array([a for _, _, a in fam.rows])
         ax.barh(y - bar / 2, top_share, bar, color=_ACCENT, label=f"top {shares.top_n}")
         ax.barh(y + bar / 2, all_share, bar, color=_GREY, label=f"all {shares.all_n}")
+        xmax = max(top_share.max(), all_share.max()) * 1.2 + 0.02
         for yy, t in zip(y, top_share):
-            ax.text(t + 0.01, yy - bar / 2, f"{t:.0%}", va="center", fontsize=7)
-        ax.set_yticks(y, [_plain(_shorten(v, 24)) for v in labels], fontsize=8)
+            ax.text(t + xmax * 0.01, yy - bar / 2, f"{t:.0%}", va="center", fontsize=7)
+        ax.set_yticks(y, [_plain(_shorten(v, 24)) for v, _, _ in fam.rows], fontsize=8)
         ax.invert_yaxis()
-        ax.set_xlim(0, 1.12)
+        ax.set_xlim(0, min(1.15, xmax))
         ax.xaxis.set_major_formatter(_percent())
-        ax.set_title(title, fontsize=10, loc="left")
+        ax.tick_params(axis="x", labelsize=8)
+        ax.set_title(
+            f"{title}   (used by {fam.top_with}/{shares.top_n} top, "
+            f"{fam.all_with}/{shares.all_n} all)",
+            fontsize=9.5,
+            loc="left",
+        )
         ax.grid(axis="x", alpha=0.3)
         if i == 0:
             ax.legend(fontsize=8, frameon=False, loc="lower right")
     fig.suptitle(
-        f"Share of architectures using each choice: top {shares.top_n} vs all {shares.all_n} "
-        "evaluated",
+        f"How each choice divides its uses: top {shares.top_n} vs all {shares.all_n} "
+        "evaluated architectures",
         fontsize=11,
     )
     return _png(fig)
@@ -754,7 +802,9 @@ def plot_architecture(g: nx.DiGraph, title: str) -> bytes:
     index = {node: i for i, node in enumerate(g)}  # insertion order = derivation order
     order = list(nx.lexicographical_topological_sort(g, key=index.__getitem__))
     pos_of = {node: i for i, node in enumerate(order)}
-    labels = {n: node_label(g.nodes[n]["op"], g.nodes[n]["params"]) for n in order}
+    # Three parameters at most keep the picture narrow enough to read at page width; the
+    # page's tree beside it has them all.
+    labels = {n: node_label(g.nodes[n]["op"], g.nodes[n]["params"], 3) for n in order}
     skips = [(u, v) for u, v in g.edges if pos_of[v] - pos_of[u] > 1]
     chain = [(u, v) for u, v in g.edges if pos_of[v] - pos_of[u] == 1]
     lanes = _lanes([(pos_of[u], pos_of[v]) for u, v in skips])
@@ -924,7 +974,6 @@ main .wrap > section { background: #fff; border: 1px solid var(--line); border-r
                        padding: 18px 22px; margin: 18px 0; }
 h2 { font-size: 18px; margin: 0 0 10px; }
 p.note { color: var(--muted); margin: 4px 0 12px; font-size: 14px; }
-.grid { display: grid; grid-template-columns: 1fr 1fr; gap: 24px; }
 .cards { display: flex; gap: 12px; flex-wrap: wrap; margin-bottom: 6px; }
 .card { border: 1px solid var(--line); border-radius: 6px; padding: 8px 14px; min-width: 110px; }
 .card b { display: block; font-size: 22px; }
@@ -936,19 +985,21 @@ th, td { text-align: left; padding: 5px 8px; border-bottom: 1px solid var(--line
 th { background: #f0f3f6; font-weight: 600; white-space: nowrap; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 tr.best td { background: #fff4f5; }
+table.counts td.num { width: 5em; }
 table.kv th { width: 34%; background: none; color: var(--muted); font-weight: 500; }
 code, pre, td.arch, td.hash { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas,
                               monospace; font-size: 12.5px; }
-td.arch { word-break: break-word; }
+td.arch { width: 100%; overflow-wrap: anywhere; }
 pre { background: #f6f8fa; border: 1px solid var(--line); border-radius: 6px; padding: 12px;
-      overflow-x: auto; margin: 0; line-height: 1.4; }
+      margin: 0; line-height: 1.4; white-space: pre-wrap; overflow-wrap: anywhere; }
 figure { margin: 8px 0 0; }
 figure img { max-width: 100%; height: auto; display: block; margin: 0 auto; }
+.archbox figure { margin: 0; max-width: 720px; }
 figcaption { color: var(--muted); font-size: 13px; margin-top: 6px; }
-.arch { display: grid; grid-template-columns: minmax(0, 1fr) minmax(0, 1.2fr); gap: 20px;
+.archbox { display: grid; grid-template-columns: minmax(0, 1fr) auto; gap: 20px;
         align-items: start; }
 footer { color: var(--muted); font-size: 13px; padding: 6px 0 28px; }
-@media (max-width: 860px) { .grid, .arch { grid-template-columns: 1fr; } }
+@media (max-width: 860px) { .archbox { grid-template-columns: 1fr; } }
 """
 
 
@@ -994,14 +1045,14 @@ def render_html(
 ) -> str:
     cfg = data.config
     name = cfg["name"]
-    objectives = data.objectives
+    objectives = data.labels
     multi = len(objectives) > 1
     finished = data.finished_slots()
     live = counts["running"] > 0 or finished < data.target
 
     config_rows = [
         ("strategy", f"{cfg.get('strategy')} ({cfg.get('preset')})"),
-        ("task", cfg.get("task")),
+        ("task", data.task),
         ("budget per trial", cfg.get("budget")),
         (
             "objectives",
@@ -1032,7 +1083,7 @@ def render_html(
         best = rows[0]
         vals = ", ".join(f"{o} = {_fmt(v)}" for o, v in zip(objectives, best.values))
         best_line = (
-            f'<p class="note">Best: trial {_e(best.number)} ({_e(vals)}), '
+            f'<p class="note">{"Rank 1" if multi else "Best"}: trial {_e(best.number)} ({_e(vals)}), '
             f"<code>{_e(best.arch_hash)}</code></p>"
         )
 
@@ -1072,8 +1123,8 @@ ranked twice. Parameters and FLOPs per token as the task measured them.</p>
             _figure_html(
                 plots.get("best_so_far"),
                 "best so far against trial number",
-                "Grey: each completed trial. Line: the best value found up to that trial. "
-                "Red ticks: failed trials.",
+                "Grey: each completed trial. Line: the best value found up to that trial."
+                + (" Red ticks: failed trials." if counts["failed"] else ""),
                 "No completed trial yet.",
             )
         }</section>""",
@@ -1095,10 +1146,12 @@ ranked twice. Parameters and FLOPs per token as the task measured them.</p>
             _figure_html(
                 plots.get("choices"),
                 "gating choices in the top-k against all trials",
-                f"For each choice, the share of the top {shares.top_n} architectures that use "
-                f"it at least once (coloured) against the share of all {shares.all_n} "
-                "evaluated architectures (grey). A choice far more common in the top than "
-                "overall is one the search found to help.",
+                "How each family of choices divides its uses: of the attention layers in an "
+                "architecture, the share gated at each position; of its pruning gates, the "
+                "share of each kind; and so on, averaged over the architectures that use the "
+                f"family (each counts once). Coloured: the top {shares.top_n}; grey: all "
+                f"{shares.all_n} evaluated. A choice far more common in the top than overall is "
+                "one the search found to help.",
                 "No evaluated architecture yet.",
             )
         }</section>"""
@@ -1111,7 +1164,7 @@ ranked twice. Parameters and FLOPs per token as the task measured them.</p>
         fail_body += (
             '<p class="note">Numbers and hashes in the reasons are shown as N and … so that '
             "failures of one kind count together; trials.csv has each full reason.</p>"
-            f"<table><tr><th>trials</th><th>reason</th></tr>{fail_rows}</table>"
+            f'<table class="counts"><tr><th>trials</th><th>reason</th></tr>{fail_rows}</table>'
         )
     else:
         fail_body = '<p class="note">No failed trials.</p>'
@@ -1121,7 +1174,7 @@ ranked twice. Parameters and FLOPs per token as the task measured them.</p>
         sections.append(
             f"""<section><h2>Best architecture</h2><p class="note">Trial {_e(rows[0].number)},
 hash <code>{_e(rows[0].arch_hash)}</code>. Parameters that differ from the primitives'
-defaults are shown.</p><div class="arch"><pre>{_e(tree)}</pre>{
+defaults are shown.</p><div class="archbox"><pre>{_e(tree)}</pre>{
                 _figure_html(
                     plots.get("best_architecture"),
                     "diagram of the best architecture",
@@ -1132,16 +1185,16 @@ defaults are shown.</p><div class="arch"><pre>{_e(tree)}</pre>{
         )
 
     status = "still running" if live else "finished"
-    now = datetime.now().isoformat(timespec="seconds")
+    now = datetime.now().strftime("%Y-%m-%d %H:%M")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>gatesearch report: {_e(name)}</title>
 <style>{_CSS}</style></head>
 <body><header><div class="wrap"><h1>gatesearch report: {_e(name)}</h1>
-<div class="sub">{_e(cfg.get("strategy"))} on {_e(cfg.get("task"))} · {_e(finished)}/{
+<div class="sub">{_e(cfg.get("strategy"))} on {_e(data.task)} · {_e(finished)}/{
         _e(data.target)
-    } trials · campaign {_e(status)} at {_e(now)}</div></div></header>
+    } trials · {_e(status)} · drawn {_e(now)}</div></div></header>
 <main><div class="wrap">
 {"".join(sections)}
 </div></main>
@@ -1175,13 +1228,13 @@ def write_report(run_dir: Path, top: int = DEFAULT_TOP, out: Path | None = None)
     plots: dict[str, bytes | None] = {
         "best_so_far": plot_best_so_far(data),
         "pareto": plot_pareto(data, ranked),
-        "choices": plot_choices(shares, top),
+        "choices": plot_choices(shares),
         "failures": plot_failures(kinds),
         "best_architecture": (
             plot_architecture(
                 best_graph,
                 f"best: trial {rows[0].number}  {rows[0].arch_hash}  "
-                + "  ".join(f"{o}={_fmt(v)}" for o, v in zip(data.objectives, rows[0].values)),
+                + "  ".join(f"{o}={_fmt(v)}" for o, v in zip(data.labels, rows[0].values)),
             )
             if best_graph is not None
             else None
@@ -1212,7 +1265,7 @@ def write_report(run_dir: Path, top: int = DEFAULT_TOP, out: Path | None = None)
         raise ReportError(f"cannot write the report into {folder}: {exc.strerror}") from None
     return Report(
         data.config["name"],
-        data.objectives,
+        data.labels,
         folder,
         files,
         rows,
