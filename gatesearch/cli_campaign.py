@@ -28,6 +28,7 @@ from gatesearch.campaign import (
     summary,
 )
 from gatesearch.evaluate import objective_label, parse_task_params, spec_of
+from gatesearch.proxy.fidelity import FidelityError
 from gatesearch.retrain import RetrainError
 from gatesearch.store import RunStore, StoreError, list_runs
 from gatesearch.strategies import StrategyError
@@ -399,12 +400,128 @@ def retrain(
     out.print(f"next: `gatesearch export {run_dir} --rank 1 -o model.py --weights`", markup=False)
 
 
+def _corr(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.3f}"
+
+
+def fidelity_table(result: dict[str, Any]) -> Table:
+    """Rank correlations of each proxy with the full budget, and what each kind of run cost."""
+    from gatesearch.proxy.fidelity import PROXIES, PROXY_TITLES
+
+    config = result["config"]
+    metric = config["metric_name"]
+    table = Table(
+        title=f"proxy fidelity: {config['task']['name']}, {config['archs']} architectures, "
+        f"{config['proxy_budget']} vs {config['full_budget']}",
+        box=None,
+        pad_edge=False,
+    )
+    table.add_column("proxy")
+    for head in (f"τ {metric}", f"ρ {metric}", "τ loss", "ρ loss", "pairs", "CPU-s"):
+        table.add_column(head, justify="right")
+    cpu = result["cpu_seconds"]
+    for proxy in PROXIES:
+        on_metric = result["correlations"]["metric"][proxy]
+        on_loss = result["correlations"]["loss"][proxy]
+        cost = cpu[proxy]["total"] if proxy in cpu else 0.0
+        table.add_row(
+            PROXY_TITLES[proxy],
+            _corr(on_metric["tau"]),
+            _corr(on_metric["rho"]),
+            _corr(on_loss["tau"]),
+            _corr(on_loss["rho"]),
+            str(on_metric["n"]),
+            f"{cost:.1f}",
+        )
+    table.add_row(
+        f"full budget ({config['full_trainer']})", "", "", "", "", "", f"{cpu['full']['total']:.1f}"
+    )
+    return table
+
+
+def fidelity(
+    space: Annotated[
+        Path | None, typer.Option(help="Search space file [default: spaces/gated_lm.space].")
+    ] = None,
+    task: Annotated[
+        str, typer.Option(help="Task: a built-in, module:function or an entry point.")
+    ] = "mqar",
+    task_param: Annotated[
+        list[str] | None, typer.Option(help="A task parameter as key=value; repeatable.")
+    ] = None,
+    archs: Annotated[int, typer.Option(help="How many architectures to sample.")] = 20,
+    proxy_budget: Annotated[
+        str | None, typer.Option(help="Budget of the proxy runs (a) and (b) [default: 20s].")
+    ] = None,
+    full_budget: Annotated[
+        str | None,
+        typer.Option(help="Budget of the reference runs [default: 10x the proxy budget]."),
+    ] = None,
+    full_trainer: Annotated[
+        str,
+        typer.Option(
+            help="How the reference runs train: self-tuning (hyperparameters tuned as they "
+            "train) or fixed (defaults)."
+        ),
+    ] = "self-tuning",
+    runs_dir: Annotated[Path, typer.Option(help="Where the result folder is written.")] = Path(
+        "runs"
+    ),
+    name: Annotated[
+        str | None, typer.Option(help="Result folder name [default: fidelity-task-time].")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Trainings at once (local Ray).")] = 2,
+    seed: Annotated[int, typer.Option(help="Seed of the sampling and the trainings.")] = 0,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address; default: a local Ray.")
+    ] = None,
+) -> None:
+    """Can the proxy be trusted on this task? Rank correlations (Kendall τ, Spearman ρ) of
+    (a) the self-tuning proxy, (b) fixed hyperparameters at the same budget and (c) the
+    parameter count with full-budget scores of N sampled architectures."""
+    from gatesearch.proxy.fidelity import PLOT, RESULT, FidelityRequest, run_fidelity
+
+    req = FidelityRequest(
+        space=space,
+        task=task,
+        task_params=parse_task_params(task_param or []),
+        archs=archs,
+        proxy_budget=proxy_budget,
+        full_budget=full_budget,
+        full_trainer=full_trainer,
+        runs_dir=runs_dir,
+        name=name,
+        workers=workers,
+        seed=seed,
+        address=address,
+    )
+    start = time.monotonic()
+    last = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if done in (0, total) or now - last[0] > 10:
+            last[0] = now
+            out.print(f"{done}/{total} trainings done · {_clock(now - start)} elapsed")
+
+    root, result = run_fidelity(req, progress)
+    out.print(fidelity_table(result))
+    failures = {k: v for k, v in result["failures"].items() if v}
+    if failures:
+        out.print(
+            "failed runs (left out of the ranks): "
+            + ", ".join(f"{k} {v}" for k, v in failures.items())
+        )
+    out.print(f"wrote {root / RESULT} and {root / PLOT}", markup=False)
+
+
 def register(app: typer.Typer) -> None:
     app.command("run")(run)
     app.command("resume")(resume)
     app.command("status")(status)
     app.command("ls")(ls)
     app.command("retrain")(retrain)
+    app.command("fidelity")(fidelity)
 
 
 # Everything a campaign command can raise because of what the user gave it.
@@ -415,4 +532,5 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     BudgetError,
     TaskError,
     RetrainError,
+    FidelityError,
 )

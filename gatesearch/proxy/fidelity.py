@@ -1,0 +1,410 @@
+"""Fidelity: how well cheap scores rank architectures the way full-budget training does.
+
+N distinct architectures are sampled from a space. Each is trained
+
+- (a) by the self-tuning proxy at the proxy budget (what a campaign scores it with),
+- (b) at the same budget with fixed default hyperparameters (`fixed_evaluate`),
+- and at the full budget (the reference; self-tuning by default, `full_trainer="fixed"` for
+  fixed defaults),
+
+and (c) its parameter count is read off. Every score is turned into a goodness (the task's
+metric where higher is better, its negative otherwise; parameters as they are: the naive
+"bigger is better" guess) and ranked against the full-budget goodness with Kendall's τ-b and
+Spearman's ρ. Correlations are also reported on the validation loss. All runs of one
+architecture share a seed; all run as Ray tasks, the longest first, and the driver alone
+writes the run directory:
+
+```
+runs/NAME/
+  config.json        the request as resolved (space, task spec, budgets, seed)
+  space.space        copy of the space
+  graphs/<hash>.parquet
+  fidelity.json      per architecture: every run's metrics (or failure) and CPU-seconds;
+                     the correlations; CPU-seconds totals by kind
+  fidelity.png       full-budget score against each proxy, one panel per proxy
+```
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import numpy as np
+
+from gatesearch.budget import Budget, parse_budget
+from gatesearch.evaluate import ProxyEvaluator, resolve_task
+from gatesearch.grammar import Grammar
+from gatesearch.graph import describe, write_graph
+from gatesearch.space import DEFAULT_SPACE, Architecture, load_space
+from gatesearch.tasks import TaskSpec
+
+PROXIES = ("self_tuning", "fixed", "params")
+PROXY_TITLES = {
+    "self_tuning": "(a) self-tuning proxy",
+    "fixed": "(b) fixed hyperparameters",
+    "params": "(c) parameter count",
+}
+RUN_KINDS = ("full", "self_tuning", "fixed")  # dispatch order: the longest runs first
+FULL_TRAINERS = ("self-tuning", "fixed")
+RESULT = "fidelity.json"
+PLOT = "fidelity.png"
+FULL_BUDGET_FACTOR = 10
+# The small MQAR of the default campaign: a fidelity check that ends in minutes.
+DEFAULT_PROXY_BUDGET = "20s"
+
+
+class FidelityError(Exception):
+    """A fidelity request that cannot run as asked (user input)."""
+
+
+@dataclass
+class FidelityRequest:
+    space: Path | None = None
+    task: str = "mqar"
+    task_params: dict[str, Any] = field(default_factory=dict)
+    archs: int = 20
+    proxy_budget: str | None = None  # None: DEFAULT_PROXY_BUDGET
+    full_budget: str | None = None  # None: FULL_BUDGET_FACTOR x the proxy budget
+    full_trainer: str = "self-tuning"
+    runs_dir: Path = Path("runs")
+    name: str | None = None
+    workers: int = 2
+    seed: int = 0
+    address: str | None = None
+
+
+# ------------------------------------------------------------------------------ statistics
+
+
+def _finite_pairs(x: list[float | None], y: list[float | None]) -> tuple[np.ndarray, np.ndarray]:
+    keep = [
+        (a, b)
+        for a, b in zip(x, y)
+        if a is not None and b is not None and math.isfinite(a) and math.isfinite(b)
+    ]
+    if not keep:
+        return np.zeros(0), np.zeros(0)
+    arr = np.asarray(keep, dtype=float)
+    return arr[:, 0], arr[:, 1]
+
+
+def rank_correlations(x: list[float | None], y: list[float | None]) -> dict[str, Any]:
+    """Kendall's τ-b and Spearman's ρ of the pairs where both are finite; None where
+    undefined (fewer than 3 pairs, or one side constant)."""
+    from scipy.stats import kendalltau, spearmanr
+
+    a, b = _finite_pairs(x, y)
+    out: dict[str, Any] = {"n": int(a.size), "tau": None, "rho": None}
+    if a.size < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return out
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tau = float(kendalltau(a, b).statistic)
+        rho = float(spearmanr(a, b).statistic)
+    out["tau"] = tau if math.isfinite(tau) else None
+    out["rho"] = rho if math.isfinite(rho) else None
+    return out
+
+
+# ---------------------------------------------------------------------------------- on Ray
+
+
+def fidelity_run(
+    graph: nx.DiGraph, task: dict[str, Any], budget: str, seed: int, self_tuning: bool, threads: int
+) -> dict[str, Any]:
+    """Body of one Ray task: one training; the scalar metrics and the CPU-seconds it took."""
+    import torch
+
+    from gatesearch.evaluate import spec_of
+    from gatesearch.proxy.trainer import fixed_evaluate, proxy_evaluate
+
+    torch.set_num_threads(threads)
+    train = proxy_evaluate if self_tuning else fixed_evaluate
+    cpu, wall = time.process_time(), time.perf_counter()
+    metrics = train(graph, spec_of(task), budget, seed)
+    metrics.pop("trajectory", None)
+    metrics["cpu_seconds"] = time.process_time() - cpu
+    metrics["wall_seconds"] = time.perf_counter() - wall
+    return metrics
+
+
+# ------------------------------------------------------------------------------ the driver
+
+
+def sample_distinct(grammar: Grammar, n: int, seed: int, causal: bool) -> list[Architecture]:
+    """`n` architectures with distinct hashes, drawn from the space's PCFG in a seeded order."""
+    import random
+
+    from gatesearch.grammar import sample
+
+    rng = random.Random(seed)
+    found: dict[str, Architecture] = {}
+    for _ in range(50 * n):
+        arch = Architecture.from_derivation(sample(grammar, rng, causal))
+        found.setdefault(arch.hash, arch)
+        if len(found) == n:
+            return list(found.values())
+    raise FidelityError(
+        f"the space yields only {len(found)} distinct architectures in {50 * n} draws; "
+        f"ask for fewer than {n} with --archs"
+    )
+
+
+def prepare(req: FidelityRequest) -> tuple[dict[str, Any], Grammar, list[Architecture]]:
+    """Check every input, resolve the config and sample the architectures; nothing written."""
+    from gatesearch.campaign import _NAME, _causal_for, _default_name
+
+    if req.archs < 3:
+        raise FidelityError("--archs must be at least 3 (a rank correlation needs 3 pairs)")
+    if req.workers < 1:
+        raise FidelityError("--workers must be at least 1")
+    if req.full_trainer not in FULL_TRAINERS:
+        raise FidelityError(
+            f"--full-trainer {req.full_trainer!r}: choose {' or '.join(FULL_TRAINERS)}"
+        )
+    space_path = Path(req.space) if req.space else DEFAULT_SPACE
+    grammar = load_space(space_path)
+    evaluator = resolve_task(TaskSpec(req.task, dict(req.task_params)))
+    if not isinstance(evaluator, ProxyEvaluator):
+        raise FidelityError(f"task {req.task} trains no model; fidelity needs a real task")
+    proxy = parse_budget(req.proxy_budget or DEFAULT_PROXY_BUDGET)
+    full = (
+        parse_budget(req.full_budget)
+        if req.full_budget
+        else Budget(proxy.amount * FULL_BUDGET_FACTOR, proxy.unit)
+    )
+    name = req.name or _default_name("fidelity", evaluator.spec.name)
+    if not _NAME.match(name):
+        raise FidelityError(f"--name {name!r}: use letters, digits, '.', '_' and '-'")
+    if (req.runs_dir / name).exists():
+        raise FidelityError(f"{req.runs_dir / name} already exists: choose another --name")
+    causal = _causal_for(grammar, evaluator, space_path)
+    archs = sample_distinct(grammar, req.archs, req.seed, causal)
+    config = {
+        "kind": "fidelity",
+        "name": name,
+        "created": datetime.now().isoformat(timespec="seconds"),
+        "space": str(space_path),
+        "task": evaluator.spec.to_dict(),
+        "metric_name": evaluator.metric_name,
+        "higher_is_better": evaluator.higher_is_better,
+        "archs": req.archs,
+        "proxy_budget": str(proxy),
+        "full_budget": str(full),
+        "full_trainer": req.full_trainer,
+        "workers": req.workers,
+        "seed": req.seed,
+        "causal": causal,
+    }
+    return config, grammar, archs
+
+
+def _create_dir(root: Path, config: dict[str, Any], space: Path) -> None:
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    except OSError as exc:
+        raise FidelityError(f"cannot write runs directory {root.parent}: {exc.strerror}") from None
+    try:
+        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        shutil.copyfile(space, tmp / "space.space")
+        (tmp / "graphs").mkdir()
+        os.rename(tmp, root)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise FidelityError(f"cannot create {root}: {exc}") from None
+
+
+def _goodness(value: float | None, higher_is_better: bool) -> float | None:
+    if value is None:
+        return None
+    return value if higher_is_better else -value
+
+
+def analyse(config: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Correlations of each proxy's goodness with the full budget's, on the metric and on
+    the validation loss; CPU-seconds by run kind."""
+    hib = bool(config["higher_is_better"])
+
+    def score(row: dict[str, Any], kind: str, key: str) -> float | None:
+        if kind == "params":
+            return row["params"]
+        run = row["runs"].get(kind) or {}
+        value = (run.get("metrics") or {}).get(key)
+        return None if value is None else float(value)
+
+    correlations: dict[str, Any] = {}
+    for key, higher in (("metric", hib), ("loss", False)):
+        full = [_goodness(score(r, "full", key), higher) for r in rows]
+        correlations[key] = {
+            p: rank_correlations(
+                [
+                    score(r, p, key) if p == "params" else _goodness(score(r, p, key), higher)
+                    for r in rows
+                ],
+                full,
+            )
+            for p in PROXIES
+        }
+    cpu: dict[str, Any] = {}
+    for kind in RUN_KINDS:
+        secs = [
+            r["runs"][kind]["cpu_seconds"]
+            for r in rows
+            if r["runs"].get(kind) and r["runs"][kind].get("cpu_seconds") is not None
+        ]
+        cpu[kind] = {
+            "total": float(sum(secs)),
+            "mean": float(np.mean(secs)) if secs else None,
+            "runs": len(secs),
+        }
+    failures = {
+        kind: sum(1 for r in rows if (r["runs"].get(kind) or {}).get("error")) for kind in RUN_KINDS
+    }
+    return {"correlations": correlations, "cpu_seconds": cpu, "failures": failures}
+
+
+def run_fidelity(
+    req: FidelityRequest, progress: Callable[[int, int], None] | None = None
+) -> tuple[Path, dict[str, Any]]:
+    """Run the measurement; returns the run directory and the result written to
+    fidelity.json. `progress(done, total)` is called as runs finish."""
+    import ray
+
+    from gatesearch.build import build_model, count_params
+    from gatesearch.campaign import _failure_reason, ensure_ray, trial_seed
+    from gatesearch.proxy.trainer import task_context
+    from gatesearch.tasks import make_task
+
+    config, _, archs = prepare(req)
+    root = req.runs_dir / config["name"]
+    ensure_ray(req.address, req.workers)
+    space_path = Path(config["space"])
+    _create_dir(root, config, space_path)
+    task = config["task"]
+    task_obj = make_task(TaskSpec.from_dict(task))
+    rows: list[dict[str, Any]] = []
+    for i, arch in enumerate(archs):
+        write_graph(arch.graph, root / "graphs" / f"{arch.hash}.parquet")
+        model = build_model(arch.graph, task_context(arch.graph, task_obj))
+        rows.append(
+            {
+                "index": i,
+                "arch_hash": arch.hash,
+                "arch": describe(arch.graph),
+                "params": float(count_params(model)),
+                "seed": trial_seed(req.seed, i, 1),
+                "runs": {},
+            }
+        )
+        del model
+    remote = ray.remote(fidelity_run).options(num_cpus=1, max_retries=1)
+    budgets = {
+        "full": (config["full_budget"], req.full_trainer == "self-tuning"),
+        "self_tuning": (config["proxy_budget"], True),
+        "fixed": (config["proxy_budget"], False),
+    }
+    pending: dict[Any, tuple[int, str]] = {}
+    for kind in RUN_KINDS:
+        budget, self_tuning = budgets[kind]
+        for row, arch in zip(rows, archs):
+            ref = remote.remote(arch.graph, task, budget, row["seed"], self_tuning, 1)
+            pending[ref] = (row["index"], kind)
+    total, done = len(pending), 0
+    if progress is not None:
+        progress(done, total)
+    try:
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            index, kind = pending.pop(ready[0])
+            try:
+                metrics = ray.get(ready[0])
+                entry = {"metrics": metrics, "cpu_seconds": metrics.get("cpu_seconds")}
+            except Exception as exc:  # a diverged or crashed run: recorded, left out of ranks
+                entry = {"error": _failure_reason(exc), "cpu_seconds": None}
+            rows[index]["runs"][kind] = entry
+            done += 1
+            if progress is not None:
+                progress(done, total)
+    except KeyboardInterrupt:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        raise
+    result = {"config": config, "archs": rows, **analyse(config, rows)}
+    tmp = root / f"{RESULT}.tmp"
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp, root / RESULT)
+    plot(result, root / PLOT)
+    return root, result
+
+
+# ---------------------------------------------------------------------------------- plot
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    """Full-budget metric against each proxy's score, one panel per proxy, τ in each title."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    config = result["config"]
+    metric_name = config["metric_name"]
+    rows = result["archs"]
+
+    def value(row: dict[str, Any], kind: str) -> float | None:
+        if kind == "params":
+            return row["params"]
+        run = row["runs"].get(kind) or {}
+        return (run.get("metrics") or {}).get("metric")
+
+    fig = Figure(figsize=(12, 4), constrained_layout=True)
+    axes = fig.subplots(1, len(PROXIES), sharey=True)
+    for ax, proxy in zip(axes, PROXIES):
+        xy = [(value(r, proxy), value(r, "full")) for r in rows]
+        xy = [(x, y) for x, y in xy if x is not None and y is not None]
+        if xy:
+            xs, ys = zip(*xy)
+            ax.scatter(xs, ys, s=22, alpha=0.8, color="#1f77b4", edgecolors="none")
+        stats = result["correlations"]["metric"][proxy]
+        tau = "n/a" if stats["tau"] is None else f"{stats['tau']:.2f}"
+        rho = "n/a" if stats["rho"] is None else f"{stats['rho']:.2f}"
+        ax.set_title(f"{PROXY_TITLES[proxy]}\nτ = {tau}, ρ = {rho} (n = {stats['n']})", fontsize=10)
+        if proxy == "params":
+            ax.set_xscale("log")
+            ax.set_xlabel("parameters")
+        else:
+            ax.set_xlabel(f"{metric_name} at {config['proxy_budget']}")
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel(f"{metric_name} at {config['full_budget']} ({config['full_trainer']})")
+    fig.suptitle(
+        f"proxy fidelity on {config['task']['name']}: {len(rows)} architectures", fontsize=11
+    )
+    fig.savefig(path, dpi=120)
+
+
+__all__ = [
+    "FULL_TRAINERS",
+    "PROXIES",
+    "FidelityError",
+    "FidelityRequest",
+    "analyse",
+    "fidelity_run",
+    "plot",
+    "prepare",
+    "rank_correlations",
+    "run_fidelity",
+    "sample_distinct",
+]

@@ -1,0 +1,121 @@
+"""`gatesearch fidelity` end to end on a real local Ray (started once here), and the rank
+statistics it reports."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import ray
+
+from gatesearch.cli import main
+from gatesearch.proxy.fidelity import PLOT, PROXIES, RESULT, rank_correlations
+
+TINY_SPACE = """\
+task causal
+let width = choice(16, 32)
+model := embed stack rmsnorm head
+stack := repeat(block, 1..2)
+block := residual(rmsnorm mixer)
+mixer := gru | mingru | gla(heads=2) | gcnn
+"""
+TINY_MQAR = {"vocab": 16, "length": 16, "pairs": 2, "n_valid": 32, "n_test": 32}
+TASK_ARGS = [a for k, v in TINY_MQAR.items() for a in ("--task-param", f"{k}={v}")]
+EXACT = 1e-12
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_local():
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    if started:
+        ray.shutdown()
+
+
+def cli(*args: object) -> int:
+    try:
+        main([str(a) for a in args])
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "tau", "rho"),
+    [
+        ([1, 2, 3, 4], [10, 20, 30, 40], 1.0, 1.0),
+        ([1, 2, 3, 4], [4, 3, 2, 1], -1.0, -1.0),
+        # 5 concordant, 1 discordant pair: τ = 4/6; ranks differ by 1 twice: ρ = 1 − 6·2/60.
+        ([1, 2, 3, 4], [1, 3, 2, 4], 4 / 6, 0.8),
+        # Pairs with a missing or non-finite side are left out.
+        ([1, None, 2, 3, math.nan, 4], [1, 5, 3, 2, 9, 4], 4 / 6, 0.8),
+    ],
+    ids=["agree", "reversed", "one-swap", "gaps"],
+)
+def test_rank_correlations(x, y, tau, rho):
+    stats = rank_correlations(x, y)
+    assert stats["tau"] == pytest.approx(tau, abs=EXACT)
+    assert stats["rho"] == pytest.approx(rho, abs=EXACT)
+    assert stats["n"] == 4
+
+
+def test_rank_correlations_undefined():
+    assert rank_correlations([1, 2], [1, 2])["tau"] is None  # too few pairs
+    assert rank_correlations([1, 1, 1], [1, 2, 3])["rho"] is None  # one side constant
+
+
+def test_fidelity_on_four_tiny_architectures(tmp_path, capsys):
+    space = tmp_path / "tiny.space"
+    space.write_text(TINY_SPACE)
+    code = cli(
+        "fidelity", "--space", space, "--task", "mqar", *TASK_ARGS, "--archs", "4",
+        "--proxy-budget", "3steps", "--full-budget", "12steps",
+        "--runs-dir", tmp_path / "runs", "--name", "f", "--workers", "2",
+    )  # fmt: skip
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "(a) self-tuning proxy" in text and "τ accuracy" in text
+    run = tmp_path / "runs" / "f"
+    assert (run / PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    result = json.loads((run / RESULT).read_text())
+    assert result["config"]["proxy_budget"] == "3steps"
+    assert result["config"]["full_budget"] == "12steps"
+    rows = result["archs"]
+    assert len({r["arch_hash"] for r in rows}) == 4
+    for row in rows:
+        assert (run / "graphs" / f"{row['arch_hash']}.parquet").is_file()
+        runs = row["runs"]
+        assert runs["full"]["metrics"]["steps"] == 12
+        assert runs["self_tuning"]["metrics"]["self_tuning"] is True
+        assert runs["fixed"]["metrics"]["self_tuning"] is False
+        assert runs["fixed"]["metrics"]["steps"] == 3 and row["params"] > 0
+        assert all(runs[k]["cpu_seconds"] > 0 for k in runs)
+    for key in ("metric", "loss"):
+        assert set(result["correlations"][key]) == set(PROXIES)
+        assert all(v["n"] == 4 for v in result["correlations"][key].values())
+    assert result["cpu_seconds"]["full"]["runs"] == 4
+    assert result["failures"] == {"full": 0, "self_tuning": 0, "fixed": 0}
+
+
+def test_fidelity_bad_input_is_one_line(tmp_path, capsys):
+    (tmp_path / "runs" / "taken").mkdir(parents=True)
+    base = ["fidelity", "--runs-dir", tmp_path / "runs", "--proxy-budget", "1steps"]
+    cases = {
+        "unknown task": (["--task", "mqar9"], "mqar9"),
+        "null task": (["--task", "null"], "trains no model"),
+        "too few archs": (["--archs", "2"], "--archs"),
+        "bad budget": (["--full-budget", "ten"], "ten"),
+        "bad trainer": (["--full-trainer", "grid"], "grid"),
+        "missing space": (["--space", tmp_path / "nope.space"], "nope.space"),
+        "existing run": (["--name", "taken"], "already exists"),
+        "bad param": (["--task-param", "vocab=1"], "vocab"),
+    }
+    for label, (extra, needle) in cases.items():
+        capsys.readouterr()
+        assert cli(*base, *extra) == 2, label
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and needle in err, (label, err)
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["taken"]
