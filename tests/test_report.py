@@ -24,7 +24,7 @@ import ray
 
 from gatesearch.cli import main
 from gatesearch.graph import read_graph, write_graph
-from gatesearch.report import load_run, pareto_mask, rank_trials
+from gatesearch.report import campaign_state, load_run, pareto_mask, rank_trials
 from gatesearch.store import RunStore
 
 pytestmark = pytest.mark.slow
@@ -270,7 +270,22 @@ def test_report_while_a_campaign_runs(runs, tmp_path, capsys):
     assert added == {f"report/{n}" for n in ("best_so_far.png", "choices.png", "failures.png",
                      "best_architecture.png", "trials.csv", "index.html")}  # fmt: skip
     assert {k: after[k] for k in before} == before
-    assert "still running" in (run / "report" / "index.html").read_text()
+    assert "The campaign was running when" in (run / "report" / "index.html").read_text()
+
+
+def test_campaign_state_read_from_the_lock_file(runs, tmp_path):
+    run = copy_run(runs["single"], tmp_path / "state")
+    lock = run / "driver.lock"
+    assert campaign_state(run, TRIALS, TRIALS) == "finished"
+    assert campaign_state(run, TRIALS - 1, TRIALS) == "stopped"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    lock.write_text(f"pid {dead.stdout.strip()} on {os.uname().nodename}")  # a killed driver
+    assert campaign_state(run, TRIALS - 1, TRIALS) == "stopped"
+    lock.write_text(f"pid {os.getpid()} on {os.uname().nodename}")
+    assert campaign_state(run, TRIALS - 1, TRIALS) == "running"
+    lock.write_text("pid 1 on some-other-host")
+    assert campaign_state(run, TRIALS - 1, TRIALS) == "running on some-other-host"
 
 
 def test_journal_line_being_appended_is_waited_for(runs, tmp_path):
