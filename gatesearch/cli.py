@@ -176,12 +176,16 @@ def _si(x: float) -> str:
 
 from gatesearch.cli_campaign import USER_ERRORS as _CAMPAIGN_ERRORS  # noqa: E402
 from gatesearch.cli_campaign import register as _register_campaign  # noqa: E402
+from gatesearch.cli_export import ExportCommandError  # noqa: E402
+from gatesearch.cli_export import register as _register_export  # noqa: E402
+from gatesearch.export import ExportError  # noqa: E402
 from gatesearch.report import ReportError  # noqa: E402
 from gatesearch.report import register as _register_report  # noqa: E402
 
 _register_campaign(app)
 _register_report(app)
-USER_ERRORS = (*USER_ERRORS, *_CAMPAIGN_ERRORS, ReportError)
+_register_export(app)
+USER_ERRORS = (*USER_ERRORS, *_CAMPAIGN_ERRORS, ReportError, ExportCommandError, ExportError)
 
 
 def _cli_errors() -> tuple[type[Exception], ...]:

@@ -1,0 +1,139 @@
+"""`gatesearch export`: a campaign's architecture as one standalone PyTorch file.
+
+The architecture is the campaign's rank-K trial (or the one whose hash is given). When it was
+retrained (`gatesearch retrain`), the retrained graph — pruned, when it had pruning gates — and
+its weights are exported; otherwise the searched graph, whose weights the proxy does not keep.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from gatesearch.store import RunStore
+
+out = Console(highlight=False)
+
+
+class ExportCommandError(Exception):
+    """A request `gatesearch export` cannot carry out as given (user input)."""
+
+
+def _pick(store: RunStore, rank: int | None, arch: str | None) -> tuple[int | None, str, dict]:
+    """(rank or None, architecture hash, the trial's metrics) of the requested architecture."""
+    from gatesearch.campaign import ranked
+
+    rows = ranked(store)
+    if arch is not None:
+        matches = sorted({r.arch_hash for r in store.records() if r.arch_hash.startswith(arch)})
+        if len(matches) != 1:
+            what = "no architecture" if not matches else f"{len(matches)} architectures"
+            raise ExportCommandError(f"{store.root}: {what} with a hash starting {arch!r}")
+        full = matches[0]
+        position = next((i for i, r in enumerate(rows, 1) if r.arch_hash == full), None)
+        record = next((r for r in rows if r.arch_hash == full), None)
+        return position, full, dict(record.metrics) if record else {}
+    k = rank or 1
+    if not rows:
+        raise ExportCommandError(f"{store.root}: no completed trial to export yet")
+    if not 1 <= k <= len(rows):
+        raise ExportCommandError(f"--rank {k}: the campaign has {len(rows)} ranked architectures")
+    return k, rows[k - 1].arch_hash, dict(rows[k - 1].metrics)
+
+
+def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The metrics worth printing in a docstring: numbers and short names, not trajectories."""
+    keep = {}
+    for key, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            continue
+        if isinstance(value, str) and len(value) > 40:
+            continue
+        keep[key] = value
+    return keep
+
+
+def export_command(
+    run_dir: Annotated[Path, typer.Argument(help="A campaign directory, e.g. runs/NAME.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The Python file to write.")],
+    rank: Annotated[
+        int | None, typer.Option("--rank", min=1, help="Export the K-th best (default 1).")
+    ] = None,
+    arch: Annotated[
+        str | None, typer.Option("--arch", help="Export the architecture with this hash (prefix).")
+    ] = None,
+    weights: Annotated[
+        bool, typer.Option("--weights", help="Also write the retrained weights (safetensors).")
+    ] = False,
+) -> None:
+    """Write the architecture as one PyTorch file that imports only torch."""
+    from safetensors.torch import load_file
+
+    from gatesearch.build import build_model
+    from gatesearch.evaluate import spec_of
+    from gatesearch.export import write_export
+    from gatesearch.graph import read_graph
+    from gatesearch.retrain import GRAPH, METRICS, RETRAINED, WEIGHTS
+    from gatesearch.space import graph_context
+    from gatesearch.tasks import make_task
+
+    if rank is not None and arch is not None:
+        raise ExportCommandError("give --rank or --arch, not both")
+    if output.suffix != ".py":
+        raise ExportCommandError(f"{output}: the output must be a .py file")
+    if not output.parent.is_dir():
+        raise ExportCommandError(f"{output.parent}: no such directory")
+    store = RunStore.open(run_dir, writer=False)
+    try:
+        position, arch_hash, metrics = _pick(store, rank, arch)
+        spec = spec_of(store.config["task"])
+        retrained = store.root / RETRAINED / arch_hash
+        if (retrained / GRAPH).is_file():
+            graph = read_graph(retrained / GRAPH)
+            metrics = json.loads((retrained / METRICS).read_text(encoding="utf-8"))
+            source = "retrained"
+        else:
+            graph = read_graph(store.graph_path(arch_hash))
+            source = "searched"
+        if weights and not (retrained / WEIGHTS).is_file():
+            raise ExportCommandError(
+                f"{run_dir}: no trained weights for {arch_hash} (the proxy keeps none): run "
+                f"`gatesearch retrain {run_dir} --top {position or 1}` first"
+            )
+        try:
+            task = make_task(spec)
+        except Exception:  # the null task and other model-less evaluators: default ends
+            task = None
+        ctx = (
+            task.context(int(graph.nodes["input"]["params"]["d_model"]))
+            if task is not None
+            else graph_context(graph)
+        )
+        model = None
+        if weights:
+            model = build_model(graph, ctx)
+            model.load_state_dict(load_file(str(retrained / WEIGHTS)))
+        title = f"gatesearch campaign {store.root.name}, rank {position or '-'} ({source})"
+        paths = write_export(
+            graph,
+            ctx,
+            output,
+            model=model,
+            weights=weights,
+            title=title,
+            arch_hash=arch_hash,
+            metrics=_scalars(metrics),
+        )
+    finally:
+        store.close()
+    out.print(f"wrote {paths.source}" + (f" and {paths.weights}" if paths.weights else ""))
+    usage = f"load('{paths.weights.name}')" if paths.weights else "Model()"
+    out.print(f"use: from {paths.source.stem} import load, Model; model = {usage}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export")(export_command)

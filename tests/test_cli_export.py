@@ -1,0 +1,104 @@
+"""`gatesearch export` through the console script, on real campaigns."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from gatesearch.build import build_model
+from gatesearch.graph import read_graph
+from gatesearch.space import DEFAULT_SPACE
+from gatesearch.tasks import TaskSpec, make_task
+
+EXE = shutil.which("gatesearch")
+
+
+def gs(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    cmd = [EXE, *args] if EXE else [sys.executable, "-m", "gatesearch.cli", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=cwd)
+
+
+def _import(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses in the file look their module up here
+    spec.loader.exec_module(module)
+    return module
+
+
+MQAR = ["--task", "mqar", "--task-param", "vocab=32", "--task-param", "length=16"]
+
+
+@pytest.fixture(scope="module")
+def retrained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("export")
+    res = gs(
+        "run", "--space", str(DEFAULT_SPACE), *MQAR, "--task-param", "pairs=2",
+        "--trials", "2", "--workers", "2", "--budget", "4steps", "--runs-dir", "runs",
+        "--name", "r", cwd=root,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    res = gs("retrain", "runs/r", "--top", "1", "--budget", "4steps", cwd=root)
+    assert res.returncode == 0, res.stderr
+    return root
+
+
+def test_export_with_weights_reproduces_the_retrained_model(retrained_run: Path) -> None:
+    res = gs("export", "runs/r", "--rank", "1", "-o", "best.py", "--weights", cwd=retrained_run)
+    assert res.returncode == 0, res.stderr
+    source = (retrained_run / "best.py").read_text()
+    assert "gatesearch" not in [
+        line.split()[1] for line in source.splitlines() if line.startswith("import ")
+    ]
+    exported = _import(retrained_run / "best.py").load(str(retrained_run / "best.safetensors"))
+    (folder,) = (retrained_run / "runs/r/retrained").iterdir()
+    graph = read_graph(folder / "graph.parquet")
+    task = make_task(TaskSpec("mqar", {"vocab": 32, "length": 16, "pairs": 2}))
+    engine = build_model(graph, task.context(int(graph.nodes["input"]["params"]["d_model"])))
+    engine.load_state_dict(load_file(str(folder / "weights.safetensors")))
+    engine.eval()
+    x = torch.randint(0, 32, (2, 16))
+    with torch.no_grad():
+        torch.testing.assert_close(exported(x), engine(x), atol=1e-5, rtol=1e-5)
+    assert folder.name in source  # the architecture hash is named in the docstring
+
+
+def test_export_by_hash_prefix_without_weights(retrained_run: Path) -> None:
+    (folder,) = (retrained_run / "runs/r/retrained").iterdir()
+    res = gs("export", "runs/r", "--arch", folder.name[:6], "-o", "by_hash.py", cwd=retrained_run)
+    assert res.returncode == 0, res.stderr
+    model = _import(retrained_run / "by_hash.py").Model()
+    assert model(torch.randint(0, 32, (1, 8))).shape == (1, 8, 32)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--rank", "99", "-o", "m.py"), "ranked architectures"),
+        (("--arch", "zzzz", "-o", "m.py"), "no architecture with a hash"),
+        (("--rank", "1", "--arch", "ab", "-o", "m.py"), "not both"),
+        (("-o", "m.txt"), "must be a .py file"),
+        (("-o", "missing/m.py"), "no such directory"),
+        (("--rank", "2", "-o", "m.py", "--weights"), "gatesearch retrain"),
+    ],
+    ids=["rank-too-large", "unknown-hash", "rank-and-arch", "not-python", "no-dir", "no-weights"],
+)
+def test_bad_export_requests_are_one_line(retrained_run: Path, args: tuple, message: str) -> None:
+    res = gs("export", "runs/r", *args, cwd=retrained_run)
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    assert message in res.stderr
+    assert res.stderr.strip().count("\n") == 0
+    assert not (retrained_run / "m.py").exists()
+
+
+def test_export_of_a_missing_run(tmp_path: Path) -> None:
+    res = gs("export", "runs/nope", "-o", "m.py", cwd=tmp_path)
+    assert res.returncode == 2
+    assert res.stderr.startswith("error: ")
