@@ -424,6 +424,9 @@ class Campaign:
         preset = parse_preset((store.root / PRESET_COPY).read_text(), str(store.root / PRESET_COPY))
         self.strategy = make_strategy(preset, self.grammar, self.causal, config["directions"])
         self.task_spec = spec_of(config["task"])
+        # Built once here so a task that no longer resolves (a moved data file, a missing
+        # module) stops the campaign with its reason instead of failing every trial.
+        resolve_task(self.task_spec)
         self.task = self.task_spec.to_dict()
         self.budget: Budget = parse_budget(config["budget"])
         self.objectives: list[str] = config["objectives"]

@@ -54,9 +54,10 @@ def _values(values: Any) -> str:
 class Display:
     """One live status line and the best architecture, or plain lines when not a terminal."""
 
-    def __init__(self, console: Console, name: str) -> None:
+    def __init__(self, console: Console, name: str, labels: list[str] | None = None) -> None:
         self.console = console
         self.name = name
+        self.labels = labels or []  # objective names as shown, e.g. "accuracy ↑"
         self.live: Live | None = None
         self.last_print = 0.0
         self.last_done = -1
@@ -81,7 +82,8 @@ class Display:
         text.append(f"{s.failed} failed", style="red" if s.failed else "")
         text.append(f" · {s.duplicates} dup · {_clock(s.elapsed)} elapsed · ETA {_clock(s.eta)}")
         if s.best is not None:
-            head = f"best {_values(s.best)} (trial {s.best_number}): "
+            what = ", ".join(self.labels) + " " if self.labels else ""
+            head = f"best {what}{_values(s.best)} (trial {s.best_number}): "
             room = max(20, self.console.width - len(head) - 1)
             arch = s.best_arch if len(s.best_arch) <= room else s.best_arch[: room - 1] + "…"
             text.append("\n" + head, style="bold")
@@ -140,7 +142,7 @@ def _board(store: RunStore) -> None:
 def _drive(store: RunStore) -> None:
     with store:
         campaign = Campaign(store)
-        with Display(out, store.config["name"]) as display:
+        with Display(out, store.config["name"], _labels(store.config)) as display:
             campaign.display = display
             display.update(campaign.stats)
             try:
