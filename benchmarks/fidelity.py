@@ -1,7 +1,7 @@
 """Proxy fidelity on MQAR and tiny Shakespeare: does a short proxy rank architectures the way
 a ten times longer training does?
 
-    python benchmarks/fidelity.py                       # 20 archs per task, 3 s vs 30 s
+    python benchmarks/fidelity.py                       # 20 archs per task, 4 s vs 40 s
     python benchmarks/fidelity.py --archs 40 --proxy-budget 10s --full-budget 100s
 
 For each task, N distinct architectures are sampled from the default space (spaces/gated_lm)
@@ -15,7 +15,7 @@ The tasks are sized for a 2-core CPU: MQAR as in the default campaign (vocabular
 32, 4 key-value pairs, 256 validation sequences), and character-level language modelling on
 the first `--corpus-chars` characters of the packaged tiny Shakespeare (90/5/5 split, so the
 default 200,000 give 10,000 validation characters), windows of 64: scoring the whole corpus's
-55,000 validation characters costs more CPU than a 3 s proxy run trains.
+55,000 validation characters costs more CPU than a 4 s proxy run trains.
 """
 
 from __future__ import annotations
@@ -83,8 +83,8 @@ def report(task: str, result: dict, wall: float) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--archs", type=int, default=20)
-    ap.add_argument("--proxy-budget", default="3s")
-    ap.add_argument("--full-budget", default="30s")
+    ap.add_argument("--proxy-budget", default="4s")
+    ap.add_argument("--full-budget", default="40s")
     ap.add_argument("--tasks", default="mqar,charlm")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
