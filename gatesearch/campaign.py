@@ -355,7 +355,9 @@ def ensure_ray(address: str | None, num_cpus: int) -> bool:
         if address:
             ray.init(address=address, **kwargs)
         else:
-            ray.init(num_cpus=num_cpus, **kwargs)
+            # "local" always starts a private instance: without it Ray would join whatever
+            # RAY_ADDRESS or a `ray start` on this machine points at, with our num_cpus refused.
+            ray.init(address="local", num_cpus=num_cpus, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = address or "a local instance"
         raise CampaignError(f"cannot start Ray ({where}): {str(exc).splitlines()[0]}") from None
@@ -686,17 +688,63 @@ class Campaign:
 # ------------------------------------------------------------------------------- summaries
 
 
-def ranked(store: RunStore) -> list[TrialRecord]:
-    """Completed, non-duplicate trials, best first: by the first objective in its direction,
-    ties broken by the next objectives."""
-    sign = [1.0 if d == "minimize" else -1.0 for d in store.config["directions"]]
+def pareto_mask(points: np.ndarray) -> np.ndarray:
+    """Boolean mask of the rows of `points` (n, d) that no other row dominates (minimising).
+
+    Rows are visited in lexicographic order; a row can only be dominated by one visited before
+    it, and if it is, also by one already on the front (domination is transitive), so each row
+    is compared with the front so far: O(n * front) rather than O(n²).
+    """
+    n = len(points)
+    mask = np.zeros(n, dtype=bool)
+    order = np.lexsort(points.T[::-1])
+    front = np.empty((0, points.shape[1]))
+    for i in order:
+        p = points[i]
+        dominated = np.any(np.all(front <= p, axis=1) & np.any(front < p, axis=1))
+        if not dominated:
+            mask[i] = True
+            front = np.vstack([front, p])
+    return mask
+
+
+def rank_records(
+    records: list[TrialRecord], directions: list[str], need: int | None = None
+) -> list[tuple[int, TrialRecord]]:
+    """(Pareto level, record) of completed, non-duplicate trials, best first.
+
+    One objective: by its value in its direction. Several: Pareto levels are peeled (level 1
+    is the front) until `need` trials are placed (all when None), the rest share the next level;
+    within a level, by the objectives in order, then the trial number.
+    """
     rows = [
         r
-        for r in store.records()
+        for r in records
         if r.state is TrialState.COMPLETE and r.duplicate_of is None and r.values is not None
     ]
-    rows.sort(key=lambda r: (tuple(v * s for v, s in zip(r.values, sign)), r.number))
-    return rows
+    if not rows:
+        return []
+    signs = np.array([1.0 if d == "minimize" else -1.0 for d in directions])
+    points = np.array([r.values for r in rows], dtype=float) * signs  # (n, d), all minimised
+    levels = np.ones(len(rows), dtype=int)
+    if points.shape[1] > 1:
+        left = np.arange(len(rows))
+        level, placed = 1, 0
+        while len(left) and (need is None or placed < need):
+            on_front = pareto_mask(points[left])
+            levels[left[on_front]] = level
+            placed += int(on_front.sum())
+            left = left[~on_front]
+            level += 1
+        levels[left] = level
+    keys = [(int(levels[i]), *points[i], rows[i].number) for i in range(len(rows))]
+    order = sorted(range(len(rows)), key=keys.__getitem__)
+    return [(int(levels[i]), rows[i]) for i in order]
+
+
+def ranked(store: RunStore) -> list[TrialRecord]:
+    """Completed, non-duplicate trials, best first (see `rank_records`)."""
+    return [r for _, r in rank_records(store.records(), store.config["directions"])]
 
 
 def leaderboard(store: RunStore, top: int = 5) -> list[dict[str, Any]]:

@@ -52,7 +52,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from gatesearch.campaign import INTERRUPTED
+from gatesearch.campaign import INTERRUPTED, rank_records
 from gatesearch.graph import INPUT_OP, OUTPUT_OP, GraphError, describe, read_graph, tree_lines
 from gatesearch.registry import REGISTRY, PrimitiveSpec, Role
 from gatesearch.store import JOURNAL, LOCK, RunStore, StoreError, TrialRecord
@@ -249,50 +249,12 @@ def load_run(root: Path) -> RunData:
 # ------------------------------------------------------------------------------ ranking
 
 
-def pareto_mask(points: np.ndarray) -> np.ndarray:
-    """Boolean mask of the rows of `points` (n, d) that no other row dominates (minimising).
-
-    Rows are visited in lexicographic order; a row can only be dominated by one visited before
-    it, and if it is, also by one already on the front (domination is transitive), so each row
-    is compared with the front so far: O(n * front) rather than O(n²).
-    """
-    n = len(points)
-    mask = np.zeros(n, dtype=bool)
-    order = np.lexsort(points.T[::-1])
-    front = np.empty((0, points.shape[1]))
-    for i in order:
-        p = points[i]
-        dominated = np.any(np.all(front <= p, axis=1) & np.any(front < p, axis=1))
-        if not dominated:
-            mask[i] = True
-            front = np.vstack([front, p])
-    return mask
-
-
 def rank_trials(data: RunData, need: int | None = None) -> list[Ranked]:
-    """Completed, distinct trials best first. Pareto levels are peeled until `need` trials
-    are placed (all when None); the rest follow in lexicographic order at the next level."""
+    """Completed, distinct trials best first, as `campaign.rank_records` orders them (so the
+    report's ranks are the ones `retrain --top` and `export --rank` use)."""
     rows = [r for r in data.completed() if r.duplicate_of is None]
-    if not rows:
-        return []
-    points = np.array([r.values for r in rows], dtype=float) * data.signs  # (n, d)
-    levels = np.zeros(len(rows), dtype=int)
-    if points.shape[1] == 1:
-        levels[:] = 1
-    else:
-        left = np.arange(len(rows))
-        level = 1
-        placed = 0
-        while len(left) and (need is None or placed < need):
-            on_front = pareto_mask(points[left])
-            levels[left[on_front]] = level
-            placed += int(on_front.sum())
-            left = left[~on_front]
-            level += 1
-        levels[left] = level
-    keys = [(int(levels[i]), *points[i], rows[i].number) for i in range(len(rows))]
-    order = sorted(range(len(rows)), key=keys.__getitem__)
-    return [Ranked(k + 1, rows[i], int(levels[i])) for k, i in enumerate(order)]
+    placed = rank_records(rows, list(data.config["directions"]), need)
+    return [Ranked(k + 1, record, level) for k, (level, record) in enumerate(placed)]
 
 
 # ------------------------------------------------------------------------- gating choices

@@ -22,9 +22,10 @@ import numpy as np
 import pytest
 import ray
 
+from gatesearch.campaign import pareto_mask
 from gatesearch.cli import main
 from gatesearch.graph import read_graph, write_graph
-from gatesearch.report import campaign_state, load_run, pareto_mask, rank_trials
+from gatesearch.report import campaign_state, load_run, rank_trials
 from gatesearch.store import RunStore
 
 pytestmark = pytest.mark.slow
