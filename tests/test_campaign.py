@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import ray
 from optuna.trial import TrialState
 
 from gatesearch.budget import Budget, BudgetError, BudgetUnit, parse_budget
@@ -30,14 +29,7 @@ mixer := gru | lstm
 """
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ray_local():
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    if started:
-        ray.shutdown()
+pytestmark = pytest.mark.usefixtures("ray_local")
 
 
 def run_campaign(tmp_path: Path, **kw) -> RunStore:

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-import ray
 
 from gatesearch.cli import main
 from gatesearch.store import RunStore
@@ -21,14 +20,7 @@ from gatesearch.store import RunStore
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ray_local():
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray.get_runtime_context().gcs_address
-    if started:
-        ray.shutdown()
+pytestmark = pytest.mark.usefixtures("ray_local")
 
 
 def cli(*args: str) -> int:

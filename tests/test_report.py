@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import ray
 
 from gatesearch.campaign import pareto_mask
 from gatesearch.cli import main
@@ -37,14 +36,7 @@ TRIALS = 16
 HOSTILE = '<script>alert("x")</script>'
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ray_local():
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    if started:
-        ray.shutdown()
+pytestmark = pytest.mark.usefixtures("ray_local")
 
 
 def cli(*args: object) -> int:

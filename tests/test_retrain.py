@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-import ray
 import torch
 from safetensors.torch import load_file
 
@@ -36,14 +35,7 @@ TASK_ARGS = [a for k, v in TINY_MQAR.items() for a in ("--task-param", f"{k}={v}
 SCORE_TOL = 1e-5
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ray_local():
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    if started:
-        ray.shutdown()
+pytestmark = pytest.mark.usefixtures("ray_local")
 
 
 def cli(*args: object) -> int:

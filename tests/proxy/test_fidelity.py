@@ -7,7 +7,6 @@ import json
 import math
 
 import pytest
-import ray
 
 from gatesearch.cli import main
 from gatesearch.proxy.fidelity import PLOT, PROXIES, RESULT, rank_correlations
@@ -25,14 +24,7 @@ TASK_ARGS = [a for k, v in TINY_MQAR.items() for a in ("--task-param", f"{k}={v}
 EXACT = 1e-12
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ray_local():
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    if started:
-        ray.shutdown()
+pytestmark = pytest.mark.usefixtures("ray_local")
 
 
 def cli(*args: object) -> int:
