@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,16 +21,6 @@ PRUNE_ATOL = 1e-10  # float64 outputs before vs after prune_()
 CHANGED = 1e-6  # a perturbation is visible when some output moves by more than this
 QK_EPS = 1e-6
 ROPE_BASE = 10_000.0
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # The tensors here are tiny: intra-op threads only add synchronisation, which on a busy
-    # 2-core machine costs several times the work itself.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # -------------------------------------------------------------------------- the reference

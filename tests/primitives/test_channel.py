@@ -5,7 +5,6 @@ the function."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,16 +20,6 @@ VALUE_ATOL = 1e-10  # float64 fast path vs reference
 GRAD_ATOL = 1e-10
 PRUNE_ATOL = 1e-10  # float64 outputs before vs after prune_()
 CHANGED = 1e-6
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # The tensors here are tiny: intra-op threads only add synchronisation, which on a busy
-    # 2-core machine costs several times the work itself.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _sigmoid(x: torch.Tensor) -> torch.Tensor:
