@@ -15,6 +15,15 @@ folded into a plain nn.Linear at the final u:
 
 which equals the STN layer at u exactly, so the model handed on is the plain GraphModel.
 
+That full response doubles every linear layer's matmuls (W_h x beside W_e x). The `scale`
+response ties W_h to W_e — the hyperparameters rescale each output unit of the layer:
+
+    y = (1 + g_w(u)) ⊙ (W_e x) + (1 + g_b(u)) ⊙ b_e,   folded: W = diag(1 + g_w) W_e
+
+— the same row-wise structure with one matmul, so a weight step costs what a plain one does
+plus elementwise work. What each buys in ranking fidelity is measured in
+benchmarks/RESULTS.md.
+
 `Regularisers` applies what the hyperparameters control (dropout after every stem/mixer/channel
 node via forward hooks, input-token noise, the L2 penalty, the auxiliary-loss weights) and is
 shared by the fixed-hyperparameter baseline, which uses it without STN layers.
@@ -25,6 +34,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 
 import torch
 import torch.nn.functional as F
@@ -91,19 +101,42 @@ class HyperState(nn.Module):
         return self.hypers.as_dict(self.u)
 
 
+class Response(str, Enum):
+    """How an STN layer's weights respond to the hyperparameters (see the module doc)."""
+
+    FULL = "full"  # W_e + diag(g_w) W_h: STN's structured response, two matmuls
+    SCALE = "scale"  # diag(1 + g_w) W_e: W_h tied to W_e, one matmul
+
+
 class STNLinear(nn.Module):
-    """y = (W_e x + b_e) + g_w ⊙ (W_h x) + g_b ⊙ b_h, [g_w, g_b] = V ũ (see the module doc).
+    """y = (W_e x + b_e) + g_w ⊙ (W_h x) + g_b ⊙ b_h, [g_w, g_b] = V ũ (see the module doc);
+    with `Response.SCALE`, W_h = W_e and b_h = b_e.
 
     `weight` and `bias` are the elementary weights under nn.Linear's names, so code that reads
     a layer's `.weight` (for its dtype or device) keeps working.
     """
 
-    def __init__(self, linear: nn.Linear, n_hypers: int, ctx: HyperContext) -> None:
+    def __init__(
+        self,
+        linear: nn.Linear,
+        n_hypers: int,
+        ctx: HyperContext,
+        response: Response = Response.FULL,
+    ) -> None:
         super().__init__()
         self.in_features = linear.in_features
         self.out_features = linear.out_features
         self.ctx = ctx
+        self.response = Response(response)
         self.weight = nn.Parameter(linear.weight.detach().clone())
+        n_scales = self.out_features * (2 if linear.bias is not None else 1)
+        # V: zero at the start, so the layer starts as the plain one.
+        self.hyper_weight = nn.Parameter(
+            torch.zeros(n_scales, n_hypers, device=linear.weight.device, dtype=linear.weight.dtype)
+        )
+        if self.response is Response.SCALE:
+            self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone())
+            return
         # The response weights start like a fresh layer: with V = 0 they contribute nothing,
         # and V's first gradients need W_h x ≠ 0.
         fresh = nn.Linear(
@@ -120,11 +153,14 @@ class STNLinear(nn.Module):
         else:
             self.register_parameter("bias", None)
             self.register_parameter("bias_h", None)
-        n_scales = self.out_features * (2 if self.bias is not None else 1)
-        # V: zero at the start, so the layer starts as the plain one.
-        self.hyper_weight = nn.Parameter(
-            torch.zeros(n_scales, n_hypers, device=linear.weight.device, dtype=linear.weight.dtype)
-        )
+
+    @property
+    def _weight_h(self) -> torch.Tensor:
+        return self.weight if self.response is Response.SCALE else self.weight_h
+
+    @property
+    def _bias_h(self) -> torch.Tensor | None:
+        return self.bias if self.response is Response.SCALE else self.bias_h
 
     def scales(self, hyper_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(R, n) -> g_w (R, out) and g_b (R, out) or None."""
@@ -149,9 +185,15 @@ class STNLinear(nn.Module):
         u = self.ctx.hyper_input
         if u is None:
             return F.linear(x, self.weight, self.bias)
+        g_w, g_b = self.scales(u)
+        if self.response is Response.SCALE:
+            y = F.linear(x, self.weight) * (1.0 + self._per_position(g_w, x))
+            if self.bias is not None:
+                assert g_b is not None
+                y = y + self.bias * (1.0 + self._per_position(g_b, x))
+            return y
         both = F.linear(x, torch.cat([self.weight, self.weight_h]))  # (…, 2·out)
         y_e, y_h = both.split(self.out_features, dim=-1)
-        g_w, g_b = self.scales(u)
         y = y_e + self._per_position(g_w, x) * y_h
         if self.bias is not None:
             assert g_b is not None and self.bias_h is not None
@@ -169,19 +211,21 @@ class STNLinear(nn.Module):
             device=self.weight.device,
             dtype=self.weight.dtype,
         )
-        out.weight.copy_(self.weight + g_w[0].unsqueeze(1) * self.weight_h)
+        out.weight.copy_(self.weight + g_w[0].unsqueeze(1) * self._weight_h)
         if self.bias is not None:
-            assert g_b is not None and self.bias_h is not None
-            out.bias.copy_(self.bias + g_b[0] * self.bias_h)
+            bias_h = self._bias_h
+            assert g_b is not None and bias_h is not None
+            out.bias.copy_(self.bias + g_b[0] * bias_h)
         return out
 
     def effective_sq_norms(self, hyper_input: torch.Tensor) -> torch.Tensor:
         """(R,) ‖W_e + diag(g_w) W_h‖²_F for each row of `hyper_input` (R, n), without forming
         the R weight matrices: Σ_i ‖w_e,i‖² + 2 g_i⟨w_e,i, w_h,i⟩ + g_i²‖w_h,i‖²."""
         g_w, _ = self.scales(hyper_input)  # (R, out)
+        w_h = self._weight_h
         ee = (self.weight * self.weight).sum(1)  # (out,)
-        eh = (self.weight * self.weight_h).sum(1)
-        hh = (self.weight_h * self.weight_h).sum(1)
+        eh = ee if w_h is self.weight else (self.weight * w_h).sum(1)
+        hh = ee if w_h is self.weight else (w_h * w_h).sum(1)
         return ee.sum() + (2.0 * g_w * eh + g_w * g_w * hh).sum(1)
 
 
@@ -194,12 +238,14 @@ def _replace_modules(root: nn.Module, swap: dict[int, nn.Module]) -> None:
                 setattr(parent, name, swap[id(child)])
 
 
-def attach_stn(model: nn.Module, n_hypers: int, ctx: HyperContext) -> list[STNLinear]:
+def attach_stn(
+    model: nn.Module, n_hypers: int, ctx: HyperContext, response: Response = Response.FULL
+) -> list[STNLinear]:
     """Replace every nn.Linear in `model` by an STNLinear with the same elementary weights."""
     swap: dict[int, nn.Module] = {}
     for module in model.modules():
         if type(module) is nn.Linear and id(module) not in swap:
-            swap[id(module)] = STNLinear(module, n_hypers, ctx)
+            swap[id(module)] = STNLinear(module, n_hypers, ctx, response)
     _replace_modules(model, swap)
     return [m for m in swap.values() if isinstance(m, STNLinear)]
 
