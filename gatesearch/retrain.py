@@ -78,13 +78,16 @@ def retrain_body(
 
     from gatesearch.build import count_params, example_input, flops_per_token, prune_model
     from gatesearch.proxy import ProxyConfig, train_proxy
-    from gatesearch.proxy.trainer import measure_latency, split_loss, task_context
+    from gatesearch.proxy.trainer import LRSchedule, measure_latency, split_scores, task_context
     from gatesearch.tasks import Split, make_task
-    from gatesearch.tasks import evaluate as task_metric
 
     torch.set_num_threads(threads)
     task_obj = make_task(spec_of(task))
-    config = ProxyConfig(self_tuning=False, start=dict(hyperparameters))
+    # A full-budget run is judged at its end: decay the tuned learning rate (cosine) as a
+    # researcher's own training script would, rather than holding it where the proxy left it.
+    config = ProxyConfig(
+        self_tuning=False, start=dict(hyperparameters), lr_schedule=LRSchedule.COSINE
+    )
     cpu = time.process_time()
     result = train_proxy(graph, task_obj, parse_budget(budget), seed, config)
     model = result.model.cpu().eval()
@@ -94,10 +97,8 @@ def retrain_body(
     batch = config.eval_batch_size
     scores = {}
     for split in (Split.VALID, Split.TEST):
-        scores[split.value] = {
-            "loss": split_loss(model, task_obj, split, batch),
-            "metric": task_metric(model, task_obj, split, batch),
-        }
+        loss, metric = split_scores(model, task_obj, split, batch)
+        scores[split.value] = {"loss": loss, "metric": metric}
     x = example_input(ctx, task_obj.seq_len, batch=config.batch_size)
     metrics = {
         "valid": scores["valid"],

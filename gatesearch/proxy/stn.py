@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 import torch
 import torch.nn.functional as F
@@ -101,7 +101,7 @@ class HyperState(nn.Module):
         return self.hypers.as_dict(self.u)
 
 
-class Response(str, Enum):
+class Response(StrEnum):
     """How an STN layer's weights respond to the hyperparameters (see the module doc)."""
 
     FULL = "full"  # W_e + diag(g_w) W_h: STN's structured response, two matmuls

@@ -20,10 +20,12 @@ seconds of the training loop; scoring after the loop is not charged.
 from __future__ import annotations
 
 import copy
+import math
 import statistics
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from itertools import count
 from typing import Any
 
@@ -56,8 +58,7 @@ from gatesearch.proxy.stn import (
     plain_decay_params,
 )
 from gatesearch.registry import Context, InputKind
-from gatesearch.tasks import Batch, Split, Task, TaskSpec, make_task
-from gatesearch.tasks import evaluate as task_metric
+from gatesearch.tasks import Batch, Split, Task, TaskError, TaskSpec, make_task
 
 
 class TrialDiverged(RuntimeError):
@@ -68,6 +69,13 @@ class TrialDiverged(RuntimeError):
         self.step = step
         self.reason = f"{what} is {value} at step {step}"
         super().__init__(f"trial diverged: {self.reason}")
+
+
+class LRSchedule(StrEnum):
+    """The learning rate's shape over the budget, on top of the linear warm-up."""
+
+    CONSTANT = "constant"  # the proxy: hypergradient descent moves it, nothing else
+    COSINE = "cosine"  # full-budget training (retrain): half a cosine down to lr_final·lr
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,8 @@ class ProxyConfig:
     lr_max: float = 3e-2
     hd_beta: float = 0.02  # multiplicative hypergradient step on the learning rate
     lr_warmup_steps: int = 20  # linear learning-rate warm-up, in weight steps
+    lr_schedule: LRSchedule = LRSchedule.CONSTANT
+    lr_final: float = 0.1  # a cosine schedule ends at this fraction of the learning rate
     grad_clip: float = 1.0
     self_tuning: bool = True  # False: the fixed-hyperparameter baseline
     hyper_warmup: float = 0.1  # fraction of the budget with weight steps only
@@ -109,6 +119,7 @@ class ProxyConfig:
     def __post_init__(self) -> None:
         # Accept the plain string from a TOML file or the CLI; unknown values fail here.
         object.__setattr__(self, "response", Response(self.response))
+        object.__setattr__(self, "lr_schedule", LRSchedule(self.lr_schedule))
 
 
 @dataclass
@@ -195,23 +206,39 @@ def _inputs(batch: Batch, param: torch.Tensor) -> torch.Tensor:
     return x.to(param.dtype) if x.is_floating_point() else x
 
 
-def split_loss(model: nn.Module, task: Task, split: Split, batch_size: int) -> float:
-    """The task's training loss over a whole split, each batch weighted by its counted
-    positions (eval mode, no gradients)."""
+def split_scores(
+    model: nn.Module, task: Task, split: Split, batch_size: int
+) -> tuple[float, float]:
+    """(loss, metric) over a whole split in one pass (eval mode, no gradients): the task's
+    training loss with each batch weighted by its counted positions, and the task's metric.
+    One pass, not two: scoring a trial's validation split is a real share of a short proxy."""
     param = next(model.parameters())
     was_training = model.training
     model.eval()
     total, weight = 0.0, 0.0
+    m_total, m_count = 0.0, 0.0
     try:
         with torch.no_grad():
             for batch in task.batches(split, batch_size):
                 batch = batch.to(param.device)
                 n = float(batch.mask.sum()) or float(batch.size)
-                total += float(task.loss(model(_inputs(batch, param)), batch)) * n
+                out = model(_inputs(batch, param))
+                total += float(task.loss(out, batch)) * n
                 weight += n
+                s, c = task.metric(out, batch)
+                m_total += s
+                m_count += c
     finally:
         model.train(was_training)
-    return total / weight
+    if m_count == 0:
+        raise TaskError(f"task {task.name}: the {split.value} split has nothing to score")
+    return total / weight, m_total / m_count
+
+
+def split_loss(model: nn.Module, task: Task, split: Split, batch_size: int) -> float:
+    """The task's training loss over a whole split, each batch weighted by its counted
+    positions (eval mode, no gradients)."""
+    return split_scores(model, task, split, batch_size)[0]
 
 
 def measure_latency(model: nn.Module, x: torch.Tensor, runs: int) -> float:
@@ -324,6 +351,7 @@ def train_proxy(
     trajectory: list[dict[str, Any]] = []
     steps = tokens = hyper_steps = 0
     last_loss: float | None = None  # none before the first step (JSON has no NaN)
+    applied_lr = 0.0  # what the last weight step used: hd.lr × warm-up × schedule
 
     def record() -> None:
         trajectory.append(
@@ -332,6 +360,7 @@ def train_proxy(
                 "tokens": tokens,
                 "seconds": round(clock.elapsed(), 4),
                 "lr": hd.lr,
+                "lr_applied": applied_lr,
                 "train_loss": last_loss,
                 "hypers": state.current(),
                 "spread": dict(zip(hypers.names, state.spread.detach().cpu().tolist())),
@@ -378,8 +407,13 @@ def train_proxy(
                 nn.utils.clip_grad_norm_(weights, config.grad_clip)
             hd.before_step()
             warm = min(1.0, (steps + 1) / max(1, config.lr_warmup_steps))
+            if config.lr_schedule is LRSchedule.COSINE:
+                warm *= config.lr_final + (1.0 - config.lr_final) * 0.5 * (
+                    1.0 + math.cos(math.pi * progress)
+                )
+            applied_lr = hd.lr * warm
             for group in opt.param_groups:
-                group["lr"] = hd.lr * warm
+                group["lr"] = applied_lr
             opt.step()
             hd.after_step()
             last_loss = float(loss.detach())
@@ -448,10 +482,9 @@ def _score(
     trajectory: list[dict[str, Any]],
 ) -> ProxyResult:
     param = next(model.parameters())
-    valid_loss = split_loss(model, task, Split.VALID, config.eval_batch_size)
+    valid_loss, metric = split_scores(model, task, Split.VALID, config.eval_batch_size)
     if not torch.isfinite(torch.tensor(valid_loss)):
         raise TrialDiverged(steps, "the validation loss", valid_loss)
-    metric = task_metric(model, task, Split.VALID, config.eval_batch_size)
     x = example_input(ctx, task.seq_len, batch=config.batch_size).to(param.device)
     if x.is_floating_point():
         x = x.to(param.dtype)

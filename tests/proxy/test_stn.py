@@ -12,6 +12,7 @@ from gatesearch.proxy.hyper import HyperSet, default_hypers
 from gatesearch.proxy.stn import (
     HyperContext,
     HyperState,
+    Response,
     STNLinear,
     attach_stn,
     fold_stn,
@@ -22,26 +23,35 @@ ATOL = 1e-12  # float64 throughout
 N_HYPERS = 3
 
 
-def _layer(bias: bool, ctx: HyperContext) -> tuple[nn.Linear, STNLinear]:
+RESPONSES = pytest.mark.parametrize("response", list(Response), ids=[r.value for r in Response])
+
+
+def _layer(
+    bias: bool, ctx: HyperContext, response: Response = Response.FULL
+) -> tuple[nn.Linear, STNLinear]:
     torch.manual_seed(0)
     plain = nn.Linear(6, 5, bias=bias).double()
-    return plain, STNLinear(plain, N_HYPERS, ctx)
+    return plain, STNLinear(plain, N_HYPERS, ctx, response)
 
 
+@RESPONSES
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
 @pytest.mark.parametrize("shape", [(4, 7), (4,), (1, 9)], ids=["B4-T7", "B4-vec", "B1-T9"])
-def test_stn_linear_equals_linear_at_zero_v(bias: bool, shape: tuple[int, ...]) -> None:
+def test_stn_linear_equals_linear_at_zero_v(
+    bias: bool, shape: tuple[int, ...], response: Response
+) -> None:
     ctx = HyperContext()
-    plain, stn = _layer(bias, ctx)
+    plain, stn = _layer(bias, ctx, response)
     x = torch.randn(*shape, 6, dtype=torch.float64)
     ctx.hyper_input = torch.randn(4, N_HYPERS, dtype=torch.float64)
     torch.testing.assert_close(stn(x), plain(x), atol=ATOL, rtol=0)
 
 
+@RESPONSES
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
-def test_fold_equals_stn_output_at_lambda(bias: bool) -> None:
+def test_fold_equals_stn_output_at_lambda(bias: bool, response: Response) -> None:
     ctx = HyperContext()
-    _, stn = _layer(bias, ctx)
+    _, stn = _layer(bias, ctx, response)
     nn.init.normal_(stn.hyper_weight)
     lam = torch.randn(N_HYPERS, dtype=torch.float64)
     x = torch.randn(4, 7, 6, dtype=torch.float64)
@@ -57,9 +67,10 @@ def test_fold_equals_stn_output_at_lambda(bias: bool) -> None:
     torch.testing.assert_close(sq[0], folded.weight.square().sum(), atol=ATOL, rtol=0)
 
 
-def test_per_example_scales_follow_each_examples_lambda() -> None:
+@RESPONSES
+def test_per_example_scales_follow_each_examples_lambda(response: Response) -> None:
     ctx = HyperContext()
-    _, stn = _layer(True, ctx)
+    _, stn = _layer(True, ctx, response)
     nn.init.normal_(stn.hyper_weight)
     lams = torch.randn(3, N_HYPERS, dtype=torch.float64)
     x = torch.randn(3, 5, 6, dtype=torch.float64)
@@ -77,14 +88,30 @@ def _model() -> tuple[nn.Module, HyperSet]:
     return model, hypers
 
 
-def test_model_round_trip_through_stn_layers() -> None:
+def test_scale_response_has_no_second_weight_matrix() -> None:
+    """The scale response's point is one matmul: W_h is W_e itself, not a parameter."""
+    ctx = HyperContext()
+    _, full = _layer(True, ctx, Response.FULL)
+    _, scale = _layer(True, ctx, Response.SCALE)
+    assert {n for n, _ in full.named_parameters()} == {
+        "weight",
+        "bias",
+        "weight_h",
+        "bias_h",
+        "hyper_weight",
+    }
+    assert {n for n, _ in scale.named_parameters()} == {"weight", "bias", "hyper_weight"}
+
+
+@RESPONSES
+def test_model_round_trip_through_stn_layers(response: Response) -> None:
     model, hypers = _model()
     model.eval()
     x = torch.randint(0, 11, (2, 9))
     before = model(x)
     keys = list(model.state_dict())
     ctx = HyperContext()
-    layers = attach_stn(model, len(hypers), ctx)
+    layers = attach_stn(model, len(hypers), ctx, response)
     assert len(layers) == 7  # q, k, v, o; up, down; head
     assert not any(type(m) is nn.Linear for m in model.modules())
     ctx.hyper_input = torch.randn(2, len(hypers), dtype=torch.float64)

@@ -3,7 +3,9 @@ model it hands back, MoE and pruning metrics, divergence."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 from dataclasses import replace
 
 import pytest
@@ -16,7 +18,9 @@ from gatesearch.build import GraphModel, build_model
 from gatesearch.graph import arch_hash
 from gatesearch.proxy import (
     HyperError,
+    LRSchedule,
     ProxyConfig,
+    Response,
     STNLinear,
     TrialDiverged,
     fixed_evaluate,
@@ -44,22 +48,71 @@ def small_task() -> NoisyLookup:
 # ------------------------------------------------------------------------ self-tuning works
 
 
-def test_self_tuning_raises_dropout_and_beats_fixed_hyperparameters_when_overfitting() -> None:
+@pytest.mark.parametrize(
+    ("centred", "response"),
+    [(True, Response.SCALE), (False, Response.FULL)],
+    ids=["default-delta-stn-scale", "stn-full"],
+)
+def test_self_tuning_raises_regularisation_and_beats_fixed_when_overfitting(
+    centred: bool, response: Response
+) -> None:
     """A model with a mixer memorises the label noise of 16 training sequences; the tuned
-    regularisers must rise and pay off on fresh validation sequences at equal budget."""
+    regularisers must rise and pay off on fresh validation sequences at equal budget.
+
+    Which dropout rises differs by form: STN (uncentred, full response) raises all three;
+    the default (Delta-STN's centred input, scale response) raises the mixer's dropout and
+    leans on weight decay and input noise. Both must beat the fixed run by a clear margin."""
     graph = stack_graph(32, [("attention", {"heads": 2}), ("mlp", {"expand": 4.0})])
     task = NoisyLookup(vocab=16, length=16, n_train=16, noise=0.4)
-    config = ProxyConfig(batch_size=16, trajectory_every=50, latency_runs=1)
+    config = ProxyConfig(
+        batch_size=16, trajectory_every=50, latency_runs=1, centred=centred, response=response
+    )
     tuned = train_proxy(graph, task, "200steps", seed=0, config=config)
     fixed = fixed_evaluate(graph, task, "200steps", seed=0, config=config)
     start = tuned.trajectory[0]["hypers"]
-    for name in ("dropout_stem", "dropout_mixer", "dropout_channel"):
-        assert tuned.hyperparameters[name] > 2 * start[name], name
-    assert tuned.hyperparameters["weight_decay"] > start["weight_decay"]
+    dropouts = ("dropout_stem", "dropout_mixer", "dropout_channel")
+    risen = [name for name in dropouts if tuned.hyperparameters[name] > 2 * start[name]]
+    assert risen == list(dropouts) if not centred else risen, risen
+    assert tuned.hyperparameters["weight_decay"] > 10 * start["weight_decay"]
     assert tuned.metrics["steps"] == fixed["steps"] == 200
     assert tuned.metrics["loss"] < 0.8 * fixed["loss"]
     assert fixed["hyperparameters"] == {**start, "lr": config.lr}
     assert fixed["hyper_steps"] == 0
+
+
+def test_cosine_schedule_decays_the_learning_rate_to_its_final_fraction() -> None:
+    """retrain's schedule: warm-up, then half a cosine from lr down to lr_final·lr."""
+    config = replace(
+        SMALL,
+        self_tuning=False,
+        lr_schedule=LRSchedule.COSINE,
+        lr_warmup_steps=1,
+        trajectory_every=1,
+    )
+    result = train_proxy(small_graph(), small_task(), "40steps", seed=0, config=config)
+    applied = [p["lr_applied"] for p in result.trajectory[1:]]  # after steps 1 … 40
+    assert applied[0] == pytest.approx(config.lr)
+    assert all(a > b for a, b in itertools.pairwise(applied))
+    # The last step runs at progress 39/40: just above the floor.
+    f = config.lr_final
+    last = config.lr * (f + (1 - f) * 0.5 * (1 + math.cos(math.pi * 39 / 40)))
+    assert applied[-1] == pytest.approx(last)
+    assert f * config.lr < applied[-1] < 1.02 * f * config.lr
+    constant = train_proxy(
+        small_graph(),
+        small_task(),
+        "10steps",
+        seed=0,
+        config=replace(config, lr_schedule="constant"),
+    )
+    assert {p["lr_applied"] for p in constant.trajectory[1:]} == {config.lr}
+
+
+def test_unknown_schedule_or_response_is_refused() -> None:
+    with pytest.raises(ValueError, match="'linear' is not a valid LRSchedule"):
+        ProxyConfig(lr_schedule="linear")
+    with pytest.raises(ValueError, match="'half' is not a valid Response"):
+        ProxyConfig(response="half")
 
 
 def test_weight_steps_never_move_the_hyperparameters() -> None:
