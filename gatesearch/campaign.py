@@ -60,6 +60,7 @@ from gatesearch.tasks import TaskSpec
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "strategies"
 DEFAULT_PRESET = "evolution"
 INTERRUPTED = "interrupted"
+OVER_LIMIT = "over the parameter limit"
 
 # `gatesearch run` with no --task: MQAR shrunk so that 12 trials of 20 s on 2 cores show a
 # search making progress within about three minutes. 32 tokens with 4 key-value pairs over
@@ -221,6 +222,7 @@ class RunRequest:
     seed_archs: list[Path] = field(default_factory=list)
     storage: str | None = None
     timeout: float | None = None
+    max_params: int | None = None  # proposals whose model is larger fail before training
 
 
 def task_spec_of(req: RunRequest) -> TaskSpec:
@@ -263,6 +265,8 @@ def prepare_run(req: RunRequest) -> tuple[dict[str, Any], Path, Preset]:
     objectives = parse_objectives(req.objectives)
     if req.trials < 1 or req.workers < 1:
         raise CampaignError("--trials and --workers must be at least 1")
+    if req.max_params is not None and req.max_params < 1:
+        raise CampaignError(f"--max-params must be at least 1, got {req.max_params}")
     causal = _causal_for(grammar, evaluator, space_path)
     seeds = []
     for path in req.seed_archs:
@@ -306,6 +310,7 @@ def prepare_run(req: RunRequest) -> tuple[dict[str, Any], Path, Preset]:
         "seed_archs": seeds,
         "storage": req.storage,
         "address": req.address,
+        "max_params": req.max_params,
     }
     return config, space_path, preset
 
@@ -428,7 +433,8 @@ class Campaign:
         self.task_spec = spec_of(config["task"])
         # Built once here so a task that no longer resolves (a moved data file, a missing
         # module) stops the campaign with its reason instead of failing every trial.
-        resolve_task(self.task_spec)
+        self.evaluator = resolve_task(self.task_spec)
+        self.max_params: int | None = config.get("max_params")
         self.task = self.task_spec.to_dict()
         self.budget: Budget = parse_budget(config["budget"])
         self.objectives: list[str] = config["objectives"]
@@ -553,6 +559,16 @@ class Campaign:
             self._finish_duplicate(item)
         elif arch.hash in self.original:
             self.waiting.setdefault(arch.hash, []).append(item)
+        elif (over := self._over_limit(arch)) is not None:
+            # Failed at once, never trained: the strategy learns the region is out of bounds
+            # and the run shows how many proposals the limit turned away.
+            self.store.save_graph(arch.hash, arch.graph)
+            self._finish(
+                item,
+                None,
+                {"params": float(over)},
+                f"{OVER_LIMIT}: {over:,} parameters > --max-params {self.max_params:,}",
+            )
         else:
             self.store.save_graph(arch.hash, arch.graph)
             options: dict[str, Any] = {"num_cpus": self.cpus, "max_retries": self.retries}
@@ -572,6 +588,13 @@ class Campaign:
             self.inflight[item.ref] = item
             self.original[arch.hash] = item
         self._show()
+
+    def _over_limit(self, arch: Architecture) -> int | None:
+        """The model's parameter count when it exceeds --max-params, else None."""
+        if self.max_params is None:
+            return None
+        n = self.evaluator.count_params(arch.graph)
+        return n if n > self.max_params else None
 
     def _collect(self) -> None:
         import ray

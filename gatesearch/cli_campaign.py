@@ -223,6 +223,13 @@ def run(
     timeout: Annotated[
         float | None, typer.Option(help="Seconds before a trial is failed [default: the preset's].")
     ] = None,
+    max_params: Annotated[
+        int | None,
+        typer.Option(
+            help="Parameter limit: a proposal whose model (built for the task) is larger "
+            "fails at once, untrained [default: no limit]."
+        ),
+    ] = None,
 ) -> None:
     """Run a search campaign into RUNS_DIR/NAME."""
     request = RunRequest(
@@ -241,6 +248,7 @@ def run(
         seed_archs=list(seed_arch or []),
         storage=storage,
         timeout=timeout,
+        max_params=max_params,
     )
     config, space_path, preset = prepare_run(request)
     store = RunStore.create(

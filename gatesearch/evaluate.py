@@ -22,13 +22,16 @@ import hashlib
 import math
 import time
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import networkx as nx
 
 from gatesearch.budget import Budget
 from gatesearch.graph import arch_hash
 from gatesearch.tasks import TaskError, TaskSpec
+
+if TYPE_CHECKING:
+    from gatesearch.registry import Context
 
 
 class TrialFailure(RuntimeError):
@@ -89,6 +92,26 @@ class Evaluator(ABC):
 
     @abstractmethod
     def evaluate(self, graph: nx.DiGraph, budget: Budget, seed: int) -> dict[str, Any]: ...
+
+    def context(self, graph: nx.DiGraph) -> Context:
+        """The build context of `graph` for this evaluator's task (its width and causality,
+        the task's input and output ends)."""
+        from gatesearch.space import graph_context
+
+        return graph_context(graph)
+
+    def count_params(self, graph: nx.DiGraph) -> int:
+        """Parameters of the model `graph` builds for this task, before any training.
+
+        Built on the meta device: shapes only, no memory and no initialisation, so the
+        campaign driver can check a parameter limit on every proposal in milliseconds."""
+        import torch
+
+        from gatesearch.build import build_model, count_params
+
+        with torch.device("meta"):
+            model = build_model(graph, self.context(graph))
+        return count_params(model)
 
 
 class NullEvaluator(Evaluator):
@@ -158,6 +181,7 @@ class ProxyEvaluator(Evaluator):
         from gatesearch.tasks import make_task
 
         task = make_task(spec)  # checks the params (and data files) before anything runs
+        self.task = task
         self.spec = task.spec
         self.metric_name = task.metric_name
         self.higher_is_better = bool(task.higher_is_better)
@@ -167,6 +191,11 @@ class ProxyEvaluator(Evaluator):
         from gatesearch.proxy import proxy_evaluate
 
         return proxy_evaluate(graph, self.spec, budget, seed)
+
+    def context(self, graph: nx.DiGraph) -> Context:
+        from gatesearch.proxy.trainer import task_context
+
+        return task_context(graph, self.task)
 
 
 def resolve_task(spec: TaskSpec | str) -> Evaluator:

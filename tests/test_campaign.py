@@ -92,6 +92,53 @@ def test_a_real_task_trains_through_the_proxy(tmp_path):
     assert doc["task"] == {"name": "mqar", "params": {**TINY_MQAR, "alpha": 0.1, "data_seed": 0}}
 
 
+def test_max_params_fails_larger_models_untrained_and_keeps_the_rest(tmp_path):
+    """The limit is checked on the model built for the task (here MQAR's vocabulary of 16):
+    the LSTM block is larger than the GRU block, so with the limit between them every LSTM
+    proposal fails at once, with its count, and every GRU proposal trains."""
+    from gatesearch.build import build_model, count_params
+    from gatesearch.evaluate import resolve_task
+    from gatesearch.grammar.derive import sample
+    from gatesearch.proxy.trainer import task_context
+    from gatesearch.space import Architecture, load_space
+    from gatesearch.tasks import TaskSpec
+
+    space = tmp_path / "tiny.space"
+    space.write_text(TINY_SPACE)
+    evaluator = resolve_task(TaskSpec("mqar", TINY_MQAR))
+    sizes = {}
+    for seed in range(20):
+        arch = Architecture.from_derivation(sample(load_space(space), seed))
+        model = build_model(arch.graph, task_context(arch.graph, evaluator.task))
+        sizes[arch.hash] = count_params(model)
+        assert evaluator.count_params(arch.graph) == sizes[arch.hash]  # meta == real
+    small, large = sorted(sizes.values())
+    limit = (small + large) // 2
+    store = run_campaign(
+        tmp_path,
+        task="mqar",
+        task_params=TINY_MQAR,
+        space=space,
+        budget="2steps",
+        trials=6,
+        strategy="random",
+        max_params=limit,
+    )
+    assert store.config["max_params"] == limit
+    records = store.records()
+    assert {r.arch_hash for r in records} == set(sizes)  # both were proposed
+    for r in records:
+        if sizes[r.arch_hash] > limit:
+            assert r.state is TrialState.FAIL
+            assert r.fail_reason == (
+                f"over the parameter limit: {large:,} parameters > --max-params {limit:,}"
+            )
+        else:
+            assert r.state is TrialState.COMPLETE and r.metrics["steps"] == 2
+    with pytest.raises(CampaignError, match="--max-params must be at least 1"):
+        prepare_run(RunRequest(task="null", max_params=0))
+
+
 def test_trial_seeds_depend_on_campaign_seed_and_slot():
     seeds = {trial_seed(s, slot) for s in range(3) for slot in range(50)}
     assert len(seeds) == 150
