@@ -89,6 +89,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--corpus-chars", type=int, default=200_000)
+    ap.add_argument("--max-params", type=int, default=None)
     ap.add_argument("--out", type=Path, default=None, help="[default: a temporary folder]")
     args = ap.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="gatesearch-fidelity-"))
@@ -112,6 +113,7 @@ def main() -> None:
                 name=f"fidelity-{task}-{time.strftime('%Y%m%d-%H%M%S')}",
                 workers=args.workers,
                 seed=args.seed,
+                max_params=args.max_params,
             )
             t = time.perf_counter()
             root, result = run_fidelity(req)

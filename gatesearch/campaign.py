@@ -61,6 +61,18 @@ PRESETS_DIR = Path(__file__).resolve().parent.parent / "strategies"
 DEFAULT_PRESET = "evolution"
 INTERRUPTED = "interrupted"
 OVER_LIMIT = "over the parameter limit"
+# A proposal over --max-params is stored as a failed trial outside every slot (it is no trial
+# of the --trials count) and the strategy is asked again, with a fresh seed, up to this many
+# times in a row before the campaign gives up on the limit.
+MAX_REJECTS = 2000
+REJECTED_SLOT = -1
+_REJECT_STREAM = 1000  # seed stream of the re-asks (0: the proposal, 1: the training)
+
+
+def is_rejected(record: TrialRecord) -> bool:
+    """A proposal the parameter limit turned down: stored for the record, never trained."""
+    return record.state is TrialState.FAIL and (record.fail_reason or "").startswith(OVER_LIMIT)
+
 
 # `gatesearch run` with no --task: MQAR shrunk so that 12 trials of 20 s on 2 cores show a
 # search making progress within about three minutes. 32 tokens with 4 key-value pairs over
@@ -400,6 +412,7 @@ class Stats:
     done: int = 0  # finished slots (complete + failed)
     failed: int = 0
     duplicates: int = 0
+    rejected: int = 0  # proposals over --max-params (not counted in done)
     running: int = 0
     best: tuple[float, ...] | None = None
     best_number: int | None = None
@@ -466,6 +479,10 @@ class Campaign:
         finished.sort(key=lambda r: (r.seq if r.seq is not None else -1, r.number))
         done_slots = set()
         for r in finished:
+            if is_rejected(r):
+                self.strategy.tell(Observation(r.slot, r.choices, None))
+                self.stats.rejected += 1
+                continue
             done_slots.add(r.slot)
             values = r.values if r.state is TrialState.COMPLETE else None
             if r.duplicate_of is None and r.arch_hash:
@@ -547,11 +564,24 @@ class Campaign:
             fixed = seeds[slot]["choices"] if slot < len(seeds) else None
         seed = trial_seed(self.config["seed"], slot)
         study = self.store.study
-        if fixed is not None:
-            proposal = self.strategy.ask_fixed(slot, seed, study, fixed)
+        for attempt in range(MAX_REJECTS + 1):
+            if fixed is not None:
+                proposal = self.strategy.ask_fixed(slot, seed, study, fixed)
+            else:
+                proposal = self.strategy.ask(slot, seed, study)
+            arch = Architecture.from_derivation(proposal.derivation)
+            # Requeued and seeded trials run as given: the limit applies to proposals.
+            over = None if fixed is not None else self._over_limit(arch)
+            if over is None:
+                break
+            self._reject(arch, proposal, seed, over)
+            seed = trial_seed(self.config["seed"], slot, _REJECT_STREAM + attempt)
         else:
-            proposal = self.strategy.ask(slot, seed, study)
-        arch = Architecture.from_derivation(proposal.derivation)
+            self._abandon(f"{INTERRUPTED}: no proposal fits --max-params")
+            raise CampaignError(
+                f"{MAX_REJECTS} proposals in a row are over --max-params {self.max_params:,}: "
+                "raise the limit or narrow the space"
+            )
         choices = dict(proposal.derivation.choices)
         trial_id, number = self.store.start_trial(slot, seed, arch.hash, choices, proposal.trial)
         item = _InFlight(slot, seed, trial_id, number, arch, time.monotonic())
@@ -591,10 +621,23 @@ class Campaign:
 
     def _over_limit(self, arch: Architecture) -> int | None:
         """The model's parameter count when it exceeds --max-params, else None."""
-        if self.max_params is None:
+        if self.max_params is None or arch.hash in self.results:
             return None
         n = self.evaluator.count_params(arch.graph)
         return n if n > self.max_params else None
+
+    def _reject(self, arch: Architecture, proposal: Any, seed: int, params: int) -> None:
+        """Store a proposal over the limit as failed, outside every slot, untrained and
+        without its graph (thousands may be turned down); the strategy learns of it."""
+        choices = dict(proposal.derivation.choices)
+        trial_id, _ = self.store.start_trial(
+            REJECTED_SLOT, seed, arch.hash, choices, proposal.trial
+        )
+        reason = f"{OVER_LIMIT}: {params:,} parameters > --max-params {self.max_params:,}"
+        self.store.fail_trial(trial_id, reason, self.seq, None)
+        self.seq += 1
+        self.strategy.tell(Observation(REJECTED_SLOT, choices, None, arch.derivation))
+        self.stats.rejected += 1
 
     def _collect(self) -> None:
         import ray
@@ -799,16 +842,20 @@ def summary(store: RunStore) -> dict[str, Any]:
     records = store.records()
     states = Counter(r.state.name.lower() for r in records)
     interrupted = sum(1 for r in records if (r.fail_reason or "").startswith(INTERRUPTED))
+    rejected = sum(1 for r in records if is_rejected(r))
     finished_slots = {
         r.slot
         for r in records
         if r.state in (TrialState.COMPLETE, TrialState.FAIL)
         and not (r.fail_reason or "").startswith(INTERRUPTED)
+        and not is_rejected(r)
     }
     failures = Counter(
         r.fail_reason
         for r in records
-        if r.state is TrialState.FAIL and not (r.fail_reason or "").startswith(INTERRUPTED)
+        if r.state is TrialState.FAIL
+        and not (r.fail_reason or "").startswith(INTERRUPTED)
+        and not is_rejected(r)
     )
     board = leaderboard(store, top=5)
     spec = spec_of(store.config["task"])
@@ -828,8 +875,10 @@ def summary(store: RunStore) -> dict[str, Any]:
         "target": store.target,
         "finished": len(finished_slots),
         "complete": states.get("complete", 0),
-        "failed": states.get("fail", 0) - interrupted,
+        "failed": states.get("fail", 0) - interrupted - rejected,
         "interrupted": interrupted,
+        "rejected": rejected,
+        "max_params": store.config.get("max_params"),
         "running": states.get("running", 0),
         "duplicates": sum(1 for r in records if r.duplicate_of is not None),
         "failure_reasons": dict(failures.most_common()),
@@ -852,6 +901,7 @@ def open_for_resume(root: Path, trials: int | None, address: str | None) -> RunS
                     for r in store.records()
                     if r.state in (TrialState.COMPLETE, TrialState.FAIL)
                     and not (r.fail_reason or "").startswith(INTERRUPTED)
+                    and not is_rejected(r)
                 }
             )
             store.set_target(max(store.target, done + trials))

@@ -80,7 +80,10 @@ class Display:
         text.append("━" * (width - filled), style="grey37")
         text.append(f" {s.done}/{s.target} done · {s.running} running · ")
         text.append(f"{s.failed} failed", style="red" if s.failed else "")
-        text.append(f" · {s.duplicates} dup · {_clock(s.elapsed)} elapsed · ETA {_clock(s.eta)}")
+        text.append(f" · {s.duplicates} dup")
+        if s.rejected:
+            text.append(f" · {s.rejected} over --max-params")
+        text.append(f" · {_clock(s.elapsed)} elapsed · ETA {_clock(s.eta)}")
         if s.best is not None:
             what = ", ".join(self.labels) + " " if self.labels else ""
             head = f"best {what}{_values(s.best)} (trial {s.best_number}): "
@@ -293,6 +296,11 @@ def status(
         f"({info['duplicates']} duplicates), {info['failed']} failed, {info['running']} running, "
         f"{info['interrupted']} interrupted and re-run"
     )
+    if info["rejected"]:
+        out.print(
+            f"  {info['rejected']} proposals over --max-params {info['max_params']:,} "
+            "turned down untrained"
+        )
     for reason, n in info["failure_reasons"].items():
         out.print(f"  failed ×{n}: {reason}", markup=False)
     _board(store)
@@ -485,6 +493,13 @@ def fidelity(
     address: Annotated[
         str | None, typer.Option(help="Ray cluster address; default: a local Ray.")
     ] = None,
+    max_params: Annotated[
+        int | None,
+        typer.Option(
+            help="Sample only architectures with at most this many parameters, as a "
+            "campaign with --max-params would train [default: no limit]."
+        ),
+    ] = None,
 ) -> None:
     """Can the proxy be trusted on this task? Rank correlations (Kendall τ, Spearman ρ) of
     (a) the self-tuning proxy, (b) fixed hyperparameters at the same budget and (c) the
@@ -504,6 +519,7 @@ def fidelity(
         workers=workers,
         seed=seed,
         address=address,
+        max_params=max_params,
     )
     start = time.monotonic()
     last = [0.0]

@@ -52,7 +52,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from gatesearch.campaign import INTERRUPTED, rank_records
+from gatesearch.campaign import INTERRUPTED, is_rejected, rank_records
 from gatesearch.graph import INPUT_OP, OUTPUT_OP, GraphError, describe, read_graph, tree_lines
 from gatesearch.registry import REGISTRY, PrimitiveSpec, Role
 from gatesearch.store import JOURNAL, LOCK, RunStore, StoreError, TrialRecord
@@ -110,6 +110,7 @@ class RunData:
     target: int
     records: list[TrialRecord]
     graphs: dict[str, nx.DiGraph | None] = field(default_factory=dict)
+    rejected: int = 0  # proposals over --max-params, not in `records`
 
     @property
     def objectives(self) -> list[str]:
@@ -181,6 +182,7 @@ class RunData:
             "running": states[TrialState.RUNNING] + states[TrialState.WAITING],
             "duplicates": sum(1 for r in self.records if r.duplicate_of is not None),
             "interrupted": interrupted,
+            "rejected": self.rejected,
         }
 
     def finished_slots(self) -> int:
@@ -241,7 +243,12 @@ def load_run(root: Path) -> RunData:
                 raise
             time.sleep(_JOURNAL_WAIT_S)
     try:
-        return RunData(root, dict(store.config), store.target, store.records())
+        records = store.records()
+        # Proposals over --max-params were never trained: counted, not analysed.
+        kept = [r for r in records if not is_rejected(r)]
+        return RunData(
+            root, dict(store.config), store.target, kept, rejected=len(records) - len(kept)
+        )
     finally:
         store.close()  # a reader holds no lock; this only drops the storage handle
 
@@ -1057,6 +1064,7 @@ def render_html(
         (counts["running"], "running", False),
         (counts["duplicates"], "duplicates", False),
         (counts["interrupted"], "interrupted, re-run", False),
+        (counts["rejected"], "over --max-params, not trained", False),
     ]
     cards_html = "".join(
         f'<div class="card{" bad" if bad else ""}"><b>{_e(n)}</b><span>{_e(label)}</span></div>'

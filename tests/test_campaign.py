@@ -127,14 +127,39 @@ def test_max_params_fails_larger_models_untrained_and_keeps_the_rest(tmp_path):
     assert store.config["max_params"] == limit
     records = store.records()
     assert {r.arch_hash for r in records} == set(sizes)  # both were proposed
-    for r in records:
-        if sizes[r.arch_hash] > limit:
-            assert r.state is TrialState.FAIL
-            assert r.fail_reason == (
-                f"over the parameter limit: {large:,} parameters > --max-params {limit:,}"
-            )
-        else:
-            assert r.state is TrialState.COMPLETE and r.metrics["steps"] == 2
+    trained = [r for r in records if r.slot >= 0]
+    rejected = [r for r in records if r.slot < 0]
+    # Turned-down proposals take no slot: all six slots trained the GRU block.
+    assert sorted(r.slot for r in trained) == list(range(6))
+    for r in trained:
+        assert sizes[r.arch_hash] <= limit
+        assert r.state is TrialState.COMPLETE and r.metrics["steps"] == 2
+    assert rejected
+    for r in rejected:
+        assert sizes[r.arch_hash] == large and r.state is TrialState.FAIL
+        assert r.fail_reason == (
+            f"over the parameter limit: {large:,} parameters > --max-params {limit:,}"
+        )
+    info = summary(store)
+    assert (info["finished"], info["failed"], info["rejected"]) == (6, 0, len(rejected))
+
+    # A limit nothing fits stops the campaign with one line, before any training.
+    req = RunRequest(
+        runs_dir=tmp_path / "runs",
+        name="none-fit",
+        task="mqar",
+        task_params=TINY_MQAR,
+        space=space,
+        strategy="random",
+        trials=2,
+        max_params=10,
+    )
+    config, space_path, preset = prepare_run(req)
+    store = RunStore.create(
+        req.runs_dir / "none-fit", config, space_path, preset.text, package_versions()
+    )
+    with store, pytest.raises(CampaignError, match="proposals in a row are over --max-params 10"):
+        Campaign(store).run()
     with pytest.raises(CampaignError, match="--max-params must be at least 1"):
         prepare_run(RunRequest(task="null", max_params=0))
 

@@ -83,6 +83,7 @@ class FidelityRequest:
     workers: int = 2
     seed: int = 0
     address: str | None = None
+    max_params: int | None = None  # sample only architectures at most this large
 
 
 # ------------------------------------------------------------------------------ statistics
@@ -143,22 +144,33 @@ def fidelity_run(
 # ------------------------------------------------------------------------------ the driver
 
 
-def sample_distinct(grammar: Grammar, n: int, seed: int, causal: bool) -> list[Architecture]:
-    """`n` architectures with distinct hashes, drawn from the space's PCFG in a seeded order."""
+def sample_distinct(
+    grammar: Grammar,
+    n: int,
+    seed: int,
+    causal: bool,
+    fits: Callable[[Architecture], bool] | None = None,
+) -> list[Architecture]:
+    """`n` architectures with distinct hashes, drawn from the space's PCFG in a seeded order;
+    with `fits`, only those it accepts (a parameter limit: the campaign's regime)."""
     import random
 
     from gatesearch.grammar import sample
 
     rng = random.Random(seed)
     found: dict[str, Architecture] = {}
-    for _ in range(50 * n):
+    draws = 200 * n if fits else 50 * n
+    for _ in range(draws):
         arch = Architecture.from_derivation(sample(grammar, rng, causal))
-        found.setdefault(arch.hash, arch)
+        if arch.hash in found or (fits is not None and not fits(arch)):
+            continue
+        found[arch.hash] = arch
         if len(found) == n:
             return list(found.values())
+    limit = " within --max-params" if fits else ""
     raise FidelityError(
-        f"the space yields only {len(found)} distinct architectures in {50 * n} draws; "
-        f"ask for fewer than {n} with --archs"
+        f"the space yields only {len(found)} distinct architectures{limit} in {draws} "
+        f"draws; ask for fewer than {n} with --archs"
     )
 
 
@@ -191,7 +203,14 @@ def prepare(req: FidelityRequest) -> tuple[dict[str, Any], Grammar, list[Archite
     if (req.runs_dir / name).exists():
         raise FidelityError(f"{req.runs_dir / name} already exists: choose another --name")
     causal = _causal_for(grammar, evaluator, space_path)
-    archs = sample_distinct(grammar, req.archs, req.seed, causal)
+    if req.max_params is not None and req.max_params < 1:
+        raise FidelityError(f"--max-params must be at least 1, got {req.max_params}")
+    limit = req.max_params
+
+    def fits(arch: Architecture) -> bool:
+        return limit is None or evaluator.count_params(arch.graph) <= limit
+
+    archs = sample_distinct(grammar, req.archs, req.seed, causal, fits if limit else None)
     config = {
         "kind": "fidelity",
         "name": name,
@@ -207,6 +226,7 @@ def prepare(req: FidelityRequest) -> tuple[dict[str, Any], Grammar, list[Archite
         "workers": req.workers,
         "seed": req.seed,
         "causal": causal,
+        "max_params": req.max_params,
     }
     return config, grammar, archs
 
