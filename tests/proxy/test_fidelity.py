@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 
 from gatesearch.cli import main
+from gatesearch.evaluate import resolve_task
 from gatesearch.proxy.fidelity import PLOT, PROXIES, RESULT, rank_correlations
 
 TINY_SPACE = """\
@@ -92,6 +94,22 @@ def test_fidelity_on_four_tiny_architectures(tmp_path, capsys):
     assert result["failures"] == {"full": 0, "self_tuning": 0, "fixed": 0}
 
 
+def test_max_params_samples_only_architectures_within_the_limit(tmp_path):
+    from gatesearch.proxy.fidelity import FidelityRequest, prepare
+    from gatesearch.tasks import TaskSpec
+
+    space = tmp_path / "tiny.space"
+    space.write_text(TINY_SPACE)
+    evaluator = resolve_task(TaskSpec("mqar", TINY_MQAR))
+    req = FidelityRequest(space=space, task_params=TINY_MQAR, archs=6, runs_dir=tmp_path)
+    _, _, free = prepare(req)
+    sizes = sorted(evaluator.count_params(a.graph) for a in free)
+    limit = sizes[len(sizes) // 2]
+    config, _, archs = prepare(replace(req, max_params=limit))
+    assert config["max_params"] == limit and len(archs) == 6
+    assert all(evaluator.count_params(a.graph) <= limit for a in archs)
+
+
 def test_fidelity_bad_input_is_one_line(tmp_path, capsys):
     (tmp_path / "runs" / "taken").mkdir(parents=True)
     base = ["fidelity", "--runs-dir", tmp_path / "runs", "--proxy-budget", "1steps"]
@@ -104,6 +122,8 @@ def test_fidelity_bad_input_is_one_line(tmp_path, capsys):
         "missing space": (["--space", tmp_path / "nope.space"], "nope.space"),
         "existing run": (["--name", "taken"], "already exists"),
         "bad param": (["--task-param", "vocab=1"], "vocab"),
+        "zero limit": (["--max-params", "0"], "--max-params must be at least 1"),
+        "nothing fits": (["--max-params", "10"], "distinct architectures within --max-params"),
     }
     for label, (extra, needle) in cases.items():
         capsys.readouterr()
