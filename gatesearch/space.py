@@ -7,6 +7,7 @@ import math
 import random
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,11 +127,12 @@ class _KnownChooser(Chooser):
         return value
 
 
-def load_known(path: str | Path) -> Architecture:
+def load_known(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Architecture:
     """Load a known architecture: a TOML file naming its space and pinning every choice.
 
     Single-option choices need no entry; unused entries are errors (they usually mean a typo in
-    a path).
+    a path). `overrides` replace or add choices (e.g. `{"$width": 64}`: the same design at
+    another size) and are checked the same way.
     """
     path = Path(path)
     try:
@@ -146,9 +148,10 @@ def load_known(path: str | Path) -> Architecture:
         raise DerivationError(f'{path}: needs `space = "..."` and a [choices] table')
     space = (path.parent / doc["space"]).resolve()
     grammar = load_grammar(space)
-    chooser = _KnownChooser(dict(doc["choices"]), str(path))
+    choices = {**doc["choices"], **(overrides or {})}
+    chooser = _KnownChooser(choices, str(path))
     derivation = expand(grammar, chooser, bool(doc.get("causal", True)))
-    unused = set(doc["choices"]) - chooser.used
+    unused = set(choices) - chooser.used
     if unused:
         raise DerivationError(f"{path}: choices never used: {', '.join(sorted(unused))}")
     return Architecture.from_derivation(derivation)

@@ -139,3 +139,20 @@ def test_known_file_with_a_typo_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(DerivationError, match="variant"):
         load_known(bad)
+
+
+def test_known_file_with_overrides_is_the_same_design_at_another_size() -> None:
+    path = SPACES_DIR / "known" / "llama.toml"
+    small = {"$width": 64, "$heads": 2, "model.stack.block#count": 2}
+    arch = load_known(path, overrides=small)
+    model = build_model(arch.graph, graph_context(arch.graph))
+    # Per block: q, k, v, o (4·64²), SwiGLU with hidden round(2.667·64) = 171 (3·64·171), two
+    # RMSNorm weights; then the model's ends at width 64.
+    hidden = round(2.667 * 64)
+    block = 4 * 64**2 + 3 * 64 * hidden + 2 * 64
+    assert count_params(model) == 2 * block + _ends(64)
+    assert "2×[residual(rmsnorm attention(2)) > residual(rmsnorm glu(2.667))]" in describe(
+        arch.graph
+    )
+    with pytest.raises(DerivationError, match="never used"):
+        load_known(path, overrides={"model.stack.blocks#count": 2})
