@@ -13,22 +13,14 @@ import time
 from pathlib import Path
 
 import pytest
+from clitools import cli
 
-from gatesearch.cli import main
 from gatesearch.store import RunStore
 
 pytestmark = pytest.mark.slow
 
 
 pytestmark = pytest.mark.usefixtures("ray_local")
-
-
-def cli(*args: str) -> int:
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 def small_preset(tmp_path: Path, strategy: str, options: str = "") -> Path:

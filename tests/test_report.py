@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from clitools import cli
 
 from gatesearch.campaign import pareto_mask
-from gatesearch.cli import main
 from gatesearch.graph import read_graph, write_graph
 from gatesearch.report import campaign_state, load_run, rank_trials
 from gatesearch.store import RunStore
@@ -37,14 +37,6 @@ HOSTILE = '<script>alert("x")</script>'
 
 
 pytestmark = pytest.mark.usefixtures("ray_local")
-
-
-def cli(*args: object) -> int:
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 def report_subprocess(*args: object) -> subprocess.CompletedProcess[str]:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from clitools import cli
 from safetensors.torch import load_file
 
 from gatesearch.build import build_model
-from gatesearch.cli import main
 from gatesearch.graph import arch_hash, read_graph
 from gatesearch.proxy.trainer import split_loss, task_context
 from gatesearch.retrain import GRAPH, METRICS, RETRAINED, WEIGHTS
@@ -36,14 +36,6 @@ SCORE_TOL = 1e-5
 
 
 pytestmark = pytest.mark.usefixtures("ray_local")
-
-
-def cli(*args: object) -> int:
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 @pytest.fixture(scope="module")

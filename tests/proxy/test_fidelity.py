@@ -8,8 +8,8 @@ import math
 from dataclasses import replace
 
 import pytest
+from clitools import cli
 
-from gatesearch.cli import main
 from gatesearch.evaluate import resolve_task
 from gatesearch.proxy.fidelity import PLOT, PROXIES, RESULT, rank_correlations
 
@@ -27,14 +27,6 @@ EXACT = 1e-12
 
 
 pytestmark = pytest.mark.usefixtures("ray_local")
-
-
-def cli(*args: object) -> int:
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 @pytest.mark.parametrize(
