@@ -142,6 +142,12 @@ def test_max_params_fails_larger_models_untrained_and_keeps_the_rest(tmp_path):
         )
     info = summary(store)
     assert (info["finished"], info["failed"], info["rejected"]) == (6, 0, len(rejected))
+    # The report counts them apart and analyses only what was trained.
+    from gatesearch.report import load_run
+
+    data = load_run(store.root)
+    assert data.counts()["rejected"] == len(rejected) and data.counts()["failed"] == 0
+    assert sorted(r.slot for r in data.records) == list(range(6))
 
     # A limit nothing fits stops the campaign with one line, before any training.
     req = RunRequest(
