@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from gatesearch.build import build_model
 from gatesearch.graph import arch_hash, read_graph
 from gatesearch.proxy.trainer import split_loss, task_context
-from gatesearch.retrain import GRAPH, METRICS, RETRAINED, WEIGHTS
+from gatesearch.retrain import GRAPH, METRICS, RETRAINED, WEIGHTS, peak_lr
 from gatesearch.store import RunStore
 from gatesearch.tasks import Split, make_task
 from gatesearch.tasks import evaluate as task_metric
@@ -86,7 +86,12 @@ def test_retrain_top_1_weights_reproduce_the_stored_scores(mqar_run, capsys):
     assert folder.name == best.arch_hash
     doc = json.loads((folder / METRICS).read_text())
     assert doc["trial"] == best.number and doc["steps"] == 8 and doc["pruned"] is True
-    assert doc["hyperparameters"] == pytest.approx(best.metrics["hyperparameters"])
+    # Regularisers where the proxy left them; the learning rate at the proxy's peak (cosine
+    # decay from there).
+    with RunStore.open(mqar_run, writer=False) as store:
+        trajectory = store.load_trial_metrics(best.number)["metrics"]["trajectory"]
+    peak = max(p["lr"] for p in [best.metrics["hyperparameters"], *trajectory])
+    assert doc["hyperparameters"] == pytest.approx({**best.metrics["hyperparameters"], "lr": peak})
     graph = read_graph(folder / GRAPH)
     assert arch_hash(graph) == doc["graph_hash"] != best.arch_hash  # the pruned architecture
     task = make_task("mqar", **TINY_MQAR)
@@ -100,6 +105,15 @@ def test_retrain_top_1_weights_reproduce_the_stored_scores(mqar_run, capsys):
             stored["metric"], abs=SCORE_TOL
         )
         assert split_loss(model, task, split, 128) == pytest.approx(stored["loss"], rel=SCORE_TOL)
+
+
+def test_peak_lr_reads_the_trajectory_and_ignores_what_is_not_a_rate():
+    hypers = {"dropout_mixer": 0.1, "lr": 0.002}
+    trajectory = [{"lr": 0.003}, {"lr": 0.004}, {"lr": float("nan")}, {"lr": True}, {"x": 1}]
+    assert peak_lr(hypers, trajectory) == 0.004
+    assert peak_lr(hypers, None) == 0.002
+    assert peak_lr({"dropout_mixer": 0.1}, "not a list") is None
+    assert peak_lr({"lr": -1.0}, [{"lr": 0.0}]) is None
 
 
 def test_bad_input_is_one_line(mqar_run, tmp_path, capsys):
