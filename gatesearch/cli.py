@@ -204,7 +204,11 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, turning user errors into one line and exit status 2."""
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
-        app(args=argv, standalone_mode=False)
+        # Outside standalone mode click hands a command's `typer.Exit(code)` back as the return
+        # value instead of exiting: pass it on, or Ctrl-C (130) would end with status 0.
+        code = app(args=argv, standalone_mode=False)
+        if isinstance(code, int) and not isinstance(code, bool) and code != 0:
+            sys.exit(code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except BrokenPipeError:  # output piped into `head` and closed: not an error
