@@ -105,9 +105,11 @@ class ProxyConfig:
     # LLaMA/MQAR with fresh data the uncentred form raised dropout to 0.3 and lost to fixed.
     centred: bool = True
     # How STN layers respond to the hyperparameters: "full" (STN's W_e + diag(g) W_h, two
-    # matmuls per layer) or "scale" (diag(1 + g) W_e, one). Measured on a 2-layer attention
-    # model (MQAR, batch 64, CPU): full 155 ms/step, scale see RESULTS, fixed 74.
-    response: Response = Response.SCALE
+    # matmuls per layer) or "scale" (diag(1 + g) W_e, one). Measured (benchmarks/RESULTS.md):
+    # scale costs ≈1.3× a fixed step against full's ≈2.1×, but over a 730-step charlm run its
+    # weight decay climbed to 0.035 late in training and the validation loss ended at 2.14
+    # where the full response kept decay near 0 and reached 1.69. Full is the default.
+    response: Response = Response.FULL
     trajectory_every: int = 25  # record the hyperparameters every this many weight steps
     latency_runs: int = 5
     device: str | None = None  # None: CUDA when available, else CPU
