@@ -589,16 +589,6 @@ class Campaign:
             self._finish_duplicate(item)
         elif arch.hash in self.original:
             self.waiting.setdefault(arch.hash, []).append(item)
-        elif (over := self._over_limit(arch)) is not None:
-            # Failed at once, never trained: the strategy learns the region is out of bounds
-            # and the run shows how many proposals the limit turned away.
-            self.store.save_graph(arch.hash, arch.graph)
-            self._finish(
-                item,
-                None,
-                {"params": float(over)},
-                f"{OVER_LIMIT}: {over:,} parameters > --max-params {self.max_params:,}",
-            )
         else:
             self.store.save_graph(arch.hash, arch.graph)
             options: dict[str, Any] = {"num_cpus": self.cpus, "max_retries": self.retries}

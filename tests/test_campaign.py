@@ -170,6 +170,15 @@ def test_max_params_fails_larger_models_untrained_and_keeps_the_rest(tmp_path):
         prepare_run(RunRequest(task="null", max_params=0))
 
 
+def test_seed_archs_run_as_given_under_a_parameter_limit(tmp_path):
+    """The limit turns down proposals; a known architecture the user seeds is run as asked."""
+    known = Path(__file__).resolve().parent.parent / "spaces" / "known" / "llama.toml"
+    store = run_campaign(tmp_path, task="null", trials=1, seed_archs=[known], max_params=1000)
+    (record,) = store.records()
+    assert record.state is TrialState.COMPLETE and record.slot == 0
+    assert summary(store)["rejected"] == 0
+
+
 def test_trial_seeds_depend_on_campaign_seed_and_slot():
     seeds = {trial_seed(s, slot) for s in range(3) for slot in range(50)}
     assert len(seeds) == 150
