@@ -106,7 +106,7 @@ class ProxyConfig:
     centred: bool = True
     # How STN layers respond to the hyperparameters: "full" (STN's W_e + diag(g) W_h, two
     # matmuls per layer) or "scale" (diag(1 + g) W_e, one). Measured (benchmarks/RESULTS.md):
-    # scale costs ≈1.3× a fixed step against full's ≈2.1×, but over a 730-step charlm run its
+    # scale costs ≈1.3× a fixed step against full's ≈1.8–2.0×, but over a 730-step charlm run its
     # weight decay climbed to 0.035 late in training and the validation loss ended at 2.14
     # where the full response kept decay near 0 and reached 1.69. Full is the default.
     response: Response = Response.FULL
