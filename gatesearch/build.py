@@ -137,11 +137,15 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def example_input(ctx: Context, seq_len: int, batch: int = 1) -> torch.Tensor:
-    """A task-shaped input: token ids (batch, seq_len) or features (batch, seq_len, n_in)."""
+def example_input(
+    ctx: Context, seq_len: int, batch: int = 1, seed: int | None = None
+) -> torch.Tensor:
+    """A task-shaped input: token ids (batch, seq_len) or features (batch, seq_len, n_in);
+    drawn from `seed` when given (the same input on every call), else from torch's RNG."""
+    gen = None if seed is None else torch.Generator().manual_seed(seed)
     if InputKind(ctx.input_kind) is InputKind.TOKENS:
-        return torch.randint(0, ctx.n_in, (batch, seq_len))
-    return torch.randn(batch, seq_len, ctx.n_in)
+        return torch.randint(0, ctx.n_in, (batch, seq_len), generator=gen)
+    return torch.randn(batch, seq_len, ctx.n_in, generator=gen)
 
 
 def flops_per_token(model: nn.Module, ctx: Context, seq_len: int = 128) -> float:
@@ -153,7 +157,9 @@ def flops_per_token(model: nn.Module, ctx: Context, seq_len: int = 128) -> float
     with length (attention) make this depend on `seq_len`.
     """
     param = next(model.parameters(), None)
-    x = example_input(ctx, seq_len)
+    # A fixed input: a mixture's FLOPs depend on where its router sends the tokens, so a fresh
+    # random input per call would make the count (and pruned vs unpruned) vary by chance.
+    x = example_input(ctx, seq_len, seed=0)
     if param is not None:
         x = x.to(param) if x.is_floating_point() else x.to(param.device)
     was_training = model.training

@@ -14,7 +14,7 @@ from proxydata import NoisyLookup, stack_graph
 from torch import nn
 
 import gatesearch.proxy.trainer as trainer_module
-from gatesearch.build import GraphModel, build_model
+from gatesearch.build import GraphModel, build_model, flops_per_token
 from gatesearch.graph import arch_hash
 from gatesearch.proxy import (
     HyperError,
@@ -222,7 +222,12 @@ def test_moe_and_pruning_gates_report_the_pruned_size() -> None:
     for name in ("sparsity_weight", "moe_balance_weight", "moe_z_weight"):
         assert name in result.hyperparameters
     assert 0 < m["pruned_params"] <= m["params"]
+    # A mixture's FLOPs depend on routing: counted on one fixed input, the count repeats and
+    # pruning (which removes only closed units) cannot raise it.
     assert m["pruned_flops"] <= m["flops"]
+    ctx = task_context(graph, small_task())
+    again = [flops_per_token(result.model, ctx, seq_len=small_task().seq_len) for _ in range(3)]
+    assert again == [m["flops"]] * 3
     assert result.pruned_graph is not None
     assert m["pruned_arch_hash"] == arch_hash(result.pruned_graph)
     # The unpruned model is handed back; its d2s router ended its temperature schedule.
