@@ -21,9 +21,10 @@ response ties W_h to W_e — the hyperparameters rescale each output unit of the
     y = (1 + g_w(u)) ⊙ (W_e x) + (1 + g_b(u)) ⊙ b_e,   folded: W = diag(1 + g_w) W_e
 
 — the same row-wise structure with one matmul, so a weight step costs what a plain one does
-plus elementwise work (≈1.3× a fixed step against ≈1.8–2.0×). It is not the default: able
-only to rescale outputs, it read "more weight decay" as calibration and let decay climb late
-in longer runs, hurting the loss (benchmarks/RESULTS.md).
+plus elementwise work (≈1.3× a fixed step against ≈1.8–2.0×). It is not the default: in
+longer runs it let weight decay climb late in training and the loss suffered (measured in
+benchmarks/RESULTS.md; our guess is that a response able only to shrink outputs sees
+decay's calibrating effect on the validation loss and not its cost to the features).
 
 `Regularisers` applies what the hyperparameters control (dropout after every stem/mixer/channel
 node via forward hooks, input-token noise, the L2 penalty, the auxiliary-loss weights) and is
