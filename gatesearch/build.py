@@ -39,13 +39,18 @@ def _module_names(g: nx.DiGraph, order: list[str]) -> dict[str, str]:
         # ModuleDict refuses keys that shadow its own attributes (keys, update, ...).
         if hasattr(nn.ModuleDict, base):
             base += "_"
-        name, k = base, 1
-        while name in taken:
-            k += 1
-            name = f"{base}_{k}"
-        taken.add(name)
-        names[node] = name
+        names[node] = unique_name(base, taken)
     return names
+
+
+def unique_name(base: str, taken: set[str]) -> str:
+    """`base`, or `base_2`, `base_3`, ... — the first not in `taken`, which it joins."""
+    name, k = base, 1
+    while name in taken:
+        k += 1
+        name = f"{base}_{k}"
+    taken.add(name)
+    return name
 
 
 class GraphModel(nn.Module):

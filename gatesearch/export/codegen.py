@@ -31,7 +31,7 @@ import networkx as nx
 import torch
 from torch import nn
 
-from gatesearch.build import GraphModel, build_model
+from gatesearch.build import GraphModel, build_model, unique_name
 from gatesearch.export import bridges
 from gatesearch.export.checks import check_statement
 from gatesearch.export.errors import ExportError
@@ -206,12 +206,7 @@ def attribute_names(graph: nx.DiGraph, nodes: list[str]) -> dict[str, str]:
             base = op
         if keyword.iskeyword(base) or hasattr(nn.Module, base):
             base += "_"
-        name, k = base, 1
-        while name in taken:
-            k += 1
-            name = f"{base}_{k}"
-        taken.add(name)
-        names[node] = name
+        names[node] = unique_name(base, taken)
     return names
 
 

@@ -282,24 +282,22 @@ def _definition_time_names(node: ast.stmt) -> set[str]:
             if expr is not None:
                 names.update(_loaded_names(expr))
 
-    if isinstance(node, ast.ClassDef):
-        for expr in [*node.decorator_list, *node.bases]:
-            names.update(_loaded_names(expr))
-        for stmt in node.body:
-            if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
-                visit_def(stmt)
-            elif isinstance(stmt, ast.AnnAssign):
-                if stmt.value is not None:
-                    names.update(_loaded_names(stmt.value))
-            else:
-                names.update(_loaded_names(stmt))
-    elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-        visit_def(node)
-    elif isinstance(node, ast.AnnAssign):
-        if node.value is not None:
-            names.update(_loaded_names(node.value))
-    else:
-        names.update(_loaded_names(node))
+    def visit(stmt: ast.stmt) -> None:
+        if isinstance(stmt, ast.ClassDef):
+            # A class body runs at definition time: its statements, not its methods' bodies.
+            for expr in [*stmt.decorator_list, *stmt.bases]:
+                names.update(_loaded_names(expr))
+            for inner in stmt.body:
+                visit(inner)
+        elif isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
+            visit_def(stmt)
+        elif isinstance(stmt, ast.AnnAssign):
+            if stmt.value is not None:
+                names.update(_loaded_names(stmt.value))
+        else:
+            names.update(_loaded_names(stmt))
+
+    visit(node)
     return names
 
 
