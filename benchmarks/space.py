@@ -1,8 +1,10 @@
 """Search-space benchmarks: sampling and derivation -> graph throughput on one core, and the
 10,000-sample build check (every sample builds and runs forward and backward; goal: zero
-failures).
+failures); with --sizes, the parameter counts of default-space samples built for MQAR 256 and
+tiny Shakespeare (what a --max-params limit leaves).
 
     python benchmarks/space.py --throughput 2000 --builds 10000
+    python benchmarks/space.py --throughput 0 --builds 0 --sizes 400
 """
 
 from __future__ import annotations
@@ -69,10 +71,35 @@ def builds(n: int, seed: int, seq: int = 16) -> tuple[int, collections.Counter, 
     return n, failures, times
 
 
+def sizes(n: int, seed: int) -> None:
+    """Quantiles of the model size of `n` samples per task, and the share under two limits."""
+    from gatesearch.evaluate import resolve_task
+    from gatesearch.tasks import TaskSpec
+
+    grammar = load_space(DEFAULT_SPACE)
+    for spec in (
+        TaskSpec("mqar", {"vocab": 256, "length": 64, "pairs": 4}),
+        TaskSpec("charlm", {}),
+    ):
+        evaluator = resolve_task(spec)
+        rng = random.Random(seed)
+        counts = sorted(
+            evaluator.count_params(Architecture.from_derivation(sample(grammar, rng, True)).graph)
+            for _ in range(n)
+        )
+        q = {f: counts[int(f * (n - 1))] for f in (0.1, 0.5, 0.9)}
+        under = {lim: sum(c <= lim for c in counts) / n for lim in (200_000, 800_000)}
+        print(
+            f"  {spec.name:<7} p10 {q[0.1]:>9,}  median {q[0.5]:>9,}  p90 {q[0.9]:>10,}   "
+            f"<=200k {under[200_000]:.0%}  <=800k {under[800_000]:.0%}"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--throughput", type=int, default=2000, help="samples per timing pass")
     ap.add_argument("--builds", type=int, default=10000, help="samples to build and run")
+    ap.add_argument("--sizes", type=int, default=0, help="samples to size per task (0: skip)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -93,6 +120,9 @@ def main() -> None:
             f"  per sample: median {statistics.median(times) * 1e3:.1f} ms, "
             f"max {max(times) * 1e3:.0f} ms"
         )
+    if args.sizes:
+        print(f"\nparameters of {args.sizes} default-space samples, built for each task:")
+        sizes(args.sizes, args.seed)
 
 
 if __name__ == "__main__":
