@@ -3,6 +3,7 @@ a ten times longer training does?
 
     python benchmarks/fidelity.py                       # 20 archs per task, 4 s vs 40 s
     python benchmarks/fidelity.py --archs 40 --proxy-budget 10s --full-budget 100s
+    python benchmarks/fidelity.py --repeat-full        # and (d): the full runs at a 2nd seed
 
 For each task, N distinct architectures are sampled from the default space (spaces/gated_lm)
 and trained (a) by the self-tuning proxy and (b) with fixed default hyperparameters at the
@@ -29,7 +30,7 @@ from pathlib import Path
 import ray
 
 from gatesearch.campaign import ensure_ray
-from gatesearch.proxy.fidelity import PROXIES, FidelityRequest, run_fidelity
+from gatesearch.proxy.fidelity import PROXY_TITLES, REPEAT, FidelityRequest, compared, run_fidelity
 
 MQAR = {"vocab": 64, "length": 32, "pairs": 4, "n_valid": 256, "n_test": 256}
 
@@ -59,17 +60,19 @@ def report(task: str, result: dict, wall: float) -> None:
         f"\n{task}: {config['archs']} architectures, proxy {config['proxy_budget']}, "
         f"full {config['full_budget']} ({config['full_trainer']}), wall {wall / 60:.1f} min"
     )
-    print(f"  {'':28s} {'τ ' + metric:>12s} {'ρ ' + metric:>12s} {'τ loss':>8s} {'ρ loss':>8s}")
-    for proxy, title in zip(
-        PROXIES, ("(a) self-tuning", "(b) fixed hyperparameters", "(c) params")
-    ):
+    print(f"  {'':30s} {'τ ' + metric:>12s} {'ρ ' + metric:>12s} {'τ loss':>8s} {'ρ loss':>8s}")
+    for proxy in compared(config):
+        title = PROXY_TITLES[proxy]
         m = result["correlations"]["metric"][proxy]
         lo = result["correlations"]["loss"][proxy]
         print(
-            f"  {title:28s} {fmt(m['tau']):>12s} {fmt(m['rho']):>12s} "
+            f"  {title:30s} {fmt(m['tau']):>12s} {fmt(m['rho']):>12s} "
             f"{fmt(lo['tau']):>8s} {fmt(lo['rho']):>8s}   (n={m['n']})"
         )
-    for kind, label in (("self_tuning", "(a) proxy"), ("fixed", "(b) proxy"), ("full", "full")):
+    kinds = (("self_tuning", "(a) proxy"), ("fixed", "(b) proxy"), ("full", "full"))
+    for kind, label in (*kinds, (REPEAT, "(d) full")):
+        if kind not in cpu:
+            continue
         c = cpu[kind]
         mean = "n/a" if c["mean"] is None else f"{c['mean']:.1f}"
         print(
@@ -90,6 +93,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--corpus-chars", type=int, default=200_000)
     ap.add_argument("--max-params", type=int, default=None)
+    ap.add_argument(
+        "--repeat-full", action="store_true", help="(d): the full runs again at another seed"
+    )
     ap.add_argument("--out", type=Path, default=None, help="[default: a temporary folder]")
     args = ap.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="gatesearch-fidelity-"))
@@ -114,6 +120,7 @@ def main() -> None:
                 workers=args.workers,
                 seed=args.seed,
                 max_params=args.max_params,
+                repeat_full=args.repeat_full,
             )
             t = time.perf_counter()
             root, result = run_fidelity(req)

@@ -424,7 +424,7 @@ def _corr(value: float | None) -> str:
 
 def fidelity_table(result: dict[str, Any]) -> Table:
     """Rank correlations of each proxy with the full budget, and what each kind of run cost."""
-    from gatesearch.proxy.fidelity import PROXIES, PROXY_TITLES
+    from gatesearch.proxy.fidelity import PROXY_TITLES, compared
 
     config = result["config"]
     metric = config["metric_name"]
@@ -438,7 +438,7 @@ def fidelity_table(result: dict[str, Any]) -> Table:
     for head in (f"τ {metric}", f"ρ {metric}", "τ loss", "ρ loss", "pairs", "CPU-s"):
         table.add_column(head, justify="right")
     cpu = result["cpu_seconds"]
-    for proxy in PROXIES:
+    for proxy in compared(config):
         on_metric = result["correlations"]["metric"][proxy]
         on_loss = result["correlations"]["loss"][proxy]
         cost = cpu[proxy]["total"] if proxy in cpu else 0.0
@@ -500,10 +500,18 @@ def fidelity(
             "campaign with --max-params would train [default: no limit]."
         ),
     ] = None,
+    repeat_full: Annotated[
+        bool,
+        typer.Option(
+            help="Train the full budget twice, the second time with another seed, and rank "
+            "the two against each other: (d), the ceiling seed noise leaves any proxy."
+        ),
+    ] = False,
 ) -> None:
     """Can the proxy be trusted on this task? Rank correlations (Kendall τ, Spearman ρ) of
     (a) the self-tuning proxy, (b) fixed hyperparameters at the same budget and (c) the
-    parameter count with full-budget scores of N sampled architectures."""
+    parameter count with full-budget scores of N sampled architectures; with --repeat-full,
+    (d) a second full-budget run at another seed."""
     from gatesearch.proxy.fidelity import PLOT, RESULT, FidelityRequest, run_fidelity
 
     req = FidelityRequest(
@@ -520,6 +528,7 @@ def fidelity(
         seed=seed,
         address=address,
         max_params=max_params,
+        repeat_full=repeat_full,
     )
     start = time.monotonic()
     last = [0.0]

@@ -6,6 +6,8 @@ N distinct architectures are sampled from a space. Each is trained
 - (b) at the same budget with fixed default hyperparameters (`fixed_evaluate`),
 - and at the full budget (the reference; self-tuning by default, `full_trainer="fixed"` for
   fixed defaults),
+- with `repeat_full`, at the full budget again with another seed: (d), how well the reference
+  ranks itself — the ceiling no proxy can pass, since seed noise reorders close architectures,
 
 and (c) its parameter count is read off. Every score is turned into a goodness (the task's
 metric where higher is better, its negative otherwise; parameters as they are: the naive
@@ -51,12 +53,14 @@ from gatesearch.space import DEFAULT_SPACE, Architecture, load_space
 from gatesearch.tasks import TaskSpec
 
 PROXIES = ("self_tuning", "fixed", "params")
+REPEAT = "full_repeat"  # (d): reported beside the proxies when the full runs are repeated
 PROXY_TITLES = {
     "self_tuning": "(a) self-tuning proxy",
     "fixed": "(b) fixed hyperparameters",
     "params": "(c) parameter count",
+    REPEAT: "(d) full, another seed",
 }
-RUN_KINDS = ("full", "self_tuning", "fixed")  # dispatch order: the longest runs first
+RUN_KINDS = ("full", REPEAT, "self_tuning", "fixed")  # dispatch order: the longest runs first
 FULL_TRAINERS = ("self-tuning", "fixed")
 RESULT = "fidelity.json"
 PLOT = "fidelity.png"
@@ -84,6 +88,7 @@ class FidelityRequest:
     seed: int = 0
     address: str | None = None
     max_params: int | None = None  # sample only architectures at most this large
+    repeat_full: bool = False  # train the full budget twice (another seed): the ceiling (d)
 
 
 # ------------------------------------------------------------------------------ statistics
@@ -227,6 +232,7 @@ def prepare(req: FidelityRequest) -> tuple[dict[str, Any], Grammar, list[Archite
         "seed": req.seed,
         "causal": causal,
         "max_params": req.max_params,
+        "repeat_full": req.repeat_full,
     }
     return config, grammar, archs
 
@@ -253,10 +259,16 @@ def _goodness(value: float | None, higher_is_better: bool) -> float | None:
     return value if higher_is_better else -value
 
 
+def compared(config: dict[str, Any]) -> tuple[str, ...]:
+    """What is ranked against the full budget: the proxies, and the repeat when there is one."""
+    return (*PROXIES, REPEAT) if config.get("repeat_full") else PROXIES
+
+
 def analyse(config: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Correlations of each proxy's goodness with the full budget's, on the metric and on
-    the validation loss; CPU-seconds by run kind."""
+    """Correlations of each proxy's goodness (and the repeated full run's) with the full
+    budget's, on the metric and on the validation loss; CPU-seconds by run kind."""
     hib = bool(config["higher_is_better"])
+    kinds = compared(config)
 
     def score(row: dict[str, Any], kind: str, key: str) -> float | None:
         if kind == "params":
@@ -276,10 +288,11 @@ def analyse(config: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any
                 ],
                 full,
             )
-            for p in PROXIES
+            for p in kinds
         }
+    run_kinds = [k for k in RUN_KINDS if k != REPEAT or config.get("repeat_full")]
     cpu: dict[str, Any] = {}
-    for kind in RUN_KINDS:
+    for kind in run_kinds:
         secs = [
             r["runs"][kind]["cpu_seconds"]
             for r in rows
@@ -291,7 +304,7 @@ def analyse(config: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any
             "runs": len(secs),
         }
     failures = {
-        kind: sum(1 for r in rows if (r["runs"].get(kind) or {}).get("error")) for kind in RUN_KINDS
+        kind: sum(1 for r in rows if (r["runs"].get(kind) or {}).get("error")) for kind in run_kinds
     }
     return {"correlations": correlations, "cpu_seconds": cpu, "failures": failures}
 
@@ -326,21 +339,29 @@ def run_fidelity(
                 "arch": describe(arch.graph),
                 "params": float(count_params(model)),
                 "seed": trial_seed(req.seed, i, 1),
+                "repeat_seed": trial_seed(req.seed, i, 2),
                 "runs": {},
             }
         )
         del model
     remote = ray.remote(fidelity_run).options(num_cpus=1, max_retries=1)
+    full_self_tuning = req.full_trainer == "self-tuning"
     budgets = {
-        "full": (config["full_budget"], req.full_trainer == "self-tuning"),
+        "full": (config["full_budget"], full_self_tuning),
+        REPEAT: (config["full_budget"], full_self_tuning),
         "self_tuning": (config["proxy_budget"], True),
         "fixed": (config["proxy_budget"], False),
     }
     pending: dict[Any, tuple[int, str]] = {}
     for kind in RUN_KINDS:
+        if kind == REPEAT and not req.repeat_full:
+            continue
         budget, self_tuning = budgets[kind]
         for row, arch in zip(rows, archs):
-            ref = remote.remote(arch.graph, task, budget, row["seed"], self_tuning, 1)
+            # The repeat differs from the reference by its seed only (initialisation, batch
+            # order, dropout masks, STN perturbations).
+            seed = row["repeat_seed"] if kind == REPEAT else row["seed"]
+            ref = remote.remote(arch.graph, task, budget, seed, self_tuning, 1)
             pending[ref] = (row["index"], kind)
     total, done = len(pending), 0
     if progress is not None:
@@ -374,7 +395,8 @@ def run_fidelity(
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    """Full-budget metric against each proxy's score, one panel per proxy, τ in each title."""
+    """Full-budget metric against each proxy's score (and the repeated full run's), one panel
+    each, τ in each title."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -390,9 +412,10 @@ def plot(result: dict[str, Any], path: Path) -> None:
         run = row["runs"].get(kind) or {}
         return (run.get("metrics") or {}).get("metric")
 
-    fig = Figure(figsize=(12, 4), constrained_layout=True)
-    axes = fig.subplots(1, len(PROXIES), sharey=True)
-    for ax, proxy in zip(axes, PROXIES):
+    kinds = compared(config)
+    fig = Figure(figsize=(4 * len(kinds), 4), constrained_layout=True)
+    axes = fig.subplots(1, len(kinds), sharey=True)
+    for ax, proxy in zip(axes, kinds):
         xy = [(value(r, proxy), value(r, "full")) for r in rows]
         xy = [(x, y) for x, y in xy if x is not None and y is not None]
         if xy:
@@ -405,6 +428,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
         if proxy == "params":
             ax.set_xscale("log")
             ax.set_xlabel("parameters")
+        elif proxy == REPEAT:
+            ax.set_xlabel(f"{metric_name} at {config['full_budget']}, another seed")
         else:
             ax.set_xlabel(f"{metric_name} at {config['proxy_budget']}")
         ax.grid(True, alpha=0.3)
@@ -418,9 +443,11 @@ def plot(result: dict[str, Any], path: Path) -> None:
 __all__ = [
     "FULL_TRAINERS",
     "PROXIES",
+    "REPEAT",
     "FidelityError",
     "FidelityRequest",
     "analyse",
+    "compared",
     "fidelity_run",
     "plot",
     "prepare",

@@ -353,6 +353,11 @@ def train_proxy(
     trajectory: list[dict[str, Any]] = []
     steps = tokens = hyper_steps = 0
     last_loss: float | None = None  # none before the first step (JSON has no NaN)
+    # Training-speed estimates (Ru et al. 2021, "TSE"): the mean training loss over all
+    # weight steps and over the second half of the budget — the area under the learning
+    # curve, which ranks architectures by how fast they learn, not where one noisy step ended.
+    loss_sum = tail_sum = 0.0
+    tail_steps = 0
     applied_lr = 0.0  # what the last weight step used: hd.lr × warm-up × schedule
 
     def record() -> None:
@@ -419,6 +424,10 @@ def train_proxy(
             opt.step()
             hd.after_step()
             last_loss = float(loss.detach())
+            loss_sum += last_loss
+            if progress >= 0.5:
+                tail_sum += last_loss
+                tail_steps += 1
             steps += 1
             tokens += batch.tokens
             batch = None
@@ -466,9 +475,15 @@ def train_proxy(
     model.eval()
     assert not any(isinstance(m, STNLinear) for m in model.modules())
     final = {**state.current(), "lr": hd.lr}
-    return _score(
-        model, task, ctx, config, steps, tokens, hyper_steps, train_seconds, final, trajectory
-    )
+    run = {
+        "train_seconds": train_seconds,
+        "tokens": float(tokens),
+        "steps": float(steps),
+        "hyper_steps": float(hyper_steps),
+        "train_loss_mean": loss_sum / max(1, steps),
+        "train_loss_tail": tail_sum / tail_steps if tail_steps else last_loss,
+    }
+    return _score(model, task, ctx, config, run, final, trajectory)
 
 
 def _score(
@@ -476,17 +491,16 @@ def _score(
     task: Task,
     ctx: Context,
     config: ProxyConfig,
-    steps: int,
-    tokens: int,
-    hyper_steps: int,
-    train_seconds: float,
+    run: dict[str, float | None],
     final: dict[str, float | int],
     trajectory: list[dict[str, Any]],
 ) -> ProxyResult:
+    """Score the trained `model` on the validation split; `run` holds what the loop counted
+    (train_seconds, tokens, steps, hyper_steps, the training-loss means)."""
     param = next(model.parameters())
     valid_loss, metric = split_scores(model, task, Split.VALID, config.eval_batch_size)
     if not torch.isfinite(torch.tensor(valid_loss)):
-        raise TrialDiverged(steps, "the validation loss", valid_loss)
+        raise TrialDiverged(int(run["steps"] or 0), "the validation loss", valid_loss)
     x = example_input(ctx, task.seq_len, batch=config.batch_size).to(param.device)
     if x.is_floating_point():
         x = x.to(param.dtype)
@@ -501,10 +515,7 @@ def _score(
         "flops": float(flops_per_token(model, ctx, seq_len=task.seq_len)),
         "latency": latency,
         "latency_per_sequence": latency / config.batch_size,
-        "train_seconds": train_seconds,
-        "tokens": float(tokens),
-        "steps": float(steps),
-        "hyper_steps": float(hyper_steps),
+        **run,
         "self_tuning": config.self_tuning,
     }
     pruned_graph = None

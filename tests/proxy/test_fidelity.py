@@ -11,7 +11,7 @@ import pytest
 from clitools import cli
 
 from gatesearch.evaluate import resolve_task
-from gatesearch.proxy.fidelity import PLOT, PROXIES, RESULT, rank_correlations
+from gatesearch.proxy.fidelity import PLOT, PROXIES, REPEAT, RESULT, analyse, rank_correlations
 
 TINY_SPACE = """\
 task causal
@@ -59,11 +59,12 @@ def test_fidelity_on_four_tiny_architectures(tmp_path, capsys):
     code = cli(
         "fidelity", "--space", space, "--task", "mqar", *TASK_ARGS, "--archs", "4",
         "--proxy-budget", "3steps", "--full-budget", "12steps",
-        "--runs-dir", tmp_path / "runs", "--name", "f", "--workers", "2",
+        "--runs-dir", tmp_path / "runs", "--name", "f", "--workers", "2", "--repeat-full",
     )  # fmt: skip
     text = capsys.readouterr().out
     assert code == 0, text
     assert "(a) self-tuning proxy" in text and "τ accuracy" in text
+    assert "(d) full, another seed" in text
     run = tmp_path / "runs" / "f"
     assert (run / PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     result = json.loads((run / RESULT).read_text())
@@ -75,15 +76,38 @@ def test_fidelity_on_four_tiny_architectures(tmp_path, capsys):
         assert (run / "graphs" / f"{row['arch_hash']}.parquet").is_file()
         runs = row["runs"]
         assert runs["full"]["metrics"]["steps"] == 12
+        # The repeat is the same training at another seed: same budget, other numbers.
+        assert runs[REPEAT]["metrics"]["steps"] == 12 and row["repeat_seed"] != row["seed"]
+        assert runs[REPEAT]["metrics"]["loss"] != runs["full"]["metrics"]["loss"]
         assert runs["self_tuning"]["metrics"]["self_tuning"] is True
         assert runs["fixed"]["metrics"]["self_tuning"] is False
         assert runs["fixed"]["metrics"]["steps"] == 3 and row["params"] > 0
         assert all(runs[k]["cpu_seconds"] > 0 for k in runs)
     for key in ("metric", "loss"):
-        assert set(result["correlations"][key]) == set(PROXIES)
+        assert set(result["correlations"][key]) == {*PROXIES, REPEAT}
         assert all(v["n"] == 4 for v in result["correlations"][key].values())
     assert result["cpu_seconds"]["full"]["runs"] == 4
-    assert result["failures"] == {"full": 0, "self_tuning": 0, "fixed": 0}
+    assert result["failures"] == {"full": 0, REPEAT: 0, "self_tuning": 0, "fixed": 0}
+
+
+def test_analyse_ranks_the_repeat_only_when_there_is_one():
+    def row(i: int, full: float, repeat: float | None) -> dict:
+        runs = {"full": {"metrics": {"metric": full, "loss": -full}, "cpu_seconds": 1.0}}
+        for kind in ("self_tuning", "fixed"):
+            runs[kind] = {"metrics": {"metric": full, "loss": -full}, "cpu_seconds": 0.1}
+        if repeat is not None:
+            runs[REPEAT] = {"metrics": {"metric": repeat, "loss": -repeat}, "cpu_seconds": 1.0}
+        return {"index": i, "params": float(i), "runs": runs}
+
+    config = {"higher_is_better": True}
+    plain = analyse(config, [row(i, v, None) for i, v in enumerate([0.1, 0.5, 0.9])])
+    assert set(plain["correlations"]["metric"]) == set(PROXIES) and REPEAT not in plain["failures"]
+    # The repeat swaps the top two: one discordant pair of three.
+    rows = [row(i, v, r) for i, (v, r) in enumerate([(0.1, 0.1), (0.5, 0.9), (0.9, 0.5)])]
+    both = analyse({**config, "repeat_full": True}, rows)
+    assert both["correlations"]["metric"][REPEAT]["tau"] == pytest.approx(1 / 3, abs=EXACT)
+    assert both["correlations"]["metric"]["self_tuning"]["tau"] == pytest.approx(1.0)
+    assert both["cpu_seconds"][REPEAT] == {"total": 3.0, "mean": 1.0, "runs": 3}
 
 
 def test_max_params_samples_only_architectures_within_the_limit(tmp_path):

@@ -146,6 +146,16 @@ def test_step_and_token_budgets_stop_where_they_should(
     assert m["hyper_steps"] == sum(1 for s in range(1, steps) if s % 5 == 0 and s / steps >= 0.1)
 
 
+def test_training_loss_means_cover_every_step_and_the_second_half() -> None:
+    m = proxy_evaluate(
+        small_graph(), small_task(), "8steps", seed=1, config=replace(SMALL, trajectory_every=1)
+    )
+    losses = [e["train_loss"] for e in m["trajectory"][1:]]  # one record after each step
+    assert len(losses) == 8 and len(set(losses)) > 1
+    assert m["train_loss_mean"] == pytest.approx(sum(losses) / 8)
+    assert m["train_loss_tail"] == pytest.approx(sum(losses[4:]) / 4)  # progress ≥ 0.5
+
+
 def test_seconds_budget_stops_on_time() -> None:
     m = proxy_evaluate(small_graph(), small_task(), "1.5s", seed=0, config=SMALL)
     assert 1.5 <= m["train_seconds"] < 1.5 + SECONDS_SLACK
