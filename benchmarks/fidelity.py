@@ -28,9 +28,11 @@ import time
 from pathlib import Path
 
 import ray
+from rich.console import Console
 
 from gatesearch.campaign import ensure_ray
-from gatesearch.proxy.fidelity import PROXY_TITLES, REPEAT, FidelityRequest, compared, run_fidelity
+from gatesearch.cli_campaign import fidelity_table, two_seeds_line
+from gatesearch.proxy.fidelity import REPEAT, FidelityRequest, run_fidelity
 
 MQAR = {"vocab": 64, "length": 32, "pairs": 4, "n_valid": 256, "n_test": 256}
 
@@ -48,27 +50,19 @@ def corpus_prefix(chars: int, folder: Path) -> str | None:
     return str(path)
 
 
-def fmt(value: float | None) -> str:
-    return "  n/a" if value is None else f"{value:+.2f}"
-
-
 def report(task: str, result: dict, wall: float) -> None:
+    """The CLI's table (τ, ρ, top-k, pick, CPU-s), then CPU-seconds per run by kind."""
     config = result["config"]
-    metric = config["metric_name"] if config["metric_name"] != "loss" else "metric"
     cpu = result["cpu_seconds"]
     print(
-        f"\n{task}: {config['archs']} architectures, proxy {config['proxy_budget']}, "
-        f"full {config['full_budget']} ({config['full_trainer']}), wall {wall / 60:.1f} min"
+        f"\n{task}: proxy {config['proxy_budget']}, full {config['full_budget']} "
+        f"({config['full_trainer']}), wall {wall / 60:.1f} min"
     )
-    print(f"  {'':30s} {'τ ' + metric:>12s} {'ρ ' + metric:>12s} {'τ loss':>8s} {'ρ loss':>8s}")
-    for proxy in compared(config):
-        title = PROXY_TITLES[proxy]
-        m = result["correlations"]["metric"][proxy]
-        lo = result["correlations"]["loss"][proxy]
-        print(
-            f"  {title:30s} {fmt(m['tau']):>12s} {fmt(m['rho']):>12s} "
-            f"{fmt(lo['tau']):>8s} {fmt(lo['rho']):>8s}   (n={m['n']})"
-        )
+    console = Console(width=100)
+    console.print(fidelity_table(result))
+    line = two_seeds_line(result)
+    if line:
+        console.print(line, markup=False)
     kinds = (("self_tuning", "(a) proxy"), ("fixed", "(b) proxy"), ("full", "full"))
     for kind, label in (*kinds, (REPEAT, "(d) full")):
         if kind not in cpu:

@@ -422,39 +422,66 @@ def _corr(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.3f}"
 
 
+def _top(stats: dict[str, Any]) -> str:
+    return "" if stats.get("overlap") is None else f"{stats['overlap']}/{stats['k']}"
+
+
+def _pick(stats: dict[str, Any]) -> str:
+    return "" if stats.get("pick_rank") is None else f"#{stats['pick_rank']}"
+
+
 def fidelity_table(result: dict[str, Any]) -> Table:
-    """Rank correlations of each proxy with the full budget, and what each kind of run cost."""
-    from gatesearch.proxy.fidelity import PROXY_TITLES, compared
+    """Rank agreement of each proxy with the full budget on the metric and the loss — τ, ρ,
+    the top-k overlap and where the proxy's pick ranks at full budget — and what each kind of
+    run cost. Narrow enough for an 80-column terminal; `two_seeds_line` adds the repeat's
+    second reference."""
+    from gatesearch.proxy.fidelity import PROXY_LABELS, compared
 
     config = result["config"]
     metric = config["metric_name"]
     table = Table(
-        title=f"proxy fidelity: {config['task']['name']}, {config['archs']} architectures, "
+        title=f"proxy fidelity: {config['task']['name']} ({metric}), "
+        f"{config['archs']} architectures, "
         f"{config['proxy_budget']} vs {config['full_budget']}",
         box=None,
         pad_edge=False,
     )
+    heads = ["τ", "ρ", "τ loss", "ρ loss", "top-k", "pick"]
     table.add_column("proxy")
-    for head in (f"τ {metric}", f"ρ {metric}", "τ loss", "ρ loss", "pairs", "CPU-s"):
+    for head in (*heads, "pairs", "CPU-s"):
         table.add_column(head, justify="right")
     cpu = result["cpu_seconds"]
     for proxy in compared(config):
         on_metric = result["correlations"]["metric"][proxy]
         on_loss = result["correlations"]["loss"][proxy]
         cost = cpu[proxy]["total"] if proxy in cpu else 0.0
-        table.add_row(
-            PROXY_TITLES[proxy],
+        cells = [
             _corr(on_metric["tau"]),
             _corr(on_metric["rho"]),
             _corr(on_loss["tau"]),
             _corr(on_loss["rho"]),
-            str(on_metric["n"]),
-            f"{cost:.1f}",
-        )
-    table.add_row(
-        f"full budget ({config['full_trainer']})", "", "", "", "", "", f"{cpu['full']['total']:.1f}"
-    )
+            _top(on_metric),
+            _pick(on_metric),
+        ]
+        table.add_row(PROXY_LABELS[proxy], *cells, str(on_metric["n"]), f"{cost:.1f}")
+    blank = [""] * (len(heads) + 1)
+    table.add_row(f"full ({config['full_trainer']})", *blank, f"{cpu['full']['total']:.1f}")
     return table
+
+
+def two_seeds_line(result: dict[str, Any]) -> str | None:
+    """τ of (a)-(c) against the mean of both full runs, when the full runs were repeated."""
+    from gatesearch.proxy.fidelity import PROXIES
+
+    two = result.get("two_seeds")
+    if not two:
+        return None
+
+    def taus(key: str) -> str:
+        return ", ".join(f"({c}) {_corr(two[key][p]['tau'])}" for c, p in zip("abc", PROXIES))
+
+    metric = result["config"]["metric_name"]
+    return f"τ against the mean of both full runs: {metric} {taus('metric')}; loss {taus('loss')}"
 
 
 def fidelity(
@@ -541,6 +568,9 @@ def fidelity(
 
     root, result = run_fidelity(req, progress)
     out.print(fidelity_table(result))
+    line = two_seeds_line(result)
+    if line:
+        out.print(line, markup=False)
     failures = {k: v for k, v in result["failures"].items() if v}
     if failures:
         out.print(

@@ -60,6 +60,13 @@ PROXY_TITLES = {
     "params": "(c) parameter count",
     REPEAT: "(d) full, another seed",
 }
+# The same, short enough for a terminal table's first column.
+PROXY_LABELS = {
+    "self_tuning": "(a) self-tuning",
+    "fixed": "(b) fixed hypers",
+    "params": "(c) params",
+    REPEAT: "(d) full, seed 2",
+}
 RUN_KINDS = ("full", REPEAT, "self_tuning", "fixed")  # dispatch order: the longest runs first
 FULL_TRAINERS = ("self-tuning", "fixed")
 RESULT = "fidelity.json"
@@ -121,6 +128,28 @@ def rank_correlations(x: list[float | None], y: list[float | None]) -> dict[str,
         rho = float(spearmanr(a, b).statistic)
     out["tau"] = tau if math.isfinite(tau) else None
     out["rho"] = rho if math.isfinite(rho) else None
+    return out
+
+
+def top_agreement(x: list[float | None], y: list[float | None]) -> dict[str, Any]:
+    """What a search keeps of a proxy's ranking: over the pairs where both are finite
+    (higher is better on both sides), `overlap`: how many of the proxy's top k are among the
+    reference's top k (k = a quarter of the pairs, at least 1), and `pick_rank`, where the proxy's
+    best architecture ranks in the reference (1 = the reference's best; ties share the
+    better rank). None where there are no pairs."""
+    a, b = _finite_pairs(x, y)
+    n = int(a.size)
+    out: dict[str, Any] = {"k": max(1, n // 4) if n else None, "overlap": None, "pick_rank": None}
+    if n == 0:
+        return out
+    k = out["k"]
+    # A stable sort keeps the first of tied proxy scores: the pick does not depend on luck.
+    top_a = np.argsort(-a, kind="stable")[:k]
+    # Tie-aware: one of the proxy's top k counts when its reference score reaches the
+    # reference's k-th best, so how ties in the reference are broken cannot change the count.
+    kth_best = np.sort(b)[::-1][k - 1]
+    out["overlap"] = int(np.sum(b[top_a] >= kth_best))
+    out["pick_rank"] = 1 + int(np.sum(b > b[int(np.argmax(a))]))
     return out
 
 
@@ -265,10 +294,13 @@ def compared(config: dict[str, Any]) -> tuple[str, ...]:
 
 
 def analyse(config: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Correlations of each proxy's goodness (and the repeated full run's) with the full
-    budget's, on the metric and on the validation loss; CPU-seconds by run kind."""
+    """Rank agreement of each proxy's goodness (and the repeated full run's) with the full
+    budget's, on the metric and on the validation loss: τ, ρ and the top-k agreement. With a
+    repeat, `two_seeds` ranks the proxies against the mean of both full runs as well — a
+    reference with half the seed noise. CPU-seconds by run kind."""
     hib = bool(config["higher_is_better"])
     kinds = compared(config)
+    repeated = bool(config.get("repeat_full"))
 
     def score(row: dict[str, Any], kind: str, key: str) -> float | None:
         if kind == "params":
@@ -277,19 +309,27 @@ def analyse(config: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any
         value = (run.get("metrics") or {}).get(key)
         return None if value is None else float(value)
 
+    def agreement(x: list[float | None], y: list[float | None]) -> dict[str, Any]:
+        return {**rank_correlations(x, y), **top_agreement(x, y)}
+
     correlations: dict[str, Any] = {}
+    two_seeds: dict[str, Any] = {}
     for key, higher in (("metric", hib), ("loss", False)):
-        full = [_goodness(score(r, "full", key), higher) for r in rows]
-        correlations[key] = {
-            p: rank_correlations(
-                [
-                    score(r, p, key) if p == "params" else _goodness(score(r, p, key), higher)
-                    for r in rows
-                ],
-                full,
-            )
-            for p in kinds
+        goodness = {
+            p: [
+                score(r, p, key) if p == "params" else _goodness(score(r, p, key), higher)
+                for r in rows
+            ]
+            for p in ("full", *kinds)
         }
+        full = goodness["full"]
+        correlations[key] = {p: agreement(goodness[p], full) for p in kinds}
+        if repeated:
+            mean = [
+                None if a is None or b is None else (a + b) / 2
+                for a, b in zip(full, goodness[REPEAT])
+            ]
+            two_seeds[key] = {p: agreement(goodness[p], mean) for p in PROXIES}
     run_kinds = [k for k in RUN_KINDS if k != REPEAT or config.get("repeat_full")]
     cpu: dict[str, Any] = {}
     for kind in run_kinds:
@@ -306,7 +346,10 @@ def analyse(config: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any
     failures = {
         kind: sum(1 for r in rows if (r["runs"].get(kind) or {}).get("error")) for kind in run_kinds
     }
-    return {"correlations": correlations, "cpu_seconds": cpu, "failures": failures}
+    result = {"correlations": correlations, "cpu_seconds": cpu, "failures": failures}
+    if repeated:
+        result["two_seeds"] = two_seeds
+    return result
 
 
 def run_fidelity(
@@ -454,4 +497,5 @@ __all__ = [
     "rank_correlations",
     "run_fidelity",
     "sample_distinct",
+    "top_agreement",
 ]

@@ -11,7 +11,15 @@ import pytest
 from clitools import cli
 
 from gatesearch.evaluate import resolve_task
-from gatesearch.proxy.fidelity import PLOT, PROXIES, REPEAT, RESULT, analyse, rank_correlations
+from gatesearch.proxy.fidelity import (
+    PLOT,
+    PROXIES,
+    REPEAT,
+    RESULT,
+    analyse,
+    rank_correlations,
+    top_agreement,
+)
 
 TINY_SPACE = """\
 task causal
@@ -48,6 +56,27 @@ def test_rank_correlations(x, y, tau, rho):
     assert stats["n"] == 4
 
 
+@pytest.mark.parametrize(
+    ("x", "y", "k", "overlap", "pick"),
+    [
+        (list(range(8)), list(range(8)), 2, 2, 1),
+        (list(range(8)), list(range(8))[::-1], 2, 0, 8),
+        # The proxy's best (x = 7) is the reference's third; top-2 {6, 7} vs {0, 1}: none.
+        ([0, 1, 2, 3, 4, 5, 6, 7], [8, 9, 3, 4, 5, 2, 1, 7], 2, 0, 3),
+        # Ties in the reference share the better rank and count as its top k; pairs with a
+        # gap are left out.
+        ([1, 2, 3, None, 4], [5, 5, 5, 9, 5], 1, 1, 1),
+    ],
+    ids=["agree", "reversed", "third", "ties-gaps"],
+)
+def test_top_agreement(x, y, k, overlap, pick):
+    assert top_agreement(x, y) == {"k": k, "overlap": overlap, "pick_rank": pick}
+
+
+def test_top_agreement_of_nothing():
+    assert top_agreement([None], [1.0]) == {"k": None, "overlap": None, "pick_rank": None}
+
+
 def test_rank_correlations_undefined():
     assert rank_correlations([1, 2], [1, 2])["tau"] is None  # too few pairs
     assert rank_correlations([1, 1, 1], [1, 2, 3])["rho"] is None  # one side constant
@@ -63,8 +92,8 @@ def test_fidelity_on_four_tiny_architectures(tmp_path, capsys):
     )  # fmt: skip
     text = capsys.readouterr().out
     assert code == 0, text
-    assert "(a) self-tuning proxy" in text and "τ accuracy" in text
-    assert "(d) full, another seed" in text
+    assert "(a) self-tuning" in text and "mqar (accuracy)" in text and "top-k" in text
+    assert "(d) full, seed 2" in text and "τ against the mean of both full runs" in text
     run = tmp_path / "runs" / "f"
     assert (run / PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     result = json.loads((run / RESULT).read_text())
@@ -85,7 +114,9 @@ def test_fidelity_on_four_tiny_architectures(tmp_path, capsys):
         assert all(runs[k]["cpu_seconds"] > 0 for k in runs)
     for key in ("metric", "loss"):
         assert set(result["correlations"][key]) == {*PROXIES, REPEAT}
-        assert all(v["n"] == 4 for v in result["correlations"][key].values())
+        assert set(result["two_seeds"][key]) == set(PROXIES)
+        for stats in (*result["correlations"][key].values(), *result["two_seeds"][key].values()):
+            assert stats["n"] == 4 and stats["k"] == 1 and 1 <= stats["pick_rank"] <= 4
     assert result["cpu_seconds"]["full"]["runs"] == 4
     assert result["failures"] == {"full": 0, REPEAT: 0, "self_tuning": 0, "fixed": 0}
 
@@ -108,6 +139,11 @@ def test_analyse_ranks_the_repeat_only_when_there_is_one():
     assert both["correlations"]["metric"][REPEAT]["tau"] == pytest.approx(1 / 3, abs=EXACT)
     assert both["correlations"]["metric"]["self_tuning"]["tau"] == pytest.approx(1.0)
     assert both["cpu_seconds"][REPEAT] == {"total": 3.0, "mean": 1.0, "runs": 3}
+    # Against the mean of both full runs, (0.1, 0.7, 0.7), the proxy's (0.1, 0.5, 0.9) has two
+    # concordant pairs and one tied in the reference: τ-b = 2 / √(3·2).
+    two = both["two_seeds"]["metric"]
+    assert set(two) == set(PROXIES) and "two_seeds" not in plain
+    assert two["self_tuning"]["tau"] == pytest.approx(2 / math.sqrt(6), abs=EXACT)
 
 
 def test_max_params_samples_only_architectures_within_the_limit(tmp_path):
