@@ -235,6 +235,7 @@ class RunRequest:
     storage: str | None = None
     timeout: float | None = None
     max_params: int | None = None  # proposals whose model is larger fail before training
+    proxy: dict[str, Any] = field(default_factory=dict)  # ProxyConfig fields to change
 
 
 def task_spec_of(req: RunRequest) -> TaskSpec:
@@ -271,7 +272,7 @@ def prepare_run(req: RunRequest) -> tuple[dict[str, Any], Path, Preset]:
     space_path = Path(req.space) if req.space else DEFAULT_SPACE
     grammar = load_space(space_path)
     preset = load_preset(resolve_preset_path(req.strategy))
-    evaluator = resolve_task(task_spec_of(req))
+    evaluator = resolve_task(task_spec_of(req), req.proxy)
     default_budget = DEFAULT_CAMPAIGN_BUDGET if req.task is None else evaluator.default_budget
     budget = parse_budget(req.budget or default_budget)
     objectives = parse_objectives(req.objectives)
@@ -323,6 +324,9 @@ def prepare_run(req: RunRequest) -> tuple[dict[str, Any], Path, Preset]:
         "storage": req.storage,
         "address": req.address,
         "max_params": req.max_params,
+        # Only the options given: the trainer's defaults fill the rest, as they do for runs
+        # made before this table existed.
+        "proxy": dict(req.proxy),
     }
     return config, space_path, preset
 
@@ -330,11 +334,13 @@ def prepare_run(req: RunRequest) -> tuple[dict[str, Any], Path, Preset]:
 # ----------------------------------------------------------------------------------- on Ray
 
 
-def _run_trial(graph: nx.DiGraph, task: dict, budget: str, seed: int, threads: int) -> dict:
+def _run_trial(
+    graph: nx.DiGraph, task: dict, budget: str, seed: int, threads: int, proxy: dict
+) -> dict:
     """Body of the Ray task: one trial, nothing cached across trials."""
     from gatesearch.evaluate import evaluate
 
-    evaluator = resolve_task(spec_of(task))
+    evaluator = resolve_task(spec_of(task), proxy)
     if evaluator.needs_torch:
         import torch
 
@@ -446,7 +452,8 @@ class Campaign:
         self.task_spec = spec_of(config["task"])
         # Built once here so a task that no longer resolves (a moved data file, a missing
         # module) stops the campaign with its reason instead of failing every trial.
-        self.evaluator = resolve_task(self.task_spec)
+        self.proxy: dict[str, Any] = dict(config.get("proxy") or {})
+        self.evaluator = resolve_task(self.task_spec, self.proxy)
         self.max_params: int | None = config.get("max_params")
         self.task = self.task_spec.to_dict()
         self.budget: Budget = parse_budget(config["budget"])
@@ -603,6 +610,7 @@ class Campaign:
                     str(self.budget),
                     trial_seed(self.config["seed"], slot, 1),
                     self.cpus,
+                    self.proxy,
                 )
             )
             self.inflight[item.ref] = item

@@ -27,8 +27,14 @@ from gatesearch.campaign import (
     prepare_run,
     summary,
 )
-from gatesearch.evaluate import objective_label, parse_task_params, spec_of
+from gatesearch.evaluate import (
+    objective_label,
+    parse_proxy_options,
+    parse_task_params,
+    spec_of,
+)
 from gatesearch.proxy.fidelity import FidelityError
+from gatesearch.proxy.trainer import ProxyOptionError
 from gatesearch.retrain import RetrainError
 from gatesearch.store import RunStore, StoreError, list_runs
 from gatesearch.strategies import StrategyError
@@ -233,6 +239,13 @@ def run(
             "fails at once, untrained [default: no limit]."
         ),
     ] = None,
+    proxy_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A setting of the proxy trainer as key=value (batch_size, lr, hyper_lr, "
+            "train_per_hyper, centred, response, ...; see ProxyConfig); repeatable."
+        ),
+    ] = None,
 ) -> None:
     """Run a search campaign into RUNS_DIR/NAME."""
     request = RunRequest(
@@ -252,6 +265,7 @@ def run(
         storage=storage,
         timeout=timeout,
         max_params=max_params,
+        proxy=parse_proxy_options(proxy_option or []),
     )
     config, space_path, preset = prepare_run(request)
     store = RunStore.create(
@@ -534,6 +548,13 @@ def fidelity(
             "the two against each other: (d), the ceiling seed noise leaves any proxy."
         ),
     ] = False,
+    proxy_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A setting of the proxy trainer as key=value (batch_size, lr, hyper_lr, "
+            "train_per_hyper, centred, response, ...; see ProxyConfig); repeatable. Applies to (a) and (b); the full runs keep the defaults."
+        ),
+    ] = None,
 ) -> None:
     """Can the proxy be trusted on this task? Rank correlations (Kendall τ, Spearman ρ) of
     (a) the self-tuning proxy, (b) fixed hyperparameters at the same budget and (c) the
@@ -556,6 +577,7 @@ def fidelity(
         address=address,
         max_params=max_params,
         repeat_full=repeat_full,
+        proxy=parse_proxy_options(proxy_option or []),
     )
     start = time.monotonic()
     last = [0.0]
@@ -592,6 +614,7 @@ def register(app: typer.Typer) -> None:
 # Everything a campaign command can raise because of what the user gave it.
 USER_ERRORS: tuple[type[Exception], ...] = (
     CampaignError,
+    ProxyOptionError,
     StoreError,
     StrategyError,
     BudgetError,

@@ -9,7 +9,8 @@ names are evaluators without a task behind them:
 - `null-faulty`: `null`, but some architectures raise or give NaN (failure-handling tests).
 
 Every other name is a task of `gatesearch.tasks` (built-in, `module:function` or entry
-point), evaluated by the self-tuning proxy trainer (`gatesearch.proxy.proxy_evaluate`).
+point), evaluated by the self-tuning proxy trainer (`gatesearch.proxy.proxy_evaluate`) with
+the campaign's proxy options (a run config's `proxy` table, `--proxy-option key=value`).
 
 Metrics are JSON: floats (`loss`, `metric`, `params`, `flops`, `latency`, ...), plus, from the
 proxy, `metric_name`, `hyperparameters` and `trajectory`. A trial that diverges raises (the
@@ -22,6 +23,7 @@ import hashlib
 import math
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import networkx as nx
@@ -177,10 +179,13 @@ DEFAULT_BUDGET = "20s"
 class ProxyEvaluator(Evaluator):
     """A `gatesearch.tasks` task, trained and scored by the self-tuning proxy."""
 
-    def __init__(self, spec: TaskSpec) -> None:
+    def __init__(self, spec: TaskSpec, proxy: Mapping[str, Any] | None = None) -> None:
+        from gatesearch.proxy.trainer import proxy_config
         from gatesearch.tasks import make_task
 
-        task = make_task(spec)  # checks the params (and data files) before anything runs
+        # Both checked before anything runs: the params (and data files), the proxy options.
+        task = make_task(spec)
+        self.proxy = proxy_config(proxy)
         self.task = task
         self.spec = task.spec
         self.metric_name = task.metric_name
@@ -190,7 +195,7 @@ class ProxyEvaluator(Evaluator):
     def evaluate(self, graph: nx.DiGraph, budget: Budget, seed: int) -> dict[str, Any]:
         from gatesearch.proxy import proxy_evaluate
 
-        return proxy_evaluate(graph, self.spec, budget, seed)
+        return proxy_evaluate(graph, self.spec, budget, seed, self.proxy)
 
     def context(self, graph: nx.DiGraph) -> Context:
         from gatesearch.proxy.trainer import task_context
@@ -198,16 +203,19 @@ class ProxyEvaluator(Evaluator):
         return task_context(graph, self.task)
 
 
-def resolve_task(spec: TaskSpec | str) -> Evaluator:
-    """The evaluator for a task spec; TaskError (one line) for an unknown task or bad params."""
+def resolve_task(spec: TaskSpec | str, proxy: Mapping[str, Any] | None = None) -> Evaluator:
+    """The evaluator for a task spec and the proxy's options; TaskError (one line) for an
+    unknown task or bad params, ProxyOptionError for a bad proxy option."""
     if isinstance(spec, str):
         spec = TaskSpec(spec, {})
     null = NULL_EVALUATORS.get(spec.name)
     if null is not None:
         if spec.params:
             raise TaskError(f"task {spec.name} takes no params, got {', '.join(spec.params)}")
+        if proxy:
+            raise TaskError(f"task {spec.name} trains no model: proxy options do not apply")
         return null()
-    return ProxyEvaluator(spec)
+    return ProxyEvaluator(spec, proxy)
 
 
 def spec_of(config_task: Any) -> TaskSpec:
@@ -217,19 +225,27 @@ def spec_of(config_task: Any) -> TaskSpec:
     return TaskSpec.from_dict(config_task)
 
 
-def parse_task_params(items: list[str]) -> dict[str, Any]:
+def parse_task_params(
+    items: list[str], flag: str = "--task-param", example: str = "vocab=64"
+) -> dict[str, Any]:
     """`key=value` strings into params: int when the value reads as one, then float, then
-    `true`/`false`, else the string. TaskError naming an item without `=`."""
+    `true`/`false`, else the string. TaskError naming `flag` and an item without `=`."""
     params: dict[str, Any] = {}
     for item in items:
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise TaskError(f"--task-param {item!r}: expected key=value, e.g. vocab=64")
+            raise TaskError(f"{flag} {item!r}: expected key=value, e.g. {example}")
         if key in params:
-            raise TaskError(f"--task-param {key} is given twice")
+            raise TaskError(f"{flag} {key} is given twice")
         params[key] = _param_value(text.strip())
     return params
+
+
+def parse_proxy_options(items: list[str]) -> dict[str, Any]:
+    """`--proxy-option key=value` strings, read as task params are; the keys and values are
+    checked when the evaluator is built (`proxy_config`)."""
+    return parse_task_params(items, "--proxy-option", "batch_size=16")
 
 
 def _param_value(text: str) -> Any:
@@ -280,6 +296,7 @@ __all__ = [
     "evaluate",
     "objective_label",
     "objective_value",
+    "parse_proxy_options",
     "parse_task_params",
     "resolve_task",
     "spec_of",

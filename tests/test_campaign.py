@@ -92,6 +92,31 @@ def test_a_real_task_trains_through_the_proxy(tmp_path):
     assert doc["task"] == {"name": "mqar", "params": {**TINY_MQAR, "alpha": 0.1, "data_seed": 0}}
 
 
+def test_proxy_options_reach_every_trial_and_survive_resume(tmp_path):
+    from gatesearch.campaign import open_for_resume
+    from gatesearch.evaluate import resolve_task
+    from gatesearch.tasks import TaskSpec
+
+    space = tmp_path / "tiny.space"
+    space.write_text(TINY_SPACE)
+    options = {"batch_size": 4, "hyper_warmup": 0.0, "train_per_hyper": 1}
+    kw = {"task": "mqar", "task_params": TINY_MQAR, "space": space, "budget": "3steps"}
+    store = run_campaign(tmp_path, trials=1, proxy=options, **kw)
+    assert store.config["proxy"] == options
+    with open_for_resume(store.root, trials=1, address=None) as again:
+        Campaign(again).run()
+    records = RunStore.open(store.root, writer=False).records()
+    assert len(records) == 2
+    seq_len = resolve_task(TaskSpec("mqar", TINY_MQAR)).task.seq_len
+    for r in records:  # 3 steps of 4 sequences, a hyper step after each but the last
+        assert r.state is TrialState.COMPLETE, r.fail_reason
+        assert (r.metrics["tokens"], r.metrics["hyper_steps"]) == (3 * 4 * seq_len, 2)
+    # Without options the trainer's defaults (batch 32) apply.
+    plain = run_campaign(tmp_path / "plain", trials=1, **kw)
+    assert plain.config["proxy"] == {}
+    assert plain.records()[0].metrics["tokens"] == 3 * 32 * seq_len
+
+
 def test_max_params_fails_larger_models_untrained_and_keeps_the_rest(tmp_path):
     """The limit is checked on the model built for the task (here MQAR's vocabulary of 16):
     the LSTM block is larger than the GRU block, so with the limit between them every LSTM

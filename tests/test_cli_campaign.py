@@ -106,6 +106,7 @@ def test_bad_input_is_one_line_and_changes_nothing(tmp_path, capsys):
         "unknown strategy": (["--strategy", "annealing"], "annealing"),
         "unknown task": (["--task", "mqar9"], "mqar9"),
         "bad budget": (["--budget", "10 parsecs"], "10 parsecs"),
+        "proxy option, no model": (["--proxy-option", "batch_size=8"], "trains no model"),
         "existing run": (["--name", "ok"], "already exists"),
     }
     for label, (extra, needle) in cases.items():

@@ -16,16 +16,20 @@ from gatesearch.proxy.stn import (
     fold_stn,
 )
 from gatesearch.proxy.trainer import (
+    PROXY_OPTIONS,
     LRSchedule,
     ProxyConfig,
+    ProxyOptionError,
     ProxyResult,
     TrialDiverged,
     fixed_evaluate,
+    proxy_config,
     proxy_evaluate,
     train_proxy,
 )
 
 __all__ = [
+    "PROXY_OPTIONS",
     "HyperContext",
     "HyperError",
     "HyperSet",
@@ -33,6 +37,7 @@ __all__ = [
     "HyperState",
     "LRSchedule",
     "ProxyConfig",
+    "ProxyOptionError",
     "ProxyResult",
     "Regularisers",
     "Response",
@@ -42,6 +47,7 @@ __all__ = [
     "default_hypers",
     "fixed_evaluate",
     "fold_stn",
+    "proxy_config",
     "proxy_evaluate",
     "train_proxy",
 ]

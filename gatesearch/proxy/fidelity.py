@@ -6,6 +6,8 @@ N distinct architectures are sampled from a space. Each is trained
 - (b) at the same budget with fixed default hyperparameters (`fixed_evaluate`),
 - and at the full budget (the reference; self-tuning by default, `full_trainer="fixed"` for
   fixed defaults),
+- (a) and (b) with the request's proxy options (`--proxy-option`), the full runs with the
+  trainer's defaults, so a change to the proxy is measured against an unchanged reference,
 - with `repeat_full`, at the full budget again with another seed: (d), how well the reference
   ranks itself — the ceiling no proxy can pass, since seed noise reorders close architectures,
 
@@ -96,6 +98,7 @@ class FidelityRequest:
     address: str | None = None
     max_params: int | None = None  # sample only architectures at most this large
     repeat_full: bool = False  # train the full budget twice (another seed): the ceiling (d)
+    proxy: dict[str, Any] = field(default_factory=dict)  # ProxyConfig fields for (a) and (b)
 
 
 # ------------------------------------------------------------------------------ statistics
@@ -157,18 +160,25 @@ def top_agreement(x: list[float | None], y: list[float | None]) -> dict[str, Any
 
 
 def fidelity_run(
-    graph: nx.DiGraph, task: dict[str, Any], budget: str, seed: int, self_tuning: bool, threads: int
+    graph: nx.DiGraph,
+    task: dict[str, Any],
+    budget: str,
+    seed: int,
+    self_tuning: bool,
+    threads: int,
+    proxy: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Body of one Ray task: one training; the scalar metrics and the CPU-seconds it took."""
+    """Body of one Ray task: one training (the trainer's defaults changed by `proxy`); the
+    scalar metrics and the CPU-seconds it took."""
     import torch
 
     from gatesearch.evaluate import spec_of
-    from gatesearch.proxy.trainer import fixed_evaluate, proxy_evaluate
+    from gatesearch.proxy.trainer import fixed_evaluate, proxy_config, proxy_evaluate
 
     torch.set_num_threads(threads)
     train = proxy_evaluate if self_tuning else fixed_evaluate
     cpu, wall = time.process_time(), time.perf_counter()
-    metrics = train(graph, spec_of(task), budget, seed)
+    metrics = train(graph, spec_of(task), budget, seed, proxy_config(proxy))
     metrics.pop("trajectory", None)
     metrics["cpu_seconds"] = time.process_time() - cpu
     metrics["wall_seconds"] = time.perf_counter() - wall
@@ -222,7 +232,7 @@ def prepare(req: FidelityRequest) -> tuple[dict[str, Any], Grammar, list[Archite
         )
     space_path = Path(req.space) if req.space else DEFAULT_SPACE
     grammar = load_space(space_path)
-    evaluator = resolve_task(TaskSpec(req.task, dict(req.task_params)))
+    evaluator = resolve_task(TaskSpec(req.task, dict(req.task_params)), req.proxy)
     if not isinstance(evaluator, ProxyEvaluator):
         raise FidelityError(f"task {req.task} trains no model; fidelity needs a real task")
     proxy = parse_budget(req.proxy_budget or DEFAULT_PROXY_BUDGET)
@@ -262,6 +272,7 @@ def prepare(req: FidelityRequest) -> tuple[dict[str, Any], Grammar, list[Archite
         "causal": causal,
         "max_params": req.max_params,
         "repeat_full": req.repeat_full,
+        "proxy": dict(req.proxy),
     }
     return config, grammar, archs
 
@@ -389,22 +400,22 @@ def run_fidelity(
         del model
     remote = ray.remote(fidelity_run).options(num_cpus=1, max_retries=1)
     full_self_tuning = req.full_trainer == "self-tuning"
-    budgets = {
-        "full": (config["full_budget"], full_self_tuning),
-        REPEAT: (config["full_budget"], full_self_tuning),
-        "self_tuning": (config["proxy_budget"], True),
-        "fixed": (config["proxy_budget"], False),
+    budgets = {  # kind: (budget, self-tuning, proxy options)
+        "full": (config["full_budget"], full_self_tuning, {}),
+        REPEAT: (config["full_budget"], full_self_tuning, {}),
+        "self_tuning": (config["proxy_budget"], True, config["proxy"]),
+        "fixed": (config["proxy_budget"], False, config["proxy"]),
     }
     pending: dict[Any, tuple[int, str]] = {}
     for kind in RUN_KINDS:
         if kind == REPEAT and not req.repeat_full:
             continue
-        budget, self_tuning = budgets[kind]
+        budget, self_tuning, proxy = budgets[kind]
         for row, arch in zip(rows, archs):
             # The repeat differs from the reference by its seed only (initialisation, batch
             # order, dropout masks, STN perturbations).
             seed = row["repeat_seed"] if kind == REPEAT else row["seed"]
-            ref = remote.remote(arch.graph, task, budget, seed, self_tuning, 1)
+            ref = remote.remote(arch.graph, task, budget, seed, self_tuning, 1, proxy)
             pending[ref] = (row["index"], kind)
     total, done = len(pending), 0
     if progress is not None:

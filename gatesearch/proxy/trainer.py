@@ -24,10 +24,10 @@ import math
 import statistics
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from itertools import count
-from typing import Any
+from typing import Any, get_type_hints
 
 import networkx as nx
 import torch
@@ -122,6 +122,77 @@ class ProxyConfig:
         # Accept the plain string from a TOML file or the CLI; unknown values fail here.
         object.__setattr__(self, "response", Response(self.response))
         object.__setattr__(self, "lr_schedule", LRSchedule(self.lr_schedule))
+        for name, (lo, hi, lo_open) in _RANGES.items():
+            value = getattr(self, name)
+            if value < lo or (lo_open and value == lo) or (hi is not None and value > hi):
+                bound = f"{'>' if lo_open else '≥'} {lo}" + (f" and ≤ {hi}" if hi else "")
+                raise ProxyOptionError(f"proxy option {name} must be {bound}, got {value}")
+        if not self.lr_min <= self.lr <= self.lr_max:
+            raise ProxyOptionError(
+                f"proxy option lr must lie within lr_min..lr_max "
+                f"({self.lr_min}..{self.lr_max}), got {self.lr}"
+            )
+
+
+class ProxyOptionError(ValueError):
+    """A proxy setting that cannot be used (unknown, wrong type, out of range): one line."""
+
+
+# Allowed values of ProxyConfig's numeric fields: (lowest, highest or None, lowest excluded).
+_RANGES: dict[str, tuple[float, float | None, bool]] = {
+    "batch_size": (1, None, False),
+    "eval_batch_size": (1, None, False),
+    "lr": (0.0, None, True),
+    "lr_min": (0.0, None, True),
+    "lr_max": (0.0, None, True),
+    "hd_beta": (0.0, 1.0, False),
+    "lr_warmup_steps": (0, None, False),
+    "lr_final": (0.0, 1.0, True),
+    "grad_clip": (0.0, None, False),
+    "hyper_warmup": (0.0, 1.0, False),
+    "train_per_hyper": (1, None, False),
+    "hyper_lr": (0.0, None, True),
+    "entropy_weight": (0.0, None, False),
+    "init_spread": (0.0, None, True),
+    "trajectory_every": (1, None, False),
+    "latency_runs": (1, None, False),
+}
+
+# What `--proxy-option key=value` may set: everything that shapes the proxy's training and
+# scoring; not `device` (where a trial runs is the cluster's business) nor `start` (per trial).
+PROXY_OPTIONS: tuple[str, ...] = tuple(
+    f.name for f in fields(ProxyConfig) if f.name not in ("device", "start")
+)
+
+
+def proxy_config(options: Mapping[str, Any] | None = None) -> ProxyConfig:
+    """The defaults with `options` (a run's `proxy` table) applied. ProxyOptionError, naming
+    the key, for an unknown key, a value of the wrong type or one out of range."""
+    options = dict(options or {})
+    hints = get_type_hints(ProxyConfig)
+    values: dict[str, Any] = {}
+    for key, value in options.items():
+        if key not in PROXY_OPTIONS:
+            raise ProxyOptionError(
+                f"unknown proxy option {key!r}: choose from {', '.join(PROXY_OPTIONS)}"
+            )
+        kind = hints[key]
+        if isinstance(kind, type) and issubclass(kind, StrEnum):
+            allowed = [e.value for e in kind]
+            if value not in allowed:
+                raise ProxyOptionError(
+                    f"proxy option {key}: choose from {', '.join(allowed)}, got {value!r}"
+                )
+        # bool is an int to Python; a number where a switch is meant (or back) is a mistake.
+        elif not {
+            int: isinstance(value, int) and not isinstance(value, bool),
+            float: isinstance(value, int | float) and not isinstance(value, bool),
+            bool: isinstance(value, bool),
+        }[kind]:
+            want = {int: "an integer", float: "a number", bool: "true or false"}[kind]
+            raise ProxyOptionError(f"proxy option {key} takes {want}, got {value!r}")
+        values[key] = float(value) if kind is float else value
+    return ProxyConfig(**values)
 
 
 @dataclass

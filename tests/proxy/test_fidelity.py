@@ -20,6 +20,7 @@ from gatesearch.proxy.fidelity import (
     rank_correlations,
     top_agreement,
 )
+from gatesearch.tasks import TaskSpec
 
 TINY_SPACE = """\
 task causal
@@ -89,6 +90,7 @@ def test_fidelity_on_four_tiny_architectures(tmp_path, capsys):
         "fidelity", "--space", space, "--task", "mqar", *TASK_ARGS, "--archs", "4",
         "--proxy-budget", "3steps", "--full-budget", "12steps",
         "--runs-dir", tmp_path / "runs", "--name", "f", "--workers", "2", "--repeat-full",
+        "--proxy-option", "batch_size=4",
     )  # fmt: skip
     text = capsys.readouterr().out
     assert code == 0, text
@@ -99,6 +101,8 @@ def test_fidelity_on_four_tiny_architectures(tmp_path, capsys):
     result = json.loads((run / RESULT).read_text())
     assert result["config"]["proxy_budget"] == "3steps"
     assert result["config"]["full_budget"] == "12steps"
+    assert result["config"]["proxy"] == {"batch_size": 4}
+    seq_len = resolve_task(TaskSpec("mqar", TINY_MQAR)).task.seq_len
     rows = result["archs"]
     assert len({r["arch_hash"] for r in rows}) == 4
     for row in rows:
@@ -111,6 +115,11 @@ def test_fidelity_on_four_tiny_architectures(tmp_path, capsys):
         assert runs["self_tuning"]["metrics"]["self_tuning"] is True
         assert runs["fixed"]["metrics"]["self_tuning"] is False
         assert runs["fixed"]["metrics"]["steps"] == 3 and row["params"] > 0
+        # The proxy options shape (a) and (b) only; the reference keeps the defaults.
+        for kind in ("self_tuning", "fixed"):
+            assert runs[kind]["metrics"]["tokens"] == 3 * 4 * seq_len
+        for kind in ("full", REPEAT):
+            assert runs[kind]["metrics"]["tokens"] == 12 * 32 * seq_len
         assert all(runs[k]["cpu_seconds"] > 0 for k in runs)
     for key in ("metric", "loss"):
         assert set(result["correlations"][key]) == {*PROXIES, REPEAT}
@@ -148,7 +157,6 @@ def test_analyse_ranks_the_repeat_only_when_there_is_one():
 
 def test_max_params_samples_only_architectures_within_the_limit(tmp_path):
     from gatesearch.proxy.fidelity import FidelityRequest, prepare
-    from gatesearch.tasks import TaskSpec
 
     space = tmp_path / "tiny.space"
     space.write_text(TINY_SPACE)
@@ -175,6 +183,10 @@ def test_fidelity_bad_input_is_one_line(tmp_path, capsys):
         "existing run": (["--name", "taken"], "already exists"),
         "bad param": (["--task-param", "vocab=1"], "vocab"),
         "zero limit": (["--max-params", "0"], "--max-params must be at least 1"),
+        "unknown proxy option": (["--proxy-option", "batch=8"], "unknown proxy option 'batch'"),
+        "proxy option type": (["--proxy-option", "batch_size=0.5"], "takes an integer"),
+        "proxy option range": (["--proxy-option", "lr=2"], "lr must lie within"),
+        "proxy option form": (["--proxy-option", "centred"], "expected key=value"),
         "nothing fits": (["--max-params", "10"], "distinct architectures within --max-params"),
     }
     for label, (extra, needle) in cases.items():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 from dataclasses import replace
 
 import pytest
@@ -20,10 +21,12 @@ from gatesearch.proxy import (
     HyperError,
     LRSchedule,
     ProxyConfig,
+    ProxyOptionError,
     Response,
     STNLinear,
     TrialDiverged,
     fixed_evaluate,
+    proxy_config,
     proxy_evaluate,
     train_proxy,
 )
@@ -109,6 +112,33 @@ def test_cosine_schedule_decays_the_learning_rate_to_its_final_fraction() -> Non
         config=replace(config, lr_schedule="constant"),
     )
     assert {p["lr_applied"] for p in constant.trajectory[1:]} == {config.lr}
+
+
+@pytest.mark.parametrize(
+    ("options", "needle"),
+    [
+        ({"device": "cuda"}, "unknown proxy option 'device'"),
+        ({"centred": 1}, "centred takes true or false"),
+        ({"lr": True}, "lr takes a number"),
+        ({"train_per_hyper": 2.0}, "train_per_hyper takes an integer"),
+        ({"response": "half"}, "response: choose from full, scale"),
+        ({"hyper_warmup": 1.5}, "hyper_warmup must be ≥ 0.0 and ≤ 1.0"),
+        ({"init_spread": 0.0}, "init_spread must be > 0.0"),
+        ({"lr": 0.1}, "lr must lie within lr_min..lr_max"),
+    ],
+)
+def test_proxy_options_are_checked_one_key_at_a_time(options: dict, needle: str) -> None:
+    with pytest.raises(ProxyOptionError, match=re.escape(needle)):
+        proxy_config(options)
+
+
+def test_proxy_options_change_only_what_they_name() -> None:
+    options = {"batch_size": 8, "grad_clip": 2, "response": "scale", "centred": False}
+    config = proxy_config(options)
+    assert config == replace(
+        ProxyConfig(), batch_size=8, grad_clip=2.0, response=Response.SCALE, centred=False
+    )
+    assert isinstance(config.grad_clip, float) and proxy_config({}) == ProxyConfig()
 
 
 def test_unknown_schedule_or_response_is_refused() -> None:
