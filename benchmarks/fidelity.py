@@ -32,6 +32,7 @@ from rich.console import Console
 
 from gatesearch.campaign import ensure_ray
 from gatesearch.cli_campaign import fidelity_table, two_seeds_line
+from gatesearch.evaluate import parse_proxy_options
 from gatesearch.proxy.fidelity import REPEAT, FidelityRequest, run_fidelity
 
 MQAR = {"vocab": 64, "length": 32, "pairs": 4, "n_valid": 256, "n_test": 256}
@@ -90,8 +91,14 @@ def main() -> None:
     ap.add_argument(
         "--repeat-full", action="store_true", help="(d): the full runs again at another seed"
     )
+    ap.add_argument("--proxy-option", action="append", default=[], help="key=value for (a) and (b)")
+    ap.add_argument(
+        "--reference", type=Path, default=None, help="reuse this run's full runs (one task)"
+    )
     ap.add_argument("--out", type=Path, default=None, help="[default: a temporary folder]")
     args = ap.parse_args()
+    if args.reference is not None and "," in args.tasks:
+        ap.error("--reference needs a single task in --tasks")
     out = args.out or Path(tempfile.mkdtemp(prefix="gatesearch-fidelity-"))
     out.mkdir(parents=True, exist_ok=True)
     ensure_ray(None, args.workers)
@@ -115,6 +122,8 @@ def main() -> None:
                 seed=args.seed,
                 max_params=args.max_params,
                 repeat_full=args.repeat_full,
+                proxy=parse_proxy_options(args.proxy_option),
+                reference=args.reference,
             )
             t = time.perf_counter()
             root, result = run_fidelity(req)

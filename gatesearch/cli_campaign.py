@@ -552,7 +552,16 @@ def fidelity(
         list[str] | None,
         typer.Option(
             help="A setting of the proxy trainer as key=value (batch_size, lr, hyper_lr, "
-            "train_per_hyper, centred, response, ...; see ProxyConfig); repeatable. Applies to (a) and (b); the full runs keep the defaults."
+            "train_per_hyper, centred, response, ...; see ProxyConfig); repeatable. "
+            "Applies to (a) and (b); the full runs keep the defaults."
+        ),
+    ] = None,
+    reference: Annotated[
+        Path | None,
+        typer.Option(
+            help="An earlier fidelity run (its folder) on the same task, space, seed, "
+            "--archs, --max-params and full budget: its full-budget runs are reused, not "
+            "trained again."
         ),
     ] = None,
 ) -> None:
@@ -578,6 +587,7 @@ def fidelity(
         max_params=max_params,
         repeat_full=repeat_full,
         proxy=parse_proxy_options(proxy_option or []),
+        reference=reference,
     )
     start = time.monotonic()
     last = [0.0]

@@ -129,6 +129,32 @@ def test_fidelity_on_four_tiny_architectures(tmp_path, capsys):
     assert result["cpu_seconds"]["full"]["runs"] == 4
     assert result["failures"] == {"full": 0, REPEAT: 0, "self_tuning": 0, "fixed": 0}
 
+    # Another proxy setting against the same reference: its full runs are reused, not rerun.
+    base = ["fidelity", "--space", space, "--task", "mqar", *TASK_ARGS, "--archs", "4",
+            "--proxy-budget", "3steps", "--runs-dir", tmp_path / "runs"]  # fmt: skip
+    again = [*base, "--full-budget", "12steps", "--reference", run, "--proxy-option", "lr=0.001"]
+    assert cli(*again, "--name", "g") == 0
+    second = json.loads((tmp_path / "runs" / "g" / RESULT).read_text())
+    assert second["config"]["reference"] == str(run) and not second["config"]["repeat_full"]
+    for old, new in zip(rows, second["archs"]):
+        assert new["runs"]["full"] == {**old["runs"]["full"], "reused": True}
+        assert REPEAT not in new["runs"]  # not asked for this time
+        assert (
+            new["runs"]["self_tuning"]["metrics"]["hyperparameters"]["lr"]
+            != (old["runs"]["self_tuning"]["metrics"]["hyperparameters"]["lr"])
+        )
+    capsys.readouterr()
+    mismatched = {
+        "other full budget": (["--full-budget", "24steps", "--reference", run], "full_budget"),
+        "other seed": (["--full-budget", "12steps", "--seed", "1", "--reference", run], "seed"),
+        "no result": (["--full-budget", "12steps", "--reference", tmp_path], "no fidelity.json"),
+    }
+    for label, (extra, needle) in mismatched.items():
+        assert cli(*base, *extra, "--name", "h") == 2, label
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and needle in err, (label, err)
+        assert not (tmp_path / "runs" / "h").exists()
+
 
 def test_analyse_ranks_the_repeat_only_when_there_is_one():
     def row(i: int, full: float, repeat: float | None) -> dict:
