@@ -45,6 +45,7 @@ from gatesearch.evaluate import (
 )
 from gatesearch.grammar import DerivationError, Grammar, replay
 from gatesearch.graph import describe, read_graph
+from gatesearch.shipped import shipped_dir
 from gatesearch.space import DEFAULT_SPACE, Architecture, load_space
 from gatesearch.store import (
     PRESET_COPY,
@@ -57,7 +58,7 @@ from gatesearch.store import (
 from gatesearch.strategies import STRATEGIES, Observation, Strategy, StrategyError, parse_options
 from gatesearch.tasks import TaskSpec
 
-PRESETS_DIR = Path(__file__).resolve().parent.parent / "strategies"
+PRESETS_DIR = shipped_dir("strategies")
 DEFAULT_PRESET = "evolution"
 INTERRUPTED = "interrupted"
 OVER_LIMIT = "over the parameter limit"

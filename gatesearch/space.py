@@ -31,8 +31,9 @@ from gatesearch.grammar import (
 from gatesearch.grammar.model import Choose, Fixed, PrimCall, Repeat, RuleRef, Slot, Wrap
 from gatesearch.graph import INPUT_OP, arch_hash
 from gatesearch.registry import Context, InputKind, Value
+from gatesearch.shipped import shipped_dir
 
-SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
+SPACES_DIR = shipped_dir("spaces")
 DEFAULT_SPACE = SPACES_DIR / "gated_lm.space"
 
 

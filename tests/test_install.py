@@ -1,0 +1,71 @@
+"""A non-editable install (a wheel) carries the default space and the strategy presets and
+runs a campaign with them, away from the repository."""
+
+from __future__ import annotations
+
+import filecmp
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    # No build isolation: the build uses this environment's setuptools and needs no network.
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation",
+         "--quiet", "-w", str(out)],
+        check=True, capture_output=True, cwd=out,
+    )  # fmt: skip
+    (path,) = out.glob("gatesearch-*.whl")
+    return path
+
+
+def test_the_wheel_carries_spaces_and_strategies(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for folder in ("spaces", "strategies"):
+        for source in (REPO / folder).rglob("*"):
+            if source.is_file() and "__pycache__" not in source.parts:
+                rel = source.relative_to(REPO).as_posix()
+                assert f"gatesearch/_bundled/{rel}" in names, rel
+
+
+def test_an_installed_wheel_runs_a_campaign_with_its_own_copies(
+    wheel: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", str(wheel), "--no-deps", "--quiet",
+         "--target", str(target)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    # The installed copy first on the path; the dependencies come from this environment.
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    env.pop("RAY_ADDRESS", None)
+    where = subprocess.run(
+        [sys.executable, "-c",
+         "import gatesearch, gatesearch.space as s, gatesearch.campaign as c; "
+         "print(gatesearch.__file__); print(s.DEFAULT_SPACE); print(c.resolve_preset_path(None))"],
+        check=True, capture_output=True, text=True, cwd=tmp_path, env=env,
+    ).stdout.split()  # fmt: skip
+    bundled = target / "gatesearch" / "_bundled"
+    assert Path(where[0]).is_relative_to(target)
+    assert Path(where[1]) == bundled / "spaces" / "gated_lm.space"
+    assert Path(where[2]) == bundled / "strategies" / "evolution.toml"
+    assert filecmp.cmp(where[1], REPO / "spaces" / "gated_lm.space", shallow=False)
+    run = subprocess.run(
+        [sys.executable, "-c", "from gatesearch.cli import main; main()",
+         "run", "--task", "null", "--trials", "3", "--workers", "1",
+         "--runs-dir", str(tmp_path / "runs"), "--name", "w"],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "3 trials" in run.stdout
+    assert (tmp_path / "runs" / "w" / "space.space").read_text() == Path(where[1]).read_text()
