@@ -17,10 +17,7 @@ from clitools import cli
 
 from gatesearch.store import RunStore
 
-pytestmark = pytest.mark.slow
-
-
-pytestmark = pytest.mark.usefixtures("ray_local")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
 
 
 def small_preset(tmp_path: Path, strategy: str, options: str = "") -> Path:
@@ -76,6 +73,28 @@ def test_status_and_ls(tmp_path, capsys):
     assert "x" in listing and "3/3" in listing and "evolution" in listing
     assert cli("status", runs / "x") == 0
     assert "3/3 finished" in capsys.readouterr().out
+
+
+def test_rdb_storage_runs_resumes_and_refuses_a_second_study(tmp_path, capsys):
+    """--storage with a real relational database (SQLite through SQLAlchemy): the study lives
+    in the database, the run directory holds the rest, and resume finds it there."""
+    runs, db = tmp_path / "runs", tmp_path / "studies.db"
+    url = f"sqlite:///{db}"
+    base = ["--task", "null", "--runs-dir", runs, "--storage", url]
+    assert cli("run", *base, "--trials", "3", "--name", "s") == 0
+    assert db.is_file() and not (runs / "s" / "study.journal").exists()
+    assert json.loads((runs / "s" / "config.json").read_text())["storage"] == url
+    assert cli("resume", runs / "s", "--trials", "2") == 0
+    info = status_json(runs / "s", capsys)
+    assert info["finished"] == 5
+    with RunStore.open(runs / "s", writer=False) as store:
+        assert sorted(r.slot for r in store.records()) == list(range(5))
+    # Another run of the same name in another folder would share the database's study.
+    capsys.readouterr()
+    other = ["--task", "null", "--runs-dir", tmp_path / "elsewhere", "--storage", url]
+    assert cli("run", *other, "--name", "s") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "already holds a study named 's'" in err
 
 
 def tree_digest(root: Path) -> str:
