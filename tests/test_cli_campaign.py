@@ -95,6 +95,8 @@ def test_rdb_storage_runs_resumes_and_refuses_a_second_study(tmp_path, capsys):
     assert cli("run", *other, "--name", "s") == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "already holds a study named 's'" in err
+    assert not (tmp_path / "elsewhere" / "s").exists()
+    assert info == status_json(runs / "s", capsys)  # the first run's study is untouched
 
 
 def tree_digest(root: Path) -> str:
