@@ -20,6 +20,7 @@ import math
 import os
 import platform
 import re
+import socket
 import time
 import tomllib
 from collections import Counter
@@ -349,6 +350,9 @@ def _run_trial(
     cpu = time.process_time()
     metrics = evaluate(graph, evaluator, parse_budget(budget), seed)
     metrics["cpu_seconds"] = time.process_time() - cpu
+    # Which machine ran it: on a cluster, what tells a slow or faulty node's trials apart
+    # (trials.csv lists it as metric_host).
+    metrics["host"] = socket.gethostname()
     return metrics
 
 

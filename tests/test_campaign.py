@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,7 @@ def test_a_real_task_trains_through_the_proxy(tmp_path):
     (record,) = store.records()
     assert record.state is TrialState.COMPLETE, record.fail_reason
     assert record.metrics["steps"] == 5 and record.metrics["params"] > 0
+    assert record.metrics["host"] == socket.gethostname()  # the local Ray's one node
     assert store.config["directions"] == ["maximize"]  # accuracy, the task's metric
     assert record.values == (record.metrics["accuracy"],)
     assert 0.0 <= record.values[0] <= 1.0
