@@ -32,7 +32,7 @@ from rich.console import Console
 
 from gatesearch.campaign import ensure_ray
 from gatesearch.cli_campaign import fidelity_table, two_seeds_line
-from gatesearch.evaluate import parse_proxy_options
+from gatesearch.evaluate import parse_proxy_options, parse_task_params
 from gatesearch.proxy.fidelity import REPEAT, FidelityRequest, run_fidelity
 
 MQAR = {"vocab": 64, "length": 32, "pairs": 4, "n_valid": 256, "n_test": 256}
@@ -93,6 +93,9 @@ def main() -> None:
     )
     ap.add_argument("--proxy-option", action="append", default=[], help="key=value for (a) and (b)")
     ap.add_argument(
+        "--full-option", action="append", default=[], help="key=value for the full runs"
+    )
+    ap.add_argument(
         "--reference", type=Path, default=None, help="reuse this run's full runs (one task)"
     )
     ap.add_argument("--out", type=Path, default=None, help="[default: a temporary folder]")
@@ -124,6 +127,7 @@ def main() -> None:
                 repeat_full=args.repeat_full,
                 proxy=parse_proxy_options(args.proxy_option),
                 reference=args.reference,
+                full=parse_task_params(args.full_option, "--full-option", "lr_schedule=cosine"),
             )
             t = time.perf_counter()
             root, result = run_fidelity(req)

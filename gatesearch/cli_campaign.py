@@ -495,7 +495,9 @@ def two_seeds_line(result: dict[str, Any]) -> str | None:
         return ", ".join(f"({c}) {_corr(two[key][p]['tau'])}" for c, p in zip("abc", PROXIES))
 
     metric = result["config"]["metric_name"]
-    return f"τ against the mean of both full runs: {metric} {taus('metric')}; loss {taus('loss')}"
+    line = f"τ against the mean of both full runs: {metric} {taus('metric')}"
+    # A task whose metric is its loss (language modelling) would print the same twice.
+    return line if metric == "loss" else f"{line}; loss {taus('loss')}"
 
 
 def fidelity(
@@ -556,12 +558,19 @@ def fidelity(
             "Applies to (a) and (b); the full runs keep the defaults."
         ),
     ] = None,
+    full_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A setting of the trainer for the full-budget runs as key=value, e.g. "
+            "lr_schedule=cosine (train them as retrain does); repeatable."
+        ),
+    ] = None,
     reference: Annotated[
         Path | None,
         typer.Option(
             help="An earlier fidelity run (its folder) on the same task, space, seed, "
-            "--archs, --max-params and full budget: its full-budget runs are reused, not "
-            "trained again."
+            "--archs, --max-params, full budget and full options: its full-budget runs are "
+            "reused, not trained again."
         ),
     ] = None,
 ) -> None:
@@ -588,6 +597,7 @@ def fidelity(
         repeat_full=repeat_full,
         proxy=parse_proxy_options(proxy_option or []),
         reference=reference,
+        full=parse_task_params(full_option or [], "--full-option", "lr_schedule=cosine"),
     )
     start = time.monotonic()
     last = [0.0]

@@ -7,12 +7,14 @@ N distinct architectures are sampled from a space. Each is trained
 - and at the full budget (the reference; self-tuning by default, `full_trainer="fixed"` for
   fixed defaults),
 - (a) and (b) with the request's proxy options (`--proxy-option`), the full runs with the
-  trainer's defaults, so a change to the proxy is measured against an unchanged reference,
+  trainer's defaults changed by the full options only (`--full-option`, e.g. a cosine
+  schedule), so a change to the proxy is measured against an unchanged reference,
 - with `reference` (an earlier fidelity run on the same task, space, seed, architectures
   and full budget), its full-budget runs are reused instead of trained again — a proxy
   setting is compared in a tenth of the time,
 - with `repeat_full`, at the full budget again with another seed: (d), how well the reference
-  ranks itself — the ceiling no proxy can pass, since seed noise reorders close architectures,
+  ranks itself — about the ceiling any proxy can reach, since seed noise reorders close
+  architectures,
 
 and (c) its parameter count is read off. Every score is turned into a goodness (the task's
 metric where higher is better, its negative otherwise; parameters as they are: the naive
@@ -54,6 +56,7 @@ from gatesearch.budget import Budget, parse_budget
 from gatesearch.evaluate import ProxyEvaluator, resolve_task
 from gatesearch.grammar import Grammar
 from gatesearch.graph import describe, write_graph
+from gatesearch.proxy.trainer import proxy_config
 from gatesearch.space import DEFAULT_SPACE, Architecture, load_space
 from gatesearch.tasks import TaskSpec
 
@@ -103,6 +106,7 @@ class FidelityRequest:
     repeat_full: bool = False  # train the full budget twice (another seed): the ceiling (d)
     proxy: dict[str, Any] = field(default_factory=dict)  # ProxyConfig fields for (a) and (b)
     reference: Path | None = None  # an earlier fidelity run whose full-budget runs are reused
+    full: dict[str, Any] = field(default_factory=dict)  # ProxyConfig fields for the full runs
 
 
 # ------------------------------------------------------------------------------ statistics
@@ -177,7 +181,7 @@ def fidelity_run(
     import torch
 
     from gatesearch.evaluate import spec_of
-    from gatesearch.proxy.trainer import fixed_evaluate, proxy_config, proxy_evaluate
+    from gatesearch.proxy.trainer import fixed_evaluate, proxy_evaluate
 
     torch.set_num_threads(threads)
     train = proxy_evaluate if self_tuning else fixed_evaluate
@@ -223,7 +227,11 @@ def sample_distinct(
 
 
 # What must be equal for an earlier run's full-budget scores to be this run's reference.
-REFERENCE_KEYS = ("task", "archs", "full_budget", "full_trainer", "seed", "causal", "max_params")
+REFERENCE_KEYS = (
+    "task", "archs", "full_budget", "full_trainer", "full", "seed", "causal", "max_params",
+)  # fmt: skip
+# What a key means when a run made before it existed lacks it.
+_REFERENCE_DEFAULTS: dict[str, Any] = {"full": {}}
 
 
 def load_reference(
@@ -243,10 +251,10 @@ def load_reference(
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise FidelityError(f"--reference {file}: not a fidelity result ({exc})") from None
     for key in REFERENCE_KEYS:
-        if old.get(key) != config.get(key):
+        was = old.get(key, _REFERENCE_DEFAULTS.get(key))
+        if was != config.get(key):
             raise FidelityError(
-                f"--reference {file}: measured with {key} {old.get(key)!r}, "
-                f"this run has {config.get(key)!r}"
+                f"--reference {file}: measured with {key} {was!r}, this run has {config.get(key)!r}"
             )
     space_copy = file.parent / "space.space"
     if space_copy.is_file() and space_copy.read_text() != space_text:
@@ -280,6 +288,7 @@ def prepare(req: FidelityRequest) -> tuple[dict[str, Any], Grammar, list[Archite
     space_path = Path(req.space) if req.space else DEFAULT_SPACE
     grammar = load_space(space_path)
     evaluator = resolve_task(TaskSpec(req.task, dict(req.task_params)), req.proxy)
+    proxy_config(req.full)  # the full runs' options, checked as the proxy's are
     if not isinstance(evaluator, ProxyEvaluator):
         raise FidelityError(f"task {req.task} trains no model; fidelity needs a real task")
     proxy = parse_budget(req.proxy_budget or DEFAULT_PROXY_BUDGET)
@@ -320,10 +329,9 @@ def prepare(req: FidelityRequest) -> tuple[dict[str, Any], Grammar, list[Archite
         "max_params": req.max_params,
         "repeat_full": req.repeat_full,
         "proxy": dict(req.proxy),
+        "full": dict(req.full),
         "reference": None if req.reference is None else str(req.reference),
     }
-    if req.reference is not None:
-        load_reference(Path(req.reference), config, archs, space_path.read_text())
     return config, grammar, archs
 
 
@@ -426,6 +434,7 @@ def run_fidelity(
     from gatesearch.tasks import make_task
 
     config, _, archs = prepare(req)
+    # Checked before anything is written or started, as prepare's checks are.
     reused = (
         load_reference(Path(req.reference), config, archs, Path(config["space"]).read_text())
         if req.reference is not None
@@ -460,8 +469,8 @@ def run_fidelity(
     remote = ray.remote(fidelity_run).options(num_cpus=1, max_retries=1)
     full_self_tuning = req.full_trainer == "self-tuning"
     budgets = {  # kind: (budget, self-tuning, proxy options)
-        "full": (config["full_budget"], full_self_tuning, {}),
-        REPEAT: (config["full_budget"], full_self_tuning, {}),
+        "full": (config["full_budget"], full_self_tuning, config["full"]),
+        REPEAT: (config["full_budget"], full_self_tuning, config["full"]),
         "self_tuning": (config["proxy_budget"], True, config["proxy"]),
         "fixed": (config["proxy_budget"], False, config["proxy"]),
     }

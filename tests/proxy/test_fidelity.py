@@ -90,7 +90,7 @@ def test_fidelity_on_four_tiny_architectures(tmp_path, capsys):
         "fidelity", "--space", space, "--task", "mqar", *TASK_ARGS, "--archs", "4",
         "--proxy-budget", "3steps", "--full-budget", "12steps",
         "--runs-dir", tmp_path / "runs", "--name", "f", "--workers", "2", "--repeat-full",
-        "--proxy-option", "batch_size=4",
+        "--proxy-option", "batch_size=4", "--full-option", "batch_size=8",
     )  # fmt: skip
     text = capsys.readouterr().out
     assert code == 0, text
@@ -102,6 +102,7 @@ def test_fidelity_on_four_tiny_architectures(tmp_path, capsys):
     assert result["config"]["proxy_budget"] == "3steps"
     assert result["config"]["full_budget"] == "12steps"
     assert result["config"]["proxy"] == {"batch_size": 4}
+    assert result["config"]["full"] == {"batch_size": 8}
     seq_len = resolve_task(TaskSpec("mqar", TINY_MQAR)).task.seq_len
     rows = result["archs"]
     assert len({r["arch_hash"] for r in rows}) == 4
@@ -115,11 +116,11 @@ def test_fidelity_on_four_tiny_architectures(tmp_path, capsys):
         assert runs["self_tuning"]["metrics"]["self_tuning"] is True
         assert runs["fixed"]["metrics"]["self_tuning"] is False
         assert runs["fixed"]["metrics"]["steps"] == 3 and row["params"] > 0
-        # The proxy options shape (a) and (b) only; the reference keeps the defaults.
+        # The proxy options shape (a) and (b) only, the full options the reference only.
         for kind in ("self_tuning", "fixed"):
             assert runs[kind]["metrics"]["tokens"] == 3 * 4 * seq_len
         for kind in ("full", REPEAT):
-            assert runs[kind]["metrics"]["tokens"] == 12 * 32 * seq_len
+            assert runs[kind]["metrics"]["tokens"] == 12 * 8 * seq_len
         assert all(runs[k]["cpu_seconds"] > 0 for k in runs)
     for key in ("metric", "loss"):
         assert set(result["correlations"][key]) == {*PROXIES, REPEAT}
@@ -132,7 +133,8 @@ def test_fidelity_on_four_tiny_architectures(tmp_path, capsys):
     # Another proxy setting against the same reference: its full runs are reused, not rerun.
     base = ["fidelity", "--space", space, "--task", "mqar", *TASK_ARGS, "--archs", "4",
             "--proxy-budget", "3steps", "--runs-dir", tmp_path / "runs"]  # fmt: skip
-    again = [*base, "--full-budget", "12steps", "--reference", run, "--proxy-option", "lr=0.001"]
+    same = ["--full-budget", "12steps", "--full-option", "batch_size=8", "--reference", run]
+    again = [*base, *same, "--proxy-option", "lr=0.001"]
     assert cli(*again, "--name", "g") == 0
     second = json.loads((tmp_path / "runs" / "g" / RESULT).read_text())
     assert second["config"]["reference"] == str(run) and not second["config"]["repeat_full"]
@@ -145,8 +147,10 @@ def test_fidelity_on_four_tiny_architectures(tmp_path, capsys):
         )
     capsys.readouterr()
     mismatched = {
-        "other full budget": (["--full-budget", "24steps", "--reference", run], "full_budget"),
-        "other seed": (["--full-budget", "12steps", "--seed", "1", "--reference", run], "seed"),
+        "other full budget": ([*same, "--full-budget", "24steps"], "full_budget"),
+        "other full options": (same[:2] + same[4:], "full {'batch_size': 8}"),
+        "other seed": ([*same, "--seed", "1"], "seed"),
+        "bad full option": ([*same, "--full-option", "lr_schedule=steep"], "lr_schedule"),
         "no result": (["--full-budget", "12steps", "--reference", tmp_path], "no fidelity.json"),
     }
     for label, (extra, needle) in mismatched.items():
