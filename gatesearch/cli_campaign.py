@@ -555,14 +555,14 @@ def fidelity(
         typer.Option(
             help="A setting of the proxy trainer as key=value (batch_size, lr, hyper_lr, "
             "train_per_hyper, centred, response, ...; see ProxyConfig); repeatable. "
-            "Applies to (a) and (b); the full runs keep the defaults."
+            "Applies to (a) and (b); the full runs take --full-option instead."
         ),
     ] = None,
     full_option: Annotated[
         list[str] | None,
         typer.Option(
             help="A setting of the trainer for the full-budget runs as key=value, e.g. "
-            "lr_schedule=cosine (train them as retrain does); repeatable."
+            "lr_schedule=cosine (a decaying learning rate, as retrain uses); repeatable."
         ),
     ] = None,
     reference: Annotated[
