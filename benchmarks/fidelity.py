@@ -7,7 +7,9 @@ a ten times longer training does?
 
 For each task, N distinct architectures are sampled from the default space (spaces/gated_lm)
 and trained (a) by the self-tuning proxy and (b) with fixed default hyperparameters at the
-proxy budget, and by the self-tuning trainer at the full budget; (c) is the parameter count.
+proxy budget, and by the self-tuning trainer at the full budget (learning rate decayed, as
+retrain does; `--full-option lr_schedule=constant` for the old reference); (c) is the parameter
+count.
 Printed per task: Kendall τ and Spearman ρ of (a), (b), (c) against the full-budget scores
 (on the task's metric and on the validation loss), and the CPU-seconds the proxy and full runs
 took. Every number lands in <out>/fidelity-<task>/fidelity.json beside a scatter plot.

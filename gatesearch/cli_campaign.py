@@ -561,8 +561,9 @@ def fidelity(
     full_option: Annotated[
         list[str] | None,
         typer.Option(
-            help="A setting of the trainer for the full-budget runs as key=value, e.g. "
-            "lr_schedule=cosine (a decaying learning rate, as retrain uses); repeatable."
+            help="A setting of the trainer for the full-budget runs as key=value; "
+            "repeatable. They decay the learning rate (lr_schedule=cosine) unless told "
+            "lr_schedule=constant."
         ),
     ] = None,
     reference: Annotated[

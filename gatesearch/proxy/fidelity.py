@@ -7,8 +7,8 @@ N distinct architectures are sampled from a space. Each is trained
 - and at the full budget (the reference; self-tuning by default, `full_trainer="fixed"` for
   fixed defaults),
 - (a) and (b) with the request's proxy options (`--proxy-option`), the full runs with the
-  trainer's defaults changed by the full options only (`--full-option`, e.g. a cosine
-  schedule), so a change to the proxy is measured against an unchanged reference,
+  full options only (`--full-option`; by default a cosine-decayed learning rate, as retrain
+  trains), so a change to the proxy is measured against an unchanged reference,
 - with `reference` (an earlier fidelity run on the same task, space, seed, architectures
   and full budget), its full-budget runs are reused instead of trained again — a proxy
   setting is compared in a tenth of the time,
@@ -80,6 +80,10 @@ FULL_TRAINERS = ("self-tuning", "fixed")
 RESULT = "fidelity.json"
 PLOT = "fidelity.png"
 FULL_BUDGET_FACTOR = 10
+# The reference trains with a decaying learning rate, as `retrain` does. Measured on tiny
+# Shakespeare (benchmarks/RESULTS.md): at a constant rate the end of training is noisy enough
+# that two seeds of the same 20 full runs ranked each other at τ 0.54; decayed, at τ 0.84.
+DEFAULT_FULL_OPTIONS: dict[str, Any] = {"lr_schedule": "cosine"}
 # The small MQAR of the default campaign: a fidelity check that ends in minutes.
 DEFAULT_PROXY_BUDGET = "20s"
 
@@ -106,7 +110,8 @@ class FidelityRequest:
     repeat_full: bool = False  # train the full budget twice (another seed): the ceiling (d)
     proxy: dict[str, Any] = field(default_factory=dict)  # ProxyConfig fields for (a) and (b)
     reference: Path | None = None  # an earlier fidelity run whose full-budget runs are reused
-    full: dict[str, Any] = field(default_factory=dict)  # ProxyConfig fields for the full runs
+    # ProxyConfig fields for the full runs, over DEFAULT_FULL_OPTIONS.
+    full: dict[str, Any] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------ statistics
@@ -230,7 +235,7 @@ def sample_distinct(
 REFERENCE_KEYS = (
     "task", "archs", "full_budget", "full_trainer", "full", "seed", "causal", "max_params",
 )  # fmt: skip
-# What a key means when a run made before it existed lacks it.
+# What a key meant when a run made before it existed lacks it (the trainer's defaults then).
 _REFERENCE_DEFAULTS: dict[str, Any] = {"full": {}}
 
 
@@ -288,7 +293,8 @@ def prepare(req: FidelityRequest) -> tuple[dict[str, Any], Grammar, list[Archite
     space_path = Path(req.space) if req.space else DEFAULT_SPACE
     grammar = load_space(space_path)
     evaluator = resolve_task(TaskSpec(req.task, dict(req.task_params)), req.proxy)
-    proxy_config(req.full)  # the full runs' options, checked as the proxy's are
+    full_options = {**DEFAULT_FULL_OPTIONS, **req.full}
+    proxy_config(full_options)  # checked as the proxy's are
     if not isinstance(evaluator, ProxyEvaluator):
         raise FidelityError(f"task {req.task} trains no model; fidelity needs a real task")
     proxy = parse_budget(req.proxy_budget or DEFAULT_PROXY_BUDGET)
@@ -329,7 +335,7 @@ def prepare(req: FidelityRequest) -> tuple[dict[str, Any], Grammar, list[Archite
         "max_params": req.max_params,
         "repeat_full": req.repeat_full,
         "proxy": dict(req.proxy),
-        "full": dict(req.full),
+        "full": full_options,
         "reference": None if req.reference is None else str(req.reference),
     }
     return config, grammar, archs

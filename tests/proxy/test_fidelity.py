@@ -102,7 +102,7 @@ def test_fidelity_on_four_tiny_architectures(tmp_path, capsys):
     assert result["config"]["proxy_budget"] == "3steps"
     assert result["config"]["full_budget"] == "12steps"
     assert result["config"]["proxy"] == {"batch_size": 4}
-    assert result["config"]["full"] == {"batch_size": 8}
+    assert result["config"]["full"] == {"lr_schedule": "cosine", "batch_size": 8}
     seq_len = resolve_task(TaskSpec("mqar", TINY_MQAR)).task.seq_len
     rows = result["archs"]
     assert len({r["arch_hash"] for r in rows}) == 4
@@ -148,7 +148,7 @@ def test_fidelity_on_four_tiny_architectures(tmp_path, capsys):
     capsys.readouterr()
     mismatched = {
         "other full budget": ([*same, "--full-budget", "24steps"], "full_budget"),
-        "other full options": (same[:2] + same[4:], "full {'batch_size': 8}"),
+        "other full options": (same[:2] + same[4:], "measured with full"),
         "other seed": ([*same, "--seed", "1"], "seed"),
         "bad full option": ([*same, "--full-option", "lr_schedule=steep"], "lr_schedule"),
         "no result": (["--full-budget", "12steps", "--reference", tmp_path], "no fidelity.json"),
