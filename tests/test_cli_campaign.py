@@ -224,7 +224,15 @@ def test_ctrl_c_stops_with_status_130_and_resume_finishes(tmp_path, capsys, ray_
     cmd = [sys.executable, "-m", "gatesearch.cli", "run", "--address", ray_local, "--task",
            "null", "--budget", "0.5s", "--trials", str(trials), "--workers", "2",
            "--runs-dir", runs, "--name", "i"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # A suite started in the background (`cmd &`) inherits SIGINT ignored, and Python then
+    # never raises KeyboardInterrupt: give the driver the default disposition a terminal has.
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
         if (run / "study.journal").exists() and len(finished_by_slot(run)) >= 2:
