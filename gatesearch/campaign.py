@@ -20,7 +20,9 @@ import math
 import os
 import platform
 import re
+import signal
 import socket
+import threading
 import time
 import tomllib
 from collections import Counter
@@ -544,18 +546,21 @@ class Campaign:
     def run(self) -> Stats:
         ensure_ray(self.config.get("address"), self.config["workers"] * self.cpus)
         workers = self.config["workers"]
-        try:
-            while True:
-                while self._can_launch(workers):
-                    self._launch()
-                if not self.inflight and not self.waiting:
-                    if not self._more():
-                        break
-                    continue
-                self._collect()
-        except KeyboardInterrupt:
-            self._abandon(f"{INTERRUPTED}: Ctrl-C")
-            raise
+        with _DeferredInterrupt() as ctrl_c:
+            try:
+                while True:
+                    while self._can_launch(workers) and not ctrl_c.pending:
+                        self._launch()
+                    if ctrl_c.pending:
+                        raise KeyboardInterrupt
+                    if not self.inflight and not self.waiting:
+                        if not self._more():
+                            break
+                        continue
+                    self._collect()
+            except KeyboardInterrupt:
+                self._abandon(f"{INTERRUPTED}: Ctrl-C")
+                raise
         return self.stats
 
     def _more(self) -> bool:
@@ -747,11 +752,48 @@ class Campaign:
                 self.store.fail_trial(item.trial_id, reason, None)
         self.inflight.clear()
         self.waiting.clear()
+        # Anything else still RUNNING was started by this driver (it holds the run's lock) and
+        # never dispatched, e.g. a trial the sampler opened before a second Ctrl-C landed.
+        for r in self.store.records():
+            if r.state is TrialState.RUNNING or r.state is TrialState.WAITING:
+                self.store.fail_trial(r.trial_id, reason, None)
 
     def _show(self) -> None:
         self.stats.running = len(self.inflight) + sum(len(w) for w in self.waiting.values())
         if self.display is not None:
             self.display.update(self.stats)
+
+
+class _DeferredInterrupt:
+    """Turns the first Ctrl-C into a flag the campaign loop reads between steps.
+
+    Why: a KeyboardInterrupt raised at an arbitrary bytecode can land between the store
+    opening a trial and the loop recording it as in flight, leaving a RUNNING trial nobody
+    fails. The loop polls at least once a second (its Ray wait timeout), so the delay is short.
+    A second Ctrl-C interrupts at once. Only the main thread can own signal handlers; elsewhere
+    this does nothing (and Python delivers no KeyboardInterrupt there anyway).
+    """
+
+    def __init__(self) -> None:
+        self.pending = False
+        self._previous: Any = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.pending = True
+        signal.signal(signal.SIGINT, self._previous)
+
+    def __enter__(self) -> _DeferredInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.getsignal(signal.SIGINT)
+            # An ignored SIGINT (a job started with `&`) stays ignored.
+            if previous is not signal.SIG_IGN and previous is not None:
+                self._previous = previous
+                signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 # ------------------------------------------------------------------------------- summaries

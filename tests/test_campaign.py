@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 from pathlib import Path
 
@@ -246,6 +248,36 @@ def test_bad_objectives_and_seed_arch(tmp_path):
         prepare_run(RunRequest(task="null", objectives="loss,acc"))
     with pytest.raises(CampaignError, match="at least 1"):
         prepare_run(RunRequest(task="null", trials=0))
+
+
+@pytest.mark.parametrize("signals", [1, 2])
+def test_ctrl_c_between_storing_and_dispatching_a_trial_leaves_nothing_running(
+    tmp_path, monkeypatch, signals
+):
+    """The race a real Ctrl-C can hit: the trial is in the study, not yet in flight. One
+    Ctrl-C is deferred to the loop's next check; a second interrupts at once, and the
+    driver's sweep fails what it had opened."""
+    req = RunRequest(runs_dir=tmp_path / "runs", name="c", task="null", trials=8)
+    config, space, preset = prepare_run(req)
+    store = RunStore.create(req.runs_dir / "c", config, space, preset.text, package_versions())
+    start_trial = store.start_trial
+
+    def start_then_interrupt(*args, **kw):
+        opened = start_trial(*args, **kw)
+        if opened[1] == 2:  # the third trial: two are already in flight
+            for _ in range(signals):
+                os.kill(os.getpid(), signal.SIGINT)
+        return opened
+
+    monkeypatch.setattr(store, "start_trial", start_then_interrupt)
+    with store, pytest.raises(KeyboardInterrupt):
+        Campaign(store).run()
+    with RunStore.open(req.runs_dir / "c", writer=False) as reopened:
+        info = summary(reopened)
+        states = [r.state for r in reopened.records()]
+    assert TrialState.RUNNING not in states and len(states) == 3
+    assert info["running"] == 0 and info["interrupted"] == 3 - info["finished"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 # Last in the module: cancelling a trial kills its Ray worker, and new workers take seconds
