@@ -26,6 +26,7 @@ import threading
 import time
 import tomllib
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import metadata
@@ -101,7 +102,7 @@ class CampaignError(Exception):
 class TrialResources:
     cpus: int = 1  # CPUs per trial; torch in the trial uses this many threads
     gpus: float = 0.0  # GPUs per trial, fractions allowed
-    timeout: float = 0.0  # seconds before a trial is cancelled and failed; 0 means none
+    timeout: float = 0.0  # seconds from its start to cancellation and failure; 0: none
     retries: int = 1  # re-runs of a trial whose worker or node died
 
 
@@ -358,6 +359,17 @@ def _run_trial(
     return metrics
 
 
+def _run_trial_streamed(*args: Any) -> Iterator[dict | None]:
+    """The Ray task: yields None when a worker starts it, then the trial's metrics.
+
+    Why a generator: the driver's --timeout must count from the start, not from dispatch. On a
+    cluster short of free CPUs a dispatched trial may queue for minutes, and a timeout counted
+    from dispatch would fail a trial that never ran.
+    """
+    yield None
+    yield _run_trial(*args)
+
+
 _REMOTE: Any = None
 
 
@@ -366,7 +378,7 @@ def _remote() -> Any:
     if _REMOTE is None:
         import ray
 
-        _REMOTE = ray.remote(_run_trial)
+        _REMOTE = ray.remote(_run_trial_streamed)
     return _REMOTE
 
 
@@ -415,8 +427,8 @@ class _InFlight:
     trial_id: int
     number: int
     arch: Architecture
-    started: float
-    ref: Any = None  # Ray ObjectRef; None for a duplicate waiting on its original
+    started: float | None = None  # monotonic time a worker started it; None: not yet
+    ref: Any = None  # Ray ObjectRefGenerator; None for a duplicate waiting on its original
 
 
 @dataclass
@@ -601,7 +613,7 @@ class Campaign:
             )
         choices = dict(proposal.derivation.choices)
         trial_id, number = self.store.start_trial(slot, seed, arch.hash, choices, proposal.trial)
-        item = _InFlight(slot, seed, trial_id, number, arch, time.monotonic())
+        item = _InFlight(slot, seed, trial_id, number, arch)
         if arch.hash in self.results:
             self._finish_duplicate(item)
         elif arch.hash in self.original:
@@ -653,28 +665,39 @@ class Campaign:
         timeout = 1.0
         if self.timeout:
             now = time.monotonic()
-            nearest = min(
-                (i.started + self.timeout for i in self.inflight.values()), default=now + 1
-            )
+            started = [i.started for i in self.inflight.values() if i.started is not None]
+            nearest = min((t + self.timeout for t in started), default=now + 1)
             timeout = max(0.0, min(timeout, nearest - now))
-        refs = list(self.inflight)
-        ready, _ = ray.wait(refs, num_returns=1, timeout=timeout) if refs else ([], [])
-        for ref in ready:
-            item = self.inflight.pop(ref)
+        gens = list(self.inflight)
+        ready, _ = ray.wait(gens, num_returns=1, timeout=timeout) if gens else ([], [])
+        for gen in ready:
+            item = self.inflight[gen]
             try:
-                metrics = ray.get(ref)
+                metrics = ray.get(next(gen))
+            except StopIteration:  # the task ended without a result: a bug of ours
+                metrics, failure = None, "the trial's task returned no result"
             except Exception as exc:
-                self._finish(item, None, {}, _failure_reason(exc))
+                metrics, failure = None, _failure_reason(exc)
+            else:
+                if metrics is None:  # the start marker: the timeout counts from now
+                    item.started = time.monotonic()
+                    continue
+                failure = None
+            del self.inflight[gen]
+            if metrics is None:
+                self._finish(item, None, {}, failure)
                 continue
             values, reason = self._values(metrics)
             self._finish(item, values, metrics, reason)
         if self.timeout:
             now = time.monotonic()
-            for ref, item in list(self.inflight.items()):
-                if now - item.started > self.timeout:
-                    ray.cancel(ref, force=True)
-                    del self.inflight[ref]
-                    self._finish(item, None, {}, f"timeout: no result after {self.timeout:g}s")
+            for gen, item in list(self.inflight.items()):
+                if item.started is not None and now - item.started > self.timeout:
+                    ray.cancel(gen, force=True)
+                    del self.inflight[gen]
+                    self._finish(
+                        item, None, {}, f"timeout: no result {self.timeout:g}s after it started"
+                    )
         self._show()
 
     def _values(self, metrics: dict[str, Any]) -> tuple[tuple[float, ...] | None, str | None]:

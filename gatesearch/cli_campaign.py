@@ -230,7 +230,11 @@ def run(
         ),
     ] = None,
     timeout: Annotated[
-        float | None, typer.Option(help="Seconds before a trial is failed [default: the preset's].")
+        float | None,
+        typer.Option(
+            help="Seconds a trial may run, counted from when a worker starts it (not while it "
+            "queues for a free CPU), before it is failed [default: the preset's]."
+        ),
     ] = None,
     max_params: Annotated[
         int | None,

@@ -280,6 +280,16 @@ def test_ctrl_c_between_storing_and_dispatching_a_trial_leaves_nothing_running(
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_the_timeout_counts_from_a_trials_start_not_its_queueing(tmp_path):
+    """8 workers on the module's 2-CPU Ray: the last pair of 1 s trials waits three rounds
+    (≥ 3 s) for a CPU, so a 4 s timeout counted from dispatch would fail them."""
+    store = run_campaign(
+        tmp_path, task="null", budget="1s", timeout=4, workers=8, trials=8, strategy="random"
+    )
+    records = store.records()
+    assert [r.state for r in records] == [TrialState.COMPLETE] * 8
+
+
 # Last in the module: cancelling a trial kills its Ray worker, and new workers take seconds
 # to start.
 def test_a_trial_past_its_timeout_fails_as_timed_out(tmp_path):
