@@ -33,7 +33,7 @@ import ray
 from rich.console import Console
 
 from gatesearch.campaign import ensure_ray
-from gatesearch.cli_campaign import fidelity_table, two_seeds_line
+from gatesearch.cli_campaign import fidelity_lines, fidelity_table
 from gatesearch.evaluate import parse_proxy_options, parse_task_params
 from gatesearch.proxy.fidelity import REPEAT, FidelityRequest, run_fidelity
 
@@ -63,8 +63,7 @@ def report(task: str, result: dict, wall: float) -> None:
     )
     console = Console(width=100)
     console.print(fidelity_table(result))
-    line = two_seeds_line(result)
-    if line:
+    for line in fidelity_lines(result):
         console.print(line, markup=False)
     kinds = (("self_tuning", "(a) proxy"), ("fixed", "(b) proxy"), ("full", "full"))
     for kind, label in (*kinds, (REPEAT, "(d) full")):

@@ -504,6 +504,35 @@ def two_seeds_line(result: dict[str, Any]) -> str | None:
     return line if metric == "loss" else f"{line}; loss {taus('loss')}"
 
 
+def bootstrap_line(result: dict[str, Any]) -> str | None:
+    """The bootstrap intervals of the metric's τ and of the differences (a) − (b), (a) − (c):
+    how much of a gap between proxies the architectures' sampling alone could make."""
+    boot = result.get("bootstrap")
+    if not boot:  # written before the intervals existed
+        return None
+
+    def span(ci: list[float] | None) -> str:
+        return "n/a" if ci is None else f"[{ci[0]:+.2f}, {ci[1]:+.2f}]"
+
+    from gatesearch.proxy.fidelity import PROXY_LABELS
+
+    taus = ", ".join(f"{PROXY_LABELS[p][:3]} {span(ci)}" for p, ci in boot["tau"].items())
+    diffs = ", ".join(
+        f"{PROXY_LABELS[p][:3]}−{PROXY_LABELS[q][:3]} {span(ci)}"
+        for (p, q), ci in ((tuple(k.split("-")), ci) for k, ci in boot["difference"].items())
+    )
+    level = round(100 * boot["level"])
+    return (
+        f"{level}% intervals over the architectures ({boot['resamples']} resamples): "
+        f"τ {taus}; differences {diffs}"
+    )
+
+
+def fidelity_lines(result: dict[str, Any]) -> list[str]:
+    """What follows the fidelity table: the two-seed τ and the bootstrap intervals."""
+    return [line for line in (two_seeds_line(result), bootstrap_line(result)) if line]
+
+
 def fidelity(
     space: Annotated[
         Path | None, typer.Option(help="Search space file [default: spaces/gated_lm.space].")
@@ -615,8 +644,7 @@ def fidelity(
 
     root, result = run_fidelity(req, progress)
     out.print(fidelity_table(result))
-    line = two_seeds_line(result)
-    if line:
+    for line in fidelity_lines(result):
         out.print(line, markup=False)
     failures = {k: v for k, v in result["failures"].items() if v}
     if failures:

@@ -7,6 +7,7 @@ import json
 import math
 from dataclasses import replace
 
+import numpy as np
 import pytest
 from clitools import cli
 
@@ -17,6 +18,7 @@ from gatesearch.proxy.fidelity import (
     REPEAT,
     RESULT,
     analyse,
+    bootstrap_taus,
     rank_correlations,
     top_agreement,
 )
@@ -96,6 +98,7 @@ def test_fidelity_on_four_tiny_architectures(tmp_path, capsys):
     assert code == 0, text
     assert "(a) self-tuning" in text and "mqar (accuracy)" in text and "top-k" in text
     assert "(d) full, seed 2" in text and "τ against the mean of both full runs" in text
+    assert "95% intervals over the architectures" in " ".join(text.split())
     run = tmp_path / "runs" / "f"
     assert (run / PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     result = json.loads((run / RESULT).read_text())
@@ -128,6 +131,8 @@ def test_fidelity_on_four_tiny_architectures(tmp_path, capsys):
         for stats in (*result["correlations"][key].values(), *result["two_seeds"][key].values()):
             assert stats["n"] == 4 and stats["k"] == 1 and 1 <= stats["pick_rank"] <= 4
     assert result["cpu_seconds"]["full"]["runs"] == 4
+    assert set(result["bootstrap"]["tau"]) == {*PROXIES, REPEAT}
+    assert set(result["bootstrap"]["difference"]) == {"self_tuning-fixed", "self_tuning-params"}
     assert result["failures"] == {"full": 0, REPEAT: 0, "self_tuning": 0, "fixed": 0}
 
     # Another proxy setting against the same reference: its full runs are reused, not rerun.
@@ -183,6 +188,41 @@ def test_analyse_ranks_the_repeat_only_when_there_is_one():
     two = both["two_seeds"]["metric"]
     assert set(two) == set(PROXIES) and "two_seeds" not in plain
     assert two["self_tuning"]["tau"] == pytest.approx(2 / math.sqrt(6), abs=EXACT)
+
+
+def test_bootstrap_intervals_are_paired_and_cover_the_truth():
+    rng = np.random.default_rng(3)
+    truth = list(rng.normal(size=30))
+    noisy = [t + e for t, e in zip(truth, rng.normal(scale=0.7, size=30))]
+    unrelated = list(rng.normal(size=30))
+    scores = {"exact": truth, "noisy": noisy, "same": noisy, "unrelated": unrelated}
+    pairs = (("noisy", "same"), ("exact", "unrelated"), ("noisy", "unrelated"))
+    boot = bootstrap_taus(scores, truth, pairs, resamples=400, seed=1)
+    assert boot["resamples"] == 400 and boot["level"] == 0.95
+    assert boot["tau"]["exact"] == pytest.approx([1.0, 1.0], abs=EXACT)
+    observed = rank_correlations(noisy, truth)["tau"]
+    lo, hi = boot["tau"]["noisy"]
+    assert lo < observed < hi and hi - lo > 0.1  # 30 samples cannot pin τ down
+    lo, hi = boot["tau"]["unrelated"]
+    assert lo < 0 < hi
+    # Paired: the same scores differ by exactly 0 in every resample.
+    assert boot["difference"]["noisy-same"] == [0.0, 0.0]
+    assert boot["difference"]["exact-unrelated"][0] > 0.5
+    assert boot["difference"]["noisy-unrelated"][0] > 0
+    # Seeded: the same intervals every time.
+    assert bootstrap_taus(scores, truth, pairs, resamples=400, seed=1) == boot
+
+
+def test_bootstrap_gives_no_interval_where_tau_is_mostly_undefined():
+    flat = [1.0] * 10
+    boot = bootstrap_taus(
+        {"flat": flat, "other": list(range(10))},
+        list(range(10)),
+        (("flat", "other"),),
+        resamples=50,
+    )
+    assert boot["tau"]["flat"] is None and boot["difference"]["flat-other"] is None
+    assert boot["tau"]["other"] == pytest.approx([1.0, 1.0], abs=EXACT)
 
 
 def test_max_params_samples_only_architectures_within_the_limit(tmp_path):
