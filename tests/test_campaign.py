@@ -270,14 +270,20 @@ def test_ctrl_c_between_storing_and_dispatching_a_trial_leaves_nothing_running(
         return opened
 
     monkeypatch.setattr(store, "start_trial", start_then_interrupt)
-    with store, pytest.raises(KeyboardInterrupt):
-        Campaign(store).run()
+    # A suite started in the background (`cmd &`) inherits SIGINT ignored: give this process
+    # the disposition a terminal gives it for the test's length.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with store, pytest.raises(KeyboardInterrupt):
+            Campaign(store).run()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
     with RunStore.open(req.runs_dir / "c", writer=False) as reopened:
         info = summary(reopened)
         states = [r.state for r in reopened.records()]
     assert TrialState.RUNNING not in states and len(states) == 3
     assert info["running"] == 0 and info["interrupted"] == 3 - info["finished"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_the_timeout_counts_from_a_trials_start_not_its_queueing(tmp_path):
