@@ -97,6 +97,16 @@ class DriverJournalBackend(JournalFileBackend):
             self._fd = -1
 
 
+def shown_url(url: str) -> str:
+    """A storage URL fit for a message: its password, if it holds one, masked."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy can parse: shown as given, to show its mistake
+        return url
+
+
 def check_journal(path: Path) -> None:
     """StoreError unless `path` is a complete journal: present, every line whole JSON."""
     if not path.is_file():
@@ -183,7 +193,9 @@ class RunStore:
             try:
                 return optuna.storages.RDBStorage(url)
             except Exception as exc:  # any driver or URL problem is the user's to fix
-                raise StoreError(f"cannot open storage {url}: {exc}") from None
+                # SQLAlchemy's messages run over several lines (a background link last).
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+                raise StoreError(f"cannot open storage {shown_url(url)}: {first}") from None
         path = str(self.root / JOURNAL)
         if self.writer:
             self._backend = DriverJournalBackend(path)
@@ -228,7 +240,12 @@ class RunStore:
             raise StoreError(f"cannot create {root}: {exc}") from None
         store = cls(root, config, writer=True)
         store.lock()
-        store.storage = store._make_storage()
+        try:
+            store.storage = store._make_storage()
+        except StoreError:  # nothing stored yet: leave no half-made run behind
+            store.close()
+            shutil.rmtree(root, ignore_errors=True)
+            raise
         directions = [optuna.study.StudyDirection[d.upper()] for d in config["directions"]]
         try:
             store.study_id = store.storage.create_new_study(directions, config["name"])
@@ -236,7 +253,8 @@ class RunStore:
             store.close()
             shutil.rmtree(root, ignore_errors=True)
             raise StoreError(
-                f"storage {config['storage']} already holds a study named {config['name']!r}"
+                f"storage {shown_url(config['storage'])} already holds a study named "
+                f"{config['name']!r}"
             ) from None
         store.study = optuna.load_study(study_name=config["name"], storage=store.storage)
         store.storage.set_study_user_attr(store.study_id, TARGET_ATTR, config["trials"])

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -75,28 +76,68 @@ def test_status_and_ls(tmp_path, capsys):
     assert "3/3 finished" in capsys.readouterr().out
 
 
-def test_rdb_storage_runs_resumes_and_refuses_a_second_study(tmp_path, capsys):
-    """--storage with a real relational database (SQLite through SQLAlchemy): the study lives
-    in the database, the run directory holds the rest, and resume finds it there."""
+# A database server to test --storage against, beside SQLite: e.g.
+# GATESEARCH_TEST_DB=postgresql://user:password@localhost/db (with `pip install
+# "psycopg[binary]"`). Each run of the test adds its studies there, under fresh names.
+DB_SERVER = os.environ.get("GATESEARCH_TEST_DB")
+
+
+@pytest.mark.parametrize(
+    "server",
+    [
+        pytest.param(None, id="sqlite"),
+        pytest.param(
+            DB_SERVER,
+            marks=pytest.mark.skipif(not DB_SERVER, reason="GATESEARCH_TEST_DB is not set"),
+            id="server",
+        ),
+    ],
+)
+def test_rdb_storage_runs_resumes_and_refuses_a_second_study(tmp_path, capsys, server):
+    """--storage with a real relational database (SQLite through SQLAlchemy, or a server):
+    the study lives in the database, the run directory holds the rest, and resume finds it."""
     runs, db = tmp_path / "runs", tmp_path / "studies.db"
-    url = f"sqlite:///{db}"
+    url = server or f"sqlite:///{db}"
+    name = f"s{uuid.uuid4().hex[:12]}"  # a server's database outlives the test
     base = ["--task", "null", "--runs-dir", runs, "--storage", url]
-    assert cli("run", *base, "--trials", "3", "--name", "s") == 0
-    assert db.is_file() and not (runs / "s" / "study.journal").exists()
-    assert json.loads((runs / "s" / "config.json").read_text())["storage"] == url
-    assert cli("resume", runs / "s", "--trials", "2") == 0
-    info = status_json(runs / "s", capsys)
+    assert cli("run", *base, "--trials", "3", "--name", name) == 0
+    assert server or db.is_file()
+    assert not (runs / name / "study.journal").exists()
+    assert json.loads((runs / name / "config.json").read_text())["storage"] == url
+    assert cli("resume", runs / name, "--trials", "2") == 0
+    info = status_json(runs / name, capsys)
     assert info["finished"] == 5
-    with RunStore.open(runs / "s", writer=False) as store:
+    with RunStore.open(runs / name, writer=False) as store:
         assert sorted(r.slot for r in store.records()) == list(range(5))
     # Another run of the same name in another folder would share the database's study.
     capsys.readouterr()
     other = ["--task", "null", "--runs-dir", tmp_path / "elsewhere", "--storage", url]
-    assert cli("run", *other, "--name", "s") == 2
+    assert cli("run", *other, "--name", name) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "already holds a study named 's'" in err
-    assert not (tmp_path / "elsewhere" / "s").exists()
-    assert info == status_json(runs / "s", capsys)  # the first run's study is untouched
+    assert len(err.splitlines()) == 1 and f"already holds a study named '{name}'" in err
+    assert not (tmp_path / "elsewhere" / name).exists()
+    assert info == status_json(runs / name, capsys)  # the first run's study is untouched
+
+
+@pytest.mark.parametrize(
+    ("url", "needle"),
+    [
+        # No database server listens on port 1; with no driver installed the import fails
+        # first. Either way: one line, and the password never shown.
+        ("postgresql://researcher:s3cret@127.0.0.1:1/studies", "cannot open storage"),
+        ("sqlite:////nonexistent-dir/studies.db", "cannot open storage"),
+        ("notadatabase://x", "cannot open storage"),
+    ],
+    ids=["unreachable-server", "sqlite-bad-path", "unknown-dialect"],
+)
+def test_a_storage_that_cannot_open_is_one_line_and_leaves_no_run(tmp_path, capsys, url, needle):
+    runs = tmp_path / "runs"
+    code = cli("run", "--task", "null", "--runs-dir", runs, "--storage", url, "--name", "bad")
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and needle in err, err
+    assert "s3cret" not in err
+    assert not (runs / "bad").exists() and not list(runs.glob(".bad.*"))
 
 
 def tree_digest(root: Path) -> str:
