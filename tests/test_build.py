@@ -21,7 +21,7 @@ from gatesearch.build import (
     flops_per_token,
     prune_model,
 )
-from gatesearch.graph import GraphError, arch_hash
+from gatesearch.graph import GraphError, arch_hash, validate_graph
 from gatesearch.primitives.base import AUX_SPARSITY, Primitive, Prunable
 from gatesearch.primitives.pruning import make_gate, prune_param
 from gatesearch.registry import (
@@ -331,6 +331,34 @@ def test_prune_model(kind: InputKind) -> None:
     fresh = build_model(pruned, ctx).double()
     shapes = {k: v.shape for k, v in model.state_dict().items()}
     assert {k: v.shape for k, v in fresh.state_dict().items()} == shapes
+    fresh.load_state_dict(model.state_dict())
+    torch.testing.assert_close(fresh.eval()(x), before, rtol=0, atol=PRUNE_ATOL)
+
+
+@pytest.mark.parametrize("open_experts", [[2], []], ids=["one-open", "none-open"])
+def test_a_mixture_pruned_to_one_or_no_expert_still_builds(open_experts: list[int]) -> None:
+    """Pruning can leave one expert, or none (then one is kept at scale 0): the pruned graph
+    must pass the registry's checks and rebuild the same function (export and retrain read
+    it back)."""
+    torch.manual_seed(0)
+    ctx = ctx_for(InputKind.TOKENS)
+    params = {"router": "switch", "experts": 4, "expert": {"op": "mlp", "params": {}}}
+    g = residual_graph("moe", **params, prune="trainable")
+    model = build_model(g, ctx).double().eval()
+    moe = model.nodes[model.node_names["ch"]]
+    with torch.no_grad():
+        for p in moe.router.parameters():
+            p.normal_()
+        moe.expert_gate.w.fill_(-1.0)
+        moe.expert_gate.w[open_experts] = 1.0
+    x = example_input(ctx, seq_len=16, batch=2)
+    before = model(x)
+
+    pruned = prune_model(model)
+
+    assert pruned.nodes["ch"]["params"]["experts"] == 1
+    validate_graph(pruned, ctx)
+    fresh = build_model(pruned, ctx).double()
     fresh.load_state_dict(model.state_dict())
     torch.testing.assert_close(fresh.eval()(x), before, rtol=0, atol=PRUNE_ATOL)
 

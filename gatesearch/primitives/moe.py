@@ -364,7 +364,8 @@ def _uses_router_act(params: dict[str, Any]) -> bool:
             check=_router_fits_context,
             doc="how tokens are assigned to experts",
         ),
-        ParamSpec("experts", IntRange(2, 64), default=8, doc="number of experts N"),
+        # 1 is admitted because pruning can leave one expert (a grammar may write it too).
+        ParamSpec("experts", IntRange(1, 64), default=8, doc="number of experts N"),
         ParamSpec(
             "k",
             IntRange(1, 8),
@@ -518,6 +519,10 @@ class MoE(Primitive, Prunable):
             return updates
         z = self.expert_gate.final_values()  # (E,)
         keep = self.expert_gate.keep_mask().nonzero().squeeze(1)  # (E',)
+        if keep.numel() == 0:
+            # Every gate closed: the layer adds zeros. Keep one expert at scale z = 0, which
+            # still adds zeros, so the graph stays a buildable mixture (experts ≥ 1).
+            keep = z.argmax().reshape(1)
         self.experts = nn.ModuleList(self.experts[i] for i in keep.tolist())
         self.out_scale = (self.out_scale * z.to(self.out_scale)).index_select(0, keep)
         self.router.keep_rows_(keep)
