@@ -1,4 +1,4 @@
-"""`gatesearch export`: a campaign's architecture as one standalone PyTorch file.
+"""`gatesearch export`: a campaign's architecture as one standalone PyTorch file, or as ONNX.
 
 The architecture is the campaign's rank-K trial (or the one whose hash is given). When it was
 retrained (`gatesearch retrain`), the retrained graph — pruned, when it had pruning gates — and
@@ -8,6 +8,7 @@ its weights are exported; otherwise the searched graph, whose weights the proxy 
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +18,11 @@ from rich.console import Console
 from gatesearch.store import RunStore
 
 out = Console(highlight=False)
+
+
+class ExportFormat(StrEnum):
+    PY = "py"
+    ONNX = "onnx"
 
 
 class ExportCommandError(Exception):
@@ -67,15 +73,34 @@ def export_command(
         str | None, typer.Option("--arch", help="Export the architecture with this hash (prefix).")
     ] = None,
     weights: Annotated[
-        bool, typer.Option("--weights", help="Also write the retrained weights (safetensors).")
+        bool,
+        typer.Option(
+            "--weights",
+            help="Also write the retrained weights (safetensors); with --format onnx, "
+            "put them in the ONNX file (else it holds a fresh initialisation).",
+        ),
     ] = False,
+    fmt: Annotated[
+        ExportFormat,
+        typer.Option("--format", help="py: readable PyTorch source; onnx: an ONNX graph."),
+    ] = ExportFormat.PY,
+    seq_len: Annotated[
+        int | None,
+        typer.Option(
+            "--seq-len",
+            min=1,
+            help="ONNX only: the fixed sequence length of its input [default: the task's].",
+        ),
+    ] = None,
 ) -> None:
-    """Write the architecture as one PyTorch file that imports only torch."""
+    """Write the architecture as one PyTorch file that imports only torch, or as ONNX."""
+    import torch
     from safetensors.torch import load_file
 
     from gatesearch.build import build_model
     from gatesearch.evaluate import spec_of
     from gatesearch.export import write_export
+    from gatesearch.export.onnx import export_onnx
     from gatesearch.graph import read_graph
     from gatesearch.retrain import GRAPH, METRICS, RETRAINED, WEIGHTS
     from gatesearch.space import graph_context
@@ -83,8 +108,13 @@ def export_command(
 
     if rank is not None and arch is not None:
         raise ExportCommandError("give --rank or --arch, not both")
-    if output.suffix != ".py":
-        raise ExportCommandError(f"{output}: the output must be a .py file")
+    suffix = f".{fmt.value}"
+    if output.suffix != suffix:
+        raise ExportCommandError(
+            f"{output}: with --format {fmt.value} the output must end {suffix}"
+        )
+    if seq_len is not None and fmt is not ExportFormat.ONNX:
+        raise ExportCommandError("--seq-len is for --format onnx")
     if not output.parent.is_dir():
         raise ExportCommandError(f"{output.parent}: no such directory")
     store = RunStore.open(run_dir, writer=False)
@@ -114,9 +144,26 @@ def export_command(
             else graph_context(graph)
         )
         model = None
-        if weights:
+        if weights or fmt is ExportFormat.ONNX:
+            torch.manual_seed(0)  # without --weights: a fresh initialisation, the same each time
             model = build_model(graph, ctx)
+        if weights:
             model.load_state_dict(load_file(str(retrained / WEIGHTS)))
+        if fmt is ExportFormat.ONNX:
+            length = seq_len or (task.seq_len if task is not None else None)
+            if length is None:
+                raise ExportCommandError(
+                    f"the task {spec.name} has no sequence length: give --seq-len"
+                )
+            done = export_onnx(model, ctx, output, length)
+            checked = (
+                f"checked with ONNX Runtime (max difference {done.max_diff:.1g})"
+                if done.max_diff is not None
+                else "not checked: pip install onnxruntime to check it"
+            )
+            what = "retrained weights" if weights else "a fresh initialisation (no --weights)"
+            out.print(f"wrote {output}: input x (batch, {length}), {what}; {checked}")
+            return
         title = f"gatesearch campaign {store.root.name}, rank {position or '-'} ({source})"
         paths = write_export(
             graph,

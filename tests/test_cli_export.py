@@ -84,11 +84,22 @@ def test_export_by_hash_prefix_without_weights(retrained_run: Path) -> None:
         (("--rank", "99", "-o", "m.py"), "ranked architectures"),
         (("--arch", "zzzz", "-o", "m.py"), "no architecture with a hash"),
         (("--rank", "1", "--arch", "ab", "-o", "m.py"), "not both"),
-        (("-o", "m.txt"), "must be a .py file"),
+        (("-o", "m.txt"), "must end .py"),
+        (("-o", "m.py", "--format", "onnx"), "must end .onnx"),
+        (("-o", "m.py", "--seq-len", "8"), "--seq-len is for --format onnx"),
         (("-o", "missing/m.py"), "no such directory"),
         (("--rank", "2", "-o", "m.py", "--weights"), "gatesearch retrain"),
     ],
-    ids=["rank-too-large", "unknown-hash", "rank-and-arch", "not-python", "no-dir", "no-weights"],
+    ids=[
+        "rank-too-large",
+        "unknown-hash",
+        "rank-and-arch",
+        "not-python",
+        "not-onnx",
+        "seq-len-for-py",
+        "no-dir",
+        "no-weights",
+    ],
 )
 def test_bad_export_requests_are_one_line(retrained_run: Path, args: tuple, message: str) -> None:
     res = gs("export", "runs/r", *args, cwd=retrained_run)
@@ -102,3 +113,34 @@ def test_export_of_a_missing_run(tmp_path: Path) -> None:
     res = gs("export", "runs/nope", "-o", "m.py", cwd=tmp_path)
     assert res.returncode == 2
     assert res.stderr.startswith("error: ")
+
+
+def test_onnx_export_with_weights_runs_the_retrained_function(retrained_run: Path) -> None:
+    """--format onnx: the retrained model as an ONNX graph that ONNX Runtime runs at the task's
+    sequence length and any batch, computing what the engine computes."""
+    import onnxruntime
+
+    res = gs("export", "runs/r", "-o", "best.onnx", "--format", "onnx", "--weights",
+             cwd=retrained_run)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "checked with ONNX Runtime" in " ".join(res.stdout.split())
+    (folder,) = (retrained_run / "runs/r/retrained").iterdir()
+    graph = read_graph(folder / "graph.parquet")
+    task = make_task(TaskSpec("mqar", {"vocab": 32, "length": 16, "pairs": 2}))
+    engine = build_model(graph, task.context(int(graph.nodes["input"]["params"]["d_model"])))
+    engine.load_state_dict(load_file(str(folder / "weights.safetensors")))
+    engine.eval()
+    session = onnxruntime.InferenceSession(str(retrained_run / "best.onnx"))
+    for batch in (1, 5):
+        x = torch.randint(0, 32, (batch, task.seq_len))
+        (y,) = session.run(None, {"x": x.numpy()})
+        with torch.no_grad():
+            torch.testing.assert_close(torch.from_numpy(y), engine(x), atol=1e-4, rtol=0)
+    # The fixed length can be chosen.
+    res = gs("export", "runs/r", "-o", "long.onnx", "--format", "onnx", "--seq-len", "40",
+             "--weights", cwd=retrained_run)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert (
+        onnxruntime.InferenceSession(str(retrained_run / "long.onnx")).get_inputs()[0].shape[1]
+        == 40
+    )

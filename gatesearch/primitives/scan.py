@@ -337,7 +337,10 @@ def gla_chunked(
             return _gla_intra_exact(*args).reshape(-1)
 
         safe = -A.min() < _decay_limit(A.dtype)
-        flat = torch.cond(safe, factorised, exact, (qc, kc, vc, A))
+        # torch.cond refuses operands that share storage; without padding (T a multiple of
+        # C) the chunks are views of one fused projection, so they go in as copies.
+        operands = (qc.clone(), kc.clone(), vc.clone(), A)
+        flat = torch.cond(safe, factorised, exact, operands)
         intra = flat.reshape(*qc.shape[:-1], vc.shape[-1])  # (B, nc, C, H, V)
     elif _factorisable(A):
         intra = _gla_intra_factorised(qc, kc, vc, A)

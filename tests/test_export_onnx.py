@@ -1,0 +1,120 @@
+"""ONNX export (gatesearch/export/onnx.py): every kind of gating primitive the default space
+samples, token and feature inputs, through the real exporter and ONNX Runtime."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import onnxruntime
+import pytest
+import torch
+
+from gatesearch.build import build_model
+from gatesearch.export import ExportError
+from gatesearch.export.onnx import ONNX_ATOL, export_onnx
+from gatesearch.registry import InputKind
+from gatesearch.space import (
+    DEFAULT_SPACE,
+    Architecture,
+    graph_context,
+    load_space,
+    sample_architectures,
+)
+
+SEQ = 24
+# The chunked scans (minlstm, rglru), chunked linear attention (gla), softmax attention, a
+# mixture (without pruning gates) and a cuDNN-style LSTM: each lowers to different ONNX ops.
+OPS = ("attention", "gla", "minlstm", "rglru", "moe", "lstm")
+
+
+@pytest.fixture(scope="module")
+def archs() -> list[Architecture]:
+    return sample_architectures(load_space(DEFAULT_SPACE), 200, seed=2024)
+
+
+def _ops(arch: Architecture) -> set[str]:
+    return {attrs["op"] for _, attrs in arch.graph.nodes(data=True)}
+
+
+def _gated_moe(arch: Architecture) -> bool:
+    return any(
+        d["op"] == "moe" and d["params"].get("prune", "none") != "none"
+        for _, d in arch.graph.nodes(data=True)
+    )
+
+
+def _smallest(archs: list[Architecture], op: str, gated_moe: bool = False) -> Architecture:
+    fits = [a for a in archs if op in _ops(a) and _gated_moe(a) == gated_moe]
+    return min(fits, key=lambda a: (len(a.graph), a.hash))
+
+
+def _run(path: Path, x: torch.Tensor) -> torch.Tensor:
+    session = onnxruntime.InferenceSession(str(path))
+    (y,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    return torch.from_numpy(y)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_onnx_computes_the_engines_function(archs, tmp_path: Path, op: str) -> None:
+    torch.manual_seed(0)
+    arch = _smallest(archs, op)
+    ctx = graph_context(arch.graph)
+    model = build_model(arch.graph, ctx).eval()
+    path = tmp_path / "m.onnx"
+    result = export_onnx(model, ctx, path, SEQ)
+    assert result.max_diff is not None and result.max_diff <= ONNX_ATOL
+    for batch in (1, 4):  # the batch axis is dynamic
+        x = torch.randint(0, ctx.n_in, (batch, SEQ))
+        with torch.no_grad():
+            torch.testing.assert_close(_run(path, x), model(x), atol=ONNX_ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("seq", [16, 32])
+def test_onnx_of_gla_at_whole_chunks(archs, tmp_path: Path, seq: int) -> None:
+    """T a multiple of GLA's chunk: no padding, so the chunks are views of one projection, and
+    the exporter's decomposition refused them as aliasing operands of torch.cond."""
+    arch = _smallest(archs, "gla")
+    ctx = graph_context(arch.graph)
+    model = build_model(arch.graph, ctx).eval()
+    result = export_onnx(model, ctx, tmp_path / "w.onnx", seq)
+    assert result.max_diff is not None and result.max_diff <= ONNX_ATOL
+
+
+def test_onnx_with_feature_inputs(archs, tmp_path: Path) -> None:
+    arch = _smallest(archs, "gru")
+    ctx = graph_context(arch.graph, input_kind=InputKind.CONTINUOUS, n_in=5, n_out=3)
+    model = build_model(arch.graph, ctx).eval()
+    export_onnx(model, ctx, tmp_path / "f.onnx", SEQ)
+    x = torch.randn(2, SEQ, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(_run(tmp_path / "f.onnx", x), model(x), atol=ONNX_ATOL, rtol=0)
+
+
+def test_a_fresh_noisy_topk_router_is_refused_with_the_reason(archs, tmp_path: Path) -> None:
+    """noisy top-k starts with zero gate weights: every expert ties, and ONNX Runtime's top-k
+    breaks ties otherwise than torch's, which the check catches and explains."""
+    graph = copy.deepcopy(_smallest(archs, "moe").graph)
+    for _, attrs in graph.nodes(data=True):
+        if attrs["op"] == "moe":
+            attrs["params"].update(router="noisy_topk", k=1)
+    ctx = graph_context(graph)
+    torch.manual_seed(0)
+    model = build_model(graph, ctx).eval()
+    with pytest.raises(ExportError, match="zero initialisation") as info:
+        export_onnx(model, ctx, tmp_path / "t.onnx", SEQ)
+    assert "\n" not in str(info.value) and not (tmp_path / "t.onnx").exists()
+    with torch.no_grad():  # trained (here: perturbed) weights break the ties: it exports
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    assert export_onnx(model, ctx, tmp_path / "t.onnx", SEQ).max_diff <= ONNX_ATOL
+
+
+def test_a_mixture_with_open_expert_gates_is_refused_in_one_line(archs, tmp_path: Path) -> None:
+    arch = _smallest(archs, "moe", gated_moe=True)
+    ctx = graph_context(arch.graph)
+    model = build_model(arch.graph, ctx).eval()
+    with pytest.raises(ExportError, match="retrain first") as info:
+        export_onnx(model, ctx, tmp_path / "g.onnx", SEQ)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "g.onnx").exists()
