@@ -1,7 +1,7 @@
 """Strategy cost and progress as the history grows, in process (no Ray, no training).
 
     python benchmarks/strategies.py                          # 400 trials, 2 seeds
-    python benchmarks/strategies.py --trials 1000 --presets random,evolution,tpe-flat
+    python benchmarks/strategies.py --trials 1000 --presets random,evolution,tpe-grouped
 
 Each strategy proposes derivations of the default space through the campaign's own ask/tell
 (slot seeds as a campaign derives them) and is told a cheap, structured, deterministic score:
@@ -12,9 +12,9 @@ and what its proposals cost the driver as the study grows (Optuna #2172: sampler
 growing with history). Reported per strategy: ask time (median per block of 100 trials) and
 the best score after 50, 100, 200, ... trials, medians over seeds.
 
-Presets: the shipped `random`, `evolution`, `tpe` (grouped multivariate TPE) and `nsga2`, and
-two variants: `tpe-flat` (multivariate TPE without groups, `group = false`) and `evolution-32`
-(population 32, tournaments of 8).
+Presets: the shipped `random`, `evolution`, `tpe` (multivariate TPE, `group = false`) and
+`nsga2`, and two variants: `tpe-grouped` (`group = true`: a model per set of co-occurring
+choice paths) and `evolution-32` (population 32, tournaments of 8).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from gatesearch.strategies import Observation
 from gatesearch.tasks import TaskSpec
 
 VARIANTS = {
-    "tpe-flat": 'strategy = "tpe"\n[options]\ngroup = false\n',
+    "tpe-grouped": 'strategy = "tpe"\n[options]\ngroup = true\n',
     "evolution-32": 'strategy = "evolution"\n[options]\npopulation = 32\nsample_size = 8\n',
 }
 
@@ -70,7 +70,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=400)
     parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--presets", default="random,evolution,evolution-32,tpe,tpe-flat,nsga2")
+    parser.add_argument("--presets", default="random,evolution,evolution-32,tpe,tpe-grouped,nsga2")
     parser.add_argument("--target", type=float, default=2e5, help="target parameter count")
     args = parser.parse_args()
     checkpoints = [c for c in (50, 100, 200, 400, 1000, 2000) if c <= args.trials]
