@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -50,6 +51,16 @@ def retrained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def _retrained_engine(root: Path) -> tuple[Path, Any, torch.nn.Module]:
+    """(the retrained folder, its task, the engine's model with the retrained weights)."""
+    (folder,) = (root / "runs/r/retrained").iterdir()
+    graph = read_graph(folder / "graph.parquet")
+    task = make_task(TaskSpec("mqar", {"vocab": 32, "length": 16, "pairs": 2}))
+    engine = build_model(graph, task.context(int(graph.nodes["input"]["params"]["d_model"])))
+    engine.load_state_dict(load_file(str(folder / "weights.safetensors")))
+    return folder, task, engine.eval()
+
+
 def test_export_with_weights_reproduces_the_retrained_model(retrained_run: Path) -> None:
     res = gs("export", "runs/r", "--rank", "1", "-o", "best.py", "--weights", cwd=retrained_run)
     assert res.returncode == 0, res.stderr
@@ -58,12 +69,7 @@ def test_export_with_weights_reproduces_the_retrained_model(retrained_run: Path)
         line.split()[1] for line in source.splitlines() if line.startswith("import ")
     ]
     exported = _import(retrained_run / "best.py").load(str(retrained_run / "best.safetensors"))
-    (folder,) = (retrained_run / "runs/r/retrained").iterdir()
-    graph = read_graph(folder / "graph.parquet")
-    task = make_task(TaskSpec("mqar", {"vocab": 32, "length": 16, "pairs": 2}))
-    engine = build_model(graph, task.context(int(graph.nodes["input"]["params"]["d_model"])))
-    engine.load_state_dict(load_file(str(folder / "weights.safetensors")))
-    engine.eval()
+    folder, _, engine = _retrained_engine(retrained_run)
     x = torch.randint(0, 32, (2, 16))
     with torch.no_grad():
         torch.testing.assert_close(exported(x), engine(x), atol=1e-5, rtol=1e-5)
@@ -124,12 +130,7 @@ def test_onnx_export_with_weights_runs_the_retrained_function(retrained_run: Pat
              cwd=retrained_run)  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert "checked with ONNX Runtime" in " ".join(res.stdout.split())
-    (folder,) = (retrained_run / "runs/r/retrained").iterdir()
-    graph = read_graph(folder / "graph.parquet")
-    task = make_task(TaskSpec("mqar", {"vocab": 32, "length": 16, "pairs": 2}))
-    engine = build_model(graph, task.context(int(graph.nodes["input"]["params"]["d_model"])))
-    engine.load_state_dict(load_file(str(folder / "weights.safetensors")))
-    engine.eval()
+    _, task, engine = _retrained_engine(retrained_run)
     session = onnxruntime.InferenceSession(str(retrained_run / "best.onnx"))
     for batch in (1, 5):
         x = torch.randint(0, 32, (batch, task.seq_len))
