@@ -163,8 +163,10 @@ def _drive(store: RunStore) -> None:
         _board(store)
         out.print(
             f"{stats.done} trials ({stats.failed} failed, {stats.duplicates} duplicates) in "
-            f"{_clock(stats.elapsed)}. next: `gatesearch status {store.root}`, or "
-            f"`gatesearch resume {store.root} --trials N` to search further"
+            f"{_clock(stats.elapsed)}. next: `gatesearch report {store.root}` (plots, HTML), "
+            f"`gatesearch retrain {store.root} --top 1` then `gatesearch export "
+            f"{store.root} -o best.py --weights`, or `gatesearch resume {store.root} "
+            "--trials N` to search further"
         )
 
 

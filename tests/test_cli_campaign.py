@@ -52,6 +52,8 @@ def test_each_strategy_runs_a_campaign(tmp_path, capsys, strategy):
     text = capsys.readouterr().out
     assert code == 0, text
     assert "next:" in text and "best of c" in text
+    flat = " ".join(text.split())  # Rich wraps long lines
+    assert f"`gatesearch report {tmp_path / 'runs' / 'c'}`" in flat and "--weights" in flat
     info = status_json(tmp_path / "runs" / "c", capsys)
     assert info["finished"] == 10 and info["complete"] == 10 and info["failed"] == 0
     assert info["best"]["values"].keys() == set(objectives.split(","))
