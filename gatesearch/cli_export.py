@@ -65,7 +65,10 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def export_command(
     run_dir: Annotated[Path, typer.Argument(help="A campaign directory, e.g. runs/NAME.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="The Python file to write.")],
+    output: Annotated[
+        Path,
+        typer.Option("-o", "--output", help="The file to write: .py, or .onnx with --format onnx."),
+    ],
     rank: Annotated[
         int | None, typer.Option("--rank", min=1, help="Export the K-th best (default 1).")
     ] = None,
