@@ -51,6 +51,25 @@ def test_trials_round_trip_through_the_journal(tmp_path):
     assert c.state is TrialState.RUNNING
 
 
+def test_runs_stored_with_unpacked_attrs_still_read(tmp_path):
+    """Choices and metrics are stored as JSON strings now; a run whose trials hold them as
+    dicts (stored before) reads the same, and can be resumed."""
+    choices, metrics = {"$width": 64, "x.y[0]": "a"}, {"loss": 1.5, "params": 10.0}
+    with make(tmp_path) as store:
+        tid, _ = store.start_trial(0, 11, "abc", {}, None)
+        store.storage.set_trial_user_attr(tid, "choices", choices)  # the older layout
+        store.storage.set_trial_user_attr(tid, "metrics", metrics)
+        store.storage.set_trial_state_values(tid, TrialState.COMPLETE, [1.5])
+        new, _ = store.start_trial(1, 12, "def", choices, None)
+        store.complete_trial(new, [1.5], metrics, seq=1)
+        packed = store.storage.get_trial(new).user_attrs
+    assert isinstance(packed["choices"], str) and isinstance(packed["metrics"], str)
+    with RunStore.open(tmp_path / "r", writer=False) as store:
+        old, fresh = store.records()
+    assert old.choices == fresh.choices == choices
+    assert old.metrics == fresh.metrics == metrics
+
+
 def test_existing_run_is_never_overwritten(tmp_path):
     make(tmp_path).close()
     with pytest.raises(StoreError, match="already exists"):
