@@ -21,9 +21,11 @@ machine, which alone would exceed the per-trial overhead goal. Readers (`status`
 the stock backend and never append. Nothing is pickled; trial records carry JSON user attrs.
 
 Trial user attrs: `slot` (the campaign's logical trial index; per-trial seeds derive from it),
-`seed`, `arch_hash`, `choices` (the derivation, path -> value), and when finished `metrics`
-(the scalar metrics and the tuned hyperparameters; the trajectory only in trials/), `seq`
-(completion order), `duplicate_of` (trial number reused) or `fail_reason`.
+`seed`, `arch_hash`, `choices` (the derivation, path -> value, as a JSON string), and when
+finished `metrics` (the scalar metrics and the tuned hyperparameters, as a JSON string; the
+trajectory only in trials/), `seq` (completion order), `duplicate_of` (trial number reused) or
+`fail_reason`. Runs written before choices and metrics were strings hold them as objects;
+both read the same.
 """
 
 from __future__ import annotations
@@ -130,7 +132,7 @@ def check_journal(path: Path) -> None:
 def _pack(doc: dict[str, Any]) -> str:
     """A trial's choices or metrics as one JSON string attr, not a dict. Why: Optuna keeps
     every trial's decoded attrs in the driver's memory, and a dict of ~50 small objects a trial
-    was most of the driver's growth (11.4 → 7.7 KB a trial, benchmarks/RESULTS.md)."""
+    was most of the driver's growth (11.4 → 6.9 KB a trial, benchmarks/RESULTS.md)."""
     return json.dumps(doc, separators=(",", ":"))
 
 
