@@ -15,6 +15,8 @@ from __future__ import annotations
 import importlib.util
 import logging
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,16 +122,16 @@ def _tied_router(model: torch.nn.Module) -> bool:
     return any(isinstance(m, Router) and not bool(m.w_gate.detach().any()) for m in model.modules())
 
 
-class _quiet_exporter:
+@contextmanager
+def _quiet_exporter() -> Iterator[None]:
     """The exporter logs progress and torchvision notices at WARNING; a CLI prints one line."""
-
-    def __enter__(self) -> None:
-        self._levels = {}
-        for name in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript"):
-            logger = logging.getLogger(name)
-            self._levels[name] = logger.level
-            logger.setLevel(logging.ERROR)
-
-    def __exit__(self, *exc: object) -> None:
-        for name, level in self._levels.items():
-            logging.getLogger(name).setLevel(level)
+    names = ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)

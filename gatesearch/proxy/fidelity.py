@@ -132,19 +132,33 @@ def _finite_pairs(x: list[float | None], y: list[float | None]) -> tuple[np.ndar
 def rank_correlations(x: list[float | None], y: list[float | None]) -> dict[str, Any]:
     """Kendall's τ-b and Spearman's ρ of the pairs where both are finite; None where
     undefined (fewer than 3 pairs, or one side constant)."""
-    from scipy.stats import kendalltau, spearmanr
+    from scipy.stats import spearmanr
 
     a, b = _finite_pairs(x, y)
-    out: dict[str, Any] = {"n": int(a.size), "tau": None, "rho": None}
-    if a.size < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
-        return out
+    out: dict[str, Any] = {"n": int(a.size), "tau": _tau(a, b), "rho": None}
+    if _ranked(a, b):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            rho = float(spearmanr(a, b).statistic)
+        out["rho"] = rho if math.isfinite(rho) else None
+    return out
+
+
+def _ranked(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether finite pairs `a`, `b` have a rank correlation: 3 or more, neither constant."""
+    return bool(a.size >= 3 and np.ptp(a) > 0 and np.ptp(b) > 0)
+
+
+def _tau(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Kendall's τ-b of finite pairs, None where undefined."""
+    from scipy.stats import kendalltau
+
+    if not _ranked(a, b):
+        return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tau = float(kendalltau(a, b).statistic)
-        rho = float(spearmanr(a, b).statistic)
-    out["tau"] = tau if math.isfinite(tau) else None
-    out["rho"] = rho if math.isfinite(rho) else None
-    return out
+    return tau if math.isfinite(tau) else None
 
 
 def top_agreement(x: list[float | None], y: list[float | None]) -> dict[str, Any]:
@@ -173,20 +187,6 @@ BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_LEVEL = 0.95
 
 
-def _tau(x: np.ndarray, y: np.ndarray) -> float | None:
-    """Kendall's τ-b over the finite pairs, None where undefined (as rank_correlations)."""
-    from scipy.stats import kendalltau
-
-    keep = np.isfinite(x) & np.isfinite(y)
-    a, b = x[keep], y[keep]
-    if a.size < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
-        return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        tau = float(kendalltau(a, b).statistic)
-    return tau if math.isfinite(tau) else None
-
-
 def bootstrap_taus(
     scores: dict[str, list[float | None]],
     reference: list[float | None],
@@ -211,7 +211,11 @@ def bootstrap_taus(
     diffs: dict[str, list[float]] = {f"{p}-{q}": [] for p, q in pairs}
     for _ in range(resamples):
         idx = rng.integers(0, n, size=n)
-        taus = {p: _tau(a[idx], ref[idx]) for p, a in arrays.items()}
+        taus = {}
+        for p, a in arrays.items():
+            x, y = a[idx], ref[idx]
+            keep = np.isfinite(x) & np.isfinite(y)  # what rank_correlations keeps
+            taus[p] = _tau(x[keep], y[keep])
         for p, tau in taus.items():
             if tau is not None:
                 draws[p].append(tau)
@@ -435,8 +439,9 @@ def compared(config: dict[str, Any]) -> tuple[str, ...]:
 def analyse(config: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Rank agreement of each proxy's goodness (and the repeated full run's) with the full
     budget's, on the metric and on the validation loss: τ, ρ and the top-k agreement, and
-    bootstrap intervals of the metric's τ and of (a) − (b), (a) − (c). With a repeat, `two_seeds` ranks the proxies against the mean of both full runs as well — a
-    reference with half the seed noise. CPU-seconds by run kind."""
+    bootstrap intervals of the metric's τ and of (a) − (b), (a) − (c). With a repeat,
+    `two_seeds` ranks the proxies against the mean of both full runs as well — a reference
+    with half the seed noise. CPU-seconds by run kind."""
     hib = bool(config["higher_is_better"])
     kinds = compared(config)
     repeated = bool(config.get("repeat_full"))
