@@ -37,6 +37,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -124,6 +125,17 @@ def check_journal(path: Path) -> None:
                 json.loads(line)
             except ValueError:
                 raise StoreError(f"{path}: corrupt record on line {i}") from None
+
+
+@contextlib.contextmanager
+def _optuna_quiet() -> Iterator[None]:
+    """Optuna's INFO log lines silenced for the block, its verbosity restored after."""
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(before)
 
 
 # -------------------------------------------------------------------------------- records
@@ -262,7 +274,8 @@ class RunStore:
             raise
         directions = [optuna.study.StudyDirection[d.upper()] for d in config["directions"]]
         try:
-            store.study_id = store.storage.create_new_study(directions, config["name"])
+            with _optuna_quiet():  # its "A new study created" line would sit above our own
+                store.study_id = store.storage.create_new_study(directions, config["name"])
         except optuna.exceptions.DuplicatedStudyError:
             store.close()
             shutil.rmtree(root, ignore_errors=True)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
+import optuna
 import pytest
 from optuna.trial import TrialState
 
@@ -27,6 +29,24 @@ def test_snapshot_holds_config_space_preset_and_versions(tmp_path):
     assert "optuna" in json.loads((root / "versions.json").read_text())
     assert not list(tmp_path.glob(".r.*"))  # the temporary folder was renamed into place
     assert list_runs(tmp_path) == [root]
+
+
+def test_creating_a_run_logs_nothing_of_optunas_and_keeps_its_verbosity(tmp_path):
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("optuna")
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.INFO)
+    logger.addHandler(handler)
+    try:
+        with make(tmp_path):
+            pass
+        assert [r.getMessage() for r in records] == []
+        assert optuna.logging.get_verbosity() == optuna.logging.INFO
+    finally:
+        logger.removeHandler(handler)
+        optuna.logging.set_verbosity(before)
 
 
 def test_trials_round_trip_through_the_journal(tmp_path):
