@@ -57,6 +57,7 @@ from gatesearch.store import (
     RunStore,
     StoreError,
     TrialRecord,
+    campaign_state,
     compact_metrics,
 )
 from gatesearch.strategies import STRATEGIES, Observation, Strategy, StrategyError, parse_options
@@ -927,6 +928,7 @@ def summary(store: RunStore) -> dict[str, Any]:
     )
     board = leaderboard(store, top=5)
     spec = spec_of(store.config["task"])
+    finished = len(finished_slots)
     metric_name = store.config.get("metric_name", "metric")
     return {
         "name": store.config["name"],
@@ -941,7 +943,8 @@ def summary(store: RunStore) -> dict[str, Any]:
         "directions": store.config["directions"],
         "labels": [objective_label(o, metric_name) for o in store.config["objectives"]],
         "target": store.target,
-        "finished": len(finished_slots),
+        "finished": finished,
+        "state": campaign_state(store.root, finished, store.target),
         "complete": states.get("complete", 0),
         "failed": states.get("fail", 0) - interrupted - rejected,
         "interrupted": interrupted,

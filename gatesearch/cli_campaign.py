@@ -307,13 +307,19 @@ def status(
         sys.stdout.write(json.dumps(info, indent=2) + "\n")
         return
     out.print(
-        f"[bold]{info['name']}[/bold]  {info['strategy']} on "
+        f"[bold]{info['name']}[/bold] ({info['state']})  {info['strategy']} on "
         f"{escape(_task_text(info['task_spec']))} × {info['budget']}  "
         f"objectives: {', '.join(_labels(store.config))}"
     )
+    # Trials stored as running with no driver alive were cut off with it: say so, not "running".
+    running = (
+        f"{info['running']} left running by the stopped driver (resume runs them again)"
+        if info["running"] and not info["state"].startswith("running")
+        else f"{info['running']} running"
+    )
     out.print(
         f"{info['finished']}/{info['target']} finished: {info['complete']} complete "
-        f"({info['duplicates']} duplicates), {info['failed']} failed, {info['running']} running, "
+        f"({info['duplicates']} duplicates), {info['failed']} failed, {running}, "
         f"{info['interrupted']} interrupted and re-run"
     )
     if info["rejected"]:
@@ -329,17 +335,24 @@ def status(
 def ls(
     runs_dir: Annotated[Path, typer.Argument(help="Folder holding runs.")] = Path("runs"),
 ) -> None:
-    """List campaigns: strategy, task, progress, best."""
-    table = Table("run", "strategy", "task", "progress", "failed", "best", box=None, pad_edge=False)
+    """List campaigns (state, strategy, task, progress, best) and fidelity results."""
+    table = Table(
+        "run", "state", "strategy", "task", "progress", "failed", "best", box=None, pad_edge=False
+    )
     for root in list_runs(runs_dir):
+        fidelity = _fidelity_row(root)
+        if fidelity is not None:
+            table.add_row(root.name, *fidelity)
+            continue
         try:
             info = summary(RunStore.open(root, writer=False))
         except StoreError as exc:
-            table.add_row(root.name, "?", "?", "?", "?", f"unreadable: {exc}")
+            table.add_row(root.name, "?", "?", "?", "?", "?", f"unreadable: {exc}")
             continue
         best = info["best"]
         table.add_row(
             root.name,
+            info["state"],
             info["strategy"],
             info["task"],
             f"{info['finished']}/{info['target']}",
@@ -351,6 +364,31 @@ def ls(
             else "-",
         )
     out.print(table)
+
+
+def _fidelity_row(root: Path) -> tuple[str, ...] | None:
+    """`ls`'s columns for a `gatesearch fidelity` folder (they live in runs/ too), or None
+    when `root` is not one."""
+    from gatesearch.proxy.fidelity import RESULT
+
+    try:
+        config = json.loads((root / "config.json").read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(config, dict) or config.get("kind") != "fidelity":
+        return None
+    task = str((config.get("task") or {}).get("name", "?"))
+    archs = f"{config.get('archs', '?')} archs"
+    try:
+        taus = json.loads((root / RESULT).read_text())["correlations"]["metric"]
+        best = " ".join(
+            f"τ({key})={taus[name]['tau']:+.2f}"
+            for key, name in (("a", "self_tuning"), ("b", "fixed"), ("c", "params"))
+            if taus.get(name, {}).get("tau") is not None
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return ("unfinished", "fidelity", task, archs, "-", f"no {RESULT} yet")
+    return ("finished", "fidelity", task, archs, "-", best)
 
 
 def retrain(

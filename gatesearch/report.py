@@ -55,7 +55,7 @@ from rich.text import Text
 from gatesearch.campaign import INTERRUPTED, is_rejected, rank_records
 from gatesearch.graph import INPUT_OP, OUTPUT_OP, GraphError, describe, read_graph, tree_lines
 from gatesearch.registry import REGISTRY, PrimitiveSpec, Role
-from gatesearch.store import JOURNAL, LOCK, RunStore, StoreError, TrialRecord
+from gatesearch.store import JOURNAL, RunStore, StoreError, TrialRecord, campaign_state
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -206,29 +206,6 @@ def _journal_in_flight(path: Path) -> bool:
             return f.read(1) != b"\n"
     except OSError:
         return False
-
-
-def campaign_state(root: Path, finished: int, target: int) -> str:
-    """ "running", "finished" or "stopped", without touching the lock: a driver writes
-    `pid N on HOST` into driver.lock while it holds it and empties the file when it lets go,
-    so a named pid that is alive on this host (or any pid on another host) is a running
-    driver; a dead one was killed."""
-    try:
-        holder = (root / LOCK).read_text().strip()
-    except OSError:
-        holder = ""
-    m = re.fullmatch(r"pid (\d+) on (\S+)", holder)
-    if m:
-        if m.group(2) != os.uname().nodename:
-            return f"running on {m.group(2)}"
-        try:
-            os.kill(int(m.group(1)), 0)
-            return "running"
-        except PermissionError:  # alive, someone else's
-            return "running"
-        except (ProcessLookupError, OverflowError):
-            pass
-    return "finished" if finished >= target else "stopped"
 
 
 def load_run(root: Path) -> RunData:

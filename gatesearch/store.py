@@ -34,6 +34,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -474,6 +475,29 @@ def read_config(root: Path) -> dict[str, Any]:
     if not isinstance(config, dict) or config.get("format") != FORMAT or "name" not in config:
         raise StoreError(f"{path}: not a gatesearch run config of format {FORMAT}")
     return config
+
+
+def campaign_state(root: Path, finished: int, target: int) -> str:
+    """ "running", "finished" or "stopped", without touching the lock: a driver writes
+    `pid N on HOST` into driver.lock while it holds it and empties the file when it lets go,
+    so a named pid that is alive on this host (or any pid on another host) is a running
+    driver; a dead one was killed."""
+    try:
+        holder = (root / LOCK).read_text().strip()
+    except OSError:
+        holder = ""
+    m = re.fullmatch(r"pid (\d+) on (\S+)", holder)
+    if m:
+        if m.group(2) != os.uname().nodename:
+            return f"running on {m.group(2)}"
+        try:
+            os.kill(int(m.group(1)), 0)
+            return "running"
+        except PermissionError:  # alive, someone else's
+            return "running"
+        except (ProcessLookupError, OverflowError):
+            pass
+    return "finished" if finished >= target else "stopped"
 
 
 def list_runs(runs_dir: Path) -> list[Path]:

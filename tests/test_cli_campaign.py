@@ -75,7 +75,8 @@ def test_status_and_ls(tmp_path, capsys):
     listing = capsys.readouterr().out
     assert "x" in listing and "3/3" in listing and "evolution" in listing
     assert cli("status", runs / "x") == 0
-    assert "3/3 finished" in capsys.readouterr().out
+    assert "x (finished)" in (text := capsys.readouterr().out) and "3/3 finished" in text
+    assert status_json(runs / "x", capsys)["state"] == "finished"
 
 
 # A database server to test --storage against, beside SQLite: e.g.
@@ -244,6 +245,14 @@ def test_sigkill_then_resume_loses_nothing(tmp_path, capsys, ray_local):
     with RunStore.open(run, writer=False) as store:
         running = {r.slot for r in store.records() if r.state.name == "RUNNING"}
     assert running, "the kill should leave trials running"
+    # status and ls see that no driver is alive: the run is stopped, its running trials orphans
+    capsys.readouterr()
+    assert cli("status", run) == 0
+    flat = " ".join(capsys.readouterr().out.split())
+    assert "k (stopped)" in flat
+    assert f"{len(running)} left running by the stopped driver (resume runs them again)" in flat
+    assert cli("ls", runs) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[:2] == ["k", "stopped"]
     assert cli("resume", run) == 0
     after = finished_by_slot(run)
     assert sorted(after) == list(range(10))  # completed == budget, each slot once

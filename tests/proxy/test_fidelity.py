@@ -133,6 +133,16 @@ def test_fidelity_on_four_tiny_architectures(tmp_path, capsys):
     assert result["cpu_seconds"]["full"]["runs"] == 4
     assert set(result["bootstrap"]["tau"]) == {*PROXIES, REPEAT}
     assert set(result["bootstrap"]["difference"]) == {"self_tuning-fixed", "self_tuning-params"}
+    # `ls` lists the folder as a fidelity result with its τ, not as an unreadable campaign.
+    (tmp_path / "runs" / "u").mkdir()  # and one whose run never wrote its result
+    (tmp_path / "runs" / "u" / "config.json").write_text('{"kind": "fidelity", "archs": 4}')
+    capsys.readouterr()
+    assert cli("ls", tmp_path / "runs") == 0
+    listing = capsys.readouterr().out.splitlines()[1:]
+    listed = {line.split()[0]: line.split() for line in listing if line[:1].strip()}
+    assert listed["f"][:5] == ["f", "finished", "fidelity", "mqar", "4"]
+    assert "τ(a)=" in " ".join(listing) and "unreadable" not in " ".join(listing)
+    assert listed["u"][:3] == ["u", "unfinished", "fidelity"]
     assert result["failures"] == {"full": 0, REPEAT: 0, "self_tuning": 0, "fixed": 0}
 
     # Another proxy setting against the same reference: its full runs are reused, not rerun.
