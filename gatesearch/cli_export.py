@@ -105,6 +105,7 @@ def export_command(
     from gatesearch.export import write_export
     from gatesearch.export.onnx import export_onnx
     from gatesearch.graph import read_graph
+    from gatesearch.registry import InputKind
     from gatesearch.retrain import GRAPH, METRICS, RETRAINED, WEIGHTS
     from gatesearch.space import graph_context
     from gatesearch.tasks import make_task
@@ -165,7 +166,12 @@ def export_command(
                 else "not checked: pip install onnxruntime to check it"
             )
             what = "retrained weights" if weights else "a fresh initialisation (no --weights)"
-            out.print(f"wrote {output}: input x (batch, {length}), {what}; {checked}")
+            shape = (
+                f"(batch, {length}) token ids"
+                if ctx.input_kind is InputKind.TOKENS
+                else f"(batch, {length}, {ctx.n_in}) features"
+            )
+            out.print(f"wrote {output}: input x {shape}, {what}; {checked}")
             return
         title = f"gatesearch campaign {store.root.name}, rank {position or '-'} ({source})"
         paths = write_export(

@@ -35,7 +35,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -53,6 +52,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gatesearch.campaign import INTERRUPTED, is_rejected, rank_records
+from gatesearch.files import write_atomic
 from gatesearch.graph import INPUT_OP, OUTPUT_OP, GraphError, describe, read_graph, tree_lines
 from gatesearch.registry import REGISTRY, PrimitiveSpec, Role
 from gatesearch.store import JOURNAL, RunStore, StoreError, TrialRecord, campaign_state
@@ -868,20 +868,6 @@ def plot_architecture(g: nx.DiGraph, title: str) -> bytes:
 
 
 # ---------------------------------------------------------------------------------- files
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary file beside `path`, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            # mkstemp makes the file private; a report is meant to be read and shared.
-            os.fchmod(f.fileno(), 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _cell(value: Any) -> Any:

@@ -28,7 +28,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ import networkx as nx
 from gatesearch.budget import Budget, parse_budget
 from gatesearch.campaign import ensure_ray, ranked, trial_seed
 from gatesearch.evaluate import resolve_task, spec_of
+from gatesearch.files import temp_dir_beside
 from gatesearch.graph import arch_hash, read_graph, write_graph
 from gatesearch.store import RunStore, StoreError, TrialRecord
 
@@ -184,7 +184,7 @@ def write_result(store: RunStore, job: RetrainJob, result: dict[str, Any], budge
     parent = store.root / RETRAINED
     parent.mkdir(exist_ok=True)
     target = parent / job.record.arch_hash
-    tmp = Path(tempfile.mkdtemp(prefix=f".{job.record.arch_hash}.", dir=parent))
+    tmp = temp_dir_beside(target)
     try:
         (tmp / WEIGHTS).write_bytes(result["weights"])
         write_graph(result["graph"], tmp / GRAPH)

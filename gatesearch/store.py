@@ -36,7 +36,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ import optuna
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
+from gatesearch.files import temp_dir_beside
 from gatesearch.graph import write_graph
 
 FORMAT = 1
@@ -249,7 +249,7 @@ class RunStore:
             )
         try:
             parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=parent))
+            tmp = temp_dir_beside(root)
         except OSError as exc:
             raise StoreError(f"cannot write runs directory {parent}: {exc.strerror}") from None
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from gatesearch.build import build_model
+from gatesearch.files import dir_mode, file_mode
 from gatesearch.graph import read_graph
 from gatesearch.space import DEFAULT_SPACE
 from gatesearch.tasks import TaskSpec, make_task
@@ -74,6 +76,12 @@ def test_export_with_weights_reproduces_the_retrained_model(retrained_run: Path)
     with torch.no_grad():
         torch.testing.assert_close(exported(x), engine(x), atol=1e-5, rtol=1e-5)
     assert folder.name in source  # the architecture hash is named in the docstring
+    # Everything written through temporary files is as readable as a plain open() would make
+    # it (tempfile's are private), so a colleague can open the run and the exported model.
+    for path in ("best.py", "best.safetensors"):
+        assert stat.S_IMODE((retrained_run / path).stat().st_mode) == file_mode(), path
+    for path in (retrained_run / "runs/r", folder):
+        assert stat.S_IMODE(path.stat().st_mode) == dir_mode(), path
 
 
 def test_export_by_hash_prefix_without_weights(retrained_run: Path) -> None:
@@ -131,6 +139,7 @@ def test_onnx_export_with_weights_runs_the_retrained_function(retrained_run: Pat
     assert res.returncode == 0, res.stderr
     assert "checked with ONNX Runtime" in " ".join(res.stdout.split())
     _, task, engine = _retrained_engine(retrained_run)
+    assert f"input x (batch, {task.seq_len}) token ids" in " ".join(res.stdout.split())
     session = onnxruntime.InferenceSession(str(retrained_run / "best.onnx"))
     for batch in (1, 5):
         x = torch.randint(0, 32, (batch, task.seq_len))

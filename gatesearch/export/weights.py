@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -12,6 +11,7 @@ from torch import nn
 from gatesearch.build import GraphModel
 from gatesearch.export.codegen import _primitive_nodes, attribute_names
 from gatesearch.export.errors import ExportError
+from gatesearch.files import file_mode, temp_file_beside
 
 
 def export_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -47,10 +47,10 @@ def export_weights(model: nn.Module, path: str | os.PathLike[str]) -> Path:
         k: v.detach().to("cpu").contiguous().clone() for k, v in export_state_dict(model).items()
     }
     target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
+    tmp = temp_file_beside(target)
     try:
         save_file(tensors, tmp, metadata={"format": "pt"})
+        os.chmod(tmp, file_mode())  # safetensors leaves the file it writes private (0600)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from gatesearch.build import GraphModel, prune_model
 from gatesearch.export.codegen import export_source
 from gatesearch.export.errors import ExportError
 from gatesearch.export.weights import export_weights
+from gatesearch.files import write_atomic
 from gatesearch.graph import arch_hash as compute_arch_hash
 from gatesearch.registry import Context
 
@@ -74,20 +74,9 @@ def write_export(
         weights_name=target.with_suffix(".safetensors").name,
         model=model if isinstance(model, GraphModel) else None,
     )
-    _write_text(target, source)
+    write_atomic(target, source.encode("utf-8"))
     weights_path = None
     if weights:
         assert model is not None
         weights_path = export_weights(model, target.with_suffix(".safetensors"))
     return ExportPaths(target, weights_path)
-
-
-def _write_text(target: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
