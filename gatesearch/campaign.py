@@ -196,13 +196,20 @@ def trial_seed(campaign_seed: int, slot: int, stream: int = 0) -> int:
     return int(np.random.SeedSequence([campaign_seed, slot, stream]).generate_state(1)[0])
 
 
-def parse_objectives(text: str) -> list[str]:
+def parse_objectives(text: str, metric_name: str = "metric") -> list[str]:
+    """The objective names of `--objectives`; the task's own metric name (e.g. `accuracy`)
+    stands for `metric`, as the leaderboard labels it so."""
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
         raise CampaignError("--objectives needs at least one name")
+    names = ["metric" if n == metric_name and n not in OBJECTIVES else n for n in names]
     for n in names:
         if n not in OBJECTIVES:
-            raise CampaignError(f"unknown objective {n!r}: choose from {', '.join(OBJECTIVES)}")
+            choices = ", ".join(
+                f"metric ({metric_name})" if o == "metric" and metric_name != o else o
+                for o in OBJECTIVES
+            )
+            raise CampaignError(f"unknown objective {n!r}: choose from {choices}")
     if len(set(names)) != len(names):
         raise CampaignError(f"--objectives {text!r} names an objective twice")
     return names
@@ -281,7 +288,7 @@ def prepare_run(req: RunRequest) -> tuple[dict[str, Any], Path, Preset]:
     evaluator = resolve_task(task_spec_of(req), req.proxy)
     default_budget = DEFAULT_CAMPAIGN_BUDGET if req.task is None else evaluator.default_budget
     budget = parse_budget(req.budget or default_budget)
-    objectives = parse_objectives(req.objectives)
+    objectives = parse_objectives(req.objectives, evaluator.metric_name)
     if req.trials < 1 or req.workers < 1:
         raise CampaignError("--trials and --workers must be at least 1")
     if req.max_params is not None and req.max_params < 1:

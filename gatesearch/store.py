@@ -472,6 +472,11 @@ def read_config(root: Path) -> dict[str, Any]:
         config = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as exc:
         raise StoreError(f"{path}: corrupt ({exc})") from None
+    if isinstance(config, dict) and config.get("kind") == "fidelity":
+        raise StoreError(
+            f"{root} is a `gatesearch fidelity` result, not a campaign: its table and plot are "
+            f"fidelity.json and fidelity.png there"
+        )
     if not isinstance(config, dict) or config.get("format") != FORMAT or "name" not in config:
         raise StoreError(f"{path}: not a gatesearch run config of format {FORMAT}")
     return config

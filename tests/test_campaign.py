@@ -243,6 +243,16 @@ def test_tokens_budget_becomes_steps():
     assert parse_budget("30s").steps(tokens_per_step=1024) is None
 
 
+def test_the_tasks_metric_name_stands_for_metric():
+    config, _, _ = prepare_run(RunRequest(task="mqar", objectives="accuracy,params"))
+    assert config["objectives"] == ["metric", "params"]
+    assert config["directions"] == ["maximize", "minimize"]
+    with pytest.raises(CampaignError, match=r"choose from loss, metric \(accuracy\), params"):
+        prepare_run(RunRequest(task="mqar", objectives="acc"))
+    with pytest.raises(CampaignError, match="names an objective twice"):
+        prepare_run(RunRequest(task="mqar", objectives="metric,accuracy"))
+
+
 def test_bad_objectives_and_seed_arch(tmp_path):
     with pytest.raises(CampaignError, match="unknown objective 'acc'"):
         prepare_run(RunRequest(task="null", objectives="loss,acc"))

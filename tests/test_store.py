@@ -96,6 +96,13 @@ def test_existing_run_is_never_overwritten(tmp_path):
         make(tmp_path)
 
 
+def test_a_fidelity_folder_is_refused_as_what_it_is(tmp_path):
+    (tmp_path / "f").mkdir()
+    (tmp_path / "f" / "config.json").write_text('{"kind": "fidelity", "name": "f"}')
+    with pytest.raises(StoreError, match="is a `gatesearch fidelity` result, not a campaign"):
+        RunStore.open(tmp_path / "f", writer=False)
+
+
 def test_lock_refuses_a_second_writer(tmp_path):
     with make(tmp_path):
         with pytest.raises(RunLockedError, match="in use by another driver"):
