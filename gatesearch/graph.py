@@ -22,7 +22,6 @@ import hashlib
 import json
 import math
 import os
-import uuid
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ import networkx as nx
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from gatesearch.files import temp_path_beside
 from gatesearch.registry import REGISTRY, Context, PrimitiveSpec, RegistryError, Role, TensorKind
 
 INPUT_OP = "input"
@@ -416,9 +416,7 @@ def write_graph(g: nx.DiGraph, path: str | os.PathLike[str]) -> None:
     """Write `g` as Parquet, atomically (a temporary file, then os.replace)."""
     table = graph_to_table(g)
     target = Path(path)
-    # A fresh name rather than mkstemp's empty file: on ext4, truncating and rewriting an existing
-    # file forces a synchronous flush at close (auto_da_alloc), ~3 ms per graph on the driver.
-    tmp = target.parent / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+    tmp = temp_path_beside(target)  # a fresh name: see gatesearch/files.py for why
     try:
         pq.write_table(table, tmp)
         os.replace(tmp, target)

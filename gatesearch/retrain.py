@@ -38,7 +38,7 @@ import networkx as nx
 from gatesearch.budget import Budget, parse_budget
 from gatesearch.campaign import ensure_ray, ranked, trial_seed
 from gatesearch.evaluate import resolve_task, spec_of
-from gatesearch.files import temp_dir_beside
+from gatesearch.files import temp_path_beside
 from gatesearch.graph import arch_hash, read_graph, write_graph
 from gatesearch.store import RunStore, StoreError, TrialRecord
 
@@ -184,7 +184,8 @@ def write_result(store: RunStore, job: RetrainJob, result: dict[str, Any], budge
     parent = store.root / RETRAINED
     parent.mkdir(exist_ok=True)
     target = parent / job.record.arch_hash
-    tmp = temp_dir_beside(target)
+    tmp = temp_path_beside(target)
+    tmp.mkdir()
     try:
         (tmp / WEIGHTS).write_bytes(result["weights"])
         write_graph(result["graph"], tmp / GRAPH)

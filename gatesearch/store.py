@@ -48,7 +48,7 @@ import optuna
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
-from gatesearch.files import temp_dir_beside
+from gatesearch.files import temp_path_beside
 from gatesearch.graph import write_graph
 
 FORMAT = 1
@@ -249,7 +249,8 @@ class RunStore:
             )
         try:
             parent.mkdir(parents=True, exist_ok=True)
-            tmp = temp_dir_beside(root)
+            tmp = temp_path_beside(root)
+            tmp.mkdir()
         except OSError as exc:
             raise StoreError(f"cannot write runs directory {parent}: {exc.strerror}") from None
         try:
@@ -506,7 +507,12 @@ def campaign_state(root: Path, finished: int, target: int) -> str:
 
 
 def list_runs(runs_dir: Path) -> list[Path]:
-    """Run directories directly under `runs_dir` (those with a config.json), by name."""
+    """Run directories directly under `runs_dir` (those with a config.json), by name; hidden
+    ones (a run being created, or one whose creation was cut off) left out."""
     if not runs_dir.is_dir():
         raise StoreError(f"{runs_dir}: no such runs directory")
-    return sorted(p for p in runs_dir.iterdir() if p.is_dir() and (p / CONFIG).is_file())
+    return sorted(
+        p
+        for p in runs_dir.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and (p / CONFIG).is_file()
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import stat
 import subprocess
@@ -15,7 +16,6 @@ import torch
 from safetensors.torch import load_file
 
 from gatesearch.build import build_model
-from gatesearch.files import dir_mode, file_mode
 from gatesearch.graph import read_graph
 from gatesearch.space import DEFAULT_SPACE
 from gatesearch.tasks import TaskSpec, make_task
@@ -78,10 +78,12 @@ def test_export_with_weights_reproduces_the_retrained_model(retrained_run: Path)
     assert folder.name in source  # the architecture hash is named in the docstring
     # Everything written through temporary files is as readable as a plain open() would make
     # it (tempfile's are private), so a colleague can open the run and the exported model.
+    umask = os.umask(0o022)
+    os.umask(umask)  # read it: the subprocesses ran under it
     for path in ("best.py", "best.safetensors"):
-        assert stat.S_IMODE((retrained_run / path).stat().st_mode) == file_mode(), path
+        assert stat.S_IMODE((retrained_run / path).stat().st_mode) == 0o666 & ~umask, path
     for path in (retrained_run / "runs/r", folder):
-        assert stat.S_IMODE(path.stat().st_mode) == dir_mode(), path
+        assert stat.S_IMODE(path.stat().st_mode) == 0o777 & ~umask, path
 
 
 def test_export_by_hash_prefix_without_weights(retrained_run: Path) -> None:

@@ -11,7 +11,7 @@ from torch import nn
 from gatesearch.build import GraphModel
 from gatesearch.export.codegen import _primitive_nodes, attribute_names
 from gatesearch.export.errors import ExportError
-from gatesearch.files import file_mode, temp_file_beside
+from gatesearch.files import write_atomic
 
 
 def export_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -40,19 +40,14 @@ def export_weights(model: nn.Module, path: str | os.PathLike[str]) -> Path:
 
     Written to a temporary file, then moved into place. Returns the path.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     # safetensors refuses views and tensors that share storage: give it plain copies.
     tensors = {
         k: v.detach().to("cpu").contiguous().clone() for k, v in export_state_dict(model).items()
     }
     target = Path(path)
-    tmp = temp_file_beside(target)
-    try:
-        save_file(tensors, tmp, metadata={"format": "pt"})
-        os.chmod(tmp, file_mode())  # safetensors leaves the file it writes private (0600)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # Serialised here and written by write_atomic: safetensors' own save_file makes its file
+    # private (0600).
+    write_atomic(target, save(tensors, metadata={"format": "pt"}))
     return target

@@ -53,7 +53,7 @@ import numpy as np
 
 from gatesearch.budget import Budget, parse_budget
 from gatesearch.evaluate import ProxyEvaluator, resolve_task
-from gatesearch.files import temp_dir_beside
+from gatesearch.files import temp_path_beside
 from gatesearch.grammar import Grammar
 from gatesearch.graph import describe, write_graph
 from gatesearch.proxy.trainer import proxy_config
@@ -412,7 +412,8 @@ def prepare(req: FidelityRequest) -> tuple[dict[str, Any], Grammar, list[Archite
 def _create_dir(root: Path, config: dict[str, Any], space: Path) -> None:
     try:
         root.parent.mkdir(parents=True, exist_ok=True)
-        tmp = temp_dir_beside(root)
+        tmp = temp_path_beside(root)
+        tmp.mkdir()
     except OSError as exc:
         raise FidelityError(f"cannot write runs directory {root.parent}: {exc.strerror}") from None
     try:
