@@ -54,6 +54,7 @@ from gatesearch.space import DEFAULT_SPACE, Architecture, load_space
 from gatesearch.store import (
     PRESET_COPY,
     SPACE_COPY,
+    RunState,
     RunStore,
     StoreError,
     TrialRecord,
@@ -936,6 +937,7 @@ def summary(store: RunStore) -> dict[str, Any]:
     board = leaderboard(store, top=5)
     spec = spec_of(store.config["task"])
     finished = len(finished_slots)
+    driver = campaign_state(store.root, finished, store.target)
     metric_name = store.config.get("metric_name", "metric")
     return {
         "name": store.config["name"],
@@ -951,7 +953,8 @@ def summary(store: RunStore) -> dict[str, Any]:
         "labels": [objective_label(o, metric_name) for o in store.config["objectives"]],
         "target": store.target,
         "finished": finished,
-        "state": campaign_state(store.root, finished, store.target),
+        "state": str(driver),
+        "driver_alive": driver.state is RunState.RUNNING,
         "complete": states.get("complete", 0),
         "failed": states.get("fail", 0) - interrupted - rejected,
         "interrupted": interrupted,

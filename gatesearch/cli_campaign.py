@@ -314,7 +314,7 @@ def status(
     # Trials stored as running with no driver alive were cut off with it: say so, not "running".
     running = (
         f"{info['running']} left running by the stopped driver (resume runs them again)"
-        if info["running"] and not info["state"].startswith("running")
+        if info["running"] and not info["driver_alive"]
         else f"{info['running']} running"
     )
     out.print(

@@ -55,7 +55,7 @@ from gatesearch.campaign import INTERRUPTED, is_rejected, rank_records
 from gatesearch.files import write_atomic
 from gatesearch.graph import INPUT_OP, OUTPUT_OP, GraphError, describe, read_graph, tree_lines
 from gatesearch.registry import REGISTRY, PrimitiveSpec, Role
-from gatesearch.store import JOURNAL, RunStore, StoreError, TrialRecord, campaign_state
+from gatesearch.store import JOURNAL, RunState, RunStore, StoreError, TrialRecord, campaign_state
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -1141,7 +1141,9 @@ defaults are shown.</p><div class="archbox"><pre>{_e(tree)}</pre>{
 
     status = campaign_state(data.root, finished, data.target)
     now = datetime.now().strftime("%Y-%m-%d %H:%M")
-    resume = f"; go on with `gatesearch resume {data.root}`" if status == "stopped" else ""
+    resume = (
+        f"; go on with `gatesearch resume {data.root}`" if status.state is RunState.STOPPED else ""
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">

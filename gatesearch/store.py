@@ -40,6 +40,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -483,8 +484,25 @@ def read_config(root: Path) -> dict[str, Any]:
     return config
 
 
-def campaign_state(root: Path, finished: int, target: int) -> str:
-    """ "running", "finished" or "stopped", without touching the lock: a driver writes
+class RunState(Enum):
+    """Whether a campaign's driver is at work, as read from its lock file."""
+
+    RUNNING = "running"
+    STOPPED = "stopped"  # no driver, trials left to run: killed, Ctrl-C, or a failure
+    FINISHED = "finished"
+
+
+@dataclass(frozen=True)
+class DriverState:
+    state: RunState
+    host: str | None = None  # the machine a running driver is on, when it is not this one
+
+    def __str__(self) -> str:
+        return f"running on {self.host}" if self.host else self.state.value
+
+
+def campaign_state(root: Path, finished: int, target: int) -> DriverState:
+    """Running, finished or stopped, without touching the lock: a driver writes
     `pid N on HOST` into driver.lock while it holds it and empties the file when it lets go,
     so a named pid that is alive on this host (or any pid on another host) is a running
     driver; a dead one was killed."""
@@ -495,15 +513,15 @@ def campaign_state(root: Path, finished: int, target: int) -> str:
     m = re.fullmatch(r"pid (\d+) on (\S+)", holder)
     if m:
         if m.group(2) != os.uname().nodename:
-            return f"running on {m.group(2)}"
+            return DriverState(RunState.RUNNING, m.group(2))
         try:
             os.kill(int(m.group(1)), 0)
-            return "running"
+            return DriverState(RunState.RUNNING)
         except PermissionError:  # alive, someone else's
-            return "running"
+            return DriverState(RunState.RUNNING)
         except (ProcessLookupError, OverflowError):
             pass
-    return "finished" if finished >= target else "stopped"
+    return DriverState(RunState.FINISHED if finished >= target else RunState.STOPPED)
 
 
 def list_runs(runs_dir: Path) -> list[Path]:

@@ -24,8 +24,8 @@ from clitools import cli
 
 from gatesearch.campaign import pareto_mask
 from gatesearch.graph import read_graph, write_graph
-from gatesearch.report import campaign_state, load_run, rank_trials
-from gatesearch.store import RunStore
+from gatesearch.report import load_run, rank_trials
+from gatesearch.store import DriverState, RunState, RunStore, campaign_state
 
 pytestmark = pytest.mark.slow
 
@@ -261,16 +261,18 @@ def test_report_while_a_campaign_runs(runs, tmp_path, capsys):
 def test_campaign_state_read_from_the_lock_file(runs, tmp_path):
     run = copy_run(runs["single"], tmp_path / "state")
     lock = run / "driver.lock"
-    assert campaign_state(run, TRIALS, TRIALS) == "finished"
-    assert campaign_state(run, TRIALS - 1, TRIALS) == "stopped"
+    assert campaign_state(run, TRIALS, TRIALS) == DriverState(RunState.FINISHED)
+    assert campaign_state(run, TRIALS - 1, TRIALS) == DriverState(RunState.STOPPED)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)  # fmt: skip
     lock.write_text(f"pid {dead.stdout.strip()} on {os.uname().nodename}")  # a killed driver
-    assert campaign_state(run, TRIALS - 1, TRIALS) == "stopped"
+    assert campaign_state(run, TRIALS - 1, TRIALS).state is RunState.STOPPED
     lock.write_text(f"pid {os.getpid()} on {os.uname().nodename}")
-    assert campaign_state(run, TRIALS - 1, TRIALS) == "running"
+    assert campaign_state(run, TRIALS - 1, TRIALS) == DriverState(RunState.RUNNING)
     lock.write_text("pid 1 on some-other-host")
-    assert campaign_state(run, TRIALS - 1, TRIALS) == "running on some-other-host"
+    state = campaign_state(run, TRIALS - 1, TRIALS)
+    assert state == DriverState(RunState.RUNNING, "some-other-host")
+    assert str(state) == "running on some-other-host"
 
 
 def test_journal_line_being_appended_is_waited_for(runs, tmp_path):
