@@ -31,7 +31,7 @@ import networkx as nx
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from gatesearch.files import temp_path_beside
+from gatesearch.atomic import temp_path_beside
 from gatesearch.registry import REGISTRY, Context, PrimitiveSpec, RegistryError, Role, TensorKind
 
 INPUT_OP = "input"
@@ -416,7 +416,7 @@ def write_graph(g: nx.DiGraph, path: str | os.PathLike[str]) -> None:
     """Write `g` as Parquet, atomically (a temporary file, then os.replace)."""
     table = graph_to_table(g)
     target = Path(path)
-    tmp = temp_path_beside(target)  # a fresh name: see gatesearch/files.py for why
+    tmp = temp_path_beside(target)  # a fresh name: see gatesearch/atomic.py for why
     try:
         pq.write_table(table, tmp)
         os.replace(tmp, target)

@@ -51,8 +51,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from gatesearch.atomic import write_atomic
 from gatesearch.campaign import INTERRUPTED, is_rejected, rank_records
-from gatesearch.files import write_atomic
 from gatesearch.graph import INPUT_OP, OUTPUT_OP, GraphError, describe, read_graph, tree_lines
 from gatesearch.registry import REGISTRY, PrimitiveSpec, Role
 from gatesearch.store import JOURNAL, RunState, RunStore, StoreError, TrialRecord, campaign_state

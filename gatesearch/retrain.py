@@ -35,10 +35,10 @@ from typing import Any
 
 import networkx as nx
 
+from gatesearch.atomic import temp_path_beside
 from gatesearch.budget import Budget, parse_budget
 from gatesearch.campaign import ensure_ray, ranked, trial_seed
 from gatesearch.evaluate import resolve_task, spec_of
-from gatesearch.files import temp_path_beside
 from gatesearch.graph import arch_hash, read_graph, write_graph
 from gatesearch.store import RunStore, StoreError, TrialRecord
 

@@ -49,7 +49,7 @@ import optuna
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
-from gatesearch.files import temp_path_beside
+from gatesearch.atomic import temp_path_beside
 from gatesearch.graph import write_graph
 
 FORMAT = 1

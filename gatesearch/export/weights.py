@@ -8,10 +8,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from gatesearch.atomic import write_atomic
 from gatesearch.build import GraphModel
 from gatesearch.export.codegen import _primitive_nodes, attribute_names
 from gatesearch.export.errors import ExportError
-from gatesearch.files import write_atomic
 
 
 def export_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

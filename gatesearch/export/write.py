@@ -12,11 +12,11 @@ from typing import Any
 import networkx as nx
 from torch import nn
 
+from gatesearch.atomic import write_atomic
 from gatesearch.build import GraphModel, prune_model
 from gatesearch.export.codegen import export_source
 from gatesearch.export.errors import ExportError
 from gatesearch.export.weights import export_weights
-from gatesearch.files import write_atomic
 from gatesearch.graph import arch_hash as compute_arch_hash
 from gatesearch.registry import Context
 

@@ -51,9 +51,9 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
+from gatesearch.atomic import temp_path_beside
 from gatesearch.budget import Budget, parse_budget
 from gatesearch.evaluate import ProxyEvaluator, resolve_task
-from gatesearch.files import temp_path_beside
 from gatesearch.grammar import Grammar
 from gatesearch.graph import describe, write_graph
 from gatesearch.proxy.trainer import proxy_config

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gatesearch.files import temp_path_beside, write_atomic
+from gatesearch.atomic import temp_path_beside, write_atomic
 
 
 @pytest.fixture(params=[0o022, 0o077, 0o002], ids=["022", "077", "002"])
