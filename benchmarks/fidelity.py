@@ -35,7 +35,7 @@ from rich.console import Console
 from gatesearch.campaign import ensure_ray
 from gatesearch.cli_campaign import fidelity_lines, fidelity_table
 from gatesearch.evaluate import parse_proxy_options, parse_task_params
-from gatesearch.proxy.fidelity import REPEAT, FidelityRequest, run_fidelity
+from gatesearch.proxy.fidelity import REPEAT, FidelityError, FidelityRequest, run_fidelity
 
 MQAR = {"vocab": 64, "length": 32, "pairs": 4, "n_valid": 256, "n_test": 256}
 
@@ -51,6 +51,17 @@ def corpus_prefix(chars: int, folder: Path) -> str | None:
     path = folder / f"tinyshakespeare-{chars}.txt"
     path.write_text(text, encoding="utf-8")
     return str(path)
+
+
+def reference_corpus(reference: Path) -> str | None:
+    """The text file an earlier charlm fidelity run (its folder or its fidelity.json) trained
+    on; None when it used the packaged corpus."""
+    folder = reference if reference.is_dir() else reference.parent
+    try:
+        config = json.loads((folder / "config.json").read_text())
+        return config["task"]["params"].get("path")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise SystemExit(f"error: --reference {reference}: not a fidelity run folder") from None
 
 
 def report(task: str, result: dict, wall: float) -> None:
@@ -111,7 +122,13 @@ def main() -> None:
         for task in args.tasks.split(","):
             params = dict(MQAR) if task == "mqar" else {}
             if task == "charlm":
-                path = corpus_prefix(args.corpus_chars, out)
+                # Against a reference, its own slice of the corpus (the task must match, path
+                # included); otherwise a fresh slice in the output folder.
+                path = (
+                    reference_corpus(args.reference)
+                    if args.reference is not None
+                    else corpus_prefix(args.corpus_chars, out)
+                )
                 if path is not None:
                     params["path"] = path
             req = FidelityRequest(
@@ -131,7 +148,10 @@ def main() -> None:
                 full=parse_task_params(args.full_option, "--full-option", "lr_schedule=cosine"),
             )
             t = time.perf_counter()
-            root, result = run_fidelity(req)
+            try:
+                root, result = run_fidelity(req)
+            except FidelityError as exc:
+                raise SystemExit(f"error: {exc}") from None
             wall = time.perf_counter() - t
             report(task, result, wall)
             summary[task] = {
