@@ -914,19 +914,26 @@ def leaderboard(store: RunStore, top: int = 5) -> list[dict[str, Any]]:
     return out
 
 
+def count_finished(records: list[TrialRecord]) -> int:
+    """How many of the campaign's slots are done: completed or failed for good (not
+    interrupted, which runs again, nor turned down over --max-params, which takes no slot)."""
+    return len(
+        {
+            r.slot
+            for r in records
+            if r.state in (TrialState.COMPLETE, TrialState.FAIL)
+            and not (r.fail_reason or "").startswith(INTERRUPTED)
+            and not is_rejected(r)
+        }
+    )
+
+
 def summary(store: RunStore) -> dict[str, Any]:
     """Counts by state, best trial, failure reasons: what `status` shows."""
     records = store.records()
     states = Counter(r.state.name.lower() for r in records)
     interrupted = sum(1 for r in records if (r.fail_reason or "").startswith(INTERRUPTED))
     rejected = sum(1 for r in records if is_rejected(r))
-    finished_slots = {
-        r.slot
-        for r in records
-        if r.state in (TrialState.COMPLETE, TrialState.FAIL)
-        and not (r.fail_reason or "").startswith(INTERRUPTED)
-        and not is_rejected(r)
-    }
     failures = Counter(
         r.fail_reason
         for r in records
@@ -936,7 +943,7 @@ def summary(store: RunStore) -> dict[str, Any]:
     )
     board = leaderboard(store, top=5)
     spec = spec_of(store.config["task"])
-    finished = len(finished_slots)
+    finished = count_finished(records)
     driver = campaign_state(store.root, finished, store.target)
     metric_name = store.config.get("metric_name", "metric")
     return {
@@ -976,16 +983,7 @@ def open_for_resume(root: Path, trials: int | None, address: str | None) -> RunS
         if trials is not None:
             if trials < 1:
                 raise CampaignError("--trials must be at least 1")
-            done = len(
-                {
-                    r.slot
-                    for r in store.records()
-                    if r.state in (TrialState.COMPLETE, TrialState.FAIL)
-                    and not (r.fail_reason or "").startswith(INTERRUPTED)
-                    and not is_rejected(r)
-                }
-            )
-            store.set_target(max(store.target, done + trials))
+            store.set_target(max(store.target, count_finished(store.records()) + trials))
     except Exception:
         store.close()
         raise
@@ -997,6 +995,7 @@ __all__ = [
     "CampaignError",
     "RunRequest",
     "StoreError",
+    "count_finished",
     "leaderboard",
     "open_for_resume",
     "package_versions",

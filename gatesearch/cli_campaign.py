@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from optuna.trial import TrialState
 from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
@@ -21,6 +22,7 @@ from gatesearch.campaign import (
     CampaignError,
     RunRequest,
     Stats,
+    count_finished,
     leaderboard,
     open_for_resume,
     package_versions,
@@ -292,6 +294,16 @@ def resume(
 ) -> None:
     """Continue an interrupted campaign: finished trials kept, unfinished ones run again."""
     store = open_for_resume(run_dir, trials, address)
+    records = store.records()
+    done = count_finished(records)
+    unfinished = any(r.state in (TrialState.RUNNING, TrialState.WAITING) for r in records)
+    if done >= store.target and not unfinished:
+        store.close()
+        out.print(
+            f"{store.root} is finished ({done}/{store.target} trials): nothing to resume; "
+            f"`gatesearch resume {store.root} --trials N` searches N more"
+        )
+        return
     out.print(f"resuming {store.root}")
     _drive(store)
 

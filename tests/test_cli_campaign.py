@@ -77,6 +77,11 @@ def test_status_and_ls(tmp_path, capsys):
     assert cli("status", runs / "x") == 0
     assert "x (finished)" in (text := capsys.readouterr().out) and "3/3 finished" in text
     assert status_json(runs / "x", capsys)["state"] == "finished"
+    # Resuming a finished campaign without --trials has nothing to run, and says so.
+    assert cli("resume", runs / "x") == 0
+    flat = " ".join(capsys.readouterr().out.split())
+    assert f"{runs / 'x'} is finished (3/3 trials): nothing to resume" in flat
+    assert status_json(runs / "x", capsys)["finished"] == 3
 
 
 # A database server to test --storage against, beside SQLite: e.g.
