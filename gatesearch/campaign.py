@@ -501,6 +501,8 @@ class Campaign:
         self.next_slot = 0
         self.seq = 0
         self.stats = Stats(target=store.target)
+        self.rejected_untracked = self.rejected_saved = store.rejected_untracked
+        self.stats.rejected = self.rejected_untracked
         self._rebuild(store.records())
 
     # ---- rebuilding from the store
@@ -621,6 +623,7 @@ class Campaign:
                 "raise the limit or narrow the space"
             )
         choices = dict(proposal.derivation.choices)
+        self._save_rejected()
         trial_id, number = self.store.start_trial(slot, seed, arch.hash, choices, proposal.trial)
         item = _InFlight(slot, seed, trial_id, number, arch)
         if arch.hash in self.results:
@@ -656,17 +659,32 @@ class Campaign:
         return n if n > self.max_params else None
 
     def _reject(self, arch: Architecture, proposal: Any, seed: int, params: int) -> None:
-        """Store a proposal over the limit as failed, outside every slot, untrained and
-        without its graph (thousands may be turned down); the strategy learns of it."""
+        """Turn down a proposal over the limit: untrained, outside every slot; the strategy
+        learns of it. A campaign may turn down several proposals per trial (tens of thousands
+        in a long one), so it keeps only a count of them, not a trial each: every trial lives
+        in the driver's memory (Optuna's study) and in the journal. A proposal an Optuna
+        sampler made is already a trial of the study; that one is failed, with the reason,
+        but without its choices (nothing replays a turned-down proposal)."""
+        if proposal.trial is not None:
+            trial_id, _ = self.store.start_trial(
+                REJECTED_SLOT, seed, arch.hash, None, proposal.trial
+            )
+            reason = f"{OVER_LIMIT}: {params:,} parameters > --max-params {self.max_params:,}"
+            self.store.fail_trial(trial_id, reason, self.seq, None)
+            self.seq += 1
+        else:
+            self.rejected_untracked += 1
         choices = dict(proposal.derivation.choices)
-        trial_id, _ = self.store.start_trial(
-            REJECTED_SLOT, seed, arch.hash, choices, proposal.trial
-        )
-        reason = f"{OVER_LIMIT}: {params:,} parameters > --max-params {self.max_params:,}"
-        self.store.fail_trial(trial_id, reason, self.seq, None)
-        self.seq += 1
         self.strategy.tell(Observation(REJECTED_SLOT, choices, None, arch.derivation))
         self.stats.rejected += 1
+
+    def _save_rejected(self) -> None:
+        """Store the count of turned-down proposals, when it changed: once per trial launched,
+        not once per proposal (a driver killed in a run of turn-downs loses that run's count,
+        which is all it says)."""
+        if self.rejected_untracked != self.rejected_saved:
+            self.store.set_rejected_untracked(self.rejected_untracked)
+            self.rejected_saved = self.rejected_untracked
 
     def _collect(self) -> None:
         import ray
@@ -776,6 +794,7 @@ class Campaign:
     def _abandon(self, reason: str) -> None:
         import ray
 
+        self._save_rejected()
         for ref, item in list(self.inflight.items()):
             ray.cancel(ref, force=True)
             self.store.fail_trial(item.trial_id, reason, None)
@@ -933,7 +952,7 @@ def summary(store: RunStore) -> dict[str, Any]:
     records = store.records()
     states = Counter(r.state.name.lower() for r in records)
     interrupted = sum(1 for r in records if (r.fail_reason or "").startswith(INTERRUPTED))
-    rejected = sum(1 for r in records if is_rejected(r))
+    rejected_trials = sum(1 for r in records if is_rejected(r))  # Optuna samplers' proposals
     failures = Counter(
         r.fail_reason
         for r in records
@@ -963,9 +982,9 @@ def summary(store: RunStore) -> dict[str, Any]:
         "state": str(driver),
         "driver_alive": driver.state is RunState.RUNNING,
         "complete": states.get("complete", 0),
-        "failed": states.get("fail", 0) - interrupted - rejected,
+        "failed": states.get("fail", 0) - interrupted - rejected_trials,
         "interrupted": interrupted,
-        "rejected": rejected,
+        "rejected": store.rejected_untracked + rejected_trials,
         "max_params": store.config.get("max_params"),
         "running": states.get("running", 0),
         "duplicates": sum(1 for r in records if r.duplicate_of is not None),

@@ -221,11 +221,11 @@ def load_run(root: Path) -> RunData:
             time.sleep(_JOURNAL_WAIT_S)
     try:
         records = store.records()
-        # Proposals over --max-params were never trained: counted, not analysed.
+        # Proposals over --max-params were never trained: counted, not analysed (most are
+        # a count only; those an Optuna sampler proposed are failed trials).
         kept = [r for r in records if not is_rejected(r)]
-        return RunData(
-            root, dict(store.config), store.target, kept, rejected=len(records) - len(kept)
-        )
+        rejected = store.rejected_untracked + len(records) - len(kept)
+        return RunData(root, dict(store.config), store.target, kept, rejected=rejected)
     finally:
         store.close()  # a reader holds no lock; this only drops the storage handle
 

@@ -25,7 +25,9 @@ Trial user attrs: `slot` (the campaign's logical trial index; per-trial seeds de
 finished `metrics` (the scalar metrics and the tuned hyperparameters, as a JSON string; the
 trajectory only in trials/), `seq` (completion order), `duplicate_of` (trial number reused) or
 `fail_reason`. Runs written before choices and metrics were strings hold them as objects;
-both read the same.
+both read the same. Study user attrs: `trials_target` (what `--trials` and `resume --trials`
+asked for) and `rejected_proposals` (proposals turned down over --max-params that were never
+trials; earlier runs stored each as a failed trial, and still read).
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ GRAPHS = "graphs"
 TRIALS = "trials"
 LOCK = "driver.lock"
 TARGET_ATTR = "trials_target"
+# Proposals over --max-params that were never trials (see Campaign._reject): a count only.
+REJECTED_ATTR = "rejected_proposals"
 
 
 class StoreError(Exception):
@@ -357,6 +361,15 @@ class RunStore:
     def set_target(self, n: int) -> None:
         self.storage.set_study_user_attr(self.study_id, TARGET_ATTR, n)
 
+    @property
+    def rejected_untracked(self) -> int:
+        """Proposals turned down over --max-params without a trial of their own."""
+        attrs = self.storage.get_study_user_attrs(self.study_id)
+        return int(attrs.get(REJECTED_ATTR, 0))
+
+    def set_rejected_untracked(self, n: int) -> None:
+        self.storage.set_study_user_attr(self.study_id, REJECTED_ATTR, n)
+
     # ---- trials
     def records(self) -> list[TrialRecord]:
         trials = self.storage.get_all_trials(self.study_id, deepcopy=False)
@@ -367,12 +380,15 @@ class RunStore:
         slot: int,
         seed: int,
         arch_hash: str,
-        choices: dict[str, Any],
+        choices: dict[str, Any] | None,
         trial: optuna.trial.Trial | None,
     ) -> tuple[int, int]:
         """Record a RUNNING trial; returns (trial_id, number). With `trial` (asked through an
-        Optuna sampler) the attrs are added to it, else one new trial holds everything."""
-        attrs = {"slot": slot, "seed": seed, "arch_hash": arch_hash, "choices": _pack(choices)}
+        Optuna sampler) the attrs are added to it, else one new trial holds everything.
+        `choices` None stores none (a proposal turned down: nothing will replay it)."""
+        attrs: dict[str, Any] = {"slot": slot, "seed": seed, "arch_hash": arch_hash}
+        if choices is not None:
+            attrs["choices"] = _pack(choices)
         if trial is not None:
             tid = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
             for key, value in attrs.items():

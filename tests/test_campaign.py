@@ -15,6 +15,7 @@ from gatesearch.campaign import (
     Campaign,
     CampaignError,
     RunRequest,
+    open_for_resume,
     package_versions,
     prepare_run,
     summary,
@@ -121,10 +122,12 @@ def test_proxy_options_reach_every_trial_and_survive_resume(tmp_path):
     assert plain.records()[0].metrics["tokens"] == 3 * 32 * seq_len
 
 
-def test_max_params_fails_larger_models_untrained_and_keeps_the_rest(tmp_path):
+@pytest.mark.parametrize("strategy", ["random", "tpe"])
+def test_max_params_turns_larger_models_down_untrained_and_keeps_the_rest(tmp_path, strategy):
     """The limit is checked on the model built for the task (here MQAR's vocabulary of 16):
     the LSTM block is larger than the GRU block, so with the limit between them every LSTM
-    proposal fails at once, with its count, and every GRU proposal trains."""
+    proposal is turned down at once and every GRU proposal trains. Turned-down proposals are
+    a count in the study; one an Optuna sampler made is a failed trial with its reason."""
     from gatesearch.build import build_model, count_params
     from gatesearch.evaluate import resolve_task
     from gatesearch.grammar.derive import sample
@@ -150,33 +153,43 @@ def test_max_params_fails_larger_models_untrained_and_keeps_the_rest(tmp_path):
         space=space,
         budget="2steps",
         trials=6,
-        strategy="random",
+        strategy=strategy,
         max_params=limit,
     )
     assert store.config["max_params"] == limit
     records = store.records()
-    assert {r.arch_hash for r in records} == set(sizes)  # both were proposed
     trained = [r for r in records if r.slot >= 0]
     rejected = [r for r in records if r.slot < 0]
     # Turned-down proposals take no slot: all six slots trained the GRU block.
     assert sorted(r.slot for r in trained) == list(range(6))
     for r in trained:
-        assert sizes[r.arch_hash] <= limit
+        assert sizes[r.arch_hash] == small and r.choices
         assert r.state is TrialState.COMPLETE and r.metrics["steps"] == 2
-    assert rejected
+    if strategy == "random":
+        assert rejected == [] and store.rejected_untracked > 0
+    else:  # the sampler's own trials, failed with the reason, their choices not kept
+        assert rejected and store.rejected_untracked == 0
     for r in rejected:
-        assert sizes[r.arch_hash] == large and r.state is TrialState.FAIL
+        assert sizes[r.arch_hash] == large and r.state is TrialState.FAIL and r.choices == {}
         assert r.fail_reason == (
             f"over the parameter limit: {large:,} parameters > --max-params {limit:,}"
         )
+    total = store.rejected_untracked + len(rejected)
     info = summary(store)
-    assert (info["finished"], info["failed"], info["rejected"]) == (6, 0, len(rejected))
+    assert (info["finished"], info["failed"], info["rejected"]) == (6, 0, total)
     # The report counts them apart and analyses only what was trained.
     from gatesearch.report import load_run
 
     data = load_run(store.root)
-    assert data.counts()["rejected"] == len(rejected) and data.counts()["failed"] == 0
+    assert data.counts()["rejected"] == total and data.counts()["failed"] == 0
     assert sorted(r.slot for r in data.records) == list(range(6))
+    # A resumed campaign counts on from the stored count.
+    store.close()
+    resumed = open_for_resume(store.root, 2, None)
+    with resumed:
+        stats = Campaign(resumed).run()
+        assert stats.rejected >= total and stats.done == 8
+        assert summary(resumed)["rejected"] == stats.rejected
 
     # A limit nothing fits stops the campaign with one line, before any training.
     req = RunRequest(
