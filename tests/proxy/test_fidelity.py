@@ -267,7 +267,11 @@ def test_fidelity_bad_input_is_one_line(tmp_path, capsys):
         "proxy option type": (["--proxy-option", "batch_size=0.5"], "takes an integer"),
         "proxy option range": (["--proxy-option", "lr=2"], "lr must lie within"),
         "proxy option form": (["--proxy-option", "centred"], "expected key=value"),
-        "nothing fits": (["--max-params", "10"], "distinct architectures within --max-params"),
+        # 3 archs: it gives up after 200 draws per architecture asked for, ~6 ms each.
+        "nothing fits": (
+            ["--max-params", "10", "--archs", "3"],
+            "distinct architectures within --max-params",
+        ),
     }
     for label, (extra, needle) in cases.items():
         capsys.readouterr()
