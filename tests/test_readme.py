@@ -15,6 +15,11 @@ from gatesearch.cli import app
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
+def _spans(text: str) -> list[str]:
+    """Inline code spans, a span wrapped over lines read as one line (as Markdown does)."""
+    return [" ".join(span.split()) for span in re.findall(r"`([^`]+)`", text)]
+
+
 def _shown_commands() -> list[str]:
     """Command lines in fenced blocks (backslash continuations joined, comments and a `$ `
     prompt dropped) and inline code spans, wherever they start with `gatesearch `."""
@@ -25,9 +30,7 @@ def _shown_commands() -> list[str]:
             line = line.removeprefix("$ ").split("  #")[0].strip()
             found += [part.strip() for part in line.split("&&") if "gatesearch " in part]
     outside = re.sub(r"```.*?```", "", text, flags=re.S)
-    found += [
-        span for span in re.findall(r"`([^`\n]+)`", outside) if span.startswith("gatesearch ")
-    ]
+    found += [span for span in _spans(outside) if span.startswith("gatesearch ")]
     return [c[c.index("gatesearch ") :] for c in found]
 
 
@@ -62,11 +65,7 @@ def test_each_shown_command_and_option_exists(line: str) -> None:
 def test_each_option_the_prose_names_exists_somewhere() -> None:
     """Options named alone in the text (`--max-params N`) belong to some command."""
     outside = re.sub(r"```.*?```", "", README.read_text(encoding="utf-8"), flags=re.S)
-    named = {
-        span.split()[0].split("=")[0]
-        for span in re.findall(r"`([^`\n]+)`", outside)
-        if span.startswith("--")
-    }
+    named = {span.split()[0].split("=")[0] for span in _spans(outside) if span.startswith("--")}
     known: set[str] = set()
     stack = [typer.main.get_command(app)]
     while stack:
