@@ -56,7 +56,7 @@ from gatesearch.budget import Budget, parse_budget
 from gatesearch.evaluate import ProxyEvaluator, resolve_task
 from gatesearch.grammar import Grammar
 from gatesearch.graph import describe, write_graph
-from gatesearch.proxy.trainer import proxy_config
+from gatesearch.proxy.trainer import ProxyOptionError, proxy_config
 from gatesearch.space import DEFAULT_SPACE, Architecture, load_space
 from gatesearch.tasks import TaskSpec
 
@@ -362,7 +362,10 @@ def prepare(req: FidelityRequest) -> tuple[dict[str, Any], Grammar, list[Archite
     grammar = load_space(space_path)
     evaluator = resolve_task(TaskSpec(req.task, dict(req.task_params)), req.proxy)
     full_options = {**DEFAULT_FULL_OPTIONS, **req.full}
-    proxy_config(full_options)  # checked as the proxy's are
+    try:
+        proxy_config(full_options)  # checked as the proxy's are
+    except ProxyOptionError as exc:
+        raise FidelityError(f"--full-option: {exc}") from None
     if not isinstance(evaluator, ProxyEvaluator):
         raise FidelityError(f"task {req.task} trains no model; fidelity needs a real task")
     proxy = parse_budget(req.proxy_budget or DEFAULT_PROXY_BUDGET)

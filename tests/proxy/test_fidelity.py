@@ -264,6 +264,7 @@ def test_fidelity_bad_input_is_one_line(tmp_path, capsys):
         "bad param": (["--task-param", "vocab=1"], "vocab"),
         "zero limit": (["--max-params", "0"], "--max-params must be at least 1"),
         "unknown proxy option": (["--proxy-option", "batch=8"], "unknown proxy option 'batch'"),
+        "unknown full option": (["--full-option", "batch=8"], "--full-option: unknown proxy"),
         "proxy option type": (["--proxy-option", "batch_size=0.5"], "takes an integer"),
         "proxy option range": (["--proxy-option", "lr=2"], "lr must lie within"),
         "proxy option form": (["--proxy-option", "centred"], "expected key=value"),
