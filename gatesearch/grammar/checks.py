@@ -67,9 +67,17 @@ def check_grammar(g: Grammar) -> None:
 
 def _check_reachable(g: Grammar, graph: nx.DiGraph) -> None:
     reachable = nx.descendants(graph, g.start) | {g.start}
-    for name, rule in g.rules.items():
-        if name not in reachable:
-            raise GrammarError(rule.loc, f"rule {name!r} is unreachable from {g.start!r}")
+    unused = [(name, rule) for name, rule in g.rules.items() if name not in reachable]
+    if unused:
+        # All of them in one line: narrowing a space (one mixer instead of four) typically
+        # orphans several rules at once, and one error per run would take as many runs.
+        (name, rule), rest = unused[0], unused[1:]
+        others = ", ".join(f"{n!r} (line {r.loc.line})" for n, r in rest)
+        also = f"; so are {others}" if rest else ""
+        raise GrammarError(
+            rule.loc,
+            f"rule {name!r} is unreachable from {g.start!r}{also}: delete what nothing uses",
+        )
 
 
 def _check_recursion(g: Grammar, graph: nx.DiGraph) -> None:

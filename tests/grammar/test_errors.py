@@ -247,3 +247,13 @@ def test_ok_grammar_parses() -> None:
     g = grammar_from_text(OK, "ok.space")
     assert g.start == "model"
     assert set(g.rules) == {"model", "stack", "block"}
+
+
+def test_every_unreachable_rule_is_named_in_one_error():
+    """Narrowing a space orphans several rules at once: one run names them all."""
+    src = "let width = 16\nmodel := embed head\nspare := rmsnorm\nother := layernorm\n"
+    with pytest.raises(GrammarError) as err:
+        grammar_from_text(src, "narrowed.space")
+    assert (err.value.loc.line, err.value.loc.col) == (3, 1)
+    assert "rule 'spare' is unreachable from 'model'; so are 'other' (line 4)" in str(err.value)
+    assert len(str(err.value).splitlines()) == 1
