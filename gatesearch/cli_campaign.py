@@ -38,7 +38,7 @@ from gatesearch.evaluate import (
 from gatesearch.proxy.fidelity import FidelityError
 from gatesearch.proxy.trainer import ProxyOptionError
 from gatesearch.retrain import RetrainError
-from gatesearch.store import RunStore, StoreError, list_runs
+from gatesearch.store import CONFIG, RunStore, StoreError, list_runs
 from gatesearch.strategies import StrategyError
 from gatesearch.tasks import TaskError
 
@@ -384,7 +384,7 @@ def _fidelity_row(root: Path) -> tuple[str, ...] | None:
     from gatesearch.proxy.fidelity import RESULT
 
     try:
-        config = json.loads((root / "config.json").read_text())
+        config = json.loads((root / CONFIG).read_text())
     except (OSError, ValueError, UnicodeDecodeError):
         return None
     if not isinstance(config, dict) or config.get("kind") != "fidelity":

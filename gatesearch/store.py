@@ -51,7 +51,7 @@ import optuna
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
-from gatesearch.atomic import temp_path_beside
+from gatesearch.atomic import temp_path_beside, write_atomic
 from gatesearch.graph import write_graph
 
 FORMAT = 1
@@ -441,9 +441,7 @@ class RunStore:
     def save_trial_metrics(self, number: int, doc: dict[str, Any]) -> None:
         path = self.trial_metrics_path(number)
         path.parent.mkdir(exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(doc, separators=(",", ":")) + "\n")
-        os.replace(tmp, path)
+        write_atomic(path, (json.dumps(doc, separators=(",", ":")) + "\n").encode())
 
     def load_trial_metrics(self, number: int) -> dict[str, Any] | None:
         """A trial's stored result document; None when absent (duplicates, older runs)."""
@@ -460,11 +458,8 @@ class RunStore:
 
     def save_graph(self, arch_hash: str, graph: nx.DiGraph) -> None:
         path = self.graph_path(arch_hash)
-        if path.exists():
-            return
-        tmp = path.with_suffix(".parquet.tmp")
-        write_graph(graph, tmp)
-        os.replace(tmp, path)
+        if not path.exists():
+            write_graph(graph, path)  # itself atomic: a temporary file, then a rename
 
 
 def compact_metrics(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -51,7 +51,7 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
-from gatesearch.atomic import temp_path_beside
+from gatesearch.atomic import temp_path_beside, write_atomic
 from gatesearch.budget import Budget, parse_budget
 from gatesearch.evaluate import ProxyEvaluator, resolve_task
 from gatesearch.grammar import Grammar
@@ -596,9 +596,7 @@ def run_fidelity(
             ray.cancel(ref, force=True)
         raise
     result = {"config": config, "archs": rows, **analyse(config, rows)}
-    tmp = root / f"{RESULT}.tmp"
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, root / RESULT)
+    write_atomic(root / RESULT, (json.dumps(result, indent=2) + "\n").encode())
     plot(result, root / PLOT)
     return root, result
 
