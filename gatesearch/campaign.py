@@ -415,7 +415,7 @@ def ensure_ray(address: str | None, num_cpus: int) -> bool:
     return True
 
 
-def _failure_reason(exc: BaseException) -> str:
+def failure_reason(exc: BaseException) -> str:
     import ray
 
     if isinstance(exc, ray.exceptions.RayTaskError):
@@ -704,7 +704,7 @@ class Campaign:
             except StopIteration:  # the task ended without a result: a bug of ours
                 metrics, failure = None, "the trial's task returned no result"
             except Exception as exc:
-                metrics, failure = None, _failure_reason(exc)
+                metrics, failure = None, failure_reason(exc)
             else:
                 if metrics is None:  # the start marker: the timeout counts from now
                     item.started = time.monotonic()

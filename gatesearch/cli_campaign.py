@@ -37,7 +37,7 @@ from gatesearch.evaluate import (
 )
 from gatesearch.proxy.fidelity import FidelityError
 from gatesearch.proxy.trainer import ProxyOptionError
-from gatesearch.retrain import RetrainError
+from gatesearch.retrain import DEFAULT_EVAL_POINTS, DEFAULT_PATIENCE, RetrainError
 from gatesearch.store import CONFIG, RunStore, StoreError, list_runs
 from gatesearch.strategies import StrategyError
 from gatesearch.tasks import TaskError
@@ -409,10 +409,24 @@ def retrain(
     budget: Annotated[
         str | None,
         typer.Option(
-            help="Training budget per architecture: 2000steps, 600s or 1e7tokens "
+            help="Most training per architecture: 2000steps, 600s or 1e7tokens "
             "[default: 10x the campaign's per-trial budget]."
         ),
     ] = None,
+    eval_points: Annotated[
+        int,
+        typer.Option(
+            help="Score the validation split at this many evenly spaced points of the budget; "
+            "the best point's weights are kept."
+        ),
+    ] = DEFAULT_EVAL_POINTS,
+    patience: Annotated[
+        int,
+        typer.Option(
+            help="Stop after this many validation points in a row without a better score "
+            "(0: train the whole budget)."
+        ),
+    ] = DEFAULT_PATIENCE,
     workers: Annotated[
         int | None, typer.Option(help="Trainings at once [default: the campaign's].")
     ] = None,
@@ -420,44 +434,77 @@ def retrain(
         str | None, typer.Option(help="Ray cluster address [default: the campaign's, or local].")
     ] = None,
 ) -> None:
-    """Train the campaign's best K at the full budget with their tuned hyperparameters; store
-    weights (safetensors), graph and validation/test metrics under RUN_DIR/retrained/<hash>/."""
+    """Train the campaign's best K at the full budget with their tuned hyperparameters, keeping
+    each one's best validation point; store weights (safetensors), graph, validation/test
+    metrics and the validation curve under RUN_DIR/retrained/<hash>/. Ranks them by their
+    retrained validation score, which `export --rank` and `report` then follow."""
     from gatesearch.retrain import retrain as run_retrain
+
+    def progress(job: Any, event: dict[str, Any]) -> None:
+        point, best, done = event["point"], event["best"], event["progress"]
+        eta = event["elapsed"] * (1.0 - done) / done if done > 0 else None
+        out.print(
+            f"  campaign #{job.rank} (trial {job.record.number}): step {point['step']:,} "
+            f"({done:.0%}), valid {event['metric_name']} {point['valid_metric']:.4g} "
+            f"(loss {point['valid_loss']:.4g}), best {best['valid_metric']:.4g} at step "
+            f"{best['step']:,}, ETA {_clock(eta)} at most",
+            markup=False,
+        )
 
     def done(row: dict[str, Any]) -> None:
         job = row["job"]
         if "error" in row:
             out.print(
-                f"rank {job.rank} (trial {job.record.number}) failed: {row['error']}", markup=False
+                f"campaign #{job.rank} (trial {job.record.number}) failed: {row['error']}",
+                markup=False,
             )
         else:
             m = row["metrics"]
+            stop = "stopped early, " if m["stopped_early"] else ""
             out.print(
-                f"rank {job.rank} (trial {job.record.number}): valid {m['metric_name']} "
-                f"{m['valid']['metric']:.4g}, test {m['test']['metric']:.4g} -> {row['path']}",
+                f"campaign #{job.rank} (trial {job.record.number}): valid {m['metric_name']} "
+                f"{m['valid']['metric']:.4g}, test {m['test']['metric']:.4g} "
+                f"({stop}best of {len(m['curve'])} points at step {m['best_step']:,.0f}) "
+                f"-> {row['path']}",
                 markup=False,
             )
 
-    rows = run_retrain(run_dir, top, budget=budget, address=address, workers=workers, on_done=done)
-    table = Table(title=f"retrained from {run_dir}", box=None, pad_edge=False)
+    rows = run_retrain(
+        run_dir,
+        top,
+        budget=budget,
+        address=address,
+        workers=workers,
+        on_done=done,
+        eval_points=eval_points,
+        patience=patience,
+        on_progress=progress,
+    )
+    table = Table(
+        title=f"retrained from {run_dir}, best validation score first",
+        box=None,
+        pad_edge=False,
+    )
     for head in (
         "rank",
+        "campaign",
         "trial",
         "proxy",
         "valid metric",
         "test metric",
         "valid loss",
         "params",
-        "steps",
+        "best step",
         "where",
     ):
         table.add_column(head, justify="left" if head == "where" else "right")
-    for row in rows:
+    for rank, row in enumerate(rows, start=1):
         job = row["job"]
         proxy = " ".join(f"{v:.4g}" for v in job.record.values or ())
         if "error" in row:
             table.add_row(
-                str(job.rank),
+                "-",
+                f"#{job.rank}",
                 str(job.record.number),
                 proxy,
                 "failed",
@@ -470,14 +517,15 @@ def retrain(
             continue
         m = row["metrics"]
         table.add_row(
-            str(job.rank),
+            str(rank),
+            f"#{job.rank}",
             str(job.record.number),
             proxy,
             f"{m['valid']['metric']:.4g}",
             f"{m['test']['metric']:.4g}",
             f"{m['valid']['loss']:.4g}",
             f"{m['params']:.4g}",
-            f"{m['steps']:.0f}",
+            f"{m['best_step']:,.0f}/{m['steps']:,.0f}",
             Text(str(row["path"])),
         )
     out.print(table)

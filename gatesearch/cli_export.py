@@ -1,8 +1,10 @@
 """`gatesearch export`: a campaign's architecture as one standalone PyTorch file, or as ONNX.
 
-The architecture is the campaign's rank-K trial (or the one whose hash is given). When it was
-retrained (`gatesearch retrain`), the retrained graph — pruned, when it had pruning gates — and
-its weights are exported; otherwise the searched graph, whose weights the proxy does not keep.
+The architecture is the rank-K one (or the one whose hash is given): once architectures are
+retrained, they rank first by their retrained validation score, then the others in the
+campaign's order. When it was retrained (`gatesearch retrain`), the retrained graph — pruned,
+when it had pruning gates — and its weights are exported; otherwise the searched graph, whose
+weights the proxy does not keep.
 """
 
 from __future__ import annotations
@@ -29,32 +31,45 @@ class ExportCommandError(Exception):
     """A request `gatesearch export` cannot carry out as given (user input)."""
 
 
-def _pick(store: RunStore, rank: int | None, arch: str | None) -> tuple[int | None, str, dict]:
-    """(rank or None, architecture hash, the trial's metrics) of the requested architecture."""
-    from gatesearch.campaign import ranked
+def _pick(
+    store: RunStore, rank: int | None, arch: str | None
+) -> tuple[int | None, str, dict, int | None]:
+    """(rank or None, architecture hash, the trial's metrics, campaign rank or None) of the
+    requested architecture.
+    Ranks follow `final_order`: retrained architectures by their retrained validation score,
+    then the rest in the campaign's order."""
+    from gatesearch.retrain import final_order
 
-    rows = ranked(store)
+    rows = final_order(store)
     if arch is not None:
         matches = sorted({r.arch_hash for r in store.records() if r.arch_hash.startswith(arch)})
         if len(matches) != 1:
             what = "no architecture" if not matches else f"{len(matches)} architectures"
             raise ExportCommandError(f"{store.root}: {what} with a hash starting {arch!r}")
         full = matches[0]
-        position = next((i for i, r in enumerate(rows, 1) if r.arch_hash == full), None)
-        record = next((r for r in rows if r.arch_hash == full), None)
-        return position, full, dict(record.metrics) if record else {}
+        placed = next((p for p in rows if p.arch_hash == full), None)
+        if placed is None:
+            return None, full, {}, None
+        return placed.rank, full, dict(placed.record.metrics), placed.campaign_rank
     k = rank or 1
     if not rows:
         raise ExportCommandError(f"{store.root}: no completed trial to export yet")
     if not 1 <= k <= len(rows):
         raise ExportCommandError(f"--rank {k}: the campaign has {len(rows)} ranked architectures")
-    return k, rows[k - 1].arch_hash, dict(rows[k - 1].metrics)
+    row = rows[k - 1]
+    return k, row.arch_hash, dict(row.record.metrics), row.campaign_rank
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
     """The metrics worth printing in a docstring: numbers and short names, not trajectories."""
     keep = {}
-    for key, value in metrics.items():
+    # A retrained result holds its scores per split: {"valid": {"loss", "metric"}, "test": …}.
+    flat = dict(metrics)
+    for split in ("valid", "test"):
+        scores = flat.pop(split, None)
+        if isinstance(scores, dict):
+            flat.update({f"{split}_{k}": v for k, v in scores.items()})
+    for key, value in flat.items():
         if isinstance(value, bool) or not isinstance(value, int | float | str):
             continue
         if isinstance(value, str) and len(value) > 40:
@@ -123,7 +138,7 @@ def export_command(
         raise ExportCommandError(f"{output.parent}: no such directory")
     store = RunStore.open(run_dir, writer=False)
     try:
-        position, arch_hash, metrics = _pick(store, rank, arch)
+        position, arch_hash, metrics, campaign_rank = _pick(store, rank, arch)
         spec = spec_of(store.config["task"])
         retrained = store.root / RETRAINED / arch_hash
         if (retrained / GRAPH).is_file():
@@ -136,7 +151,7 @@ def export_command(
         if weights and not (retrained / WEIGHTS).is_file():
             raise ExportCommandError(
                 f"{run_dir}: no trained weights for {arch_hash} (the proxy keeps none): run "
-                f"`gatesearch retrain {run_dir} --top {position or 1}` first"
+                f"`gatesearch retrain {run_dir} --top {campaign_rank or 1}` first"
             )
         try:
             task = make_task(spec)
@@ -173,7 +188,10 @@ def export_command(
             )
             out.print(f"wrote {output}: input x {shape}, {what}; {checked}")
             return
-        title = f"gatesearch campaign {store.root.name}, rank {position or '-'} ({source})"
+        title = (
+            f"gatesearch campaign {store.root.name}, rank {position or '-'} ({source}; "
+            f"campaign rank {campaign_rank or '-'})"
+        )
         paths = write_export(
             graph,
             ctx,

@@ -6,29 +6,46 @@ hyperparameters fixed where the campaign's proxy left them:
 rate peaks at the highest rate the proxy's hypergradient reached (its trajectory's maximum) and
 decays by a cosine to a tenth: the proxy's own rate rose while training was easy and fell
 near its end, and its final value, held as the peak of a decaying schedule, undertrains (on
-tiny Shakespeare, 1.879 against the proxy's own 1.784 at an equal number of steps). The
-training runs as Ray tasks; the driver (this process) is the only writer and stores, per architecture:
+tiny Shakespeare, 1.879 against the proxy's own 1.784 at an equal number of steps).
+
+Like a careful hand-written loop, the training scores the whole validation split at
+`eval_points` evenly spaced points of the budget, keeps the weights of the best point and stops
+after `patience` points without a better one: the budget is a maximum, and a longer budget can
+never return a worse validation score than a shorter one (on a small dataset the last point is
+often far worse than the best). The curve and the best point's step are stored.
+
+The training runs as Ray tasks that stream their validation points (the driver shows progress);
+the driver (this process) is the only writer and stores, per architecture:
 
 ```
 runs/NAME/retrained/<hash>/
-  weights.safetensors   the model's state_dict (keys as GraphModel names them)
+  weights.safetensors   the model's state_dict at its best validation point
   graph.parquet         the architecture the weights belong to: the pruned graph when the
                         model had pruning gates (their closed units removed), else the trial's
   metrics.json          validation and test loss and metric, params, FLOPs, latency, the
-                        hyperparameters, budget and seed, the trial it came from
+                        hyperparameters, budget and seed, the trial it came from, the
+                        validation curve, the best point's step and whether it stopped early
 ```
 
 `build_model(read_graph(graph.parquet), ctx)` then `load_state_dict(load_file(weights))`
 gives back the scored model. <hash> is the campaign trial's architecture hash.
+
+Once architectures are retrained, their retrained validation score is what ranks them:
+`final_order` puts them first, best first, then the others in the campaign's order; `export
+--rank K` and `report` use it.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
+import queue
 import shutil
+import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +66,11 @@ METRICS = "metrics.json"
 # Full budget when none is given: ten times the campaign's per-trial budget, the ratio of a
 # proxy to a full run that the fidelity benchmark measures.
 FULL_BUDGET_FACTOR = 10
+# Validation points over the full budget, and how many in a row without a better score stop
+# it: a quarter of the budget, the patience of a hand-written loop that checks once an epoch
+# and waits a few epochs on a dataset that a full budget covers dozens of times.
+DEFAULT_EVAL_POINTS = 20
+DEFAULT_PATIENCE = 5
 
 
 class RetrainError(Exception):
@@ -75,9 +97,13 @@ def retrain_body(
     seed: int,
     hyperparameters: dict[str, float],
     threads: int,
+    eval_points: int = DEFAULT_EVAL_POINTS,
+    patience: int = DEFAULT_PATIENCE,
+    on_eval: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Body of the Ray task: train, prune when gated, score on valid and test; returns the
-    weights as safetensors bytes, the graph they belong to and the metrics."""
+    """Train (keeping the best validation point's weights), prune when gated, score on valid
+    and test; returns the weights as safetensors bytes, the graph they belong to and the
+    metrics. `on_eval` sees each validation point (see `train_proxy`)."""
     import torch
     from safetensors.torch import save
 
@@ -91,10 +117,18 @@ def retrain_body(
     # A full-budget run is judged at its end: decay the tuned learning rate (cosine) as a
     # researcher's own training script would, rather than holding it where the proxy left it.
     config = ProxyConfig(
-        self_tuning=False, start=dict(hyperparameters), lr_schedule=LRSchedule.COSINE
+        self_tuning=False,
+        start=dict(hyperparameters),
+        lr_schedule=LRSchedule.COSINE,
+        eval_points=eval_points,
+        keep_best=True,
+        patience=patience,
     )
     cpu = time.process_time()
-    result = train_proxy(graph, task_obj, parse_budget(budget), seed, config)
+    named = None
+    if on_eval is not None:  # the driver's progress line names the metric
+        named = functools.partial(_with_name, on_eval, task_obj.metric_name)
+    result = train_proxy(graph, task_obj, parse_budget(budget), seed, config, on_eval=named)
     model = result.model.cpu().eval()
     pruned = result.pruned_graph is not None
     final_graph = prune_model(model) if pruned else nx.DiGraph(model.graph)
@@ -115,6 +149,11 @@ def retrain_body(
         "latency": measure_latency(model, x, config.latency_runs),
         "steps": result.metrics["steps"],
         "tokens": result.metrics["tokens"],
+        "best_step": result.metrics.get("best_step"),
+        "stopped_early": bool(result.metrics.get("stopped_early", False)),
+        "eval_points": eval_points,
+        "patience": patience,
+        "curve": result.curve,
         "train_seconds": result.metrics["train_seconds"],
         "cpu_seconds": time.process_time() - cpu,
         "pruned": pruned,
@@ -123,6 +162,40 @@ def retrain_body(
     # Tied tensors would make safetensors refuse the dict; each key gets its own copy.
     state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
     return {"weights": save(state), "graph": final_graph, "metrics": metrics}
+
+
+def _with_name(
+    on_eval: Callable[[dict[str, Any]], None], metric_name: str, event: dict[str, Any]
+) -> None:
+    on_eval({**event, "metric_name": metric_name})
+
+
+def retrain_streamed(*args: Any) -> Iterator[dict[str, Any]]:
+    """The Ray task: `retrain_body` in a thread of the task, yielding {"progress": …} at each
+    validation point (with `elapsed` seconds since the task started), then {"result": …}.
+
+    Why a thread: the trainer reports its points through a callback, and a generator cannot
+    yield from inside one. An exception of the training is raised here, failing the task."""
+    events: queue.Queue[tuple[str, Any]] = queue.Queue()
+    t0 = time.monotonic()
+
+    def report(event: dict[str, Any]) -> None:
+        events.put(("progress", {**event, "elapsed": time.monotonic() - t0}))
+
+    def work() -> None:
+        try:
+            events.put(("result", retrain_body(*args, on_eval=report)))
+        except BaseException as exc:  # handed to the generator, which raises it
+            events.put(("error", exc))
+
+    threading.Thread(target=work, name="retrain", daemon=True).start()
+    while True:
+        kind, value = events.get()
+        if kind == "error":
+            raise value
+        yield {kind: value}
+        if kind == "result":
+            return
 
 
 def peak_lr(hypers: dict[str, Any], trajectory: Any) -> float | None:
@@ -220,14 +293,25 @@ def retrain(
     budget: str | None = None,
     address: str | None = None,
     workers: int | None = None,
-    on_done: Any = None,
+    on_done: Callable[[dict[str, Any]], None] | None = None,
+    eval_points: int = DEFAULT_EVAL_POINTS,
+    patience: int = DEFAULT_PATIENCE,
+    on_progress: Callable[[RetrainJob, dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Retrain the best `top` trials of the run at `root`; returns one row per architecture
-    ({"job", "path", "metrics"} or {"job", "error"}). `on_done(row)` is called as each ends."""
+    ({"job", "path", "metrics"} or {"job", "error"}), best retrained validation score first
+    (failures last). `on_done(row)` is called as each ends, `on_progress(job, event)` at each
+    of its validation points (see `retrain_streamed`)."""
     import ray
 
-    from gatesearch.campaign import _failure_reason
+    from gatesearch.campaign import failure_reason
 
+    if eval_points < 1:
+        raise RetrainError("--eval-points must be at least 1")
+    if patience < 0:
+        raise RetrainError("--patience must be 0 (never stop early) or more")
+    if workers is not None and workers < 1:
+        raise RetrainError("--workers must be at least 1")
     with RunStore.open(Path(root), writer=False) as store:
         full = (
             parse_budget(budget)
@@ -235,8 +319,6 @@ def retrain(
             else default_full_budget(parse_budget(store.config["budget"]))
         )
         jobs = select(store, top)
-        if workers is not None and workers < 1:
-            raise RetrainError("--workers must be at least 1")
         res = store.config["trial"]
         cpus = int(res["cpus"])
         n_workers = workers or int(store.config["workers"])
@@ -244,39 +326,108 @@ def retrain(
         options: dict[str, Any] = {"num_cpus": cpus, "max_retries": int(res["retries"])}
         if float(res["gpus"]):
             options["num_gpus"] = float(res["gpus"])
-        remote = ray.remote(retrain_body).options(**options)
+        remote = ray.remote(retrain_streamed).options(**options)
         task = spec_of(store.config["task"]).to_dict()
         pending = {
-            remote.remote(j.graph, task, str(full), j.seed, j.hyperparameters, cpus): j
+            remote.remote(
+                j.graph, task, str(full), j.seed, j.hyperparameters, cpus, eval_points, patience
+            ): j
             for j in jobs
         }
         rows = []
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            job = pending.pop(ready[0])
-            try:
-                result = ray.get(ready[0])
-            except Exception as exc:  # the trial's own failure: report it, keep the others
-                row = {"job": job, "error": _failure_reason(exc)}
-            else:
-                path = write_result(store, job, result, full)
-                row = {"job": job, "path": path, "metrics": result["metrics"]}
-            rows.append(row)
-            if on_done is not None:
-                on_done(row)
-    rows.sort(key=lambda r: r["job"].rank)
+        try:
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                gen = ready[0]
+                job = pending[gen]
+                try:
+                    event = ray.get(next(gen))
+                except StopIteration:  # the task ended without a result: a bug of ours
+                    row = {"job": job, "error": "the retraining task returned no result"}
+                except Exception as exc:  # the training's own failure: report it, go on
+                    row = {"job": job, "error": failure_reason(exc)}
+                else:
+                    if "progress" in event:
+                        if on_progress is not None:
+                            on_progress(job, event["progress"])
+                        continue
+                    result = event["result"]
+                    path = write_result(store, job, result, full)
+                    row = {"job": job, "path": path, "metrics": result["metrics"]}
+                del pending[gen]
+                rows.append(row)
+                if on_done is not None:
+                    on_done(row)
+        finally:
+            # Ctrl-C (or a failed write) must not leave trainings running on the cluster.
+            for gen in pending:
+                ray.cancel(gen, force=True)
+    rows.sort(key=lambda r: retrained_key(r["metrics"]) if "metrics" in r else (1, r["job"].rank))
     return rows
 
 
+def retrained_key(metrics: dict[str, Any]) -> tuple[int, float, float]:
+    """Sort key of a retrained result, best first: by the validation metric in the task's
+    direction, ties by the validation loss."""
+    sign = -1.0 if metrics["higher_is_better"] else 1.0
+    return (0, sign * float(metrics["valid"]["metric"]), float(metrics["valid"]["loss"]))
+
+
+@dataclass(frozen=True)
+class Placed:
+    """One architecture in the order a user should take them: `rank` (1 = best),
+    `campaign_rank` (its proxy rank), `retrained` (its retrained metrics.json, or None)."""
+
+    rank: int
+    campaign_rank: int
+    arch_hash: str
+    record: TrialRecord
+    retrained: dict[str, Any] | None
+
+
+def read_retrained(store: RunStore, arch_hash: str) -> dict[str, Any] | None:
+    """The retrained metrics.json of `arch_hash`, or None when it was not retrained. A file
+    that is not what retrain writes is a StoreError (one line), never a guess."""
+    path = store.root / RETRAINED / arch_hash / METRICS
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        retrained_key(doc)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise StoreError(f"{path}: not a retrain result ({type(exc).__name__}: {exc})") from None
+    if not isinstance(doc, dict):
+        raise StoreError(f"{path}: not a retrain result")
+    return doc
+
+
+def final_order(store: RunStore) -> list[Placed]:
+    """The campaign's ranked architectures in the order to take them: those retrained first,
+    by their retrained validation score (the proxy's order is only a forecast of it), then the
+    others in the campaign's order."""
+    rows = ranked(store)
+    placed = [(k, r, read_retrained(store, r.arch_hash)) for k, r in enumerate(rows, start=1)]
+    done = sorted((p for p in placed if p[2] is not None), key=lambda p: retrained_key(p[2]))
+    rest = [p for p in placed if p[2] is None]
+    return [Placed(i, k, r.arch_hash, r, doc) for i, (k, r, doc) in enumerate(done + rest, start=1)]
+
+
 __all__ = [
+    "DEFAULT_EVAL_POINTS",
+    "DEFAULT_PATIENCE",
     "FULL_BUDGET_FACTOR",
     "GRAPH",
     "METRICS",
     "RETRAINED",
     "WEIGHTS",
+    "Placed",
     "RetrainError",
     "default_full_budget",
+    "final_order",
+    "read_retrained",
     "retrain",
     "retrain_body",
+    "retrain_streamed",
+    "retrained_key",
     "select",
 ]

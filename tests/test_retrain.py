@@ -5,6 +5,8 @@ here), real journal storage, the real console entry point."""
 from __future__ import annotations
 
 import json
+import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -107,6 +109,42 @@ def test_retrain_top_1_weights_reproduce_the_stored_scores(mqar_run, capsys):
         assert split_loss(model, task, split, 128) == pytest.approx(stored["loss"], rel=SCORE_TOL)
 
 
+def test_retrain_keeps_each_best_point_ranks_by_it_and_export_follows(mqar_run, tmp_path, capsys):
+    capsys.readouterr()
+    args = ("--top", "3", "--budget", "40steps", "--eval-points", "8", "--patience", "2")
+    assert cli("retrain", mqar_run, *args) == 0
+    printed = capsys.readouterr().out
+    assert "ETA" in printed and "best validation score first" in " ".join(printed.split())
+    docs = [json.loads((d / METRICS).read_text()) for d in (mqar_run / RETRAINED).iterdir()]
+    assert len(docs) >= 2
+    for doc in docs:
+        curve = doc["curve"]
+        assert 1 <= len(curve) <= 8 and doc["eval_points"] == 8 and doc["patience"] == 2
+        best = max(curve, key=lambda p: (p["valid_metric"], -p["valid_loss"]))
+        assert doc["best_step"] == best["step"]
+        assert doc["valid"]["metric"] == pytest.approx(best["valid_metric"], abs=SCORE_TOL)
+        assert doc["stopped_early"] == (curve[-1]["step"] < 40)
+        if doc["stopped_early"]:  # exactly `patience` points after the best one
+            assert curve.index(best) == len(curve) - 3
+    # The retrained table and `export --rank 1` take the best retrained validation score, not
+    # the campaign's order.
+    winner = min(docs, key=lambda d: (-d["valid"]["metric"], d["valid"]["loss"]))
+    first = re.search(r"^\s*1\s+#(\d+)\s+(\d+)\s", printed, re.MULTILINE)
+    assert first is not None and first.groups() == (str(winner["rank"]), str(winner["trial"]))
+    assert cli("export", mqar_run, "--rank", "1", "-o", tmp_path / "m.py") == 0
+    source = (tmp_path / "m.py").read_text()
+    assert winner["arch_hash"] in source and f"campaign rank {winner['rank']})" in source
+    # A damaged retrain result is one line, not a guess at the order.
+    copy = tmp_path / "copy"
+    shutil.copytree(mqar_run, copy)
+    (copy / RETRAINED / winner["arch_hash"] / METRICS).write_text('{"valid": 3}')
+    capsys.readouterr()
+    assert cli("export", copy, "--rank", "1", "-o", tmp_path / "n.py") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not a retrain result" in err
+    assert not (tmp_path / "n.py").exists()
+
+
 def test_peak_lr_reads_the_trajectory_and_ignores_what_is_not_a_rate():
     hypers = {"dropout_mixer": 0.1, "lr": 0.002}
     trajectory = [{"lr": 0.003}, {"lr": 0.004}, {"lr": float("nan")}, {"lr": True}, {"x": 1}]
@@ -122,6 +160,8 @@ def test_bad_input_is_one_line(mqar_run, tmp_path, capsys):
     cases = {
         "missing run": (["retrain", tmp_path / "nope"], "no such run"),
         "top 0": (["retrain", mqar_run, "--top", "0"], "--top"),
+        "eval points 0": (["retrain", mqar_run, "--eval-points", "0"], "--eval-points"),
+        "patience -1": (["retrain", mqar_run, "--patience", "-1"], "--patience"),
         "bad budget": (["retrain", mqar_run, "--budget", "3 weeks"], "3 weeks"),
         "null task": (["retrain", runs / "n"], "trains no model"),
         "param without =": (["run", "--task", "mqar", "--task-param", "vocab"], "key=value"),

@@ -517,7 +517,7 @@ def run_fidelity(
     import ray
 
     from gatesearch.build import build_model, count_params
-    from gatesearch.campaign import _failure_reason, ensure_ray, trial_seed
+    from gatesearch.campaign import ensure_ray, failure_reason, trial_seed
     from gatesearch.proxy.trainer import task_context
     from gatesearch.tasks import make_task
 
@@ -586,7 +586,7 @@ def run_fidelity(
                 metrics = ray.get(ready[0])
                 entry = {"metrics": metrics, "cpu_seconds": metrics.get("cpu_seconds")}
             except Exception as exc:  # a diverged or crashed run: recorded, left out of ranks
-                entry = {"error": _failure_reason(exc), "cpu_seconds": None}
+                entry = {"error": failure_reason(exc), "cpu_seconds": None}
             rows[index]["runs"][kind] = entry
             done += 1
             if progress is not None:

@@ -19,11 +19,12 @@ seconds of the training loop; scoring after the loop is not charged.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import statistics
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from itertools import count
@@ -111,6 +112,16 @@ class ProxyConfig:
     # where the full response kept decay near 0 and reached 1.69. Full is the default.
     response: Response = Response.FULL
     trajectory_every: int = 25  # record the hyperparameters every this many weight steps
+    # Score the whole validation split at this many evenly spaced points of the budget (the
+    # last at its end) and store the curve; 0: only the final score. Not charged to a seconds
+    # budget, like the final scoring.
+    eval_points: int = 0
+    # Return the weights (and hyperparameters) of the best validation point instead of the
+    # last: a longer budget can then never return a worse model. Needs eval_points.
+    keep_best: bool = False
+    # Stop after this many validation points in a row without a better score; 0: never.
+    # The budget is then a maximum. Needs eval_points.
+    patience: int = 0
     latency_runs: int = 5
     device: str | None = None  # None: CUDA when available, else CPU
     # Where the hyperparameters (and, under "lr", the learning rate) start; the defaults for
@@ -129,6 +140,11 @@ class ProxyConfig:
                     f" and ≤ {hi}" if hi is not None else ""
                 )
                 raise ProxyOptionError(f"proxy option {name} must be {bound}, got {value}")
+        for name in ("keep_best", "patience"):
+            if getattr(self, name) and not self.eval_points:
+                raise ProxyOptionError(
+                    f"proxy option {name} needs validation points: set eval_points as well"
+                )
         if not self.lr_min <= self.lr <= self.lr_max:
             raise ProxyOptionError(
                 f"proxy option lr must lie within lr_min..lr_max "
@@ -157,6 +173,8 @@ _RANGES: dict[str, tuple[float, float | None, bool]] = {
     "entropy_weight": (0.0, None, False),
     "init_spread": (0.0, None, True),
     "trajectory_every": (1, None, False),
+    "eval_points": (0, None, False),
+    "patience": (0, None, False),
     "latency_runs": (1, None, False),
 }
 
@@ -208,14 +226,20 @@ class ProxyResult:
     trajectory: list[dict[str, Any]]
     pruned_graph: nx.DiGraph | None = None
     config: ProxyConfig = field(default_factory=ProxyConfig)
+    # The validation points (config.eval_points): step, tokens, seconds, valid loss and metric.
+    curve: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        """Metrics at the top level plus `hyperparameters` and `trajectory`; JSON-able."""
-        return {
+        """Metrics at the top level plus `hyperparameters`, `trajectory` and, when validation
+        points were asked for, `curve`; JSON-able."""
+        out = {
             **self.metrics,
             "hyperparameters": dict(self.hyperparameters),
             "trajectory": list(self.trajectory),
         }
+        if self.curve:
+            out["curve"] = list(self.curve)
+        return out
 
 
 class _BudgetClock:
@@ -224,9 +248,18 @@ class _BudgetClock:
     def __init__(self, budget: Budget) -> None:
         self.budget = budget
         self.start = time.perf_counter()
+        self.excluded = 0.0  # seconds of validation scoring, not charged to the budget
 
     def elapsed(self) -> float:
-        return time.perf_counter() - self.start
+        return time.perf_counter() - self.start - self.excluded
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.excluded += time.perf_counter() - t0
 
     def progress(self, steps: int, tokens: int) -> float:
         b = self.budget
@@ -384,9 +417,12 @@ def train_proxy(
     budget: Budget | str,
     seed: int,
     config: ProxyConfig | None = None,
+    on_eval: Callable[[dict[str, Any]], None] | None = None,
 ) -> ProxyResult:
     """Train `graph` on `task` within `budget` and score it (see the module docstring).
 
+    With `config.eval_points`, `on_eval` (if given) is called at each validation point with
+    {"point", "best" (the best point so far), "progress" (of the budget, 0..1)}.
     Raises TrialDiverged on a non-finite loss.
     """
     config = config or ProxyConfig()
@@ -447,6 +483,44 @@ def train_proxy(
                 "spread": dict(zip(hypers.names, state.spread.detach().cpu().tolist())),
             }
         )
+
+    curve: list[dict[str, Any]] = []
+    best: _BestPoint | None = None
+    next_point = 1  # the next validation point, counted from 1 to config.eval_points
+    stale = 0  # validation points since the best one
+
+    def validate() -> bool:
+        """Score the validation split at the current hyperparameters; record the point, keep
+        the best one's weights when asked; True when patience has run out."""
+        nonlocal best, stale
+        with clock.paused():
+            hctx.values, hctx.regularise = None, False
+            hctx.hyper_input = _response_input(state.u.detach().unsqueeze(0), state, config)
+            loss, metric = split_scores(model, task, Split.VALID, config.eval_batch_size)
+            point = {
+                "step": steps,
+                "tokens": tokens,
+                "seconds": round(clock.elapsed(), 4),
+                "valid_loss": loss,
+                "valid_metric": metric,
+            }
+            if config.self_tuning:  # what the point's weights were trained at
+                point["hypers"] = state.current()
+            curve.append(point)
+            if best is None or _better(point, best.point, task.higher_is_better):
+                snapshot = None
+                if config.keep_best:
+                    snapshot = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best = _BestPoint(
+                    point, snapshot, state.u.detach().clone(), state.s.detach().clone(), hd.lr
+                )
+                stale = 0
+            else:
+                stale += 1
+        if on_eval is not None:
+            progress = clock.progress(steps, tokens)
+            on_eval({"point": point, "best": best.point, "progress": progress})
+        return bool(config.patience) and stale >= config.patience
 
     clock = _BudgetClock(budget)
     batch: Batch | None = first
@@ -531,8 +605,21 @@ def train_proxy(
                 hyper_steps += 1
             if steps % config.trajectory_every == 0:
                 record()
+            if config.eval_points:
+                reached = clock.progress(steps, tokens) * config.eval_points
+                if reached >= next_point:
+                    next_point = math.floor(reached) + 1
+                    if validate():
+                        break
         if trajectory[-1]["step"] != steps:
             record()
+        stopped_early = not clock.done(steps, tokens)
+        if config.keep_best and best is not None and best.weights is not None:
+            with torch.no_grad():
+                model.load_state_dict(best.weights)
+                state.u.copy_(best.u)
+                state.s.copy_(best.s)
+            hd.lr = best.lr
         # The model is scored, retrained and exported at the end of its schedule.
         for m in progress_modules:
             m.set_progress(1.0)
@@ -557,7 +644,38 @@ def train_proxy(
         "train_loss_mean": loss_sum / max(1, steps),
         "train_loss_tail": tail_sum / tail_steps if tail_steps else last_loss,
     }
-    return _score(model, task, ctx, config, run, final, trajectory)
+    if best is not None:
+        run["best_step"] = float(best.point["step"])
+        run["stopped_early"] = stopped_early
+    result = _score(model, task, ctx, config, run, final, trajectory)
+    result.curve = curve
+    return result
+
+
+@dataclass
+class _BestPoint:
+    """The best validation point so far and what restores the model to it."""
+
+    point: dict[str, Any]
+    weights: dict[str, torch.Tensor] | None  # None unless keep_best
+    u: torch.Tensor
+    s: torch.Tensor
+    lr: float
+
+
+def _better(a: dict[str, Any], b: dict[str, Any], higher_is_better: bool) -> bool:
+    """Whether validation point `a` beats `b`: by the task's metric, ties by the loss (an
+    accuracy on a small split ties often). A non-finite score never wins."""
+
+    def finite(p: dict[str, Any]) -> bool:
+        return math.isfinite(p["valid_metric"]) and math.isfinite(p["valid_loss"])
+
+    if not finite(a):
+        return False
+    if not finite(b):
+        return True
+    sign = -1.0 if higher_is_better else 1.0
+    return (sign * a["valid_metric"], a["valid_loss"]) < (sign * b["valid_metric"], b["valid_loss"])
 
 
 def _score(

@@ -7,6 +7,7 @@ import itertools
 import json
 import math
 import re
+import time
 from dataclasses import replace
 
 import pytest
@@ -125,6 +126,9 @@ def test_cosine_schedule_decays_the_learning_rate_to_its_final_fraction() -> Non
         ({"hyper_warmup": 1.5}, "hyper_warmup must be ≥ 0.0 and ≤ 1.0"),
         ({"init_spread": 0.0}, "init_spread must be > 0.0"),
         ({"lr": 0.1}, "lr must lie within lr_min..lr_max"),
+        ({"keep_best": True}, "keep_best needs validation points"),
+        ({"patience": 3}, "patience needs validation points"),
+        ({"eval_points": -1}, "eval_points must be ≥ 0"),
     ],
 )
 def test_proxy_options_are_checked_one_key_at_a_time(options: dict, needle: str) -> None:
@@ -157,6 +161,87 @@ def test_weight_steps_never_move_the_hyperparameters() -> None:
     assert {k: v for k, v in result.hyperparameters.items() if k != "lr"} == result.trajectory[0][
         "hypers"
     ]
+
+
+# ---------------------------------------------------------- validation points, best weights
+
+
+OVERFIT_GRAPH = stack_graph(32, [("attention", {"heads": 2}), ("mlp", {"expand": 4.0})])
+
+
+def overfit_task() -> NoisyLookup:
+    """16 training sequences with 40% label noise: memorised within a few dozen steps."""
+    return NoisyLookup(vocab=16, length=16, n_train=16, noise=0.4)
+
+
+def test_keeping_the_best_point_makes_a_10x_longer_budget_no_worse() -> None:
+    """A fixed run over 10× its budget overfits; with the best point's weights kept, its score
+    is no worse than the short run's, and the stored curve shows what it avoided."""
+    base = ProxyConfig(batch_size=16, trajectory_every=50, latency_runs=1, self_tuning=False)
+    short = train_proxy(OVERFIT_GRAPH, overfit_task(), "60steps", seed=0, config=base)
+    plain = train_proxy(OVERFIT_GRAPH, overfit_task(), "600steps", seed=0, config=base)
+    kept = train_proxy(
+        OVERFIT_GRAPH,
+        overfit_task(),
+        "600steps",
+        seed=0,
+        config=replace(base, eval_points=20, keep_best=True),
+    )
+    assert plain.metrics["loss"] > 1.5 * short.metrics["loss"]  # it does overfit
+    assert kept.metrics["metric"] >= short.metrics["metric"]
+    curve = kept.curve
+    assert [p["step"] for p in curve] == list(range(30, 601, 30))
+    best = max(curve, key=lambda p: (p["valid_metric"], -p["valid_loss"]))
+    assert kept.metrics["best_step"] == best["step"] < 600
+    assert kept.metrics["metric"] == pytest.approx(best["valid_metric"])
+    assert kept.metrics["loss"] == pytest.approx(best["valid_loss"], rel=1e-5)
+    assert curve[-1]["valid_loss"] > 1.5 * best["valid_loss"]
+    assert kept.metrics["stopped_early"] is False and kept.metrics["steps"] == 600
+    assert json.loads(json.dumps(kept.to_dict()))["curve"] == curve
+
+
+def test_patience_stops_the_run_and_the_best_point_comes_back_with_its_hyperparameters() -> None:
+    """Self-tuning on: the best point's weights are restored with the hyperparameters they
+    were trained at (the STN layers folded there), and the run ends `patience` points after."""
+    config = ProxyConfig(
+        batch_size=16, trajectory_every=50, latency_runs=1, eval_points=20, keep_best=True,
+        patience=3,
+    )  # fmt: skip
+    seen: list[dict] = []
+    result = train_proxy(
+        OVERFIT_GRAPH, overfit_task(), "600steps", seed=0, config=config, on_eval=seen.append
+    )
+    curve = result.curve
+    best = max(range(len(curve)), key=lambda i: (curve[i]["valid_metric"], -curve[i]["valid_loss"]))
+    assert len(curve) == best + 1 + 3 < 20
+    assert result.metrics["stopped_early"] is True
+    assert result.metrics["steps"] == curve[-1]["step"] < 600
+    assert result.metrics["metric"] == pytest.approx(curve[best]["valid_metric"])
+    assert [e["point"] for e in seen] == curve
+    assert seen[-1]["best"] == curve[best]
+    assert [e["progress"] for e in seen] == pytest.approx([p["step"] / 600 for p in curve])
+    hypers = {k: v for k, v in result.hyperparameters.items() if k != "lr"}
+    assert hypers == curve[best]["hypers"] != curve[-1]["hypers"]
+
+
+def test_validation_scoring_is_not_charged_to_a_seconds_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ten points whose scoring takes 0.2 s each (2 s in all) within a 1 s budget: charged,
+    the budget would run out after a few of them."""
+    score = trainer_module.split_scores
+
+    def slow(*args, **kwargs):
+        time.sleep(0.2)
+        return score(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "split_scores", slow)
+    config = replace(SMALL, eval_points=10, self_tuning=False)
+    t0 = time.perf_counter()
+    m = proxy_evaluate(small_graph(), small_task(), "1s", seed=0, config=config)
+    assert len(m["curve"]) == 10
+    assert 1.0 <= m["train_seconds"] < 1.0 + SECONDS_SLACK
+    assert time.perf_counter() - t0 > m["train_seconds"] + 2.0
 
 
 # ------------------------------------------------------------------------------- budgets
