@@ -55,6 +55,7 @@ from gatesearch.atomic import write_atomic
 from gatesearch.campaign import INTERRUPTED, is_rejected, rank_records
 from gatesearch.graph import INPUT_OP, OUTPUT_OP, GraphError, describe, read_graph, tree_lines
 from gatesearch.registry import REGISTRY, PrimitiveSpec, Role
+from gatesearch.retrain import read_retrained, retrained_key
 from gatesearch.store import JOURNAL, RunState, RunStore, StoreError, TrialRecord, campaign_state
 
 if TYPE_CHECKING:
@@ -986,6 +987,70 @@ class Report:
     kinds: list[tuple[str, int]]
     finished: int
     target: int
+    retrained: list[RetrainedRow] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RetrainedRow:
+    """An architecture `gatesearch retrain` trained: `rank` in the order `export --rank`
+    follows (by retrained validation score), `campaign_rank` its rank in the campaign."""
+
+    rank: int
+    campaign_rank: int
+    number: int
+    arch_hash: str
+    doc: dict[str, Any]  # its retrained/<hash>/metrics.json
+
+
+def retrained_rows(data: RunData, ranked: list[Ranked]) -> list[RetrainedRow]:
+    """The retrained architectures among `ranked`, best retrained validation score first."""
+    found = []
+    for x in ranked:
+        doc = read_retrained(data.root, x.record.arch_hash)
+        if doc is not None:
+            found.append((x, doc))
+    found.sort(key=lambda item: retrained_key(item[1]))
+    return [
+        RetrainedRow(i, x.rank, x.record.number, x.record.arch_hash, doc)
+        for i, (x, doc) in enumerate(found, start=1)
+    ]
+
+
+RETRAINED_HEAD = ("rank", "campaign", "trial", "valid", "test", "valid loss", "params", "best step")
+
+
+def retrained_cells(r: RetrainedRow) -> list[str]:
+    d = r.doc
+    return [
+        str(r.rank),
+        f"#{r.campaign_rank}",
+        str(r.number),
+        _fmt(d["valid"]["metric"]),
+        _fmt(d["test"]["metric"]),
+        _fmt(d["valid"]["loss"]),
+        _fmt(d.get("params")),
+        f"{_fmt(d.get('best_step'))}/{_fmt(d.get('steps'))}",
+    ]
+
+
+def _retrained_html(rows: list[RetrainedRow]) -> list[str]:
+    if not rows:
+        return []
+    head = "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in RETRAINED_HEAD) + "<th>hash</th></tr>"
+    body = "".join(
+        f"<tr{' class=best' if r.rank == 1 else ''}>"
+        + "".join(f'<td class="num">{_e(c)}</td>' for c in retrained_cells(r))
+        + f'<td class="hash">{_e(r.arch_hash)}</td></tr>'
+        for r in rows
+    )
+    metric = rows[0].doc.get("metric_name", "metric")
+    return [
+        f"""<section><h2>Retrained</h2><p class="note">Trained at the full budget by
+<code>gatesearch retrain</code>, each at its best validation point; ranked by the validation
+{_e(metric)}, the order <code>gatesearch export --rank</code> follows (the campaign's rank
+beside it). Test scores are for reading, not for choosing.</p>
+<table>{head}{body}</table></section>"""
+    ]
 
 
 def render_html(
@@ -997,6 +1062,7 @@ def render_html(
     plots: dict[str, bytes | None],
     best_tree: list[str] | None,
     top: int,
+    retrained: list[RetrainedRow] | None = None,
 ) -> str:
     cfg = data.config
     name = cfg["name"]
@@ -1074,6 +1140,7 @@ def render_html(
         f"""<section><h2>Leaderboard</h2><p class="note">{_e(ranking)}; duplicates are not
 ranked twice. Parameters and FLOPs per token as the task measured them.</p>
 <table>{board_html}</table></section>""",
+        *_retrained_html(retrained or []),
         f"""<section><h2>Search progress</h2>{
             _figure_html(
                 plots.get("best_so_far"),
@@ -1198,6 +1265,7 @@ def write_report(run_dir: Path, top: int = DEFAULT_TOP, out: Path | None = None)
             else None
         ),
     }
+    retrained = retrained_rows(data, rank_trials(data))
     page = render_html(
         data,
         rows,
@@ -1207,6 +1275,7 @@ def write_report(run_dir: Path, top: int = DEFAULT_TOP, out: Path | None = None)
         plots,
         tree_lines(best_graph) if best_graph is not None else None,
         top,
+        retrained,
     )
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -1231,6 +1300,7 @@ def write_report(run_dir: Path, top: int = DEFAULT_TOP, out: Path | None = None)
         kinds,
         data.finished_slots(),
         data.target,
+        retrained,
     )
 
 
@@ -1265,6 +1335,18 @@ def _print(console: Console, rep: Report) -> None:
         console.print(table)
     else:
         console.print("no completed trial yet")
+    if rep.retrained:
+        metric = rep.retrained[0].doc.get("metric_name", "metric")
+        table = Table(
+            title=f"retrained: best validation {metric} first (the order export --rank follows)",
+            box=None,
+            pad_edge=False,
+        )
+        for head in RETRAINED_HEAD:
+            table.add_column(head, justify="right", no_wrap=True)
+        for r in rep.retrained:
+            table.add_row(*retrained_cells(r))
+        console.print(table)
     for kind, n in rep.kinds[:10]:
         console.print(Text(f"  failed ×{n}: {kind}"))
     if len(rep.kinds) > 10:

@@ -385,10 +385,11 @@ class Placed:
     retrained: dict[str, Any] | None
 
 
-def read_retrained(store: RunStore, arch_hash: str) -> dict[str, Any] | None:
-    """The retrained metrics.json of `arch_hash`, or None when it was not retrained. A file
-    that is not what retrain writes is a StoreError (one line), never a guess."""
-    path = store.root / RETRAINED / arch_hash / METRICS
+def read_retrained(root: Path, arch_hash: str) -> dict[str, Any] | None:
+    """The retrained metrics.json of `arch_hash` in the run at `root`, or None when it was not
+    retrained. A file that is not what retrain writes is a StoreError (one line), never a
+    guess."""
+    path = root / RETRAINED / arch_hash / METRICS
     if not path.is_file():
         return None
     try:
@@ -406,7 +407,7 @@ def final_order(store: RunStore) -> list[Placed]:
     by their retrained validation score (the proxy's order is only a forecast of it), then the
     others in the campaign's order."""
     rows = ranked(store)
-    placed = [(k, r, read_retrained(store, r.arch_hash)) for k, r in enumerate(rows, start=1)]
+    placed = [(k, r, read_retrained(store.root, r.arch_hash)) for k, r in enumerate(rows, start=1)]
     done = sorted((p for p in placed if p[2] is not None), key=lambda p: retrained_key(p[2]))
     rest = [p for p in placed if p[2] is None]
     return [Placed(i, k, r.arch_hash, r, doc) for i, (k, r, doc) in enumerate(done + rest, start=1)]

@@ -134,6 +134,18 @@ def test_retrain_keeps_each_best_point_ranks_by_it_and_export_follows(mqar_run, 
     assert cli("export", mqar_run, "--rank", "1", "-o", tmp_path / "m.py") == 0
     source = (tmp_path / "m.py").read_text()
     assert winner["arch_hash"] in source and f"campaign rank {winner['rank']})" in source
+    # `report` shows the same order, in the terminal and on the page.
+    capsys.readouterr()
+    assert cli("report", mqar_run, "--out", tmp_path / "report") == 0
+    printed = capsys.readouterr().out
+    after = printed[printed.index("retrained: best validation") :]
+    first = re.search(r"^\s*1\s+#(\d+)\s+(\d+)\s", after, re.MULTILINE)
+    assert first is not None and first.groups() == (str(winner["rank"]), str(winner["trial"]))
+    page = (tmp_path / "report" / "index.html").read_text()
+    retrained = page[page.index("<h2>Retrained</h2>") :]
+    assert retrained.index(winner["arch_hash"]) < min(
+        retrained.index(d["arch_hash"]) for d in docs if d is not winner
+    )
     # A damaged retrain result is one line, not a guess at the order.
     copy = tmp_path / "copy"
     shutil.copytree(mqar_run, copy)
