@@ -27,7 +27,8 @@ class StrategyError(ValueError):
 
 @dataclass(frozen=True)
 class Observation:
-    """A finished trial as strategies see it. `values` is None for a failed trial."""
+    """A finished trial as strategies see it. `values` is None for a failed trial; a
+    negative `slot` marks a proposal turned down over --max-params (never evaluated)."""
 
     slot: int
     choices: dict[str, Any]

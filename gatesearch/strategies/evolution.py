@@ -6,6 +6,13 @@ a new member pushes out the oldest (age, not fitness, decides who dies). The fir
 `sample_size` random members, crossed over with a second winner with probability
 `crossover`, then mutated by resampling one choice point (grammar-aware, so always valid).
 Fitness is the first objective (minimised or maximised by its direction).
+
+A child whose architecture was already evaluated is drawn again (up to `FRESH_TRIES` times):
+in a small space, or under a tight parameter limit, mutation often lands back on a known
+architecture — half of a 150-trial campaign on a small space was duplicates, each a slot of
+the budget spent on nothing new. "Evaluated" is what `tell` has seen (finished, failed or
+duplicate trials, not proposals turned down over --max-params), so a resumed campaign, whose
+strategy is rebuilt from the same trials, draws the same children.
 """
 
 from __future__ import annotations
@@ -19,7 +26,18 @@ import optuna
 
 from gatesearch.grammar import Derivation, replay, sample
 from gatesearch.grammar.evolve import crossover, mutate
+from gatesearch.grammar.to_graph import derivation_to_graph
+from gatesearch.graph import arch_hash
 from gatesearch.strategies.base import Observation, Proposal, Strategy
+
+
+# Draws of a child (or of an initial sample) before a known architecture is accepted: enough
+# to escape a small space's revisits, bounded for a space that has nothing new left.
+FRESH_TRIES = 20
+
+
+def _hash(derivation: Derivation) -> str:
+    return arch_hash(derivation_to_graph(derivation))
 
 
 class RegularizedEvolution(Strategy):
@@ -44,15 +62,23 @@ class RegularizedEvolution(Strategy):
         super().__init__(*args, **kwargs)
         self.population: deque[tuple[Derivation, float]] = deque(maxlen=self.options.population)
         self.sign = -1.0 if self.directions[0] == "maximize" else 1.0
+        self.seen: set[str] = set()  # hashes of the architectures trials have evaluated
 
     def ask(self, slot: int, seed: int, study: optuna.Study) -> Proposal:
         rng = random.Random(seed)
+        for _ in range(FRESH_TRIES):
+            child = self._draw(slot, rng)
+            if _hash(child) not in self.seen:
+                break
+        return Proposal(child)
+
+    def _draw(self, slot: int, rng: random.Random) -> Derivation:
         if slot < self.options.population or not self.population:
-            return Proposal(sample(self.grammar, rng, self.causal))
+            return sample(self.grammar, rng, self.causal)
         parent = self._tournament(rng)
         if self.options.crossover > 0 and rng.random() < self.options.crossover:
             parent = crossover(parent, self._tournament(rng), rng)
-        return Proposal(mutate(parent, rng))
+        return mutate(parent, rng)
 
     def _tournament(self, rng: random.Random) -> Derivation:
         k = min(self.options.sample_size, len(self.population))
@@ -61,7 +87,10 @@ class RegularizedEvolution(Strategy):
         return self.population[best][0]
 
     def tell(self, obs: Observation) -> None:
+        if obs.slot < 0:
+            return  # turned down over --max-params: never evaluated, and not stored
+        derivation = obs.derivation or replay(self.grammar, obs.choices, self.causal)
+        self.seen.add(_hash(derivation))
         if obs.values is None:
             return  # a failed trial never enters the population
-        derivation = obs.derivation or replay(self.grammar, obs.choices, self.causal)
         self.population.append((derivation, obs.values[0]))
