@@ -26,7 +26,8 @@ and auxiliary-loss weights, which the STN also tunes, stay at their defaults in 
 
 `--reference DIR` reuses (ii), (iii) and (iv) from an earlier run of this script with the
 same task, space, budget, seed, architectures and grid, so a change of the proxy costs only
-its own runs.
+its own runs. The result file is written every ten runs too, so an interrupted measurement
+goes on from where it stopped with `--reference` of its own folder.
 """
 
 from __future__ import annotations
@@ -208,7 +209,7 @@ def reusable(reference: Path, config: dict[str, Any]) -> dict[str, dict[str, Any
         old = json.loads((reference / RESULT).read_text())
     except (OSError, ValueError) as exc:
         raise SystemExit(f"error: --reference {reference}: no readable {RESULT} ({exc})") from None
-    same = ("task", "space", "budget", "seed", "cells", "max_params", "check_10x")
+    same = ("task", "space", "budget", "seed", "cells", "max_params")
     diff = [k for k in same if old.get("config", {}).get(k) != config[k]]
     if diff:
         raise SystemExit(f"error: --reference {reference}: differs in {', '.join(diff)}")
@@ -342,7 +343,12 @@ def main() -> None:
                 "fixed": None,
                 "grid": [None] * len(cells),
                 **({"grid10": [None] * len(cells)} if i < args.check_10x else {}),
-                **reused.get(a.hash, {}),
+                # (iv) is taken where the reference ran it and this run asks for it.
+                **{
+                    k: v
+                    for k, v in reused.get(a.hash, {}).items()
+                    if k != "grid10" or i < args.check_10x
+                },
             },
         }
         for i, a in enumerate(archs)
@@ -387,6 +393,10 @@ def main() -> None:
                 print(
                     f"  {done}/{total} runs, {(time.perf_counter() - t0) / 60:.1f} min", flush=True
                 )
+                # What is done so far, so an interrupted measurement can go on from it
+                # (--reference reuses every finished (ii)-(iv) run).
+                partial = {"config": config, "archs": rows, "partial": True}
+                (out / RESULT).write_text(json.dumps(partial, indent=2) + "\n")
     except KeyboardInterrupt:
         for ref in pending:
             ray.cancel(ref, force=True)
