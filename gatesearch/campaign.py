@@ -1015,6 +1015,8 @@ __all__ = [
     "RunRequest",
     "StoreError",
     "count_finished",
+    "ensure_ray",
+    "failure_reason",
     "leaderboard",
     "open_for_resume",
     "package_versions",

@@ -37,7 +37,7 @@ from gatesearch.evaluate import (
 )
 from gatesearch.proxy.fidelity import FidelityError
 from gatesearch.proxy.trainer import ProxyOptionError
-from gatesearch.retrain import DEFAULT_EVAL_POINTS, DEFAULT_PATIENCE, RetrainError
+from gatesearch.retrain import DEFAULT_EVAL_POINTS, DEFAULT_PATIENCE, RetrainError, final_order
 from gatesearch.store import CONFIG, RunStore, StoreError, list_runs
 from gatesearch.strategies import StrategyError
 from gatesearch.tasks import TaskError
@@ -480,6 +480,10 @@ def retrain(
         patience=patience,
         on_progress=progress,
     )
+    # The rank `export --rank` and `report` give: every retrained architecture of the run
+    # counts, earlier retrains too.
+    with RunStore.open(run_dir, writer=False) as store:
+        final = {p.arch_hash: p.rank for p in final_order(store)}
     table = Table(
         title=f"retrained from {run_dir}, best validation score first",
         box=None,
@@ -498,7 +502,7 @@ def retrain(
         "where",
     ):
         table.add_column(head, justify="left" if head == "where" else "right")
-    for rank, row in enumerate(rows, start=1):
+    for row in rows:
         job = row["job"]
         proxy = " ".join(f"{v:.4g}" for v in job.record.values or ())
         if "error" in row:
@@ -517,7 +521,7 @@ def retrain(
             continue
         m = row["metrics"]
         table.add_row(
-            str(rank),
+            str(final.get(job.record.arch_hash, "-")),
             f"#{job.rank}",
             str(job.record.number),
             proxy,

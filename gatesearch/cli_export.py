@@ -9,15 +9,17 @@ weights the proxy does not keep.
 
 from __future__ import annotations
 
-import json
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from gatesearch.store import RunStore
+
+if TYPE_CHECKING:
+    from gatesearch.retrain import Placed
 
 out = Console(highlight=False)
 
@@ -31,13 +33,10 @@ class ExportCommandError(Exception):
     """A request `gatesearch export` cannot carry out as given (user input)."""
 
 
-def _pick(
-    store: RunStore, rank: int | None, arch: str | None
-) -> tuple[int | None, str, dict, int | None]:
-    """(rank or None, architecture hash, the trial's metrics, campaign rank or None) of the
-    requested architecture.
-    Ranks follow `final_order`: retrained architectures by their retrained validation score,
-    then the rest in the campaign's order."""
+def _pick(store: RunStore, rank: int | None, arch: str | None) -> tuple[str, Placed | None]:
+    """(architecture hash, its place in `final_order` or None) of the requested architecture:
+    retrained architectures rank first, by their retrained validation score, then the rest
+    in the campaign's order."""
     from gatesearch.retrain import final_order
 
     rows = final_order(store)
@@ -47,17 +46,13 @@ def _pick(
             what = "no architecture" if not matches else f"{len(matches)} architectures"
             raise ExportCommandError(f"{store.root}: {what} with a hash starting {arch!r}")
         full = matches[0]
-        placed = next((p for p in rows if p.arch_hash == full), None)
-        if placed is None:
-            return None, full, {}, None
-        return placed.rank, full, dict(placed.record.metrics), placed.campaign_rank
+        return full, next((p for p in rows if p.arch_hash == full), None)
     k = rank or 1
     if not rows:
         raise ExportCommandError(f"{store.root}: no completed trial to export yet")
     if not 1 <= k <= len(rows):
         raise ExportCommandError(f"--rank {k}: the campaign has {len(rows)} ranked architectures")
-    row = rows[k - 1]
-    return k, row.arch_hash, dict(row.record.metrics), row.campaign_rank
+    return rows[k - 1].arch_hash, rows[k - 1]
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -85,7 +80,13 @@ def export_command(
         typer.Option("-o", "--output", help="The file to write: .py, or .onnx with --format onnx."),
     ],
     rank: Annotated[
-        int | None, typer.Option("--rank", min=1, help="Export the K-th best (default 1).")
+        int | None,
+        typer.Option(
+            "--rank",
+            min=1,
+            help="Export the K-th best (default 1): by retrained validation score once "
+            "retrained, else the campaign's rank.",
+        ),
     ] = None,
     arch: Annotated[
         str | None, typer.Option("--arch", help="Export the architecture with this hash (prefix).")
@@ -121,7 +122,7 @@ def export_command(
     from gatesearch.export.onnx import export_onnx
     from gatesearch.graph import read_graph
     from gatesearch.registry import InputKind
-    from gatesearch.retrain import GRAPH, METRICS, RETRAINED, WEIGHTS
+    from gatesearch.retrain import GRAPH, RETRAINED, WEIGHTS, read_retrained
     from gatesearch.space import graph_context
     from gatesearch.tasks import make_task
 
@@ -138,17 +139,21 @@ def export_command(
         raise ExportCommandError(f"{output.parent}: no such directory")
     store = RunStore.open(run_dir, writer=False)
     try:
-        position, arch_hash, metrics, campaign_rank = _pick(store, rank, arch)
+        arch_hash, placed = _pick(store, rank, arch)
+        position = placed.rank if placed else None
+        campaign_rank = placed.campaign_rank if placed else None
         spec = spec_of(store.config["task"])
         retrained = store.root / RETRAINED / arch_hash
-        if (retrained / GRAPH).is_file():
+        doc = placed.retrained if placed else read_retrained(store.root, arch_hash)
+        if doc is not None:  # checked by read_retrained, the graph beside it included
             graph = read_graph(retrained / GRAPH)
-            metrics = json.loads((retrained / METRICS).read_text(encoding="utf-8"))
+            metrics = dict(doc)
             source = "retrained"
         else:
             graph = read_graph(store.graph_path(arch_hash))
+            metrics = dict(placed.record.metrics) if placed else {}
             source = "searched"
-        if weights and not (retrained / WEIGHTS).is_file():
+        if weights and (doc is None or not (retrained / WEIGHTS).is_file()):
             raise ExportCommandError(
                 f"{run_dir}: no trained weights for {arch_hash} (the proxy keeps none): run "
                 f"`gatesearch retrain {run_dir} --top {campaign_rank or 1}` first"

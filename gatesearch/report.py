@@ -55,7 +55,7 @@ from gatesearch.atomic import write_atomic
 from gatesearch.campaign import INTERRUPTED, is_rejected, rank_records
 from gatesearch.graph import INPUT_OP, OUTPUT_OP, GraphError, describe, read_graph, tree_lines
 from gatesearch.registry import REGISTRY, PrimitiveSpec, Role
-from gatesearch.retrain import read_retrained, retrained_key
+from gatesearch.retrain import read_retrained, sort_retrained
 from gatesearch.store import JOURNAL, RunState, RunStore, StoreError, TrialRecord, campaign_state
 
 if TYPE_CHECKING:
@@ -236,7 +236,8 @@ def load_run(root: Path) -> RunData:
 
 def rank_trials(data: RunData, need: int | None = None) -> list[Ranked]:
     """Completed, distinct trials best first, as `campaign.rank_records` orders them (so the
-    report's ranks are the ones `retrain --top` and `export --rank` use)."""
+    report's ranks are the ones `retrain --top` uses, and `export --rank` until a retrain
+    exists; then the retrained table's)."""
     rows = [r for r in data.completed() if r.duplicate_of is None]
     placed = rank_records(rows, list(data.config["directions"]), need)
     return [Ranked(k + 1, record, level) for k, (level, record) in enumerate(placed)]
@@ -1003,20 +1004,27 @@ class RetrainedRow:
 
 
 def retrained_rows(data: RunData, ranked: list[Ranked]) -> list[RetrainedRow]:
-    """The retrained architectures among `ranked`, best retrained validation score first."""
-    found = []
-    for x in ranked:
-        doc = read_retrained(data.root, x.record.arch_hash)
-        if doc is not None:
-            found.append((x, doc))
-    found.sort(key=lambda item: retrained_key(item[1]))
+    """The retrained architectures among `ranked`, in `retrain.final_order`'s order."""
+    found = [(x, doc) for x in ranked if (doc := read_retrained(data.root, x.record.arch_hash))]
+    hib = bool(data.config.get("higher_is_better", False))
+    found = sort_retrained(found, lambda item: item[1], hib)
     return [
         RetrainedRow(i, x.rank, x.record.number, x.record.arch_hash, doc)
         for i, (x, doc) in enumerate(found, start=1)
     ]
 
 
-RETRAINED_HEAD = ("rank", "campaign", "trial", "valid", "test", "valid loss", "params", "best step")
+RETRAINED_HEAD = (
+    "rank",
+    "campaign",
+    "trial",
+    "valid",
+    "test",
+    "valid loss",
+    "params",
+    "best step",
+    "budget",
+)
 
 
 def retrained_cells(r: RetrainedRow) -> list[str]:
@@ -1030,6 +1038,7 @@ def retrained_cells(r: RetrainedRow) -> list[str]:
         _fmt(d["valid"]["loss"]),
         _fmt(d.get("params")),
         f"{_fmt(d.get('best_step'))}/{_fmt(d.get('steps'))}",
+        str(d.get("budget", "-")),
     ]
 
 

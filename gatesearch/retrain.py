@@ -10,9 +10,9 @@ tiny Shakespeare, 1.879 against the proxy's own 1.784 at an equal number of step
 
 Like a careful hand-written loop, the training scores the whole validation split at
 `eval_points` evenly spaced points of the budget, keeps the weights of the best point and stops
-after `patience` points without a better one: the budget is a maximum, and a longer budget can
-never return a worse validation score than a shorter one (on a small dataset the last point is
-often far worse than the best). The curve and the best point's step are stored.
+after `patience` points without a better one: the budget is a maximum, and the result is the
+best of the points scored, not the last (on a small dataset the last point is often far
+worse than the best). The curve and the best point's step are stored.
 
 The training runs as Ray tasks that stream their validation points (the driver shows progress);
 the driver (this process) is the only writer and stores, per architecture:
@@ -114,8 +114,8 @@ def retrain_body(
 
     torch.set_num_threads(threads)
     task_obj = make_task(spec_of(task))
-    # A full-budget run is judged at its end: decay the tuned learning rate (cosine) as a
-    # researcher's own training script would, rather than holding it where the proxy left it.
+    # Decay the tuned learning rate (cosine) over the budget as a researcher's own training
+    # script would, rather than holding it where the proxy left it; the best point is kept.
     config = ProxyConfig(
         self_tuning=False,
         start=dict(hyperparameters),
@@ -319,6 +319,7 @@ def retrain(
             else default_full_budget(parse_budget(store.config["budget"]))
         )
         jobs = select(store, top)
+        hib = store.config.get("higher_is_better", False)
         res = store.config["trial"]
         cpus = int(res["cpus"])
         n_workers = workers or int(store.config["workers"])
@@ -362,15 +363,20 @@ def retrain(
             # Ctrl-C (or a failed write) must not leave trainings running on the cluster.
             for gen in pending:
                 ray.cancel(gen, force=True)
-    rows.sort(key=lambda r: retrained_key(r["metrics"]) if "metrics" in r else (1, r["job"].rank))
-    return rows
+    done = sort_retrained([r for r in rows if "metrics" in r], lambda r: r["metrics"], bool(hib))
+    return done + sorted((r for r in rows if "metrics" not in r), key=lambda r: r["job"].rank)
 
 
-def retrained_key(metrics: dict[str, Any]) -> tuple[int, float, float]:
+def retrained_key(metrics: dict[str, Any], higher_is_better: bool) -> tuple[float, float]:
     """Sort key of a retrained result, best first: by the validation metric in the task's
     direction, ties by the validation loss."""
-    sign = -1.0 if metrics["higher_is_better"] else 1.0
-    return (0, sign * float(metrics["valid"]["metric"]), float(metrics["valid"]["loss"]))
+    sign = -1.0 if higher_is_better else 1.0
+    return (sign * float(metrics["valid"]["metric"]), float(metrics["valid"]["loss"]))
+
+
+def sort_retrained(items: list[Any], doc: Callable[[Any], dict[str, Any]], hib: bool) -> list[Any]:
+    """`items` best retrained validation score first; `doc(item)` is its metrics.json."""
+    return sorted(items, key=lambda item: retrained_key(doc(item), hib))
 
 
 @dataclass(frozen=True)
@@ -385,20 +391,32 @@ class Placed:
     retrained: dict[str, Any] | None
 
 
+def _score(doc: Any, split: str, key: str) -> float:
+    value = doc[split][key]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{split} {key} is {value!r}, not a finite number")
+    return float(value)
+
+
 def read_retrained(root: Path, arch_hash: str) -> dict[str, Any] | None:
     """The retrained metrics.json of `arch_hash` in the run at `root`, or None when it was not
-    retrained. A file that is not what retrain writes is a StoreError (one line), never a
-    guess."""
-    path = root / RETRAINED / arch_hash / METRICS
+    retrained. A file that is not what retrain writes (the scores `report` and `export`
+    show, the graph beside it) is a StoreError (one line), never a guess."""
+    folder = root / RETRAINED / arch_hash
+    path = folder / METRICS
     if not path.is_file():
         return None
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-        retrained_key(doc)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        if not isinstance(doc, dict):
+            raise TypeError("not a JSON object")
+        for split in ("valid", "test"):
+            for key in ("metric", "loss"):
+                _score(doc, split, key)
+    except (OSError, ValueError, KeyError, TypeError, RecursionError, OverflowError) as exc:
         raise StoreError(f"{path}: not a retrain result ({type(exc).__name__}: {exc})") from None
-    if not isinstance(doc, dict):
-        raise StoreError(f"{path}: not a retrain result")
+    if not (folder / GRAPH).is_file():
+        raise StoreError(f"{folder}: {GRAPH} is missing beside {METRICS}")
     return doc
 
 
@@ -406,9 +424,10 @@ def final_order(store: RunStore) -> list[Placed]:
     """The campaign's ranked architectures in the order to take them: those retrained first,
     by their retrained validation score (the proxy's order is only a forecast of it), then the
     others in the campaign's order."""
+    hib = bool(store.config.get("higher_is_better", False))
     rows = ranked(store)
     placed = [(k, r, read_retrained(store.root, r.arch_hash)) for k, r in enumerate(rows, start=1)]
-    done = sorted((p for p in placed if p[2] is not None), key=lambda p: retrained_key(p[2]))
+    done = sort_retrained([p for p in placed if p[2] is not None], lambda p: p[2], hib)
     rest = [p for p in placed if p[2] is None]
     return [Placed(i, k, r.arch_hash, r, doc) for i, (k, r, doc) in enumerate(done + rest, start=1)]
 
@@ -431,4 +450,5 @@ __all__ = [
     "retrain_streamed",
     "retrained_key",
     "select",
+    "sort_retrained",
 ]

@@ -14,10 +14,11 @@ import torch
 from clitools import cli
 from safetensors.torch import load_file
 
+from gatesearch.budget import BudgetError
 from gatesearch.build import build_model
 from gatesearch.graph import arch_hash, read_graph
 from gatesearch.proxy.trainer import split_loss, task_context
-from gatesearch.retrain import GRAPH, METRICS, RETRAINED, WEIGHTS, peak_lr
+from gatesearch.retrain import GRAPH, METRICS, RETRAINED, WEIGHTS, peak_lr, retrain_streamed
 from gatesearch.store import RunStore
 from gatesearch.tasks import Split, make_task
 from gatesearch.tasks import evaluate as task_metric
@@ -151,10 +152,28 @@ def test_retrain_keeps_each_best_point_ranks_by_it_and_export_follows(mqar_run, 
     shutil.copytree(mqar_run, copy)
     (copy / RETRAINED / winner["arch_hash"] / METRICS).write_text('{"valid": 3}')
     capsys.readouterr()
-    assert cli("export", copy, "--rank", "1", "-o", tmp_path / "n.py") == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "not a retrain result" in err
+    for args in (("export", copy, "--rank", "1", "-o", tmp_path / "n.py"), ("report", copy)):
+        assert cli(*args) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "not a retrain result" in err
     assert not (tmp_path / "n.py").exists()
+    # Hostile JSON (nesting past the parser's recursion, a number past float) is one line too.
+    for text in ("[" * 100_000 + "]" * 100_000, '{"valid": {"metric": 1' + "0" * 400 + "}}"):
+        (copy / RETRAINED / winner["arch_hash"] / METRICS).write_text(text)
+        assert cli("export", copy, "--rank", "1", "-o", tmp_path / "n.py") == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_a_failed_training_is_raised_by_the_streamed_task(mqar_run):
+    """The thread's exception reaches the generator (and so the driver), never a hang."""
+    graph = read_graph(next((mqar_run / "graphs").iterdir()))
+    task = make_task("mqar", **TINY_MQAR)
+    spec = {"name": "mqar", "params": TINY_MQAR}
+    with pytest.raises(BudgetError):
+        list(retrain_streamed(graph, spec, "3 weeks", 0, {}, 1))
+    events = list(retrain_streamed(graph, spec, "4steps", 0, {}, 1, 2, 0))
+    assert [next(iter(e)) for e in events] == ["progress", "progress", "result"]
+    assert events[0]["progress"]["metric_name"] == task.metric_name
 
 
 def test_peak_lr_reads_the_trajectory_and_ignores_what_is_not_a_rate():

@@ -117,7 +117,7 @@ class ProxyConfig:
     # budget, like the final scoring.
     eval_points: int = 0
     # Return the weights (and hyperparameters) of the best validation point instead of the
-    # last: a longer budget can then never return a worse model. Needs eval_points.
+    # last: overfitting late in the budget cannot cost the score. Needs eval_points.
     keep_best: bool = False
     # Stop after this many validation points in a row without a better score; 0: never.
     # The budget is then a maximum. Needs eval_points.
@@ -493,6 +493,8 @@ def train_proxy(
         """Score the validation split at the current hyperparameters; record the point, keep
         the best one's weights when asked; True when patience has run out."""
         nonlocal best, stale
+        seconds = round(clock.elapsed(), 4)  # before the scoring, which is not charged
+        done = clock.progress(steps, tokens)
         with clock.paused():
             hctx.values, hctx.regularise = None, False
             hctx.hyper_input = _response_input(state.u.detach().unsqueeze(0), state, config)
@@ -500,7 +502,7 @@ def train_proxy(
             point = {
                 "step": steps,
                 "tokens": tokens,
-                "seconds": round(clock.elapsed(), 4),
+                "seconds": seconds,
                 "valid_loss": loss,
                 "valid_metric": metric,
             }
@@ -512,14 +514,18 @@ def train_proxy(
                 if config.keep_best:
                     snapshot = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 best = _BestPoint(
-                    point, snapshot, state.u.detach().clone(), state.s.detach().clone(), hd.lr
+                    point,
+                    snapshot,
+                    state.u.detach().clone(),
+                    state.s.detach().clone(),
+                    hd.lr,
+                    progress,  # what the annealing modules were last set to
                 )
                 stale = 0
             else:
                 stale += 1
         if on_eval is not None:
-            progress = clock.progress(steps, tokens)
-            on_eval({"point": point, "best": best.point, "progress": progress})
+            on_eval({"point": point, "best": best.point, "progress": done})
         return bool(config.patience) and stale >= config.patience
 
     clock = _BudgetClock(budget)
@@ -614,15 +620,22 @@ def train_proxy(
         if trajectory[-1]["step"] != steps:
             record()
         stopped_early = not clock.done(steps, tokens)
+        # A seconds budget can run out between the last point's check and the loop's: the
+        # end of training is always a point.
+        if config.eval_points and not stopped_early and (not curve or curve[-1]["step"] != steps):
+            validate()
+        # The model is scored, retrained and exported at the end of its schedule, or at the
+        # best point's place in it (a router's temperature anneals with progress).
+        end = 1.0
         if config.keep_best and best is not None and best.weights is not None:
             with torch.no_grad():
                 model.load_state_dict(best.weights)
                 state.u.copy_(best.u)
                 state.s.copy_(best.s)
             hd.lr = best.lr
-        # The model is scored, retrained and exported at the end of its schedule.
+            end = best.progress
         for m in progress_modules:
-            m.set_progress(1.0)
+            m.set_progress(end)
         train_seconds = clock.elapsed()
     finally:
         regs.remove()
@@ -661,6 +674,7 @@ class _BestPoint:
     u: torch.Tensor
     s: torch.Tensor
     lr: float
+    progress: float  # of the budget, where the point was scored
 
 
 def _better(a: dict[str, Any], b: dict[str, Any], higher_is_better: bool) -> bool:

@@ -10,9 +10,10 @@ Fitness is the first objective (minimised or maximised by its direction).
 A child whose architecture was already evaluated is drawn again (up to `FRESH_TRIES` times):
 in a small space, or under a tight parameter limit, mutation often lands back on a known
 architecture — half of a 150-trial campaign on a small space was duplicates, each a slot of
-the budget spent on nothing new. "Evaluated" is what `tell` has seen (finished, failed or
-duplicate trials, not proposals turned down over --max-params), so a resumed campaign, whose
-strategy is rebuilt from the same trials, draws the same children.
+the budget spent on nothing new. "Evaluated" is what was asked (in flight) or told (finished,
+failed or duplicate trials), less proposals turned down over --max-params, which are not
+stored; so with one worker a resumed campaign, whose strategy is rebuilt from the stored
+trials, draws the same children.
 """
 
 from __future__ import annotations
@@ -26,10 +27,8 @@ import optuna
 
 from gatesearch.grammar import Derivation, replay, sample
 from gatesearch.grammar.evolve import crossover, mutate
-from gatesearch.grammar.to_graph import derivation_to_graph
-from gatesearch.graph import arch_hash
+from gatesearch.space import Architecture
 from gatesearch.strategies.base import Observation, Proposal, Strategy
-
 
 # Draws of a child (or of an initial sample) before a known architecture is accepted: enough
 # to escape a small space's revisits, bounded for a space that has nothing new left.
@@ -37,7 +36,7 @@ FRESH_TRIES = 20
 
 
 def _hash(derivation: Derivation) -> str:
-    return arch_hash(derivation_to_graph(derivation))
+    return Architecture.from_derivation(derivation).hash
 
 
 class RegularizedEvolution(Strategy):
@@ -68,8 +67,12 @@ class RegularizedEvolution(Strategy):
         rng = random.Random(seed)
         for _ in range(FRESH_TRIES):
             child = self._draw(slot, rng)
-            if _hash(child) not in self.seen:
+            key = _hash(child)
+            if key not in self.seen:
                 break
+        # In flight counts as evaluated: with several workers, the trials still running are
+        # what a child would most often repeat.
+        self.seen.add(key)
         return Proposal(child)
 
     def _draw(self, slot: int, rng: random.Random) -> Derivation:
@@ -87,9 +90,12 @@ class RegularizedEvolution(Strategy):
         return self.population[best][0]
 
     def tell(self, obs: Observation) -> None:
-        if obs.slot < 0:
-            return  # turned down over --max-params: never evaluated, and not stored
         derivation = obs.derivation or replay(self.grammar, obs.choices, self.causal)
+        if obs.slot < 0:
+            # Turned down over --max-params: never evaluated and not stored, so a resumed
+            # campaign's rebuilt strategy would not know it; forgotten here too.
+            self.seen.discard(_hash(derivation))
+            return
         self.seen.add(_hash(derivation))
         if obs.values is None:
             return  # a failed trial never enters the population

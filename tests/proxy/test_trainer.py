@@ -175,29 +175,33 @@ def overfit_task() -> NoisyLookup:
 
 
 def test_keeping_the_best_point_makes_a_10x_longer_budget_no_worse() -> None:
-    """A fixed run over 10× its budget overfits; with the best point's weights kept, its score
-    is no worse than the short run's, and the stored curve shows what it avoided."""
-    base = ProxyConfig(batch_size=16, trajectory_every=50, latency_runs=1, self_tuning=False)
-    short = train_proxy(OVERFIT_GRAPH, overfit_task(), "60steps", seed=0, config=base)
+    """Trained as `retrain` trains (fixed hyperparameters, cosine-decayed rate), a 10× longer
+    budget overfits; with the best point's weights kept its score matches the short run's
+    (within the noise of two schedules: the long run's rate is still high where the short
+    one's best point was), and the stored curve shows what it avoided."""
+    base = ProxyConfig(
+        batch_size=16, trajectory_every=50, latency_runs=1, self_tuning=False,
+        lr_schedule=LRSchedule.COSINE, eval_points=20,
+    )  # fmt: skip
+    kept = replace(base, keep_best=True)
+    short = train_proxy(OVERFIT_GRAPH, overfit_task(), "60steps", seed=0, config=kept)
     plain = train_proxy(OVERFIT_GRAPH, overfit_task(), "600steps", seed=0, config=base)
-    kept = train_proxy(
-        OVERFIT_GRAPH,
-        overfit_task(),
-        "600steps",
-        seed=0,
-        config=replace(base, eval_points=20, keep_best=True),
-    )
-    assert plain.metrics["loss"] > 1.5 * short.metrics["loss"]  # it does overfit
-    assert kept.metrics["metric"] >= short.metrics["metric"]
-    curve = kept.curve
+    long = train_proxy(OVERFIT_GRAPH, overfit_task(), "600steps", seed=0, config=kept)
+    assert plain.metrics["loss"] > 1.5 * long.metrics["loss"]  # it does overfit
+    assert plain.metrics["metric"] < long.metrics["metric"] - 0.1
+    assert long.metrics["metric"] >= short.metrics["metric"] - 0.01
+    assert long.metrics["loss"] <= short.metrics["loss"] * 1.02
+    curve = long.curve
     assert [p["step"] for p in curve] == list(range(30, 601, 30))
     best = max(curve, key=lambda p: (p["valid_metric"], -p["valid_loss"]))
-    assert kept.metrics["best_step"] == best["step"] < 600
-    assert kept.metrics["metric"] == pytest.approx(best["valid_metric"])
-    assert kept.metrics["loss"] == pytest.approx(best["valid_loss"], rel=1e-5)
+    assert long.metrics["best_step"] == best["step"] < 600
+    assert long.metrics["metric"] == pytest.approx(best["valid_metric"])
+    assert long.metrics["loss"] == pytest.approx(best["valid_loss"], rel=1e-5)
     assert curve[-1]["valid_loss"] > 1.5 * best["valid_loss"]
-    assert kept.metrics["stopped_early"] is False and kept.metrics["steps"] == 600
-    assert json.loads(json.dumps(kept.to_dict()))["curve"] == curve
+    assert long.metrics["stopped_early"] is False and long.metrics["steps"] == 600
+    # Without keep_best the score is the last point's.
+    assert plain.metrics["loss"] == pytest.approx(plain.curve[-1]["valid_loss"], rel=1e-5)
+    assert json.loads(json.dumps(long.to_dict()))["curve"] == curve
 
 
 def test_patience_stops_the_run_and_the_best_point_comes_back_with_its_hyperparameters() -> None:
@@ -222,6 +226,28 @@ def test_patience_stops_the_run_and_the_best_point_comes_back_with_its_hyperpara
     assert [e["progress"] for e in seen] == pytest.approx([p["step"] / 600 for p in curve])
     hypers = {k: v for k, v in result.hyperparameters.items() if k != "lr"}
     assert hypers == curve[best]["hypers"] != curve[-1]["hypers"]
+
+
+def test_a_restored_best_point_is_scored_at_its_own_router_temperature() -> None:
+    """A dense-to-sparse router anneals its temperature with the budget's progress: the best
+    point's weights come back with the temperature they were scored at, so the returned score
+    is the point's, not the weights' at the end temperature."""
+    moe_d2s = {
+        "router": "softmax_d2s",
+        "experts": 2,
+        "tau_start": 2.0,
+        "tau_end": 0.01,
+        "expert": {"op": "glu", "params": {"expand": 2.0}},
+    }
+    graph = stack_graph(32, [("attention", {"heads": 2}), ("moe", moe_d2s)])
+    config = ProxyConfig(
+        batch_size=16, trajectory_every=50, latency_runs=1, self_tuning=False, eval_points=10,
+        keep_best=True,
+    )  # fmt: skip
+    result = train_proxy(graph, overfit_task(), "300steps", seed=0, config=config)
+    best = max(result.curve, key=lambda p: (p["valid_metric"], -p["valid_loss"]))
+    assert best["step"] < 300
+    assert result.metrics["loss"] == pytest.approx(best["valid_loss"], rel=1e-5)
 
 
 def test_validation_scoring_is_not_charged_to_a_seconds_budget(
