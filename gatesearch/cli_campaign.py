@@ -441,11 +441,11 @@ def retrain(
     from gatesearch.retrain import retrain as run_retrain
 
     def progress(job: Any, event: dict[str, Any]) -> None:
-        point, best, done = event["point"], event["best"], event["progress"]
-        eta = event["elapsed"] * (1.0 - done) / done if done > 0 else None
+        point, best, frac = event["point"], event["best"], event["progress"]
+        eta = event["elapsed"] * (1.0 - frac) / frac if frac > 0 else None
         out.print(
             f"  campaign #{job.rank} (trial {job.record.number}): step {point['step']:,} "
-            f"({done:.0%}), valid {event['metric_name']} {point['valid_metric']:.4g} "
+            f"({frac:.0%}), valid {event['metric_name']} {point['valid_metric']:.4g} "
             f"(loss {point['valid_loss']:.4g}), best {best['valid_metric']:.4g} at step "
             f"{best['step']:,}, ETA {_clock(eta)} at most",
             markup=False,
