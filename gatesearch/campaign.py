@@ -696,9 +696,13 @@ class Campaign:
             nearest = min((t + self.timeout for t in started), default=now + 1)
             timeout = max(0.0, min(timeout, nearest - now))
         gens = list(self.inflight)
-        ready, _ = ray.wait(gens, num_returns=1, timeout=timeout) if gens else ([], [])
+        ready: list[Any] = []  # ObjectRefGenerators: Ray's stubs type them as ObjectRefs
+        if gens:
+            ready, _ = ray.wait(gens, num_returns=1, timeout=timeout)
         for gen in ready:
             item = self.inflight[gen]
+            failure: str | None
+            metrics: Any
             try:
                 metrics = ray.get(next(gen))
             except StopIteration:  # the task ended without a result: a bug of ours
@@ -922,7 +926,7 @@ def leaderboard(store: RunStore, top: int = 5) -> list[dict[str, Any]]:
                 "rank": rank,
                 "number": r.number,
                 "slot": r.slot,
-                "values": dict(zip(store.config["objectives"], r.values)),
+                "values": dict(zip(store.config["objectives"], r.values or ())),
                 "metric": r.metrics.get("metric"),
                 "loss": r.metrics.get("loss"),
                 "params": r.metrics.get("params"),

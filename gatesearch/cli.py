@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gatesearch.grammar import DerivationError, GrammarError
+from gatesearch.grammar import DerivationError, Grammar, GrammarError
 from gatesearch.graph import GraphError
 
 app = typer.Typer(
@@ -41,7 +41,7 @@ class UsageFailure(Exception):
 SpaceArg = Annotated[Path, typer.Argument(help="A space file, e.g. spaces/gated_lm.space.")]
 
 
-def _space(path: Path):
+def _space(path: Path) -> Grammar:
     from gatesearch.space import load_space
 
     return load_space(path)
@@ -200,6 +200,9 @@ def _cli_errors() -> tuple[type[Exception], ...]:
     return tuple(b for b in bases if b is not Exception)
 
 
+_ONE_LINE: tuple[type[Exception], ...] = (*USER_ERRORS, UsageFailure)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, turning user errors into one line and exit status 2."""
     err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -217,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         err.print("aborted")
         sys.exit(130)
-    except (*USER_ERRORS, UsageFailure) as exc:
+    except _ONE_LINE as exc:
         err.print(f"error: {exc}", markup=False)
         sys.exit(2)
     except _cli_errors() as exc:

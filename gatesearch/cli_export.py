@@ -171,9 +171,10 @@ def export_command(
         if weights or fmt is ExportFormat.ONNX:
             torch.manual_seed(0)  # without --weights: a fresh initialisation, the same each time
             model = build_model(graph, ctx)
-        if weights:
-            model.load_state_dict(load_file(str(retrained / WEIGHTS)))
+            if weights:
+                model.load_state_dict(load_file(str(retrained / WEIGHTS)))
         if fmt is ExportFormat.ONNX:
+            assert model is not None  # built above for every ONNX export
             length = seq_len or (task.seq_len if task is not None else None)
             if length is None:
                 raise ExportCommandError(

@@ -36,7 +36,7 @@ import math
 import os
 import re
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -369,8 +369,10 @@ class ChoiceShares:
     families: dict[str, FamilyShares]
 
 
-def _mean_shares(graphs: list[dict[str, Counter[str]]], family: str) -> tuple[int, Counter]:
-    total: Counter[str] = Counter()
+def _mean_shares(
+    graphs: list[dict[str, Counter[str]]], family: str
+) -> tuple[int, defaultdict[str, float]]:
+    total: defaultdict[str, float] = defaultdict(float)
     users = 0
     for choices in graphs:
         counts = choices[family]
@@ -379,7 +381,7 @@ def _mean_shares(graphs: list[dict[str, Counter[str]]], family: str) -> tuple[in
             users += 1
             for value, k in counts.items():
                 total[value] += k / n
-    return users, Counter({v: t / users for v, t in total.items()}) if users else Counter()
+    return users, defaultdict(float, {v: t / users for v, t in total.items()} if users else {})
 
 
 def choice_shares(data: RunData, ranked: list[Ranked], top: int) -> ChoiceShares:
@@ -611,7 +613,7 @@ def _best_value(data: RunData, j: int) -> float | None:
     if not done:
         return None
     sign = data.signs[j]
-    return float(sign * min(sign * r.values[j] for r in done))
+    return float(sign * min(sign * r.values[j] for r in done if r.values is not None))
 
 
 def plot_pareto(data: RunData, ranked: list[Ranked]) -> bytes | None:
@@ -731,7 +733,7 @@ def plot_failures(kinds: list[tuple[str, int]]) -> bytes | None:
     counts = [n for _, n in shown]
     ax.barh(y, counts, color=_FAIL, height=0.6)
     for yy, n in zip(y, counts):
-        ax.text(n, yy, f" {n}", va="center", fontsize=8)
+        ax.text(n, float(yy), f" {n}", va="center", fontsize=8)
     ax.set_yticks(y, [_plain(_shorten(k, 70)) for k, _ in shown], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("failed trials")
@@ -1353,8 +1355,8 @@ def _print(console: Console, rep: Report) -> None:
         )
         for head in RETRAINED_HEAD:
             table.add_column(head, justify="right", no_wrap=True)
-        for r in rep.retrained:
-            table.add_row(*retrained_cells(r))
+        for row in rep.retrained:
+            table.add_row(*retrained_cells(row))
         console.print(table)
     for kind, n in rep.kinds[:10]:
         console.print(Text(f"  failed ×{n}: {kind}"))

@@ -170,7 +170,16 @@ def _with_name(
     on_eval({**event, "metric_name": metric_name})
 
 
-def retrain_streamed(*args: Any) -> Iterator[dict[str, Any]]:
+def retrain_streamed(
+    graph: nx.DiGraph,
+    task: dict[str, Any],
+    budget: str,
+    seed: int,
+    hyperparameters: dict[str, float],
+    threads: int,
+    eval_points: int = DEFAULT_EVAL_POINTS,
+    patience: int = DEFAULT_PATIENCE,
+) -> Iterator[dict[str, Any]]:
     """The Ray task: `retrain_body` in a thread of the task, yielding {"progress": …} at each
     validation point (with `elapsed` seconds since the task started), then {"result": …}.
 
@@ -184,7 +193,18 @@ def retrain_streamed(*args: Any) -> Iterator[dict[str, Any]]:
 
     def work() -> None:
         try:
-            events.put(("result", retrain_body(*args, on_eval=report)))
+            result = retrain_body(
+                graph,
+                task,
+                budget,
+                seed,
+                hyperparameters,
+                threads,
+                eval_points,
+                patience,
+                on_eval=report,
+            )
+            events.put(("result", result))
         except BaseException as exc:  # handed to the generator, which raises it
             events.put(("error", exc))
 
@@ -335,12 +355,14 @@ def retrain(
             ): j
             for j in jobs
         }
-        rows = []
+        rows: list[dict[str, Any]] = []
         try:
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
-                gen = ready[0]
+                gen: Any = ready[0]  # an ObjectRefGenerator: Ray's stubs type it as an ObjectRef
                 job = pending[gen]
+                event: Any
+                row: dict[str, Any]
                 try:
                     event = ray.get(next(gen))
                 except StopIteration:  # the task ended without a result: a bug of ours

@@ -191,7 +191,8 @@ def space_size_log10(g: Grammar) -> float:
             total = 1.0
             for _, expr in i.params:
                 if isinstance(expr, Choose):
-                    total *= (expr.domain.finite_values() and len(expr.domain.finite_values())) or 1
+                    values = expr.domain.finite_values()
+                    total *= len(values) if values else 1
                 elif isinstance(expr, Slot):
                     total *= item(expr.item, counts)
             return total

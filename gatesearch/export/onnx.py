@@ -82,6 +82,7 @@ def export_onnx(model: torch.nn.Module, ctx: Context, path: Path, seq_len: int) 
                     "retrain first (retrain prunes them)"
                 )
             raise ExportError(f"cannot export this architecture to ONNX: {first}") from None
+    assert program is not None  # the dynamo exporter always returns its program
     program.save(str(path))
     return OnnxExport(Path(path), seq_len, _check(model, ctx, path, seq_len))
 

@@ -34,6 +34,7 @@ from gatesearch.registry import (
     Domain,
     FloatRange,
     IntRange,
+    ParamSpec,
     Role,
     TensorKind,
     Value,
@@ -182,9 +183,10 @@ class _Analyzer:
             if len(set(map(repr, lits))) != len(lits):
                 raise GrammarError(call.loc, "choice() lists a value twice")
             return Categorical(lits)
-        if len(values) != 2 or not all(isinstance(v, S.Num) for v in values):
+        first, second = values if len(values) == 2 else (None, None)
+        if not (isinstance(first, S.Num) and isinstance(second, S.Num)):
             raise GrammarError(call.loc, f"{call.name}() takes two numbers", expected="low, high")
-        low, high = values[0].value, values[1].value  # type: ignore[union-attr]
+        low, high = first.value, second.value
         if low > high:
             raise GrammarError(
                 call.loc, f"{call.name}({low}, {high}) is empty", expected="low <= high"
@@ -283,7 +285,7 @@ class _Analyzer:
             raise GrammarError(args[1].loc, "expected a count range", expected="lo..hi")
         node = args[1].value[0]
         low, high = (node.low, node.high) if isinstance(node, S.Range) else (node.value, node.value)
-        if type(low) is not int or not 1 <= low <= high <= MAX_REPEAT:
+        if type(low) is not int or type(high) is not int or not 1 <= low <= high <= MAX_REPEAT:
             raise GrammarError(
                 node.loc, f"repeat counts must satisfy 1 <= lo <= hi <= {MAX_REPEAT}"
             )
@@ -329,7 +331,7 @@ class _Analyzer:
                 params.append((param.name, Fixed(param.default, loc)))
         return PrimCall(op, tuple(params), loc)
 
-    def _param_expr(self, op: str, param, arg: S.Arg) -> ParamExpr:
+    def _param_expr(self, op: str, param: ParamSpec, arg: S.Arg) -> ParamExpr:
         if len(arg.value) != 1:
             raise GrammarError(arg.value[1].loc, "expected one value", expected="',' or ')'")
         node = arg.value[0]

@@ -33,7 +33,7 @@ from gatesearch.grammar.model import (
     Slot,
     Wrap,
 )
-from gatesearch.registry import REGISTRY, Context, FloatRange, Value
+from gatesearch.registry import REGISTRY, Context, FloatRange, ParamSpec, Value
 
 
 class ChoiceKind(Enum):
@@ -272,10 +272,9 @@ class _Feasibility:
                 call, index + 1, {**chosen, name: pspec.default}, env, counts, reasons
             )
         cands = self.candidates(name, expr, env)
-        if isinstance(cands, FloatRange):
-            probe = [cands.low, cands.high]
-        else:
-            probe = cands
+        probe: list[Value] = (
+            [cands.low, cands.high] if isinstance(cands, FloatRange) else list(cands)
+        )
         for value in probe:
             why = pspec.check(value, chosen, env.ctx) if pspec and pspec.check else None
             if why:
@@ -452,7 +451,12 @@ class _Expander:
                 continue
             cands = self.feas.candidates(name, expr, self.env)
 
-            def fits(value: Value, name: str = name, index: int = index, pspec=pspec) -> bool:
+            def fits(
+                value: Value,
+                name: str = name,
+                index: int = index,
+                pspec: ParamSpec | None = pspec,
+            ) -> bool:
                 if pspec is not None and pspec.check and pspec.check(value, chosen, self.env.ctx):
                     return False
                 rest = {**chosen, name: value}

@@ -10,12 +10,14 @@ from __future__ import annotations
 import random
 
 from gatesearch.grammar.derive import (
+    ChoicePoint,
     Derivation,
     DNode,
     RandomChooser,
     ReplayChooser,
     expand,
 )
+from gatesearch.registry import Value
 
 
 def _under(path: str, prefix: str) -> bool:
@@ -46,7 +48,7 @@ class _AvoidChooser(ReplayChooser):
         super().__init__(inner.choices, inner.fallback)
         self.target, self.old, self.rng = target, old, rng
 
-    def choose(self, point):
+    def choose(self, point: ChoicePoint) -> Value:
         if point.path == self.target and point.options is not None:
             others = [o for o in point.options if not (type(o) is type(self.old) and o == self.old)]
             if others:

@@ -267,7 +267,8 @@ def parse_text(text: str, file: str = "<string>") -> list[Node]:
     try:
         tree = _PARSER.parse(text + "\n")
     except UnexpectedCharacters as exc:
-        char = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else "end of file"
+        pos = exc.pos_in_stream
+        char = text[pos] if pos is not None and pos < len(text) else "end of file"
         raise GrammarError(
             Loc(file, exc.line, exc.column),
             f"unexpected character {char!r}",

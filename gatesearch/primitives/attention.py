@@ -3,6 +3,7 @@ LLMs"), RoPE, QK-norm, local sliding windows and trainable pruning gates over he
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -25,7 +26,10 @@ from gatesearch.registry import (
 GATE_POSITIONS = ("none", "g1", "g2", "g3", "g4", "g5")
 # Where each position sits: g1 SDPA output per head, g2 value, g3 key, g4 query, g5 after W_O.
 _HEAD_POSITIONS = ("g1", "g2", "g3", "g4")
-_GATE_ACTS = {"sigmoid": torch.sigmoid, "silu": F.silu}
+_GATE_ACTS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "sigmoid": torch.sigmoid,
+    "silu": F.silu,
+}
 ROPE_BASE = 10_000.0
 QK_NORM_EPS = 1e-6
 

@@ -45,8 +45,8 @@ def shrink_linear(
 ) -> nn.Linear:
     """A new Linear keeping the rows `out_index` and columns `in_index` of `linear`'s weight,
     with the kept columns multiplied by `in_scale` (gate values folded into the weight)."""
-    weight = linear.weight
-    bias = linear.bias
+    weight: torch.Tensor = linear.weight
+    bias: torch.Tensor | None = linear.bias
     if out_index is not None:
         weight = weight.index_select(0, out_index)
         bias = bias.index_select(0, out_index) if bias is not None else None

@@ -161,6 +161,7 @@ class NoisyTopKRouter(Router):
             importance = weights.sum(0)  # (E',)
             balance = _cv_squared(importance)
             if k < n_open:  # with k = E' every expert gets every token: load is uniform
+                assert noise_std is not None  # drawn above whenever training
                 balance = balance + _cv_squared(self._load(clean, logits, noise_std, top_vals, k))
             aux[AUX_MOE_BALANCE] = balance
         return Routing(dispatch, weights, aux)
@@ -231,6 +232,8 @@ class ExpertChoiceRouter(Router):
 
 class _DenseToSparseRouter(Router):
     """G = softmax(f(xW_g)/τ), entries below `threshold` dropped; τ annealed by set_progress."""
+
+    tau: torch.Tensor  # a buffer (registered in __init__)
 
     def __init__(self, d_model: int, n_experts: int, config: RouterConfig) -> None:
         super().__init__(d_model, n_experts, config)
@@ -432,6 +435,8 @@ class MoE(Primitive, Prunable):
     A closed trainable gate still gets the sparsity loss's gradient, not the task's.
     Parameters: the experts', plus N·d router weights (2·N·d for noisy_topk) and N gates.
     """
+
+    out_scale: torch.Tensor  # a buffer (registered in __init__)
 
     def __init__(
         self,

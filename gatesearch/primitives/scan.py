@@ -40,6 +40,7 @@ Gated linear attention (per head, state S_t ∈ R^{d_k×d_v}):
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -131,7 +132,9 @@ class _LinearScan(torch.autograd.Function):
     ∂b_t = δ_t, ∂a_t = δ_t h_{t−1}, ∂h0 = a_0 δ_0 (summed back over broadcast dimensions)."""
 
     @staticmethod
-    def forward(ctx, a, b, h0, chunk):  # type: ignore[override]
+    def forward(
+        ctx: Any, a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None, chunk: int
+    ) -> torch.Tensor:
         if h0 is not None:
             b = b.clone()
             b[:, 0].addcmul_(a[:, 0], h0)
@@ -143,7 +146,7 @@ class _LinearScan(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):  # type: ignore[override]
+    def backward(ctx: Any, grad: torch.Tensor) -> Any:
         a, h, h0 = ctx.saved_tensors
         a_next = torch.cat([a[:, 1:], torch.zeros_like(a[:, :1])], dim=1)  # a_{t+1}
         delta = _two_level_scan(a_next, grad.expand(ctx.b_shape), ctx.chunk, reverse=True)
@@ -204,7 +207,7 @@ class _LogLinearScan(torch.autograd.Function):
     ∂log a_t = δ_t w_t and ∂log b_t = δ_t e^{log b_t − log h_t}: only exponents of numbers ≤ 0."""
 
     @staticmethod
-    def forward(ctx, log_a, log_b, chunk):  # type: ignore[override]
+    def forward(ctx: Any, log_a: torch.Tensor, log_b: torch.Tensor, chunk: int) -> torch.Tensor:
         log_h = _two_level_log_scan(log_a, log_b, chunk)
         ctx.save_for_backward(log_a, log_b, log_h)
         ctx.chunk = chunk
@@ -212,7 +215,7 @@ class _LogLinearScan(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):  # type: ignore[override]
+    def backward(ctx: Any, grad: torch.Tensor) -> Any:
         log_a, log_b, log_h = ctx.saved_tensors
         w = torch.zeros_like(log_h)
         torch.exp(log_a[:, 1:] + log_h[:, :-1] - log_h[:, 1:], out=w[:, 1:])

@@ -220,8 +220,9 @@ def bootstrap_taus(
             if tau is not None:
                 draws[p].append(tau)
         for p, q in pairs:
-            if taus[p] is not None and taus[q] is not None:
-                diffs[f"{p}-{q}"].append(taus[p] - taus[q])
+            tp, tq = taus[p], taus[q]
+            if tp is not None and tq is not None:
+                diffs[f"{p}-{q}"].append(tp - tq)
     tail = 100 * (1 - BOOTSTRAP_LEVEL) / 2
 
     def interval(values: list[float]) -> list[float] | None:

@@ -34,7 +34,7 @@ shared by the fixed-hyperparameter baseline, which uses it without STN layers.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -74,6 +74,8 @@ class HyperContext:
 
 class HyperState(nn.Module):
     """The tuned hyperparameters u (n,) and their perturbation scales softplus(s) (n,)."""
+
+    per_example: torch.Tensor  # a buffer (registered in __init__)
 
     def __init__(
         self, hypers: HyperSet, init_spread: float, start: Mapping[str, float] | None = None
@@ -299,7 +301,9 @@ class Regularisers:
             if name in self.hypers:
                 self._hooks.append(module.register_forward_hook(self._dropout_hook(name)))
 
-    def _dropout_hook(self, name: str):
+    def _dropout_hook(
+        self, name: str
+    ) -> Callable[[nn.Module, object, torch.Tensor], torch.Tensor | None]:
         j = self.hypers.index[name]
 
         def hook(module: nn.Module, args: object, out: torch.Tensor) -> torch.Tensor | None:

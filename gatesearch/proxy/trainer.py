@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from itertools import count
-from typing import Any, get_type_hints
+from typing import Any, Protocol, cast, get_type_hints
 
 import networkx as nx
 import torch
@@ -304,9 +304,15 @@ def task_context(graph: nx.DiGraph, task: Task) -> Context:
     return task.context(int(params["d_model"]), causal=causal)
 
 
-def _progress_modules(model: nn.Module) -> list[nn.Module]:
+class _Annealed(Protocol):
+    def set_progress(self, frac: float) -> None: ...
+
+
+def _progress_modules(model: nn.Module) -> list[_Annealed]:
     """Modules that anneal with training progress (dense-to-sparse MoE routers)."""
-    return [m for m in model.modules() if callable(getattr(m, "set_progress", None))]
+    return [
+        cast(_Annealed, m) for m in model.modules() if callable(getattr(m, "set_progress", None))
+    ]
 
 
 def _inputs(batch: Batch, param: torch.Tensor) -> torch.Tensor:
@@ -499,7 +505,7 @@ def train_proxy(
             hctx.values, hctx.regularise = None, False
             hctx.hyper_input = _response_input(state.u.detach().unsqueeze(0), state, config)
             loss, metric = split_scores(model, task, Split.VALID, config.eval_batch_size)
-            point = {
+            point: dict[str, Any] = {
                 "step": steps,
                 "tokens": tokens,
                 "seconds": seconds,

@@ -57,6 +57,8 @@ class RegularizedEvolution(Strategy):
                 return "crossover is a probability in [0, 1]"
             return None
 
+    options: Options  # type: ignore[assignment]  # narrowed: built with its own Options
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.population: deque[tuple[Derivation, float]] = deque(maxlen=self.options.population)

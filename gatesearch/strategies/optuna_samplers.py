@@ -54,7 +54,9 @@ class OptunaChooser(Chooser):
         if point.options is None:
             return self.trial.suggest_float(point.path, point.low, point.high, log=point.log)
         universe = point.universe if point.universe is not None else point.options
-        return feasible(point, self.trial.suggest_categorical(point.path, list(universe)))
+        suggested = self.trial.suggest_categorical(point.path, list(universe))
+        assert suggested is not None  # a grammar's options never include None
+        return feasible(point, suggested)
 
 
 class _OptunaStrategy(Strategy):
@@ -122,6 +124,8 @@ class NSGA2(_OptunaStrategy):
             if self.population_size < 2:
                 return "population_size must be at least 2"
             return None
+
+    options: Options  # type: ignore[assignment]  # narrowed: built with its own Options
 
     def sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         o = self.options

@@ -469,6 +469,7 @@ class FileTask(Task):
         mask = torch.from_numpy(real)
         if self.next_step:
             return Batch(steps[:, :-1], steps[:, 1:], mask[:, 1:])
+        assert data.labels is not None  # a classify file always carries labels
         labels = torch.from_numpy(data.labels[rows])  # (B,)
         return Batch(steps, labels, mask)
 

@@ -77,9 +77,8 @@ def resolve_factory(name: str) -> Factory:
 
 
 def _check_params(name: str, factory: Factory, params: dict[str, Any]) -> None:
-    target = factory.__init__ if isinstance(factory, type) else factory
     try:
-        sig = inspect.signature(target)
+        sig = inspect.signature(factory)  # a class's is its __init__'s, without `self`
     except (TypeError, ValueError):  # builtins without a signature: let the call decide
         return
     accepted = [
