@@ -12,14 +12,39 @@ created fresh gets the umask's mode, as any `open()` or `mkdir()` does.
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import uuid
 from pathlib import Path
+
+# What temp_path_beside makes: .NAME.PID.HEX32.tmp
+_TEMP = re.compile(r"^\..+\.\d+\.[0-9a-f]{32}\.tmp$")
 
 
 def temp_path_beside(target: Path) -> Path:
     """An unused name in `target`'s folder for a file or folder to be renamed onto it."""
     target = Path(target)
     return target.parent / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+
+
+def remove_temps(folder: Path) -> int:
+    """Remove the temporary files and folders that killed writers left in `folder` (only
+    names temp_path_beside makes); the number removed. Call it only while no live process
+    can be writing there (under the run's driver lock)."""
+    removed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        if not _TEMP.match(entry.name):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            Path(entry.path).unlink(missing_ok=True)
+        removed += 1
+    return removed
 
 
 def write_atomic(target: Path, data: bytes) -> None:

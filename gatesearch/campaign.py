@@ -166,7 +166,12 @@ def parse_preset(text: str, source: str) -> Preset:
             raise StrategyError(
                 f"{source}: unknown key {key!r} in [trial] (known: {', '.join(known)})"
             )
-        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+        if (
+            not isinstance(value, int | float)
+            or isinstance(value, bool)
+            or not math.isfinite(value)
+            or value < 0
+        ):
             raise StrategyError(f"{source}: [trial] {key} = {value!r} must be a number >= 0")
     resources = TrialResources(**trial)
     if resources.cpus < 1 or resources.cpus != int(resources.cpus):
@@ -292,6 +297,10 @@ def prepare_run(req: RunRequest) -> tuple[dict[str, Any], Path, Preset]:
     objectives = parse_objectives(req.objectives, evaluator.metric_name)
     if req.trials < 1 or req.workers < 1:
         raise CampaignError("--trials and --workers must be at least 1")
+    if req.timeout is not None and not (math.isfinite(req.timeout) and req.timeout >= 0):
+        raise CampaignError(
+            f"--timeout must be a number of seconds >= 0 (0: none), got {req.timeout:g}"
+        )
     if req.max_params is not None and req.max_params < 1:
         raise CampaignError(f"--max-params must be at least 1, got {req.max_params}")
     causal = _causal_for(grammar, evaluator, space_path)
@@ -473,15 +482,13 @@ class Campaign:
         self.store = store
         config = store.config
         self.config = config
-        self.grammar = load_space(store.root / SPACE_COPY)
+        parts = load_parts(store)
+        self.grammar = parts.grammar
         self.causal = bool(config["causal"])
-        preset = parse_preset((store.root / PRESET_COPY).read_text(), str(store.root / PRESET_COPY))
-        self.strategy = make_strategy(preset, self.grammar, self.causal, config["directions"])
-        self.task_spec = spec_of(config["task"])
-        # Built once here so a task that no longer resolves (a moved data file, a missing
-        # module) stops the campaign with its reason instead of failing every trial.
-        self.proxy: dict[str, Any] = dict(config.get("proxy") or {})
-        self.evaluator = resolve_task(self.task_spec, self.proxy)
+        self.strategy = parts.strategy
+        self.task_spec = parts.task_spec
+        self.proxy = parts.proxy
+        self.evaluator = parts.evaluator
         self.max_params: int | None = config.get("max_params")
         self.task = self.task_spec.to_dict()
         self.budget: Budget = parse_budget(config["budget"])
@@ -998,14 +1005,41 @@ def summary(store: RunStore) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class RunParts:
+    """What a campaign loads from its run folder besides the study: each can fail (a damaged
+    copy of the space or preset, a moved data file, a missing task module)."""
+
+    grammar: Grammar
+    strategy: Strategy
+    task_spec: TaskSpec
+    proxy: dict[str, Any]
+    evaluator: Evaluator
+
+
+def load_parts(store: RunStore) -> RunParts:
+    config = store.config
+    grammar = load_space(store.root / SPACE_COPY)
+    preset = parse_preset((store.root / PRESET_COPY).read_text(), str(store.root / PRESET_COPY))
+    strategy = make_strategy(preset, grammar, bool(config["causal"]), config["directions"])
+    spec = spec_of(config["task"])
+    # Built once here so a task that no longer resolves (a moved data file, a missing module)
+    # stops the campaign with its reason instead of failing every trial.
+    proxy: dict[str, Any] = dict(config.get("proxy") or {})
+    return RunParts(grammar, strategy, spec, proxy, resolve_task(spec, proxy))
+
+
 def open_for_resume(root: Path, trials: int | None, address: str | None) -> RunStore:
+    """The run's store, opened to write, with its trial target raised by `trials` — only after
+    everything the campaign loads has loaded: a resume that fails changes nothing."""
+    if trials is not None and trials < 1:
+        raise CampaignError("--trials must be at least 1")
     store = RunStore.open(root, writer=True)
     try:
         if address is not None:
             store.config["address"] = address
         if trials is not None:
-            if trials < 1:
-                raise CampaignError("--trials must be at least 1")
+            load_parts(store)
             store.set_target(max(store.target, count_finished(store.records()) + trials))
     except Exception:
         store.close()

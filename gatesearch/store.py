@@ -51,7 +51,7 @@ import optuna
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
-from gatesearch.atomic import temp_path_beside, write_atomic
+from gatesearch.atomic import remove_temps, temp_path_beside, write_atomic
 from gatesearch.graph import write_graph
 
 FORMAT = 1
@@ -315,6 +315,11 @@ class RunStore:
         except Exception as exc:
             store.close()
             raise StoreError(f"{root}: the study cannot be read ({exc})") from None
+        if writer:
+            # Only the lock's holder writes graphs and trial files: what a killed driver left
+            # half-written there is garbage now.
+            for folder in (GRAPHS, TRIALS):
+                remove_temps(root / folder)
         return store
 
     # ---- lock

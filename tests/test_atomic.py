@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gatesearch.atomic import temp_path_beside, write_atomic
+from gatesearch.atomic import remove_temps, temp_path_beside, write_atomic
 
 
 @pytest.fixture(params=[0o022, 0o077, 0o002], ids=["022", "077", "002"])
@@ -49,3 +49,16 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> 
         write_atomic(target, "not bytes")  # type: ignore[arg-type]
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_remove_temps_takes_only_what_temp_path_beside_makes(tmp_path: Path) -> None:
+    keep = [".hidden", "a.tmp", ".a.123.tmp", ".a.x.0123456789abcdef0123456789abcdef.tmp", "b"]
+    for name in keep:
+        (tmp_path / name).write_text("mine")
+    file_temp = temp_path_beside(tmp_path / "g.parquet")
+    file_temp.write_bytes(b"half")
+    dir_temp = temp_path_beside(tmp_path / "run")
+    (dir_temp / "sub").mkdir(parents=True)
+    assert remove_temps(tmp_path) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keep)
+    assert remove_temps(tmp_path / "absent") == 0

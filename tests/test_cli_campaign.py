@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from clitools import cli
 
-from gatesearch.store import RunStore
+from gatesearch.store import SPACE_COPY, RunStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
 
@@ -178,6 +178,8 @@ def test_bad_input_is_one_line_and_changes_nothing(tmp_path, capsys):
         "bad budget": (["--budget", "10 parsecs"], "10 parsecs"),
         "proxy option, no model": (["--proxy-option", "batch_size=8"], "trains no model"),
         "existing run": (["--name", "ok"], "already exists"),
+        "negative timeout": (["--timeout", "-1"], "--timeout"),
+        "infinite timeout": (["--timeout", "inf"], "--timeout"),
     }
     for label, (extra, needle) in cases.items():
         capsys.readouterr()
@@ -192,6 +194,16 @@ def test_bad_input_is_one_line_and_changes_nothing(tmp_path, capsys):
     for target in (runs / "missing", tmp_path):
         assert cli("resume", target) == 2
         assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    # A resume that cannot load the run's space must not have raised its trial target first.
+    space_copy = runs / "ok" / SPACE_COPY
+    good_space = space_copy.read_bytes()
+    space_copy.write_text("model := embed nonsense(\n")
+    before = tree_digest(runs)
+    assert cli("resume", runs / "ok", "--trials", "2") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and SPACE_COPY in err, err
+    assert tree_digest(runs) == before
+    space_copy.write_bytes(good_space)
     journal = runs / "ok" / "study.journal"
     journal.write_bytes(journal.read_bytes()[:-7])  # a torn last record
     before = tree_digest(runs)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -135,3 +138,34 @@ def test_damaged_runs_are_refused_untouched(tmp_path, damage):
     with pytest.raises(StoreError):
         RunStore.open(root, writer=True)
     assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
+
+
+def test_a_writer_removes_what_a_killed_writer_left_half_written(tmp_path):
+    with make(tmp_path) as store:
+        root = store.root
+    # A real writer killed between creating its temporary file and renaming it into place.
+    code = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from gatesearch.atomic import temp_path_beside\n"
+        "for folder in ('graphs', 'trials'):\n"
+        "    path = Path(sys.argv[1]) / folder\n"
+        "    path.mkdir(exist_ok=True)\n"
+        "    temp_path_beside(path / 'x.parquet').write_bytes(b'half')\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(root)], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    left = list(root.glob("*/.x.parquet.*.tmp"))
+    assert len(left) == 2
+    with RunStore.open(root, writer=False):
+        pass
+    assert all(p.exists() for p in left)  # a reader never deletes
+    with RunStore.open(root, writer=True):
+        pass
+    assert not any(p.exists() for p in left)

@@ -15,9 +15,11 @@ from gatesearch.grammar.derive import (
 )
 from gatesearch.grammar.errors import GrammarError, Loc
 from gatesearch.grammar.model import Causality, Grammar
+from gatesearch.grammar.syntax import MAX_NESTING
 from gatesearch.grammar.to_graph import derivation_to_graph
 
 __all__ = [
+    "MAX_NESTING",
     "Causality",
     "ChoiceKind",
     "ChoicePoint",

@@ -5,6 +5,7 @@ Every problem becomes one GrammarError at the line and column of the offending t
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -211,14 +212,16 @@ class _Analyzer:
                 raise GrammarError(num.loc, f"max_depth must be an integer in [1, {MAX_DEPTH}]")
             max_depth = num.value
         alts = tuple(self._alt(a) for a in decl.alts)
+        if not math.isfinite(sum(a.weight for a in alts)):  # samplers draw by the total
+            raise GrammarError(decl.loc, f"the weights of {decl.name} add up to infinity")
         return Rule(decl.name, alts, max_depth, decl.loc)
 
     def _alt(self, alt: S.Alt) -> Alternative:
         weight = 1.0
         if alt.weight is not None:
             weight = float(alt.weight.value)
-            if not weight > 0:
-                raise GrammarError(alt.weight.loc, "a weight must be a positive number")
+            if not (weight > 0 and math.isfinite(weight)):
+                raise GrammarError(alt.weight.loc, "a weight must be a positive, finite number")
         items = tuple(self._item(e) for e in alt.elems)
         return Alternative(weight, items, _segments(items, alt.loc), _label(items), alt.loc)
 

@@ -81,14 +81,41 @@ def _check_reachable(g: Grammar, graph: nx.DiGraph) -> None:
 
 
 def _check_recursion(g: Grammar, graph: nx.DiGraph) -> None:
+    def where(n: str) -> tuple[int, int, str]:
+        return (g.rules[n].loc.line, g.rules[n].loc.col, n)
+
     unbounded = graph.subgraph(n for n in graph if g.rules[n].max_depth is None)
-    for cycle in nx.simple_cycles(unbounded):
-        name = min(cycle, key=lambda n: (g.rules[n].loc.line, g.rules[n].loc.col))
-        raise GrammarError(
-            g.rules[name].loc,
-            f"rule {name!r} is recursive ({' -> '.join([*cycle, cycle[0]])}) without a depth bound",
-            expected=f"`{name}[max_depth=8] := ...`",
-        )
+    # Rules on a cycle: in a strongly connected component of two or more, or calling themselves.
+    cyclic = [
+        n
+        for comp in nx.strongly_connected_components(unbounded)
+        for n in comp
+        if len(comp) > 1 or unbounded.has_edge(n, n)
+    ]
+    if not cyclic:
+        return
+    # The message must not depend on set or hash order: the first such rule in the file, and
+    # the shortest cycle through it, ties broken by file position.
+    name = min(cyclic, key=where)
+    came_from: dict[str, str] = {}
+    frontier = [name]
+    while name not in came_from:
+        nxt = []
+        for node in frontier:
+            for succ in sorted(unbounded.successors(node), key=where):
+                if succ not in came_from:
+                    came_from[succ] = node
+                    nxt.append(succ)
+        frontier = nxt
+    cycle = [name]
+    while (prev := came_from[cycle[-1]]) != name:
+        cycle.append(prev)
+    cycle = [name, *reversed(cycle[1:])]
+    raise GrammarError(
+        g.rules[name].loc,
+        f"rule {name!r} is recursive ({' -> '.join([*cycle, name])}) without a depth bound",
+        expected=f"`{name}[max_depth=8] := ...`",
+    )
 
 
 def _productive(g: Grammar, without: str | None = None) -> set[str]:

@@ -262,8 +262,45 @@ def _expected(exc: UnexpectedInput) -> str:
     return ", ".join(names[:8]) if names else "valid grammar text"
 
 
+# Brackets nested deeper than this are refused before parsing: the parser, the analysis and
+# derivation all recurse once per level, and a few hundred levels would exhaust Python's stack
+# (a traceback). Real spaces nest a handful of levels.
+MAX_NESTING = 32
+
+
+def _check_nesting(text: str, file: str) -> None:
+    """GrammarError at the first bracket that opens level MAX_NESTING + 1 (comments and
+    quoted strings skipped, as the parser skips them)."""
+    depth = 0
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "#":  # a comment runs to the end of its line
+            end = text.find("\n", i)
+            i = n if end < 0 else end
+            continue
+        if c == '"':  # a string runs to its closing quote or the end of its line
+            i += 1
+            while i < n and text[i] not in '"\n':
+                i += 2 if text[i] == "\\" else 1
+        elif c in "([":
+            depth += 1
+            if depth > MAX_NESTING:
+                line = text.count("\n", 0, i) + 1
+                col = i - (text.rfind("\n", 0, i) + 1) + 1
+                raise GrammarError(
+                    Loc(file, line, col),
+                    f"nested too deeply: at most {MAX_NESTING} levels of brackets",
+                    expected="a rule for the inner part",
+                )
+        elif c in ")]":
+            depth = max(0, depth - 1)
+        i += 1
+
+
 def parse_text(text: str, file: str = "<string>") -> list[Node]:
     """Parse DSL text into AST statements; a syntax error raises GrammarError with line:col."""
+    _check_nesting(text, file)
     try:
         tree = _PARSER.parse(text + "\n")
     except UnexpectedCharacters as exc:

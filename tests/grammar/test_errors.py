@@ -3,6 +3,10 @@ print it as one line with a non-zero exit."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from gatesearch.grammar import GrammarError, grammar_from_text
@@ -181,6 +185,33 @@ BROKEN = [
         "positive",
     ),
     (
+        "weight-infinite",
+        "let width = 16\nmodel := embed b head\nb := [1e400] rmsnorm | layernorm\n",
+        3,
+        7,
+        "finite",
+    ),
+    (
+        "weights-add-up-to-infinity",
+        "let width = 16\nmodel := embed b head\nb := [1e308] rmsnorm | [1e308] layernorm\n",
+        3,
+        1,
+        "add up to infinity",
+    ),
+    (
+        # Hundreds of levels would exhaust Python's stack in the parser: refused first, at
+        # the bracket that opens level 33 (comments and strings are not counted).
+        "nested-too-deeply",
+        "let width = 16\n# ((((\nmodel := embed "
+        + "residual(" * 200
+        + "rmsnorm"
+        + ")" * 200
+        + " head\n",
+        3,
+        16 + 9 * 32 + 8,
+        "nested too deeply",
+    ),
+    (
         "empty-choice",
         "let width = 16\nmodel := embed mlp(expand=choice()) head\n",
         2,
@@ -257,3 +288,51 @@ def test_every_unreachable_rule_is_named_in_one_error():
     assert (err.value.loc.line, err.value.loc.col) == (3, 1)
     assert "rule 'spare' is unreachable from 'model'; so are 'other' (line 4)" in str(err.value)
     assert len(str(err.value).splitlines()) == 1
+
+
+def test_nesting_at_the_limit_is_accepted_and_derives() -> None:
+    from gatesearch.grammar import MAX_NESTING, derivation_to_graph, sample
+
+    text = (
+        "let width = 16\nmodel := embed "
+        + "residual(" * MAX_NESTING
+        + "rmsnorm"
+        + ")" * MAX_NESTING
+        + " head\n"
+    )
+    graph = derivation_to_graph(sample(grammar_from_text(text, "deep.space"), 0))
+    (norm,) = (d["path"] for _, d in graph.nodes(data=True) if d["op"] == "rmsnorm")
+    assert norm.count("residual") == MAX_NESTING
+
+
+MUTUAL = """\
+let width = 16
+model := embed a head
+a := rmsnorm | c b
+b := rmsnorm | a | d
+c := rmsnorm | mlp
+d := rmsnorm | b c
+"""
+
+
+def test_a_recursion_message_is_the_same_under_every_hash_seed() -> None:
+    """The first rule in the file on a cycle, and the shortest cycle through it."""
+    with pytest.raises(GrammarError) as info:
+        grammar_from_text(MUTUAL, "m.space")
+    assert str(info.value).startswith("m.space:3:1: rule 'a' is recursive (a -> b -> a)")
+    code = (
+        "import sys\n"
+        "from gatesearch.grammar import GrammarError, grammar_from_text\n"
+        "try:\n"
+        "    grammar_from_text(sys.stdin.read(), 'm.space')\n"
+        "except GrammarError as exc:\n"
+        "    print(exc)\n"
+    )
+    seen = set()
+    for seed in ("0", "1", "2", "3", "random"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        run = subprocess.run(
+            [sys.executable, "-c", code], input=MUTUAL, env=env, capture_output=True, text=True
+        )
+        seen.add(run.stdout.strip())
+    assert seen == {str(info.value)}

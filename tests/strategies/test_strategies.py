@@ -158,3 +158,9 @@ def test_preset_errors_name_the_key():
         parse_options(STRATEGIES["evolution"], {"population": "ten"}, "p.toml")
     with pytest.raises(StrategyError, match="sample_size"):
         parse_options(STRATEGIES["evolution"], {"population": 4, "sample_size": 9}, "p.toml")
+
+
+@pytest.mark.parametrize("value", ["-1", "inf", "nan"])
+def test_preset_trial_numbers_are_finite_and_not_negative(value):
+    with pytest.raises(StrategyError, match=r"\[trial\] timeout"):
+        parse_preset(f'strategy = "random"\n[trial]\ntimeout = {value}\n', "p.toml")
