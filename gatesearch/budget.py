@@ -67,7 +67,9 @@ def parse_budget(text: str) -> Budget:
             "e.g. 200steps, 30s or 1e6tokens"
         )
     amount = float(match.group(1))
-    if amount <= 0 or not math.isfinite(amount):
+    if not math.isfinite(amount):
+        raise BudgetError(f"budget {text!r} is too large: give a finite number")
+    if amount <= 0:
         raise BudgetError(f"budget {text!r} must be positive")
     if unit is not BudgetUnit.SECONDS and amount != int(amount):
         raise BudgetError(f"budget {text!r}: {unit.value} must be a whole number")

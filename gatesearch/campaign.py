@@ -48,7 +48,7 @@ from gatesearch.evaluate import (
     spec_of,
 )
 from gatesearch.grammar import DerivationError, Grammar, replay
-from gatesearch.graph import describe, read_graph
+from gatesearch.graph import GraphError, describe, read_graph
 from gatesearch.shipped import shipped_dir
 from gatesearch.space import DEFAULT_SPACE, Architecture, load_space
 from gatesearch.store import (
@@ -924,10 +924,11 @@ def leaderboard(store: RunStore, top: int = 5) -> list[dict[str, Any]]:
     """The best completed, non-duplicate trials by the first objective (then the others)."""
     out = []
     for rank, r in enumerate(ranked(store)[:top], start=1):
+        path = store.graph_path(r.arch_hash)
         try:
-            arch = describe(read_graph(store.graph_path(r.arch_hash)))
-        except Exception:
-            arch = "(graph artifact missing)"
+            arch = describe(read_graph(path))
+        except GraphError:
+            arch = "(graph file unreadable)" if path.exists() else "(graph file missing)"
         out.append(
             {
                 "rank": rank,

@@ -112,6 +112,8 @@ class RunData:
     records: list[TrialRecord]
     graphs: dict[str, nx.DiGraph | None] = field(default_factory=dict)
     rejected: int = 0  # proposals over --max-params, not in `records`
+    # Why a graph file could not be read, by hash (missing, or not a readable graph).
+    graph_errors: dict[str, str] = field(default_factory=dict)
 
     @property
     def objectives(self) -> list[str]:
@@ -148,11 +150,30 @@ class RunData:
     def graph(self, arch_hash: str) -> nx.DiGraph | None:
         """The architecture's graph, or None when its artifact is missing or unreadable."""
         if arch_hash not in self.graphs:
+            path = self.root / "graphs" / f"{arch_hash}.parquet"
             try:
-                self.graphs[arch_hash] = read_graph(self.root / "graphs" / f"{arch_hash}.parquet")
-            except GraphError:
+                self.graphs[arch_hash] = read_graph(path)
+            except GraphError as exc:
                 self.graphs[arch_hash] = None
+                self.graph_errors[arch_hash] = str(exc)
         return self.graphs[arch_hash]
+
+    def graph_note(self, arch_hash: str) -> str:
+        """What tables show in place of an architecture whose graph could not be read."""
+        self.graph(arch_hash)
+        missing = not (self.root / "graphs" / f"{arch_hash}.parquet").exists()
+        return "(graph file missing)" if missing else "(graph file unreadable)"
+
+    def skipped(self) -> str | None:
+        """One line on the graphs left out of the report, or None when every one was read."""
+        if not self.graph_errors:
+            return None
+        n = len(self.graph_errors)
+        first = next(iter(self.graph_errors.values()))
+        return (
+            f"{n} graph file{'s' if n > 1 else ''} could not be read; their architectures are "
+            f"left out of the choices plot and the drawings (first: {first})"
+        )
 
     def interrupted(self, r: TrialRecord) -> bool:
         return (r.fail_reason or "").startswith(INTERRUPTED)
@@ -518,7 +539,7 @@ def board(data: RunData, ranked: list[Ranked], top: int) -> list[BoardRow]:
                 metrics=dict(r.metrics),
                 width=_width(g),
                 arch_hash=r.arch_hash,
-                arch=describe(g) if g is not None else "(graph artifact missing)",
+                arch=describe(g) if g is not None else data.graph_note(r.arch_hash),
             )
         )
     return rows
@@ -933,6 +954,7 @@ main .wrap > section { background: #fff; border: 1px solid var(--line); border-r
                        padding: 18px 22px; margin: 18px 0; }
 h2 { font-size: 18px; margin: 0 0 10px; }
 p.note { color: var(--muted); margin: 4px 0 12px; font-size: 14px; }
+p.note.bad { color: #b3261e; }
 .cards { display: flex; gap: 12px; flex-wrap: wrap; margin-bottom: 6px; }
 .card { border: 1px solid var(--line); border-radius: 6px; padding: 8px 14px; min-width: 110px; }
 .card b { display: block; font-size: 22px; }
@@ -991,6 +1013,7 @@ class Report:
     finished: int
     target: int
     retrained: list[RetrainedRow] = field(default_factory=list)
+    skipped: str | None = None  # what could not be read and was left out
 
 
 @dataclass(frozen=True)
@@ -1118,6 +1141,9 @@ def render_html(
             f'<p class="note">{"Rank 1" if multi else "Best"}: trial {_e(best.number)} ({_e(vals)}), '
             f"<code>{_e(best.arch_hash)}</code></p>"
         )
+    skipped = data.skipped()
+    if skipped:
+        best_line += f'<p class="note bad">Skipped: {_e(skipped)}.</p>'
 
     head = ["rank"] + (["front"] if multi else []) + ["trial", *objectives]
     sizes = _size_columns(objectives)
@@ -1203,7 +1229,7 @@ ranked twice. Parameters and FLOPs per token as the task measured them.</p>
         fail_body = '<p class="note">No failed trials.</p>'
     sections.append(f"<section><h2>Failures</h2>{fail_body}</section>")
     if rows:
-        tree = "\n".join(best_tree) if best_tree else "(graph artifact missing)"
+        tree = "\n".join(best_tree) if best_tree else data.graph_note(rows[0].arch_hash)
         sections.append(
             f"""<section><h2>Best architecture</h2><p class="note">Trial {_e(rows[0].number)},
 hash <code>{_e(rows[0].arch_hash)}</code>. Parameters that differ from the primitives'
@@ -1312,6 +1338,7 @@ def write_report(run_dir: Path, top: int = DEFAULT_TOP, out: Path | None = None)
         data.finished_slots(),
         data.target,
         retrained,
+        data.skipped(),
     )
 
 
@@ -1362,6 +1389,8 @@ def _print(console: Console, rep: Report) -> None:
         console.print(Text(f"  failed ×{n}: {kind}"))
     if len(rep.kinds) > 10:
         console.print(f"  … {len(rep.kinds) - 10} more kinds of failure in the report")
+    if rep.skipped:
+        console.print(Text(f"skipped: {rep.skipped}"), soft_wrap=True)  # a path: never broken
 
 
 def report(

@@ -251,6 +251,11 @@ def test_bad_budgets_name_the_accepted_forms(text):
         parse_budget(text)
 
 
+def test_an_overflowing_budget_is_called_too_large_not_negative():
+    with pytest.raises(BudgetError, match=r"'1e999tokens' is too large"):
+        parse_budget("1e999tokens")
+
+
 def test_tokens_budget_becomes_steps():
     assert parse_budget("1e6tokens").steps(tokens_per_step=1024) == 977
     assert parse_budget("30s").steps(tokens_per_step=1024) is None

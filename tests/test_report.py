@@ -355,3 +355,24 @@ def test_bad_arguments(runs, tmp_path, capsys, args, message):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err, err
     assert snapshot(run) == before
+
+
+def test_unreadable_graphs_are_named_and_said_to_be_skipped(runs, tmp_path, capsys):
+    run = copy_run(runs["single"], tmp_path / "torn")
+    best = rank_trials(load_run(run))[0].record.arch_hash
+    (run / "graphs" / f"{best}.parquet").write_bytes(b"not parquet")
+    capsys.readouterr()
+    assert cli("report", run) == 0
+    out = capsys.readouterr().out
+    assert "(graph file unreadable)" in out
+    skipped = [line for line in out.splitlines() if line.startswith("skipped: ")]
+    assert len(skipped) == 1 and "1 graph file could not be read" in skipped[0], out
+    assert f"{best}.parquet" in skipped[0]
+    page = (run / "report" / "index.html").read_text()
+    assert "Skipped: 1 graph file could not be read" in page
+    assert "(graph file unreadable)" in page
+    assert cli("status", run) == 0
+    assert "(graph file unreadable)" in capsys.readouterr().out
+    (run / "graphs" / f"{best}.parquet").unlink()
+    assert cli("status", run) == 0
+    assert "(graph file missing)" in capsys.readouterr().out

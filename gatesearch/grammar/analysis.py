@@ -147,7 +147,7 @@ class _Analyzer:
         if not values or not all(type(v) is int and 1 <= v <= 1 << 16 for v in values):
             raise GrammarError(
                 decl.expr.loc,
-                "the model width must be positive integers",
+                f"the model width must be whole numbers from 1 to {1 << 16}",
                 expected="choice(64, 128)",
             )
 

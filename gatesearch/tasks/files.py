@@ -188,6 +188,13 @@ def _read_npz(path: Path, wanted: list[str], fail: _Fail) -> dict[str, Any]:
     import zipfile
 
     try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise TaskError(f"{path}: not a readable NPZ file ({_first_line(exc)})") from None
+    if magic != b"PK\x03\x04":  # np.load would call anything else a refused pickle
+        raise TaskError(f"{path}: not an NPZ file (an NPZ is a zip archive of .npy arrays)")
+    try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise TaskError(f"{path}: not a readable NPZ file ({_first_line(exc)})") from None

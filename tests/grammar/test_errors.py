@@ -212,6 +212,13 @@ BROKEN = [
         "nested too deeply",
     ),
     (
+        "width-too-large",
+        "let width = choice(64, 100000)\nmodel := embed head\n",
+        1,
+        13,
+        "whole numbers from 1 to 65536",
+    ),
+    (
         "empty-choice",
         "let width = 16\nmodel := embed mlp(expand=choice()) head\n",
         2,

@@ -206,7 +206,22 @@ BAD = {
         "junk.parquet",
         "not a readable Parquet file",
     ),
-    "not-npz": ("tokens", {}, raw("junk.npz", b"not a zip"), "junk.npz", "not a readable NPZ file"),
+    "not-npz": ("tokens", {}, raw("junk.npz", b"not a zip"), "junk.npz", "not an NPZ file"),
+    # Random bytes: np.load would call them a pickle it refuses; they are just not an NPZ.
+    "not-npz-random": (
+        "tokens",
+        {},
+        raw("rand.npz", bytes(range(256)) * 8),
+        "rand.npz",
+        "not an NPZ file",
+    ),
+    "not-npz-torn-zip": (
+        "tokens",
+        {},
+        raw("torn.npz", b"PK\x03\x04" + b"\0" * 40),
+        "torn.npz",
+        "not a readable NPZ file",
+    ),
     "no-split-column": ("tokens", {}, parquet({"tokens": TOK3}), "split", "missing"),
     "no-sequence-column": (
         "frames",
