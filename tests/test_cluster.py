@@ -280,3 +280,75 @@ def test_worker_killed_mid_trial(cluster, tmp_path, retries):
         assert not rerun, f"trial re-run with retries = 0 (workers {rerun})"
         assert info["complete"] == 1 and info["failed"] == 1, info
         assert list(info["failure_reasons"]) == [reason]
+
+
+# --------------------------------------------------- a killed driver's own local Ray (issue 17)
+
+
+def _title(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie waiting to be reaped."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    return stat[stat.rindex(b")") + 2 :].split()[0] != b"Z"
+
+
+def _descendants(root: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            ppid = _ppid(int(entry.name))
+            if ppid is not None:
+                children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+# Ray's two idle helper agents outlive a killed head by a minute or two (measured: they exit
+# on their own and use no CPU meanwhile); everything that trains or schedules must not.
+IDLE_AGENTS = (b"ray::DashboardAgent", b"ray::RuntimeEnvAgent")
+GONE_S = 30.0
+
+
+def test_a_killed_drivers_local_ray_and_its_trial_workers_end_with_it(tmp_path):
+    """A driver without --address starts its own Ray; SIGKILLed mid-trial, its Ray head, raylet
+    and the worker running the trial must not live on to compete with the resumed campaign."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    # Its own session folder, apart from other tests' Ray; short, for Ray's socket paths.
+    ray_tmp = tempfile.mkdtemp(prefix="gs-ray-")
+    env["RAY_TMPDIR"] = ray_tmp
+    cmd = [GATESEARCH, "run", "--task", "null", "--budget", "20s", "--trials", "2"]
+    cmd += ["--workers", "1", "--runs-dir", tmp_path / "runs", "--name", "k"]
+    proc = subprocess.Popen(list(map(str, cmd)), env=env, stdout=subprocess.DEVNULL)
+    tree: set[int] = set()
+    try:
+        deadline = time.monotonic() + FIRST_TRIAL_S
+        while not any(_title(p).startswith(TRIAL_TITLE) for p in tree):
+            assert proc.poll() is None, "the driver ended before its first trial started"
+            assert time.monotonic() < deadline, "no trial worker appeared"
+            time.sleep(SAMPLE_EVERY_S)
+            tree = _descendants(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
+    titles = {p: _title(p).split(b"\0")[0] for p in tree}
+    deadline = time.monotonic() + GONE_S
+    while left := {
+        p: t for p, t in titles.items() if _running(p) and not t.startswith(IDLE_AGENTS)
+    }:
+        assert time.monotonic() < deadline, f"still running {GONE_S:g}s after the kill: {left}"
+        time.sleep(0.5)
+    shutil.rmtree(ray_tmp, ignore_errors=True)
