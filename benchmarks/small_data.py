@@ -180,6 +180,8 @@ ARCHIVES = {
     "gunpoint": Archive("GunPoint", "UCR, hand centroid X position"),
     "pickupgesture": Archive("PickupGestureWiimoteZ", "UCR, Wiimote z acceleration"),
     "arrowhead": Archive("ArrowHead", "UCR, outlines of projectile points"),
+    "italypower": Archive("ItalyPowerDemand", "UCR, daily electricity demand, 24 hours"),
+    "osuleaf": Archive("OSULeaf", "UCR, leaf outlines"),
 }
 # Kept aside for independent checks; never converted here.
 RESERVED = {"JapaneseVowels"}

@@ -11,8 +11,10 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
+from gatesearch.errors import GatesearchError
 
-class BudgetError(ValueError):
+
+class BudgetError(GatesearchError, ValueError):
     """A budget string that cannot be read."""
 
 

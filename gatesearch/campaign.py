@@ -38,6 +38,7 @@ import numpy as np
 from optuna.trial import TrialState
 
 from gatesearch.budget import Budget, parse_budget
+from gatesearch.errors import GatesearchError
 from gatesearch.evaluate import (
     OBJECTIVES,
     Evaluator,
@@ -93,7 +94,7 @@ DEFAULT_TASK = TaskSpec(
 DEFAULT_CAMPAIGN_BUDGET = "20s"
 
 
-class CampaignError(Exception):
+class CampaignError(GatesearchError):
     """A campaign that cannot start or go on as asked (user input, Ray address)."""
 
 

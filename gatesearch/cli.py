@@ -15,8 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gatesearch.grammar import DerivationError, Grammar, GrammarError
-from gatesearch.graph import GraphError
+from gatesearch.errors import GatesearchError
+from gatesearch.grammar import Grammar
 
 app = typer.Typer(
     add_completion=False,
@@ -30,11 +30,8 @@ app.add_typer(space_app, name="space")
 
 out = Console(highlight=False)
 
-# Errors that come from what the user gave us, never from a bug: reported as one line.
-USER_ERRORS: tuple[type[Exception], ...] = (GrammarError, GraphError, DerivationError)
 
-
-class UsageFailure(Exception):
+class UsageFailure(GatesearchError):
     """A user error the CLI itself detects (bad option value, missing file)."""
 
 
@@ -174,18 +171,13 @@ def _si(x: float) -> str:
     return f"{x:.0f}"
 
 
-from gatesearch.cli_campaign import USER_ERRORS as _CAMPAIGN_ERRORS  # noqa: E402
 from gatesearch.cli_campaign import register as _register_campaign  # noqa: E402
-from gatesearch.cli_export import ExportCommandError  # noqa: E402
 from gatesearch.cli_export import register as _register_export  # noqa: E402
-from gatesearch.export import ExportError  # noqa: E402
-from gatesearch.report import ReportError  # noqa: E402
 from gatesearch.report import register as _register_report  # noqa: E402
 
 _register_campaign(app)
 _register_report(app)
 _register_export(app)
-USER_ERRORS = (*USER_ERRORS, *_CAMPAIGN_ERRORS, ReportError, ExportCommandError, ExportError)
 
 
 def _cli_errors() -> tuple[type[Exception], ...]:
@@ -198,9 +190,6 @@ def _cli_errors() -> tuple[type[Exception], ...]:
     except ImportError:  # recent typer vendors click
         pass
     return tuple(b for b in bases if b is not Exception)
-
-
-_ONE_LINE: tuple[type[Exception], ...] = (*USER_ERRORS, UsageFailure)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -220,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         err.print("aborted")
         sys.exit(130)
-    except _ONE_LINE as exc:
+    except GatesearchError as exc:  # the user's input, not a bug: one line
         err.print(f"error: {exc}", markup=False)
         sys.exit(2)
     except _cli_errors() as exc:

@@ -16,10 +16,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from gatesearch.budget import BudgetError
 from gatesearch.campaign import (
     Campaign,
-    CampaignError,
     RunRequest,
     Stats,
     count_finished,
@@ -35,12 +33,8 @@ from gatesearch.evaluate import (
     parse_task_params,
     spec_of,
 )
-from gatesearch.proxy.fidelity import FidelityError
-from gatesearch.proxy.trainer import ProxyOptionError
-from gatesearch.retrain import DEFAULT_EVAL_POINTS, DEFAULT_PATIENCE, RetrainError, final_order
+from gatesearch.retrain import DEFAULT_EVAL_POINTS, DEFAULT_PATIENCE, final_order
 from gatesearch.store import CONFIG, RunStore, StoreError, list_runs
-from gatesearch.strategies import StrategyError
-from gatesearch.tasks import TaskError
 
 out = Console(highlight=False)
 
@@ -766,16 +760,3 @@ def register(app: typer.Typer) -> None:
     app.command("ls")(ls)
     app.command("retrain")(retrain)
     app.command("fidelity")(fidelity)
-
-
-# Everything a campaign command can raise because of what the user gave it.
-USER_ERRORS: tuple[type[Exception], ...] = (
-    CampaignError,
-    ProxyOptionError,
-    StoreError,
-    StrategyError,
-    BudgetError,
-    TaskError,
-    RetrainError,
-    FidelityError,
-)

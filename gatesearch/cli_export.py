@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
+from gatesearch.errors import GatesearchError
 from gatesearch.store import RunStore
+from gatesearch.tasks import TaskError
 
 if TYPE_CHECKING:
     from gatesearch.retrain import Placed
@@ -29,7 +31,7 @@ class ExportFormat(StrEnum):
     ONNX = "onnx"
 
 
-class ExportCommandError(Exception):
+class ExportCommandError(GatesearchError):
     """A request `gatesearch export` cannot carry out as given (user input)."""
 
 
@@ -160,7 +162,7 @@ def export_command(
             )
         try:
             task = make_task(spec)
-        except Exception:  # the null task and other model-less evaluators: default ends
+        except TaskError:  # the null task, model-less evaluators, a moved data file
             task = None
         ctx = (
             task.context(int(graph.nodes["input"]["params"]["d_model"]))

@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from gatesearch.atomic import temp_path_beside
+from gatesearch.errors import GatesearchError
 from gatesearch.registry import REGISTRY, Context, PrimitiveSpec, RegistryError, Role, TensorKind
 
 INPUT_OP = "input"
@@ -61,7 +62,7 @@ TABLE_SCHEMA = pa.schema(
 )
 
 
-class GraphError(ValueError):
+class GraphError(GatesearchError, ValueError):
     """An architecture graph is malformed or cannot be read; the message says where."""
 
 

@@ -53,6 +53,7 @@ from rich.text import Text
 
 from gatesearch.atomic import write_atomic
 from gatesearch.campaign import INTERRUPTED, is_rejected, rank_records
+from gatesearch.errors import GatesearchError
 from gatesearch.graph import INPUT_OP, OUTPUT_OP, GraphError, describe, read_graph, tree_lines
 from gatesearch.registry import REGISTRY, PrimitiveSpec, Role
 from gatesearch.retrain import read_retrained, sort_retrained
@@ -86,7 +87,7 @@ _ROLE_COLOURS: dict[Role, str] = {
 _DPI = 110
 
 
-class ReportError(Exception):
+class ReportError(GatesearchError):
     """A report that cannot be written as asked (output folder, empty run)."""
 
 

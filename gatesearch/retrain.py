@@ -55,6 +55,7 @@ import networkx as nx
 from gatesearch.atomic import temp_path_beside
 from gatesearch.budget import Budget, parse_budget
 from gatesearch.campaign import ensure_ray, ranked, trial_seed
+from gatesearch.errors import GatesearchError
 from gatesearch.evaluate import resolve_task, spec_of
 from gatesearch.graph import arch_hash, read_graph, write_graph
 from gatesearch.store import RunStore, StoreError, TrialRecord
@@ -73,7 +74,7 @@ DEFAULT_EVAL_POINTS = 20
 DEFAULT_PATIENCE = 5
 
 
-class RetrainError(Exception):
+class RetrainError(GatesearchError):
     """A retrain request that cannot be carried out as asked (user input)."""
 
 

@@ -52,6 +52,7 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
 from gatesearch.atomic import remove_temps, temp_path_beside, write_atomic
+from gatesearch.errors import GatesearchError
 from gatesearch.graph import write_graph
 
 FORMAT = 1
@@ -68,7 +69,7 @@ TARGET_ATTR = "trials_target"
 REJECTED_ATTR = "rejected_proposals"
 
 
-class StoreError(Exception):
+class StoreError(GatesearchError):
     """A run directory that cannot be created, opened or locked as asked."""
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from gatesearch.errors import GatesearchError
 from gatesearch.grammar.model import (
     Alternative,
     Choose,
@@ -114,7 +115,7 @@ class StrictReplay(Chooser):
         return value
 
 
-class DerivationError(ValueError):
+class DerivationError(GatesearchError, ValueError):
     pass
 
 

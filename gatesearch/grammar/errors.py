@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gatesearch.errors import GatesearchError
+
 
 @dataclass(frozen=True)
 class Loc:
@@ -17,7 +19,7 @@ class Loc:
         return f"{self.file}:{self.line}:{self.col}"
 
 
-class GrammarError(Exception):
+class GrammarError(GatesearchError):
     """A space file that cannot be used. `str()` is one line: where, what, what was expected."""
 
     def __init__(self, loc: Loc, message: str, expected: str | None = None) -> None:

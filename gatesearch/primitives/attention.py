@@ -3,7 +3,6 @@ LLMs"), RoPE, QK-norm, local sliding windows and trainable pruning gates over he
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -26,7 +25,9 @@ from gatesearch.registry import (
 GATE_POSITIONS = ("none", "g1", "g2", "g3", "g4", "g5")
 # Where each position sits: g1 SDPA output per head, g2 value, g3 key, g4 query, g5 after W_O.
 _HEAD_POSITIONS = ("g1", "g2", "g3", "g4")
-_GATE_ACTS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+# Any, not Callable[[Tensor], Tensor]: this file's imports are copied into exported models,
+# which import only torch and a few stdlib modules (collections.abc is not among them).
+_GATE_ACTS: dict[str, Any] = {
     "sigmoid": torch.sigmoid,
     "silu": F.silu,
 }

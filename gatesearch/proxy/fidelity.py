@@ -53,6 +53,7 @@ import numpy as np
 
 from gatesearch.atomic import temp_path_beside, write_atomic
 from gatesearch.budget import Budget, parse_budget
+from gatesearch.errors import GatesearchError
 from gatesearch.evaluate import ProxyEvaluator, resolve_task
 from gatesearch.grammar import Grammar
 from gatesearch.graph import describe, write_graph
@@ -88,7 +89,7 @@ DEFAULT_FULL_OPTIONS: dict[str, Any] = {"lr_schedule": "cosine"}
 DEFAULT_PROXY_BUDGET = "20s"
 
 
-class FidelityError(Exception):
+class FidelityError(GatesearchError):
     """A fidelity request that cannot run as asked (user input)."""
 
 

@@ -23,13 +23,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from gatesearch.errors import GatesearchError
 from gatesearch.primitives.base import AUX_MOE_BALANCE, AUX_MOE_Z, AUX_SPARSITY
 from gatesearch.registry import Role
 
 _EDGE = 1e-6  # how far inside its range a value given on a bound starts
 
 
-class HyperError(ValueError):
+class HyperError(GatesearchError, ValueError):
     """A hyperparameter definition or value that cannot be used."""
 
 

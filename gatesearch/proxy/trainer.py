@@ -44,6 +44,7 @@ from gatesearch.build import (
     flops_per_token,
     prune_model,
 )
+from gatesearch.errors import GatesearchError
 from gatesearch.graph import INPUT_OP, arch_hash
 from gatesearch.primitives.pruning import PruningGate
 from gatesearch.proxy.hyper import HyperSet, default_hypers
@@ -152,7 +153,7 @@ class ProxyConfig:
             )
 
 
-class ProxyOptionError(ValueError):
+class ProxyOptionError(GatesearchError, ValueError):
     """A proxy setting that cannot be used (unknown, wrong type, out of range): one line."""
 
 

@@ -18,10 +18,11 @@ from typing import Any, ClassVar
 
 import optuna
 
+from gatesearch.errors import GatesearchError
 from gatesearch.grammar import Derivation, Grammar, replay
 
 
-class StrategyError(ValueError):
+class StrategyError(GatesearchError, ValueError):
     """A bad strategy preset: unknown strategy, unknown or ill-typed option."""
 
 

@@ -23,10 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gatesearch.errors import GatesearchError
 from gatesearch.registry import Context, InputKind
 
 
-class TaskError(ValueError):
+class TaskError(GatesearchError, ValueError):
     """A task that cannot be built or read: bad params or bad data. The message is one line
     naming the file (or task) and the field, fit to show a user as is."""
 
