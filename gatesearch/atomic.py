@@ -18,7 +18,17 @@ import uuid
 from pathlib import Path
 
 # What temp_path_beside makes: .NAME.PID.HEX32.tmp
-_TEMP = re.compile(r"^\..+\.\d+\.[0-9a-f]{32}\.tmp$")
+_TEMP = re.compile(r"^\..+\.(\d+)\.[0-9a-f]{32}\.tmp$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 def temp_path_beside(target: Path) -> Path:
@@ -27,17 +37,20 @@ def temp_path_beside(target: Path) -> Path:
     return target.parent / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
 
 
-def remove_temps(folder: Path) -> int:
+def remove_temps(folder: Path, dead_only: bool = False) -> int:
     """Remove the temporary files and folders that killed writers left in `folder` (only
-    names temp_path_beside makes); the number removed. Call it only while no live process
-    can be writing there (under the run's driver lock)."""
+    names temp_path_beside makes); the number removed. Without `dead_only`, call it only
+    while no live process can be writing there (under the run's driver lock); with it, only
+    the temporaries of processes no longer alive on this machine go (for folders that
+    several commands may write at once, such as a report's)."""
     removed = 0
     try:
         entries = list(os.scandir(folder))
     except FileNotFoundError:
         return 0
     for entry in entries:
-        if not _TEMP.match(entry.name):
+        match = _TEMP.match(entry.name)
+        if match is None or (dead_only and _alive(int(match.group(1)))):
             continue
         if entry.is_dir(follow_symlinks=False):
             shutil.rmtree(entry.path, ignore_errors=True)

@@ -51,7 +51,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from gatesearch.atomic import write_atomic
+from gatesearch.atomic import remove_temps, write_atomic
 from gatesearch.campaign import INTERRUPTED, is_rejected, rank_records
 from gatesearch.errors import GatesearchError
 from gatesearch.graph import INPUT_OP, OUTPUT_OP, GraphError, describe, read_graph, tree_lines
@@ -1317,6 +1317,7 @@ def write_report(run_dir: Path, top: int = DEFAULT_TOP, out: Path | None = None)
     )
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        remove_temps(folder, dead_only=True)  # left by a report killed while writing
         files = []
         for key, png in plots.items():
             if png is not None:

@@ -52,7 +52,7 @@ from typing import Any
 
 import networkx as nx
 
-from gatesearch.atomic import temp_path_beside
+from gatesearch.atomic import remove_temps, temp_path_beside
 from gatesearch.budget import Budget, parse_budget
 from gatesearch.campaign import ensure_ray, ranked, trial_seed
 from gatesearch.errors import GatesearchError
@@ -277,6 +277,7 @@ def write_result(store: RunStore, job: RetrainJob, result: dict[str, Any], budge
     (replacing an earlier retrain of the same architecture)."""
     parent = store.root / RETRAINED
     parent.mkdir(exist_ok=True)
+    remove_temps(parent, dead_only=True)  # left by a retrain killed while writing
     target = parent / job.record.arch_hash
     tmp = temp_path_beside(target)
     tmp.mkdir()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,3 +64,16 @@ def test_remove_temps_takes_only_what_temp_path_beside_makes(tmp_path: Path) -> 
     assert remove_temps(tmp_path) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keep)
     assert remove_temps(tmp_path / "absent") == 0
+
+
+def test_remove_temps_of_dead_writers_only_spares_the_living(tmp_path: Path) -> None:
+    mine = temp_path_beside(tmp_path / "index.html")  # this process: alive
+    mine.write_bytes(b"writing")
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True
+    )
+    dead_pid = int(proc.stdout)  # ended, and reaped: no such process now
+    dead = tmp_path / f".index.html.{dead_pid}.{'0' * 32}.tmp"
+    dead.write_bytes(b"torn")
+    assert remove_temps(tmp_path, dead_only=True) == 1
+    assert mine.exists() and not dead.exists()
