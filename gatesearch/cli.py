@@ -15,20 +15,45 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from gatesearch import __version__
 from gatesearch.errors import GatesearchError
 from gatesearch.grammar import Grammar
 
+HELP = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings=HELP,
     help="Architecture search over gated neural networks.",
 )
-space_app = typer.Typer(no_args_is_help=True, help="Inspect, validate and sample search spaces.")
+space_app = typer.Typer(
+    no_args_is_help=True,
+    context_settings=HELP,
+    help="Inspect, validate and sample search spaces.",
+)
 app.add_typer(space_app, name="space")
 
 out = Console(highlight=False)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"gatesearch {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Architecture search over gated neural networks."""
 
 
 class UsageFailure(GatesearchError):

@@ -237,8 +237,8 @@ def run(
     max_params: Annotated[
         int | None,
         typer.Option(
-            help="Parameter limit: a proposal whose model (built for the task) is larger "
-            "fails at once, untrained [default: no limit]."
+            help="Parameter limit: a proposal whose model (built for the task) is larger is "
+            "turned down untrained and not counted among the trials [default: no limit]."
         ),
     ] = None,
     proxy_option: Annotated[

@@ -87,3 +87,19 @@ def test_noncausal_sampling_of_an_any_space() -> None:
         "space", "sample", str(SPACES_DIR / "recurrent_cells.space"), "-n", "1", "--noncausal"
     )
     assert res.returncode == 0, res.stderr
+
+
+def test_version_and_short_help() -> None:
+    from gatesearch import __version__
+
+    res = run("--version")
+    assert res.returncode == 0 and res.stdout.strip() == f"gatesearch {__version__}"
+    for args in (["-h"], ["space", "-h"], ["run", "-h"], ["retrain", "-h"]):
+        res = run(*args)
+        assert res.returncode == 0 and res.stdout.startswith("Usage: gatesearch"), args
+
+
+def test_run_help_says_over_the_limit_is_turned_down() -> None:
+    res = run("run", "--help")
+    text = " ".join(res.stdout.split())
+    assert "is turned down untrained and not counted" in text and "fails at once" not in text
