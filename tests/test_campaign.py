@@ -33,7 +33,7 @@ mixer := gru | lstm
 """
 
 
-pytestmark = pytest.mark.usefixtures("ray_local")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
 
 
 def run_campaign(tmp_path: Path, **kw) -> RunStore:

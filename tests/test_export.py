@@ -133,6 +133,7 @@ def _imports(source: str) -> set[str]:
 # ------------------------------------------------------------------------ same function
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("index", range(N_ARCHS), ids=lambda i: f"arch{i:03d}")
 def test_exported_model_matches_engine(
     archs: list[Architecture], export_dir: Path, index: int
@@ -152,6 +153,7 @@ def test_exported_model_matches_engine(
     torch.testing.assert_close(got, expected, atol=ATOL, rtol=0, msg=lambda m: f"{arch.hash}: {m}")
 
 
+@pytest.mark.slow  # reads the files the 200 exports above wrote
 def test_exported_files_pass_ruff(archs: list[Architecture], export_dir: Path) -> None:
     ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
     if not Path(ruff).exists():
@@ -186,6 +188,7 @@ def _smallest_with(archs: list[Architecture], op: str, exportable: bool) -> Arch
     return min((a for a in archs if fits(a)), key=lambda a: (len(a.graph), a.hash))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("op", COMPILE_OPS)
 def test_torch_compile_and_export(archs: list[Architecture], tmp_path: Path, op: str) -> None:
     arch = _smallest_with(archs, op, exportable=True)

@@ -25,6 +25,9 @@ def _isolation() -> list[str]:
     return ["--no-build-isolation"] if int(setuptools.__version__.split(".")[0]) >= 77 else []
 
 
+pytestmark = pytest.mark.slow  # builds a wheel and installs it into a fresh venv
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")

@@ -27,8 +27,6 @@ from gatesearch.graph import read_graph, write_graph
 from gatesearch.report import load_run, rank_trials
 from gatesearch.store import DriverState, RunState, RunStore, campaign_state
 
-pytestmark = pytest.mark.slow
-
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MIN_PNG_BYTES = 5_000  # a real plot; an empty canvas or an error image is smaller
 SUBPROCESS_TIMEOUT_S = 120
@@ -36,7 +34,7 @@ TRIALS = 16
 HOSTILE = '<script>alert("x")</script>'
 
 
-pytestmark = pytest.mark.usefixtures("ray_local")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
 
 
 def report_subprocess(*args: object) -> subprocess.CompletedProcess[str]:

@@ -38,7 +38,7 @@ TASK_ARGS = [a for k, v in TINY_MQAR.items() for a in ("--task-param", f"{k}={v}
 SCORE_TOL = 1e-5
 
 
-pytestmark = pytest.mark.usefixtures("ray_local")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
 
 
 @pytest.fixture(scope="module")

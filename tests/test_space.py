@@ -35,6 +35,7 @@ def _forward_backward(arch, seq: int = 16) -> None:
     assert any(g is not None and g.abs().sum() > 0 for g in grads)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("chunk", range(5), ids=lambda c: f"samples{c * 100}-{c * 100 + 99}")
 def test_500_default_samples_build_and_run_forward_backward(chunk: int) -> None:
     grammar = load_space(DEFAULT_SPACE)

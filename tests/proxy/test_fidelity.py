@@ -37,7 +37,7 @@ TASK_ARGS = [a for k, v in TINY_MQAR.items() for a in ("--task-param", f"{k}={v}
 EXACT = 1e-12
 
 
-pytestmark = pytest.mark.usefixtures("ray_local")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
 
 
 @pytest.mark.parametrize(
