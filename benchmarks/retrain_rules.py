@@ -10,7 +10,11 @@ proxy's peak, validation points, best point's weights kept, patience):
 - `defaults`: the trainer's default regularisers (dropout 0.05, weight decay 1e-4, no input
   noise) at the same learning rate,
 - `grid`: the best cell of a dropout x weight-decay grid run at the campaign's proxy budget
-  with fixed hyperparameters (benchmarks/self_tuning.py's grid), at the same learning rate.
+  with fixed hyperparameters (benchmarks/self_tuning.py's grid), at the same learning rate,
+- `dropout=D` for each D of `--set-dropout`: the tuned values with every dropout rate set to
+  D (what a hand-written loop's usual 0.2-0.3 does at the retrain's length).
+
+`--no-grid` leaves the grid rule out (it costs 9 proxy runs an architecture).
 
 Printed: validation and test scores of each, and which rule wins on validation; the whole
 result goes to --json. The run folder is only read.
@@ -45,6 +49,8 @@ def main() -> None:
     ap.add_argument("--budget", default=None, help="[default: 10x the campaign's]")
     ap.add_argument("--dropouts", default="0.05,0.25,0.5")
     ap.add_argument("--decays", default="1e-5,1e-3,1e-2")
+    ap.add_argument("--set-dropout", default="", help="comma-separated D: a dropout=D rule each")
+    ap.add_argument("--no-grid", action="store_true")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
@@ -56,6 +62,9 @@ def main() -> None:
         sys.exit(f"error: {exc}")
     proxy_budget = parse_budget(config["budget"])
     full = str(parse_budget(args.budget) if args.budget else default_full_budget(proxy_budget))
+    set_dropouts = [float(x) for x in args.set_dropout.split(",") if x]
+    rules = [r for r in RULES if not (args.no_grid and r == "grid")]
+    rules += [f"dropout={d:g}" for d in set_dropouts]
     cells = grid_cells(
         [float(x) for x in args.dropouts.split(",")], [float(x) for x in args.decays.split(",")]
     )
@@ -72,8 +81,9 @@ def main() -> None:
                 for c in cells
             ]
             for j in jobs
+            if "grid" in rules
         }
-        best: dict[int, dict[str, float]] = {}
+        best: dict[int, dict[str, float]] = {j.rank: {} for j in jobs}
         for rank, refs in grids.items():
             runs = []
             for ref in refs:
@@ -91,7 +101,13 @@ def main() -> None:
                 "defaults": {} if lr is None else {"lr": lr},
                 "grid": {**best[j.rank], **({} if lr is None else {"lr": lr})},
             }
+            for d in set_dropouts:
+                starts[f"dropout={d:g}"] = {
+                    k: (d if k.startswith("dropout_") else v) for k, v in j.hyperparameters.items()
+                }
             for rule, start in starts.items():
+                if rule not in rules:
+                    continue
                 # The grid's cells name every dropout role; a model tunes only its own.
                 start = {
                     k: v
@@ -125,17 +141,17 @@ def main() -> None:
         ray.shutdown()
     hib = bool(config["higher_is_better"])
     print(f"\n{args.run}: retrain budget {full}, wall {(time.perf_counter() - t0) / 60:.1f} min")
-    print(f"{'rank':>4} {'rule':>9} {'valid':>9} {'test':>9} {'best step':>10}")
-    for row in sorted(rows, key=lambda r: (r["rank"], RULES.index(r["rule"]))):
+    print(f"{'rank':>4} {'rule':>12} {'valid':>9} {'test':>9} {'best step':>10}")
+    for row in sorted(rows, key=lambda r: (r["rank"], rules.index(r["rule"]))):
         if "error" in row:
-            print(f"{row['rank']:>4} {row['rule']:>9} failed: {row['error']}")
+            print(f"{row['rank']:>4} {row['rule']:>12} failed: {row['error']}")
             continue
         print(
-            f"{row['rank']:>4} {row['rule']:>9} {row['valid']['metric']:9.4f} "
+            f"{row['rank']:>4} {row['rule']:>12} {row['valid']['metric']:9.4f} "
             f"{row['test']['metric']:9.4f} {row['best_step']:>6.0f}/{row['steps']:.0f}"
         )
     sign = 1.0 if hib else -1.0
-    for rule in RULES:
+    for rule in rules:
         wins = 0
         for rank in {r["rank"] for r in rows}:
             mine = [r for r in rows if r["rank"] == rank and "error" not in r]
