@@ -421,6 +421,13 @@ def retrain(
             "(0: train the whole budget)."
         ),
     ] = DEFAULT_PATIENCE,
+    dropout: Annotated[
+        float | None,
+        typer.Option(
+            help="Train with every dropout rate set to this instead of the proxy's tuned values "
+            "(a longer training may want more; compare on validation) [default: tuned]."
+        ),
+    ] = None,
     workers: Annotated[
         int | None, typer.Option(help="Trainings at once [default: the campaign's].")
     ] = None,
@@ -473,6 +480,7 @@ def retrain(
         eval_points=eval_points,
         patience=patience,
         on_progress=progress,
+        dropout=dropout,
     )
     # The rank `export --rank` and `report` give: every retrained architecture of the run
     # counts, earlier retrains too.

@@ -58,6 +58,7 @@ from gatesearch.campaign import ensure_ray, ranked, trial_seed
 from gatesearch.errors import GatesearchError
 from gatesearch.evaluate import resolve_task, spec_of
 from gatesearch.graph import arch_hash, read_graph, write_graph
+from gatesearch.proxy.hyper import DROPOUT_PREFIX
 from gatesearch.store import RunStore, StoreError, TrialRecord
 
 RETRAINED = "retrained"
@@ -235,10 +236,13 @@ def peak_lr(hypers: dict[str, Any], trajectory: Any) -> float | None:
     return max(rates) if rates else None
 
 
-def select(store: RunStore, top: int) -> list[RetrainJob]:
-    """The best `top` completed trials with the graph and hyperparameters each needs."""
+def select(store: RunStore, top: int, dropout: float | None = None) -> list[RetrainJob]:
+    """The best `top` completed trials with the graph and hyperparameters each needs; with
+    `dropout`, every dropout rate the trial tuned is set to it instead."""
     if top < 1:
         raise RetrainError("--top must be at least 1")
+    if dropout is not None and not 0.0 <= dropout < 1.0:
+        raise RetrainError(f"--dropout must be in [0, 1), got {dropout:g}")
     evaluator = resolve_task(spec_of(store.config["task"]))
     if not evaluator.trains:
         raise RetrainError(
@@ -267,6 +271,10 @@ def select(store: RunStore, top: int) -> list[RetrainJob]:
         peak = peak_lr(hypers, (doc.get("metrics") or {}).get("trajectory"))
         if peak is not None:
             hypers = {**hypers, "lr": peak}
+        if dropout is not None:
+            hypers = {
+                k: (dropout if k.startswith(DROPOUT_PREFIX) else v) for k, v in hypers.items()
+            }
         seed = trial_seed(store.config["seed"], record.slot, 1)  # the trial's training seed
         jobs.append(RetrainJob(rank, record, graph, hypers, seed))
     return jobs
@@ -319,6 +327,7 @@ def retrain(
     eval_points: int = DEFAULT_EVAL_POINTS,
     patience: int = DEFAULT_PATIENCE,
     on_progress: Callable[[RetrainJob, dict[str, Any]], None] | None = None,
+    dropout: float | None = None,
 ) -> list[dict[str, Any]]:
     """Retrain the best `top` trials of the run at `root`; returns one row per architecture
     ({"job", "path", "metrics"} or {"job", "error"}), best retrained validation score first
@@ -340,7 +349,7 @@ def retrain(
             if budget
             else default_full_budget(parse_budget(store.config["budget"]))
         )
-        jobs = select(store, top)
+        jobs = select(store, top, dropout)
         hib = store.config.get("higher_is_better", False)
         res = store.config["trial"]
         cpus = int(res["cpus"])

@@ -18,7 +18,16 @@ from gatesearch.budget import BudgetError
 from gatesearch.build import build_model
 from gatesearch.graph import arch_hash, read_graph
 from gatesearch.proxy.trainer import split_loss, task_context
-from gatesearch.retrain import GRAPH, METRICS, RETRAINED, WEIGHTS, peak_lr, retrain_streamed
+from gatesearch.retrain import (
+    GRAPH,
+    METRICS,
+    RETRAINED,
+    WEIGHTS,
+    final_order,
+    peak_lr,
+    retrain_streamed,
+    select,
+)
 from gatesearch.store import RunStore
 from gatesearch.tasks import Split, make_task
 from gatesearch.tasks import evaluate as task_metric
@@ -194,6 +203,7 @@ def test_bad_input_is_one_line(mqar_run, tmp_path, capsys):
         "eval points 0": (["retrain", mqar_run, "--eval-points", "0"], "--eval-points"),
         "patience -1": (["retrain", mqar_run, "--patience", "-1"], "--patience"),
         "bad budget": (["retrain", mqar_run, "--budget", "3 weeks"], "3 weeks"),
+        "dropout 1": (["retrain", mqar_run, "--dropout", "1"], "--dropout"),
         "null task": (["retrain", runs / "n"], "trains no model"),
         "param without =": (["run", "--task", "mqar", "--task-param", "vocab"], "key=value"),
         "unknown param": (["run", "--task", "mqar", "--task-param", "vocabb=3"], "vocabb"),
@@ -208,3 +218,18 @@ def test_bad_input_is_one_line(mqar_run, tmp_path, capsys):
         assert len(err.splitlines()) == 1 and needle in err, (label, err)
     assert not (runs / "new").exists()
     assert not (runs / "n" / RETRAINED).exists()
+
+
+def test_retrain_dropout_replaces_every_tuned_rate(mqar_run, tmp_path, capsys):
+    run = tmp_path / "m"
+    shutil.copytree(mqar_run, run, ignore=shutil.ignore_patterns(RETRAINED))
+    assert cli("retrain", run, "--top", "1", "--budget", "4steps", "--dropout", "0.3") == 0
+    with RunStore.open(run, writer=False) as store:
+        (placed,) = [p for p in final_order(store) if p.retrained is not None]
+        tuned = dict(select(store, 1)[0].hyperparameters)
+    used = placed.retrained["hyperparameters"]
+    rates = [k for k in tuned if k.startswith("dropout_")]
+    # Stored as the trainer holds them (float32), hence approx.
+    assert rates and all(used[k] == pytest.approx(0.3, abs=1e-6) for k in rates)
+    others = [k for k in tuned if k not in rates and k != "lr"]
+    assert all(used[k] == pytest.approx(tuned[k], rel=1e-5) for k in others)

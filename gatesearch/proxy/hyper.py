@@ -137,8 +137,11 @@ AUX_WEIGHTS: dict[str, tuple[str, float, float, float]] = {
 }
 
 
+DROPOUT_PREFIX = "dropout_"  # every dropout rate's name starts so
+
+
 def dropout_name(role: Role) -> str:
-    return f"dropout_{role.value}"
+    return f"{DROPOUT_PREFIX}{role.value}"
 
 
 def default_hypers(
