@@ -422,12 +422,14 @@ def retrain(
         ),
     ] = DEFAULT_PATIENCE,
     dropout: Annotated[
-        float | None,
+        str,
         typer.Option(
-            help="Train with every dropout rate set to this instead of the proxy's tuned values "
-            "(a longer training may want more; compare on validation) [default: tuned]."
+            help="Dropout for every rate: 'tuned' (the proxy's values), a rate such as 0.25, "
+            "or several, comma-separated (tuned,0.25): each architecture is then trained once "
+            "per value and the best on validation kept. A retrain 10x the proxy's length often "
+            "wants more dropout than the proxy tuned for its own."
         ),
-    ] = None,
+    ] = "tuned",
     workers: Annotated[
         int | None, typer.Option(help="Trainings at once [default: the campaign's].")
     ] = None,
@@ -439,13 +441,20 @@ def retrain(
     each one's best validation point; store weights (safetensors), graph, validation/test
     metrics and the validation curve under RUN_DIR/retrained/<hash>/. Ranks them by their
     retrained validation score, which `export --rank` and `report` then follow."""
+    from gatesearch.retrain import parse_dropouts
     from gatesearch.retrain import retrain as run_retrain
+
+    dropouts = parse_dropouts(dropout)  # checked before anything starts
+
+    def label(job: Any) -> str:
+        variant = f", {job.variant}" if len(dropouts) > 1 or job.dropout is not None else ""
+        return f"campaign #{job.rank} (trial {job.record.number}{variant})"
 
     def progress(job: Any, event: dict[str, Any]) -> None:
         point, best, frac = event["point"], event["best"], event["progress"]
         eta = event["elapsed"] * (1.0 - frac) / frac if frac > 0 else None
         out.print(
-            f"  campaign #{job.rank} (trial {job.record.number}): step {point['step']:,} "
+            f"  {label(job)}: step {point['step']:,} "
             f"({frac:.0%}), valid {event['metric_name']} {point['valid_metric']:.4g} "
             f"(loss {point['valid_loss']:.4g}), best {best['valid_metric']:.4g} at step "
             f"{best['step']:,}, ETA {_clock(eta)} at most",
@@ -456,14 +465,15 @@ def retrain(
         job = row["job"]
         if "error" in row:
             out.print(
-                f"campaign #{job.rank} (trial {job.record.number}) failed: {row['error']}",
+                f"{label(job)} failed: {row['error']}",
                 markup=False,
             )
         else:
             m = row["metrics"]
             stop = "stopped early, " if m["stopped_early"] else ""
+            kept = f"kept of {len(m['variants'])} variants: " if "variants" in m else ""
             out.print(
-                f"campaign #{job.rank} (trial {job.record.number}): valid {m['metric_name']} "
+                f"{label(job)}: {kept}valid {m['metric_name']} "
                 f"{m['valid']['metric']:.4g}, test {m['test']['metric']:.4g} "
                 f"({stop}best of {len(m['curve'])} points at step {m['best_step']:,.0f}) "
                 f"-> {row['path']}",
@@ -480,7 +490,7 @@ def retrain(
         eval_points=eval_points,
         patience=patience,
         on_progress=progress,
-        dropout=dropout,
+        dropouts=dropouts,
     )
     # The rank `export --rank` and `report` give: every retrained architecture of the run
     # counts, earlier retrains too.

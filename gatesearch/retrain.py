@@ -45,7 +45,8 @@ import queue
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,11 @@ class RetrainJob:
     graph: nx.DiGraph
     hyperparameters: dict[str, float]
     seed: int
+    dropout: float | None = None  # every dropout rate set to this; None: the tuned rates
+
+    @property
+    def variant(self) -> str:
+        return "tuned" if self.dropout is None else f"dropout {self.dropout:g}"
 
 
 def retrain_body(
@@ -236,13 +242,37 @@ def peak_lr(hypers: dict[str, Any], trajectory: Any) -> float | None:
     return max(rates) if rates else None
 
 
-def select(store: RunStore, top: int, dropout: float | None = None) -> list[RetrainJob]:
-    """The best `top` completed trials with the graph and hyperparameters each needs; with
-    `dropout`, every dropout rate the trial tuned is set to it instead."""
+def parse_dropouts(text: str) -> list[float | None]:
+    """`--dropout` text: values in [0, 1) or `tuned`, comma-separated -> [None (tuned) | D]."""
+    out: list[float | None] = []
+    for item in (t.strip() for t in text.split(",")):
+        if item == "tuned":
+            value: float | None = None
+        else:
+            try:
+                value = float(item)
+            except ValueError:
+                value = -1.0
+            if not 0.0 <= value < 1.0:
+                raise RetrainError(
+                    f"--dropout {text!r}: each value must be 'tuned' or a rate in [0, 1)"
+                )
+        if value in out:
+            raise RetrainError(f"--dropout {text!r} names {item} twice")
+        out.append(value)
+    return out
+
+
+def select(
+    store: RunStore, top: int, dropouts: Sequence[float | None] = (None,)
+) -> list[RetrainJob]:
+    """The best `top` completed trials with the graph and hyperparameters each needs, one job
+    per entry of `dropouts`: None keeps the tuned rates, a number sets every dropout rate the
+    trial tuned to it."""
     if top < 1:
         raise RetrainError("--top must be at least 1")
-    if dropout is not None and not 0.0 <= dropout < 1.0:
-        raise RetrainError(f"--dropout must be in [0, 1), got {dropout:g}")
+    if not dropouts:
+        raise RetrainError("--dropout names no value")
     evaluator = resolve_task(spec_of(store.config["task"]))
     if not evaluator.trains:
         raise RetrainError(
@@ -271,12 +301,12 @@ def select(store: RunStore, top: int, dropout: float | None = None) -> list[Retr
         peak = peak_lr(hypers, (doc.get("metrics") or {}).get("trajectory"))
         if peak is not None:
             hypers = {**hypers, "lr": peak}
-        if dropout is not None:
-            hypers = {
-                k: (dropout if k.startswith(DROPOUT_PREFIX) else v) for k, v in hypers.items()
-            }
         seed = trial_seed(store.config["seed"], record.slot, 1)  # the trial's training seed
-        jobs.append(RetrainJob(rank, record, graph, hypers, seed))
+        for d in dropouts:
+            variant = hypers
+            if d is not None:
+                variant = {k: (d if k.startswith(DROPOUT_PREFIX) else v) for k, v in hypers.items()}
+            jobs.append(RetrainJob(rank, record, graph, variant, seed, d))
     return jobs
 
 
@@ -327,12 +357,15 @@ def retrain(
     eval_points: int = DEFAULT_EVAL_POINTS,
     patience: int = DEFAULT_PATIENCE,
     on_progress: Callable[[RetrainJob, dict[str, Any]], None] | None = None,
-    dropout: float | None = None,
+    dropouts: Sequence[float | None] = (None,),
 ) -> list[dict[str, Any]]:
     """Retrain the best `top` trials of the run at `root`; returns one row per architecture
     ({"job", "path", "metrics"} or {"job", "error"}), best retrained validation score first
-    (failures last). `on_done(row)` is called as each ends, `on_progress(job, event)` at each
-    of its validation points (see `retrain_streamed`)."""
+    (failures last). With several `dropouts` each architecture is trained once per value and
+    the variant with the best validation score is kept (the others' scores are stored beside
+    it, under "variants"). `on_done(row)` is called as each architecture ends,
+    `on_progress(job, event)` at each validation point of each variant (see
+    `retrain_streamed`)."""
     import ray
 
     from gatesearch.campaign import failure_reason
@@ -349,7 +382,7 @@ def retrain(
             if budget
             else default_full_budget(parse_budget(store.config["budget"]))
         )
-        jobs = select(store, top, dropout)
+        jobs = select(store, top, dropouts)
         hib = store.config.get("higher_is_better", False)
         res = store.config["trial"]
         cpus = int(res["cpus"])
@@ -367,6 +400,9 @@ def retrain(
             for j in jobs
         }
         rows: list[dict[str, Any]] = []
+        # Per architecture: variants still running, and the finished ones (result or error).
+        left = Counter(j.record.arch_hash for j in jobs)
+        finished: dict[str, list[tuple[RetrainJob, dict[str, Any] | None, str | None]]] = {}
         try:
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
@@ -374,21 +410,27 @@ def retrain(
                 job = pending[gen]
                 event: Any
                 row: dict[str, Any]
+                result: dict[str, Any] | None = None
+                error: str | None = None
                 try:
                     event = ray.get(next(gen))
                 except StopIteration:  # the task ended without a result: a bug of ours
-                    row = {"job": job, "error": "the retraining task returned no result"}
+                    error = "the retraining task returned no result"
                 except Exception as exc:  # the training's own failure: report it, go on
-                    row = {"job": job, "error": failure_reason(exc)}
+                    error = failure_reason(exc)
                 else:
                     if "progress" in event:
                         if on_progress is not None:
                             on_progress(job, event["progress"])
                         continue
                     result = event["result"]
-                    path = write_result(store, job, result, full)
-                    row = {"job": job, "path": path, "metrics": result["metrics"]}
                 del pending[gen]
+                arch = job.record.arch_hash
+                finished.setdefault(arch, []).append((job, result, error))
+                left[arch] -= 1
+                if left[arch]:
+                    continue
+                row = _keep_best(store, finished.pop(arch), full, bool(hib))
                 rows.append(row)
                 if on_done is not None:
                     on_done(row)
@@ -398,6 +440,41 @@ def retrain(
                 ray.cancel(gen, force=True)
     done = sort_retrained([r for r in rows if "metrics" in r], lambda r: r["metrics"], bool(hib))
     return done + sorted((r for r in rows if "metrics" not in r), key=lambda r: r["job"].rank)
+
+
+def _keep_best(
+    store: RunStore,
+    variants: list[tuple[RetrainJob, dict[str, Any] | None, str | None]],
+    budget: Budget,
+    higher_is_better: bool,
+) -> dict[str, Any]:
+    """Write the variant with the best validation score (its row), or the first error."""
+    done = [(j, r) for j, r, _ in variants if r is not None]
+    if not done:
+        job, _, error = variants[0]
+        return {"job": job, "error": error}
+    job, result = sort_retrained(done, lambda jr: jr[1]["metrics"], higher_is_better)[0]
+    if len(variants) > 1:
+        result = dict(result)
+        result["metrics"] = {
+            **result["metrics"],
+            "variants": [
+                {
+                    "variant": j.variant,
+                    **(
+                        {
+                            "valid_metric": r["metrics"]["valid"]["metric"],
+                            "best_step": r["metrics"]["best_step"],
+                        }
+                        if r is not None
+                        else {"error": e}
+                    ),
+                }
+                for j, r, e in variants
+            ],
+        }
+    path = write_result(store, job, result, budget)
+    return {"job": job, "path": path, "metrics": result["metrics"]}
 
 
 def retrained_key(metrics: dict[str, Any], higher_is_better: bool) -> tuple[float, float]:

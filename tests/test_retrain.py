@@ -23,7 +23,9 @@ from gatesearch.retrain import (
     METRICS,
     RETRAINED,
     WEIGHTS,
+    RetrainError,
     final_order,
+    parse_dropouts,
     peak_lr,
     retrain_streamed,
     select,
@@ -233,3 +235,30 @@ def test_retrain_dropout_replaces_every_tuned_rate(mqar_run, tmp_path, capsys):
     assert rates and all(used[k] == pytest.approx(0.3, abs=1e-6) for k in rates)
     others = [k for k in tuned if k not in rates and k != "lr"]
     assert all(used[k] == pytest.approx(tuned[k], rel=1e-5) for k in others)
+
+
+def test_retrain_with_several_dropouts_keeps_the_best_on_validation(mqar_run, tmp_path, capsys):
+    run = tmp_path / "m"
+    shutil.copytree(mqar_run, run, ignore=shutil.ignore_patterns(RETRAINED))
+    capsys.readouterr()
+    args = ("--top", "1", "--budget", "6steps", "--eval-points", "2", "--patience", "0")
+    assert cli("retrain", run, *args, "--dropout", "tuned,0.5") == 0
+    out = capsys.readouterr().out
+    assert "dropout 0.5)" in out and "tuned)" in out and "kept of 2 variants" in out
+    with RunStore.open(run, writer=False) as store:
+        (placed,) = [p for p in final_order(store) if p.retrained is not None]
+    doc = placed.retrained
+    variants = {v["variant"]: v["valid_metric"] for v in doc["variants"]}
+    assert set(variants) == {"tuned", "dropout 0.5"}
+    assert doc["valid"]["metric"] == max(variants.values())  # accuracy: higher is better
+    kept = next(k for k, v in variants.items() if v == doc["valid"]["metric"])
+    rates = [k for k in doc["hyperparameters"] if k.startswith("dropout_")]
+    if kept == "dropout 0.5":
+        assert all(doc["hyperparameters"][k] == pytest.approx(0.5, abs=1e-6) for k in rates)
+    assert len(list((run / RETRAINED).iterdir())) == 1  # one folder per architecture
+
+
+@pytest.mark.parametrize("text", ["0.5,0.5", "tuned,x", "1.0", ""])
+def test_bad_dropout_lists_are_refused(text):
+    with pytest.raises(RetrainError, match="--dropout"):
+        parse_dropouts(text)
