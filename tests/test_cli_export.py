@@ -38,6 +38,9 @@ def _import(path: Path):
 
 MQAR = ["--task", "mqar", "--task-param", "vocab=32", "--task-param", "length=16"]
 
+# A campaign and a retrain on a local Ray, through the console script (a minute of set-up).
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def retrained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
