@@ -36,7 +36,7 @@ from gatesearch.budget import parse_budget
 from gatesearch.campaign import ensure_ray, failure_reason
 from gatesearch.evaluate import spec_of
 from gatesearch.proxy.hyper import WEIGHT_DECAY
-from gatesearch.retrain import default_full_budget, retrain_body, select
+from gatesearch.retrain import default_full_budget, retrain_body, select, with_dropout
 from gatesearch.store import RunStore, StoreError
 
 RULES = ("tuned", "defaults", "grid")
@@ -102,9 +102,7 @@ def main() -> None:
                 "grid": {**best[j.rank], **({} if lr is None else {"lr": lr})},
             }
             for d in set_dropouts:
-                starts[f"dropout={d:g}"] = {
-                    k: (d if k.startswith("dropout_") else v) for k, v in j.hyperparameters.items()
-                }
+                starts[f"dropout={d:g}"] = with_dropout(dict(j.hyperparameters), d)
             for rule, start in starts.items():
                 if rule not in rules:
                     continue

@@ -242,6 +242,11 @@ def peak_lr(hypers: dict[str, Any], trajectory: Any) -> float | None:
     return max(rates) if rates else None
 
 
+def with_dropout(hypers: dict[str, float], dropout: float) -> dict[str, float]:
+    """`hypers` with every dropout rate set to `dropout` (the other values kept)."""
+    return {k: (dropout if k.startswith(DROPOUT_PREFIX) else v) for k, v in hypers.items()}
+
+
 def parse_dropouts(text: str) -> list[float | None]:
     """`--dropout` text: values in [0, 1) or `tuned`, comma-separated -> [None (tuned) | D]."""
     out: list[float | None] = []
@@ -303,9 +308,7 @@ def select(
             hypers = {**hypers, "lr": peak}
         seed = trial_seed(store.config["seed"], record.slot, 1)  # the trial's training seed
         for d in dropouts:
-            variant = hypers
-            if d is not None:
-                variant = {k: (d if k.startswith(DROPOUT_PREFIX) else v) for k, v in hypers.items()}
+            variant = hypers if d is None else with_dropout(hypers, d)
             jobs.append(RetrainJob(rank, record, graph, variant, seed, d))
     return jobs
 
@@ -315,7 +318,6 @@ def write_result(store: RunStore, job: RetrainJob, result: dict[str, Any], budge
     (replacing an earlier retrain of the same architecture)."""
     parent = store.root / RETRAINED
     parent.mkdir(exist_ok=True)
-    remove_temps(parent, dead_only=True)  # left by a retrain killed while writing
     target = parent / job.record.arch_hash
     tmp = temp_path_beside(target)
     tmp.mkdir()
@@ -383,6 +385,8 @@ def retrain(
             else default_full_budget(parse_budget(store.config["budget"]))
         )
         jobs = select(store, top, dropouts)
+        # What a retrain killed while writing left behind (once, before any result is written).
+        remove_temps(store.root / RETRAINED, dead_only=True)
         hib = store.config.get("higher_is_better", False)
         res = store.config["trial"]
         cpus = int(res["cpus"])
@@ -561,4 +565,5 @@ __all__ = [
     "retrained_key",
     "select",
     "sort_retrained",
+    "with_dropout",
 ]
