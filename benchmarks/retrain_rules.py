@@ -12,7 +12,10 @@ proxy's peak, validation points, best point's weights kept, patience):
 - `grid`: the best cell of a dropout x weight-decay grid run at the campaign's proxy budget
   with fixed hyperparameters (benchmarks/self_tuning.py's grid), at the same learning rate,
 - `dropout=D` for each D of `--set-dropout`: the tuned values with every dropout rate set to
-  D (what a hand-written loop's usual 0.2-0.3 does at the retrain's length).
+  D (what a hand-written loop's usual 0.2-0.3 does at the retrain's length),
+- `self-tune` (`--self-tune`): the tuned values as the start, the regularisers left to tune
+  themselves through the retrain (the uncentred STN response; `self-tune-centred` as well with
+  `--self-tune-centred`), the learning rate on the same cosine.
 
 `--no-grid` leaves the grid rule out (it costs 9 proxy runs an architecture).
 
@@ -36,7 +39,7 @@ from gatesearch.budget import parse_budget
 from gatesearch.campaign import ensure_ray, failure_reason
 from gatesearch.evaluate import spec_of
 from gatesearch.proxy.hyper import WEIGHT_DECAY
-from gatesearch.retrain import default_full_budget, retrain_body, select, with_dropout
+from gatesearch.retrain import SelfTune, default_full_budget, retrain_body, select, with_dropout
 from gatesearch.store import RunStore, StoreError
 
 RULES = ("tuned", "defaults", "grid")
@@ -51,6 +54,9 @@ def main() -> None:
     ap.add_argument("--decays", default="1e-5,1e-3,1e-2")
     ap.add_argument("--set-dropout", default="", help="comma-separated D: a dropout=D rule each")
     ap.add_argument("--no-grid", action="store_true")
+    ap.add_argument("--no-defaults", action="store_true")
+    ap.add_argument("--self-tune", action="store_true", help="add the self-tune rule")
+    ap.add_argument("--self-tune-centred", action="store_true")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
@@ -63,8 +69,14 @@ def main() -> None:
     proxy_budget = parse_budget(config["budget"])
     full = str(parse_budget(args.budget) if args.budget else default_full_budget(proxy_budget))
     set_dropouts = [float(x) for x in args.set_dropout.split(",") if x]
-    rules = [r for r in RULES if not (args.no_grid and r == "grid")]
+    rules = [
+        r
+        for r in RULES
+        if not (args.no_grid and r == "grid") and not (args.no_defaults and r == "defaults")
+    ]
     rules += [f"dropout={d:g}" for d in set_dropouts]
+    tuners = {"self-tune": SelfTune(centred=False), "self-tune-centred": SelfTune(centred=True)}
+    rules += [r for r, on in zip(tuners, (args.self_tune, args.self_tune_centred)) if on]
     cells = grid_cells(
         [float(x) for x in args.dropouts.split(",")], [float(x) for x in args.decays.split(",")]
     )
@@ -103,6 +115,8 @@ def main() -> None:
             }
             for d in set_dropouts:
                 starts[f"dropout={d:g}"] = with_dropout(dict(j.hyperparameters), d)
+            for rule in tuners:
+                starts[rule] = dict(j.hyperparameters)
             for rule, start in starts.items():
                 if rule not in rules:
                     continue
@@ -112,7 +126,7 @@ def main() -> None:
                     for k, v in start.items()
                     if k in j.hyperparameters or k == "lr" or k == WEIGHT_DECAY
                 }
-                ref = body.remote(j.graph, task, full, j.seed, start, 1)
+                ref = body.remote(j.graph, task, full, j.seed, start, 1, self_tune=tuners.get(rule))
                 pending[ref] = (j, rule, start)
         rows: list[dict[str, Any]] = []
         while pending:
@@ -130,6 +144,7 @@ def main() -> None:
                     "best_step": m["best_step"],
                     "steps": m["steps"],
                     "params": m["params"],
+                    "hyperparameters": m["hyperparameters"],
                 }
             except Exception as exc:
                 row = {"rank": j.rank, "rule": rule, "error": failure_reason(exc)}
@@ -139,13 +154,13 @@ def main() -> None:
         ray.shutdown()
     hib = bool(config["higher_is_better"])
     print(f"\n{args.run}: retrain budget {full}, wall {(time.perf_counter() - t0) / 60:.1f} min")
-    print(f"{'rank':>4} {'rule':>12} {'valid':>9} {'test':>9} {'best step':>10}")
+    print(f"{'rank':>4} {'rule':>17} {'valid':>9} {'test':>9} {'best step':>10}")
     for row in sorted(rows, key=lambda r: (r["rank"], rules.index(r["rule"]))):
         if "error" in row:
-            print(f"{row['rank']:>4} {row['rule']:>12} failed: {row['error']}")
+            print(f"{row['rank']:>4} {row['rule']:>17} failed: {row['error']}")
             continue
         print(
-            f"{row['rank']:>4} {row['rule']:>12} {row['valid']['metric']:9.4f} "
+            f"{row['rank']:>4} {row['rule']:>17} {row['valid']['metric']:9.4f} "
             f"{row['test']['metric']:9.4f} {row['best_step']:>6.0f}/{row['steps']:.0f}"
         )
     sign = 1.0 if hib else -1.0

@@ -76,6 +76,16 @@ DEFAULT_EVAL_POINTS = 20
 DEFAULT_PATIENCE = 5
 
 
+@dataclass(frozen=True)
+class SelfTune:
+    """Retrain with the proxy's self-tuning regularisers left on, starting where the campaign's
+    proxy left them: over a 10x budget the validation loss does overfit, so the hypergradient
+    has the signal a short proxy lacks."""
+
+    centred: bool = False  # the uncentred (STN) response: on an overfitting split only it
+    # moved dropout toward the grid's best (benchmarks/RESULTS.md, "A tiny overfitting split")
+
+
 class RetrainError(GatesearchError):
     """A retrain request that cannot be carried out as asked (user input)."""
 
@@ -108,10 +118,12 @@ def retrain_body(
     eval_points: int = DEFAULT_EVAL_POINTS,
     patience: int = DEFAULT_PATIENCE,
     on_eval: Callable[[dict[str, Any]], None] | None = None,
+    self_tune: SelfTune | None = None,
 ) -> dict[str, Any]:
     """Train (keeping the best validation point's weights), prune when gated, score on valid
     and test; returns the weights as safetensors bytes, the graph they belong to and the
-    metrics. `on_eval` sees each validation point (see `train_proxy`)."""
+    metrics. `on_eval` sees each validation point (see `train_proxy`). `self_tune`: the
+    regularisers go on tuning themselves from `hyperparameters` (None: they stay there)."""
     import torch
     from safetensors.torch import save
 
@@ -125,7 +137,11 @@ def retrain_body(
     # Decay the tuned learning rate (cosine) over the budget as a researcher's own training
     # script would, rather than holding it where the proxy left it; the best point is kept.
     config = ProxyConfig(
-        self_tuning=False,
+        self_tuning=self_tune is not None,
+        # The learning rate follows the cosine alone: hypergradient steps on it would fight
+        # the schedule. Only the regularisers tune themselves.
+        hd_beta=0.0,
+        centred=self_tune.centred if self_tune is not None else True,
         start=dict(hyperparameters),
         lr_schedule=LRSchedule.COSINE,
         eval_points=eval_points,

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from clitools import cli
+from safetensors.torch import load as load_tensors
 from safetensors.torch import load_file
 
 from gatesearch.budget import BudgetError
@@ -24,9 +25,11 @@ from gatesearch.retrain import (
     RETRAINED,
     WEIGHTS,
     RetrainError,
+    SelfTune,
     final_order,
     parse_dropouts,
     peak_lr,
+    retrain_body,
     retrain_streamed,
     select,
 )
@@ -262,3 +265,23 @@ def test_retrain_with_several_dropouts_keeps_the_best_on_validation(mqar_run, tm
 def test_bad_dropout_lists_are_refused(text):
     with pytest.raises(RetrainError, match="--dropout"):
         parse_dropouts(text)
+
+
+def test_self_tune_goes_on_tuning_the_regularisers_and_returns_a_plain_model(mqar_run):
+    """With `self_tune` the regularisers move from where the campaign left them (without it
+    they stay put), the learning rate stays on its schedule, and the weights load into a
+    model built from the returned graph."""
+    graph = read_graph(next((mqar_run / "graphs").iterdir()))
+    spec = {"name": "mqar", "params": TINY_MQAR}
+    start = {"dropout_mixer": 0.1, "dropout_channel": 0.1, "weight_decay": 1e-4, "lr": 3e-3}
+    fixed = retrain_body(graph, spec, "40steps", 0, start, 1, 4, 0)["metrics"]
+    tuned = retrain_body(graph, spec, "40steps", 0, start, 1, 4, 0, self_tune=SelfTune())
+    moved = tuned["metrics"]["hyperparameters"]
+    stay = fixed["hyperparameters"]
+    assert all(stay[k] == pytest.approx(v, rel=1e-5) for k, v in start.items() if k in stay)
+    assert any(moved[k] != pytest.approx(start[k], rel=1e-3) for k in start if k != "lr")
+    assert moved["lr"] == pytest.approx(start["lr"])  # hypergradient off: only the schedule
+    model = build_model(
+        tuned["graph"], task_context(tuned["graph"], make_task("mqar", **TINY_MQAR))
+    )
+    model.load_state_dict(load_tensors(tuned["weights"]))
