@@ -144,7 +144,10 @@ def assert_causal(moe: MoE, *, train: bool) -> None:
         y = moe(x)
         torch.manual_seed(7)
         y2 = moe(x2)
-        torch.testing.assert_close(y[:, : t + 1], y2[:, : t + 1], rtol=0, atol=0)
+        # Not bit-exact: when later tokens route elsewhere, an expert's matmul sees a batch of
+        # another size, and on AVX-512 CPUs the GEMM then sums in another order (1 ulp, seen
+        # at 3e-8). A leak of the 3x-scaled future moves outputs by orders of magnitude more.
+        torch.testing.assert_close(y[:, : t + 1], y2[:, : t + 1], rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
