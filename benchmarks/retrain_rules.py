@@ -62,7 +62,7 @@ def main() -> None:
     args = ap.parse_args()
     try:
         with RunStore.open(args.run, writer=False) as store:
-            config = dict(store.config)
+            config = store.config.to_dict()
             jobs = select(store, args.top)
     except StoreError as exc:
         sys.exit(f"error: {exc}")

@@ -26,8 +26,8 @@ import threading
 import time
 import tomllib
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
@@ -35,14 +35,12 @@ from typing import Any
 
 import networkx as nx
 import numpy as np
-from optuna.trial import TrialState
 
 from gatesearch.budget import Budget, parse_budget
 from gatesearch.errors import GatesearchError
 from gatesearch.evaluate import (
     OBJECTIVES,
     Evaluator,
-    direction,
     objective_label,
     objective_value,
     resolve_task,
@@ -50,6 +48,8 @@ from gatesearch.evaluate import (
 )
 from gatesearch.grammar import DerivationError, Grammar, replay
 from gatesearch.graph import GraphError, describe, read_graph
+from gatesearch.runs.config import Direction, RunConfig, TrialResources
+from gatesearch.runs.outcomes import TrialOutcome, interrupted_reason, rejected_reason
 from gatesearch.shipped import shipped_dir
 from gatesearch.space import DEFAULT_SPACE, Architecture, load_space
 from gatesearch.store import (
@@ -67,19 +67,12 @@ from gatesearch.tasks import TaskSpec
 
 PRESETS_DIR = shipped_dir("strategies")
 DEFAULT_PRESET = "evolution"
-INTERRUPTED = "interrupted"
-OVER_LIMIT = "over the parameter limit"
 # A proposal over --max-params is stored as a failed trial outside every slot (it is no trial
 # of the --trials count) and the strategy is asked again, with a fresh seed, up to this many
 # times in a row before the campaign gives up on the limit.
 MAX_REJECTS = 2000
 REJECTED_SLOT = -1
 _REJECT_STREAM = 1000  # seed stream of the re-asks (0: the proposal, 1: the training)
-
-
-def is_rejected(record: TrialRecord) -> bool:
-    """A proposal the parameter limit turned down: stored for the record, never trained."""
-    return record.state is TrialState.FAIL and (record.fail_reason or "").startswith(OVER_LIMIT)
 
 
 # `gatesearch run` with no --task: MQAR shrunk so that 12 trials of 20 s on 2 cores show a
@@ -99,14 +92,6 @@ class CampaignError(GatesearchError):
 
 
 # ---------------------------------------------------------------------------------- presets
-
-
-@dataclass(frozen=True)
-class TrialResources:
-    cpus: int = 1  # CPUs per trial; torch in the trial uses this many threads
-    gpus: float = 0.0  # GPUs per trial, fractions allowed
-    timeout: float = 0.0  # seconds from its start to cancellation and failure; 0: none
-    retries: int = 1  # re-runs of a trial whose worker or node died
 
 
 @dataclass(frozen=True)
@@ -222,7 +207,7 @@ def parse_objectives(text: str, metric_name: str = "metric") -> list[str]:
     return names
 
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def package_versions() -> dict[str, str]:
@@ -265,7 +250,7 @@ def task_spec_of(req: RunRequest) -> TaskSpec:
     return TaskSpec(req.task, dict(req.task_params))
 
 
-def _causal_for(grammar: Grammar, evaluator: Evaluator, space_path: Path) -> bool:
+def causal_for(grammar: Grammar, evaluator: Evaluator, space_path: Path) -> bool:
     """The causality derivations are expanded with: what the task needs, if the space admits
     it; a non-causal task takes a bidirectional model where the space allows one."""
     admits = grammar.causality.admits()
@@ -281,13 +266,13 @@ def _causal_for(grammar: Grammar, evaluator: Evaluator, space_path: Path) -> boo
     return True in admits
 
 
-def _default_name(strategy: str, task: str) -> str:
+def default_run_name(strategy: str, task: str) -> str:
     # `module:function` and entry-point names may hold characters a run name may not.
     short = re.sub(r"[^A-Za-z0-9._-]+", "-", task.rpartition(":")[2]).strip("-._") or "task"
     return f"{strategy}-{short}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
-def prepare_run(req: RunRequest) -> tuple[dict[str, Any], Path, Preset]:
+def prepare_run(req: RunRequest) -> tuple[RunConfig, Path, Preset]:
     """Check every input and resolve the config; nothing is written."""
     space_path = Path(req.space) if req.space else DEFAULT_SPACE
     grammar = load_space(space_path)
@@ -304,7 +289,7 @@ def prepare_run(req: RunRequest) -> tuple[dict[str, Any], Path, Preset]:
         )
     if req.max_params is not None and req.max_params < 1:
         raise CampaignError(f"--max-params must be at least 1, got {req.max_params}")
-    causal = _causal_for(grammar, evaluator, space_path)
+    causal = causal_for(grammar, evaluator, space_path)
     seeds = []
     for path in req.seed_archs:
         from gatesearch.space import load_known
@@ -315,43 +300,35 @@ def prepare_run(req: RunRequest) -> tuple[dict[str, Any], Path, Preset]:
         except DerivationError as exc:
             raise CampaignError(f"--seed-arch {path} does not fit {space_path}: {exc}") from None
         seeds.append({"file": str(path), "choices": arch.derivation.choices})
-    name = req.name or _default_name(preset.strategy, evaluator.spec.name)
-    if not _NAME.match(name):
+    name = req.name or default_run_name(preset.strategy, evaluator.spec.name)
+    if not RUN_NAME.match(name):
         raise CampaignError(f"--name {name!r}: use letters, digits, '.', '_' and '-'")
     timeout = req.timeout if req.timeout is not None else preset.trial.timeout
-    config = {
-        "format": 1,
-        "name": name,
-        "created": datetime.now().isoformat(timespec="seconds"),
-        "space": str(space_path),
-        "strategy": preset.strategy,
-        "preset": preset.source,
-        "options": preset.options,
+    config = RunConfig(
+        name=name,
+        created=datetime.now().isoformat(timespec="seconds"),
+        space=str(space_path),
+        strategy=preset.strategy,
+        preset=preset.source,
+        options=preset.options,
         # The task as resolved (every param, defaults included): resume rebuilds it from here.
-        "task": evaluator.spec.to_dict(),
-        "metric_name": evaluator.metric_name,
-        "higher_is_better": evaluator.higher_is_better,
-        "budget": str(budget),
-        "trials": req.trials,
-        "workers": req.workers,
-        "seed": req.seed,
-        "objectives": objectives,
-        "directions": [direction(o, evaluator.higher_is_better) for o in objectives],
-        "causal": causal,
-        "trial": {
-            "cpus": preset.trial.cpus,
-            "gpus": preset.trial.gpus,
-            "timeout": timeout,
-            "retries": preset.trial.retries,
-        },
-        "seed_archs": seeds,
-        "storage": req.storage,
-        "address": req.address,
-        "max_params": req.max_params,
-        # Only the options given: the trainer's defaults fill the rest, as they do for runs
-        # made before this table existed.
-        "proxy": dict(req.proxy),
-    }
+        task=evaluator.spec,
+        metric_name=evaluator.metric_name,
+        higher_is_better=evaluator.higher_is_better,
+        budget=budget,
+        trials=req.trials,
+        workers=req.workers,
+        seed=req.seed,
+        objectives=tuple(objectives),
+        directions=tuple(Direction.of(o, evaluator.higher_is_better) for o in objectives),
+        causal=causal,
+        trial=replace(preset.trial, timeout=timeout),
+        seed_archs=tuple(seeds),
+        storage=req.storage,
+        address=req.address,
+        max_params=req.max_params,
+        proxy=dict(req.proxy),
+    )
     return config, space_path, preset
 
 
@@ -485,20 +462,20 @@ class Campaign:
         self.config = config
         parts = load_parts(store)
         self.grammar = parts.grammar
-        self.causal = bool(config["causal"])
+        self.causal = config.causal
         self.strategy = parts.strategy
         self.task_spec = parts.task_spec
         self.proxy = parts.proxy
         self.evaluator = parts.evaluator
-        self.max_params: int | None = config.get("max_params")
+        self.max_params = config.max_params
         self.task = self.task_spec.to_dict()
-        self.budget: Budget = parse_budget(config["budget"])
-        self.objectives: list[str] = config["objectives"]
-        self.sign = [1.0 if d == "minimize" else -1.0 for d in config["directions"]]
-        res = config["trial"]
-        self.cpus, self.gpus = int(res["cpus"]), float(res["gpus"])
-        self.timeout = float(res["timeout"] or 0)
-        self.retries = int(res["retries"])
+        self.budget: Budget = config.budget
+        self.objectives = list(config.objectives)
+        self.sign = list(config.signs)
+        res = config.trial
+        self.cpus, self.gpus = int(res.cpus), float(res.gpus)
+        self.timeout = float(res.timeout)
+        self.retries = int(res.retries)
         self.display = display
         # Finished, non-duplicate results by hash: (number, values or None, metrics, reason).
         self.results: dict[str, tuple[int, tuple[float, ...] | None, dict, str | None]] = {}
@@ -515,21 +492,17 @@ class Campaign:
 
     # ---- rebuilding from the store
     def _rebuild(self, records: list[TrialRecord]) -> None:
-        finished = [
-            r
-            for r in records
-            if r.state in (TrialState.COMPLETE, TrialState.FAIL)
-            and not (r.fail_reason or "").startswith(INTERRUPTED)
-        ]
+        # Finished slots and the proposals turned down over --max-params, in completion order.
+        finished = [r for r in records if r.outcome.finished or r.outcome is TrialOutcome.REJECTED]
         finished.sort(key=lambda r: (r.seq if r.seq is not None else -1, r.number))
         done_slots = set()
         for r in finished:
-            if is_rejected(r):
+            if r.outcome is TrialOutcome.REJECTED:
                 self.strategy.tell(Observation(r.slot, r.choices, None))
                 self.stats.rejected += 1
                 continue
             done_slots.add(r.slot)
-            values = r.values if r.state is TrialState.COMPLETE else None
+            values = r.values if r.outcome is TrialOutcome.COMPLETE else None
             if r.duplicate_of is None and r.arch_hash:
                 self.results[r.arch_hash] = (r.number, values, r.metrics, r.fail_reason)
             self.strategy.tell(Observation(r.slot, r.choices, values))
@@ -538,9 +511,9 @@ class Campaign:
         self.next_slot = max((r.slot for r in records), default=-1) + 1
         pending: dict[int, dict[str, Any]] = {}
         for r in records:
-            if r.state is TrialState.RUNNING or r.state is TrialState.WAITING:
+            if r.outcome is TrialOutcome.RUNNING:
                 # Left behind by a killed driver: fail it for the record, run its slot again.
-                self.store.fail_trial(r.trial_id, f"{INTERRUPTED}: driver stopped", None)
+                self.store.fail_trial(r.trial_id, interrupted_reason("driver stopped"), None)
             if r.slot not in done_slots and r.slot >= 0:
                 pending[r.slot] = r.choices
         self.requeue = sorted(pending.items())
@@ -575,8 +548,8 @@ class Campaign:
 
     # ---- the loop
     def run(self) -> Stats:
-        ensure_ray(self.config.get("address"), self.config["workers"] * self.cpus)
-        workers = self.config["workers"]
+        ensure_ray(self.config.address, self.config.workers * self.cpus)
+        workers = self.config.workers
         with _DeferredInterrupt() as ctrl_c:
             try:
                 while True:
@@ -590,7 +563,7 @@ class Campaign:
                         continue
                     self._collect()
             except KeyboardInterrupt:
-                self._abandon(f"{INTERRUPTED}: Ctrl-C")
+                self._abandon(interrupted_reason("Ctrl-C"))
                 raise
         return self.stats
 
@@ -608,9 +581,9 @@ class Campaign:
         else:
             slot = self.next_slot
             self.next_slot += 1
-            seeds = self.config["seed_archs"]
+            seeds = self.config.seed_archs
             fixed = seeds[slot]["choices"] if slot < len(seeds) else None
-        seed = trial_seed(self.config["seed"], slot)
+        seed = trial_seed(self.config.seed, slot)
         study = self.store.study
         for attempt in range(MAX_REJECTS + 1):
             if fixed is not None:
@@ -623,9 +596,9 @@ class Campaign:
             if over is None:
                 break
             self._reject(arch, proposal, seed, over)
-            seed = trial_seed(self.config["seed"], slot, _REJECT_STREAM + attempt)
+            seed = trial_seed(self.config.seed, slot, _REJECT_STREAM + attempt)
         else:
-            self._abandon(f"{INTERRUPTED}: no proposal fits --max-params")
+            self._abandon(interrupted_reason("no proposal fits --max-params"))
             raise CampaignError(
                 f"{MAX_REJECTS} proposals in a row are over --max-params {self.max_params:,}: "
                 "raise the limit or narrow the space"
@@ -650,7 +623,7 @@ class Campaign:
                     arch.graph,
                     self.task,
                     str(self.budget),
-                    trial_seed(self.config["seed"], slot, 1),
+                    trial_seed(self.config.seed, slot, 1),
                     self.cpus,
                     self.proxy,
                 )
@@ -677,7 +650,8 @@ class Campaign:
             trial_id, _ = self.store.start_trial(
                 REJECTED_SLOT, seed, arch.hash, None, proposal.trial
             )
-            reason = f"{OVER_LIMIT}: {params:,} parameters > --max-params {self.max_params:,}"
+            assert self.max_params is not None  # only a limit turns a proposal down
+            reason = rejected_reason(params, self.max_params)
             self.store.fail_trial(trial_id, reason, self.seq, None)
             self.seq += 1
         else:
@@ -818,7 +792,7 @@ class Campaign:
         # Anything else still RUNNING was started by this driver (it holds the run's lock) and
         # never dispatched, e.g. a trial the sampler opened before a second Ctrl-C landed.
         for r in self.store.records():
-            if r.state is TrialState.RUNNING or r.state is TrialState.WAITING:
+            if r.outcome is TrialOutcome.RUNNING:
                 self.store.fail_trial(r.trial_id, reason, None)
 
     def _show(self) -> None:
@@ -883,7 +857,7 @@ def pareto_mask(points: np.ndarray) -> np.ndarray:
 
 
 def rank_records(
-    records: list[TrialRecord], directions: list[str], need: int | None = None
+    records: list[TrialRecord], directions: Sequence[str], need: int | None = None
 ) -> list[tuple[int, TrialRecord]]:
     """(Pareto level, record) of completed, non-duplicate trials, best first.
 
@@ -894,11 +868,11 @@ def rank_records(
     rows = [
         r
         for r in records
-        if r.state is TrialState.COMPLETE and r.duplicate_of is None and r.values is not None
+        if r.outcome is TrialOutcome.COMPLETE and r.duplicate_of is None and r.values is not None
     ]
     if not rows:
         return []
-    signs = np.array([1.0 if d == "minimize" else -1.0 for d in directions])
+    signs = np.array([Direction(d).sign for d in directions])
     points = np.array([r.values for r in rows], dtype=float) * signs  # (n, d), all minimised
     levels = np.ones(len(rows), dtype=int)
     if points.shape[1] > 1:
@@ -918,7 +892,7 @@ def rank_records(
 
 def ranked(store: RunStore) -> list[TrialRecord]:
     """Completed, non-duplicate trials, best first (see `rank_records`)."""
-    return [r for _, r in rank_records(store.records(), store.config["directions"])]
+    return [r for _, r in rank_records(store.records(), store.config.directions)]
 
 
 def leaderboard(store: RunStore, top: int = 5) -> list[dict[str, Any]]:
@@ -935,7 +909,7 @@ def leaderboard(store: RunStore, top: int = 5) -> list[dict[str, Any]]:
                 "rank": rank,
                 "number": r.number,
                 "slot": r.slot,
-                "values": dict(zip(store.config["objectives"], r.values or ())),
+                "values": dict(zip(store.config.objectives, r.values or ())),
                 "metric": r.metrics.get("metric"),
                 "loss": r.metrics.get("loss"),
                 "params": r.metrics.get("params"),
@@ -949,57 +923,43 @@ def leaderboard(store: RunStore, top: int = 5) -> list[dict[str, Any]]:
 def count_finished(records: list[TrialRecord]) -> int:
     """How many of the campaign's slots are done: completed or failed for good (not
     interrupted, which runs again, nor turned down over --max-params, which takes no slot)."""
-    return len(
-        {
-            r.slot
-            for r in records
-            if r.state in (TrialState.COMPLETE, TrialState.FAIL)
-            and not (r.fail_reason or "").startswith(INTERRUPTED)
-            and not is_rejected(r)
-        }
-    )
+    return len({r.slot for r in records if r.outcome.finished})
 
 
 def summary(store: RunStore) -> dict[str, Any]:
     """Counts by state, best trial, failure reasons: what `status` shows."""
     records = store.records()
-    states = Counter(r.state.name.lower() for r in records)
-    interrupted = sum(1 for r in records if (r.fail_reason or "").startswith(INTERRUPTED))
-    rejected_trials = sum(1 for r in records if is_rejected(r))  # Optuna samplers' proposals
-    failures = Counter(
-        r.fail_reason
-        for r in records
-        if r.state is TrialState.FAIL
-        and not (r.fail_reason or "").startswith(INTERRUPTED)
-        and not is_rejected(r)
-    )
+    outcomes = Counter(r.outcome for r in records)
+    failures = Counter(r.fail_reason for r in records if r.outcome is TrialOutcome.FAILED)
     board = leaderboard(store, top=5)
-    spec = spec_of(store.config["task"])
+    config = store.config
+    spec = config.task
     finished = count_finished(records)
     driver = campaign_state(store.root, finished, store.target)
-    metric_name = store.config.get("metric_name", "metric")
+    metric_name = config.metric_name
     return {
-        "name": store.config["name"],
+        "name": config.name,
         "path": str(store.root),
-        "strategy": store.config["strategy"],
+        "strategy": config.strategy,
         "task": spec.name,
         "task_spec": spec.to_dict(),
         "metric_name": metric_name,
-        "higher_is_better": bool(store.config.get("higher_is_better", False)),
-        "budget": store.config["budget"],
-        "objectives": store.config["objectives"],
-        "directions": store.config["directions"],
-        "labels": [objective_label(o, metric_name) for o in store.config["objectives"]],
+        "higher_is_better": config.higher_is_better,
+        "budget": str(config.budget),
+        "objectives": list(config.objectives),
+        "directions": [str(d) for d in config.directions],
+        "labels": [objective_label(o, metric_name) for o in config.objectives],
         "target": store.target,
         "finished": finished,
         "state": str(driver),
         "driver_alive": driver.state is RunState.RUNNING,
-        "complete": states.get("complete", 0),
-        "failed": states.get("fail", 0) - interrupted - rejected_trials,
-        "interrupted": interrupted,
-        "rejected": store.rejected_untracked + rejected_trials,
-        "max_params": store.config.get("max_params"),
-        "running": states.get("running", 0),
+        "complete": outcomes[TrialOutcome.COMPLETE],
+        "failed": outcomes[TrialOutcome.FAILED],
+        "interrupted": outcomes[TrialOutcome.INTERRUPTED],
+        # Optuna samplers' proposals over the limit are stored as trials; the others counted.
+        "rejected": store.rejected_untracked + outcomes[TrialOutcome.REJECTED],
+        "max_params": config.max_params,
+        "running": outcomes[TrialOutcome.RUNNING],
         "duplicates": sum(1 for r in records if r.duplicate_of is not None),
         "failure_reasons": dict(failures.most_common()),
         "best": board[0] if board else None,
@@ -1023,11 +983,11 @@ def load_parts(store: RunStore) -> RunParts:
     config = store.config
     grammar = load_space(store.root / SPACE_COPY)
     preset = parse_preset((store.root / PRESET_COPY).read_text(), str(store.root / PRESET_COPY))
-    strategy = make_strategy(preset, grammar, bool(config["causal"]), config["directions"])
-    spec = spec_of(config["task"])
+    strategy = make_strategy(preset, grammar, config.causal, list(config.directions))
+    spec = config.task
     # Built once here so a task that no longer resolves (a moved data file, a missing module)
     # stops the campaign with its reason instead of failing every trial.
-    proxy: dict[str, Any] = dict(config.get("proxy") or {})
+    proxy: dict[str, Any] = dict(config.proxy)
     return RunParts(grammar, strategy, spec, proxy, resolve_task(spec, proxy))
 
 
@@ -1039,7 +999,7 @@ def open_for_resume(root: Path, trials: int | None, address: str | None) -> RunS
     store = RunStore.open(root, writer=True)
     try:
         if address is not None:
-            store.config["address"] = address
+            store.config = replace(store.config, address=address)
         if trials is not None:
             load_parts(store)
             store.set_target(max(store.target, count_finished(store.records()) + trials))

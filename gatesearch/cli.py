@@ -80,7 +80,7 @@ def space_validate(path: SpaceArg) -> None:
 @space_app.command("show")
 def space_show(path: SpaceArg) -> None:
     """List the space's rules, the primitives it uses with their parameters, and its size."""
-    from gatesearch.grammar.checks import _calls
+    from gatesearch.grammar.checks import primitive_calls
     from gatesearch.grammar.model import Fixed
     from gatesearch.registry import REGISTRY
     from gatesearch.space import space_size_log10
@@ -107,7 +107,7 @@ def space_show(path: SpaceArg) -> None:
     )
     for rule in g.rules.values():
         for alt in rule.alts:
-            for call in _calls(alt.items):
+            for call in primitive_calls(alt.items):
                 chosen = [
                     f"{name}={_expr_text(e)}" for name, e in call.params if not isinstance(e, Fixed)
                 ]

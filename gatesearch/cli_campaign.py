@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from optuna.trial import TrialState
 from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
@@ -34,6 +33,8 @@ from gatesearch.evaluate import (
     spec_of,
 )
 from gatesearch.retrain import DEFAULT_EVAL_POINTS, DEFAULT_PATIENCE, final_order
+from gatesearch.runs.config import Direction, RunConfig
+from gatesearch.runs.outcomes import TrialOutcome
 from gatesearch.store import CONFIG, RunStore, StoreError, list_runs
 
 out = Console(highlight=False)
@@ -112,13 +113,12 @@ def _task_text(task: Any) -> str:
     return f"{spec.name}({args})" if args else spec.name
 
 
-def _labels(config: dict[str, Any]) -> list[str]:
+def _labels(config: RunConfig) -> list[str]:
     """Objective column heads: the task's metric name for `metric`, with its direction."""
-    metric_name = config.get("metric_name", "metric")
     labels = []
-    for objective, way in zip(config["objectives"], config["directions"]):
-        arrow = "↑" if way == "maximize" else "↓"
-        labels.append(f"{objective_label(objective, metric_name)} {arrow}")
+    for objective, way in zip(config.objectives, config.directions):
+        arrow = "↑" if way is Direction.MAXIMIZE else "↓"
+        labels.append(f"{objective_label(objective, config.metric_name)} {arrow}")
     return labels
 
 
@@ -127,7 +127,7 @@ def _board(store: RunStore) -> None:
     if not rows:
         out.print("no completed trial yet")
         return
-    table = Table(title=f"best of {store.config['name']}", box=None, pad_edge=False, expand=True)
+    table = Table(title=f"best of {store.config.name}", box=None, pad_edge=False, expand=True)
     table.add_column("rank", justify="right", no_wrap=True, min_width=4)
     table.add_column("trial", justify="right", no_wrap=True, min_width=5)
     for label in _labels(store.config):
@@ -147,7 +147,7 @@ def _board(store: RunStore) -> None:
 def _drive(store: RunStore) -> None:
     with store:
         campaign = Campaign(store)
-        with Display(out, store.config["name"], _labels(store.config)) as display:
+        with Display(out, store.config.name, _labels(store.config)) as display:
             campaign.display = display
             display.update(campaign.stats)
             try:
@@ -271,11 +271,11 @@ def run(
     )
     config, space_path, preset = prepare_run(request)
     store = RunStore.create(
-        runs_dir / config["name"], config, space_path, preset.text, package_versions()
+        runs_dir / config.name, config, space_path, preset.text, package_versions()
     )
     out.print(
-        f"campaign {store.root}: {config['strategy']} on {_task_text(config['task'])}, "
-        f"{config['trials']} trials × {config['budget']}, {config['workers']} workers",
+        f"campaign {store.root}: {config.strategy} on {_task_text(config.task.to_dict())}, "
+        f"{config.trials} trials × {config.budget}, {config.workers} workers",
         markup=False,
     )
     _drive(store)
@@ -290,7 +290,7 @@ def resume(
     store = open_for_resume(run_dir, trials, address)
     records = store.records()
     done = count_finished(records)
-    unfinished = any(r.state in (TrialState.RUNNING, TrialState.WAITING) for r in records)
+    unfinished = any(r.outcome is TrialOutcome.RUNNING for r in records)
     if done >= store.target and not unfinished:
         store.close()
         out.print(

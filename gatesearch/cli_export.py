@@ -119,7 +119,6 @@ def export_command(
     from safetensors.torch import load_file
 
     from gatesearch.build import build_model
-    from gatesearch.evaluate import spec_of
     from gatesearch.export import write_export
     from gatesearch.export.onnx import export_onnx
     from gatesearch.graph import read_graph
@@ -144,7 +143,7 @@ def export_command(
         arch_hash, placed = _pick(store, rank, arch)
         position = placed.rank if placed else None
         campaign_rank = placed.campaign_rank if placed else None
-        spec = spec_of(store.config["task"])
+        spec = store.config.task
         retrained = store.root / RETRAINED / arch_hash
         doc = placed.retrained if placed else read_retrained(store.root, arch_hash)
         if doc is not None:  # checked by read_retrained, the graph beside it included

@@ -66,11 +66,6 @@ def objective_value(metrics: dict[str, Any], objective: str) -> float | None:
     return None if value is None or isinstance(value, bool) else float(value)
 
 
-def direction(objective: str, higher_is_better: bool) -> str:
-    """Optuna's direction for `objective` on a task whose metric is `higher_is_better`."""
-    return "maximize" if objective == "metric" and higher_is_better else "minimize"
-
-
 def objective_label(objective: str, metric_name: str) -> str:
     """How a table heads an objective column: `metric` shows as the task's metric name."""
     if objective == "metric" and metric_name != "metric":
@@ -292,7 +287,6 @@ __all__ = [
     "ProxyEvaluator",
     "TrialFailure",
     "UnknownTaskError",
-    "direction",
     "evaluate",
     "objective_label",
     "objective_value",

@@ -46,17 +46,18 @@ from typing import TYPE_CHECKING, Annotated, Any
 import networkx as nx
 import numpy as np
 import typer
-from optuna.trial import TrialState
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from gatesearch.atomic import remove_temps, write_atomic
-from gatesearch.campaign import INTERRUPTED, is_rejected, rank_records
+from gatesearch.campaign import rank_records
 from gatesearch.errors import GatesearchError
 from gatesearch.graph import INPUT_OP, OUTPUT_OP, GraphError, describe, read_graph, tree_lines
 from gatesearch.registry import REGISTRY, PrimitiveSpec, Role
 from gatesearch.retrain import read_retrained, sort_retrained
+from gatesearch.runs.config import RunConfig
+from gatesearch.runs.outcomes import TrialOutcome
 from gatesearch.store import JOURNAL, RunState, RunStore, StoreError, TrialRecord, campaign_state
 
 if TYPE_CHECKING:
@@ -108,7 +109,7 @@ class RunData:
     """Everything the report shows, read once from the run."""
 
     root: Path
-    config: dict[str, Any]
+    config: RunConfig
     target: int
     records: list[TrialRecord]
     graphs: dict[str, nx.DiGraph | None] = field(default_factory=dict)
@@ -118,7 +119,7 @@ class RunData:
 
     @property
     def objectives(self) -> list[str]:
-        return list(self.config["objectives"])
+        return list(self.config.objectives)
 
     @property
     def labels(self) -> list[str]:
@@ -134,19 +135,16 @@ class RunData:
     @property
     def task(self) -> str:
         """The task as a user writes it: `charlm(seq_len=128)`, or the name alone."""
-        task = self.config.get("task")
-        if isinstance(task, dict) and isinstance(task.get("name"), str):
-            params = task.get("params") or {}
-            if not params:
-                return task["name"]
-            args = ", ".join(f"{k}={json.dumps(v)}" for k, v in params.items())
-            return f"{task['name']}({args})"
-        return str(task)
+        task = self.config.task
+        if not task.params:
+            return task.name
+        args = ", ".join(f"{k}={json.dumps(v)}" for k, v in task.params.items())
+        return f"{task.name}({args})"
 
     @property
     def signs(self) -> np.ndarray:
         """+1 for minimised objectives, -1 for maximised: sign * value is always minimised."""
-        return np.array([1.0 if d == "minimize" else -1.0 for d in self.config["directions"]])
+        return np.array(self.config.signs)
 
     def graph(self, arch_hash: str) -> nx.DiGraph | None:
         """The architecture's graph, or None when its artifact is missing or unreadable."""
@@ -176,46 +174,33 @@ class RunData:
             f"left out of the choices plot and the drawings (first: {first})"
         )
 
-    def interrupted(self, r: TrialRecord) -> bool:
-        return (r.fail_reason or "").startswith(INTERRUPTED)
-
     def completed(self) -> list[TrialRecord]:
-        return [r for r in self.records if r.state is TrialState.COMPLETE and r.values is not None]
+        return [
+            r for r in self.records if r.outcome is TrialOutcome.COMPLETE and r.values is not None
+        ]
 
     def failed(self) -> list[TrialRecord]:
-        return [r for r in self.records if r.state is TrialState.FAIL and not self.interrupted(r)]
+        return [r for r in self.records if r.outcome is TrialOutcome.FAILED]
 
     def evaluated(self) -> list[TrialRecord]:
         """Distinct architectures with a result (complete or failed), first evaluation each."""
         return [
-            r
-            for r in self.records
-            if r.state in (TrialState.COMPLETE, TrialState.FAIL)
-            and r.duplicate_of is None
-            and not self.interrupted(r)
-            and r.arch_hash
+            r for r in self.records if r.outcome.finished and r.duplicate_of is None and r.arch_hash
         ]
 
     def counts(self) -> dict[str, int]:
-        states = Counter(r.state for r in self.records)
-        interrupted = sum(1 for r in self.records if self.interrupted(r))
+        outcomes = Counter(r.outcome for r in self.records)
         return {
-            "complete": states[TrialState.COMPLETE],
-            "failed": states[TrialState.FAIL] - interrupted,
-            "running": states[TrialState.RUNNING] + states[TrialState.WAITING],
+            "complete": outcomes[TrialOutcome.COMPLETE],
+            "failed": outcomes[TrialOutcome.FAILED],
+            "running": outcomes[TrialOutcome.RUNNING],
             "duplicates": sum(1 for r in self.records if r.duplicate_of is not None),
-            "interrupted": interrupted,
+            "interrupted": outcomes[TrialOutcome.INTERRUPTED],
             "rejected": self.rejected,
         }
 
     def finished_slots(self) -> int:
-        return len(
-            {
-                r.slot
-                for r in self.records
-                if r.state in (TrialState.COMPLETE, TrialState.FAIL) and not self.interrupted(r)
-            }
-        )
+        return len({r.slot for r in self.records if r.outcome.finished})
 
 
 def _journal_in_flight(path: Path) -> bool:
@@ -246,9 +231,9 @@ def load_run(root: Path) -> RunData:
         records = store.records()
         # Proposals over --max-params were never trained: counted, not analysed (most are
         # a count only; those an Optuna sampler proposed are failed trials).
-        kept = [r for r in records if not is_rejected(r)]
+        kept = [r for r in records if r.outcome is not TrialOutcome.REJECTED]
         rejected = store.rejected_untracked + len(records) - len(kept)
-        return RunData(root, dict(store.config), store.target, kept, rejected=rejected)
+        return RunData(root, store.config, store.target, kept, rejected=rejected)
     finally:
         store.close()  # a reader holds no lock; this only drops the storage handle
 
@@ -261,7 +246,7 @@ def rank_trials(data: RunData, need: int | None = None) -> list[Ranked]:
     report's ranks are the ones `retrain --top` uses, and `export --rank` until a retrain
     exists; then the retrained table's)."""
     rows = [r for r in data.completed() if r.duplicate_of is None]
-    placed = rank_records(rows, list(data.config["directions"]), need)
+    placed = rank_records(rows, data.config.directions, need)
     return [Ranked(k + 1, record, level) for k, (level, record) in enumerate(placed)]
 
 
@@ -1032,7 +1017,7 @@ class RetrainedRow:
 def retrained_rows(data: RunData, ranked: list[Ranked]) -> list[RetrainedRow]:
     """The retrained architectures among `ranked`, in `retrain.final_order`'s order."""
     found = [(x, doc) for x in ranked if (doc := read_retrained(data.root, x.record.arch_hash))]
-    hib = bool(data.config.get("higher_is_better", False))
+    hib = data.config.higher_is_better
     found = sort_retrained(found, lambda item: item[1], hib)
     return [
         RetrainedRow(i, x.rank, x.record.number, x.record.arch_hash, doc)
@@ -1100,24 +1085,21 @@ def render_html(
     retrained: list[RetrainedRow] | None = None,
 ) -> str:
     cfg = data.config
-    name = cfg["name"]
+    name = cfg.name
     objectives = data.labels
     multi = len(objectives) > 1
     finished = data.finished_slots()
 
     config_rows = [
-        ("strategy", f"{cfg.get('strategy')} ({cfg.get('preset')})"),
+        ("strategy", f"{cfg.strategy} ({cfg.preset})"),
         ("task", data.task),
-        ("budget per trial", cfg.get("budget")),
-        (
-            "objectives",
-            ", ".join(f"{o} ({d})" for o, d in zip(objectives, cfg.get("directions", []))),
-        ),
+        ("budget per trial", cfg.budget),
+        ("objectives", ", ".join(f"{o} ({d})" for o, d in zip(objectives, cfg.directions))),
         ("trials (target)", data.target),
-        ("workers", cfg.get("workers")),
-        ("campaign seed", cfg.get("seed")),
-        ("search space", cfg.get("space")),
-        ("created", cfg.get("created")),
+        ("workers", cfg.workers),
+        ("campaign seed", cfg.seed),
+        ("search space", cfg.space),
+        ("created", cfg.created),
         ("run directory", data.root),
     ]
     kv = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in config_rows)
@@ -1255,9 +1237,9 @@ defaults are shown.</p><div class="archbox"><pre>{_e(tree)}</pre>{
 <title>gatesearch report: {_e(name)}</title>
 <style>{_CSS}</style></head>
 <body><header><div class="wrap"><h1>gatesearch report: {_e(name)}</h1>
-<div class="sub">{_e(cfg.get("strategy"))} on {_e(data.task)} · {_e(finished)}/{
-        _e(data.target)
-    } trials · {_e(status)} · drawn {_e(now)}</div></div></header>
+<div class="sub">{_e(cfg.strategy)} on {_e(data.task)} · {_e(finished)}/{_e(data.target)} trials · {
+        _e(status)
+    } · drawn {_e(now)}</div></div></header>
 <main><div class="wrap">
 {"".join(sections)}
 </div></main>
@@ -1330,7 +1312,7 @@ def write_report(run_dir: Path, top: int = DEFAULT_TOP, out: Path | None = None)
     except OSError as exc:
         raise ReportError(f"cannot write the report into {folder}: {exc.strerror}") from None
     return Report(
-        data.config["name"],
+        data.config.name,
         data.labels,
         folder,
         files,

@@ -294,7 +294,7 @@ def select(
         raise RetrainError("--top must be at least 1")
     if not dropouts:
         raise RetrainError("--dropout names no value")
-    evaluator = resolve_task(spec_of(store.config["task"]))
+    evaluator = resolve_task(store.config.task)
     if not evaluator.trains:
         raise RetrainError(
             f"{store.root}: task {evaluator.spec.name} trains no model; nothing to retrain"
@@ -322,7 +322,7 @@ def select(
         peak = peak_lr(hypers, (doc.get("metrics") or {}).get("trajectory"))
         if peak is not None:
             hypers = {**hypers, "lr": peak}
-        seed = trial_seed(store.config["seed"], record.slot, 1)  # the trial's training seed
+        seed = trial_seed(store.config.seed, record.slot, 1)  # the trial's training seed
         for d in dropouts:
             variant = hypers if d is None else with_dropout(hypers, d)
             jobs.append(RetrainJob(rank, record, graph, variant, seed, d))
@@ -345,10 +345,10 @@ def write_result(store: RunStore, job: RetrainJob, result: dict[str, Any], budge
             "graph_hash": arch_hash(result["graph"]),
             "trial": job.record.number,
             "rank": job.rank,
-            "task": store.config["task"],
+            "task": store.config.task.to_dict(),
             "budget": str(budget),
             "seed": job.seed,
-            "proxy_values": dict(zip(store.config["objectives"], job.record.values or ())),
+            "proxy_values": dict(zip(store.config.objectives, job.record.values or ())),
             **result["metrics"],
         }
         (tmp / METRICS).write_text(json.dumps(doc, indent=2) + "\n")
@@ -395,24 +395,20 @@ def retrain(
     if workers is not None and workers < 1:
         raise RetrainError("--workers must be at least 1")
     with RunStore.open(Path(root), writer=False) as store:
-        full = (
-            parse_budget(budget)
-            if budget
-            else default_full_budget(parse_budget(store.config["budget"]))
-        )
+        full = parse_budget(budget) if budget else default_full_budget(store.config.budget)
         jobs = select(store, top, dropouts)
         # What a retrain killed while writing left behind (once, before any result is written).
         remove_temps(store.root / RETRAINED, dead_only=True)
-        hib = store.config.get("higher_is_better", False)
-        res = store.config["trial"]
-        cpus = int(res["cpus"])
-        n_workers = workers or int(store.config["workers"])
-        ensure_ray(address or store.config.get("address"), n_workers * cpus)
-        options: dict[str, Any] = {"num_cpus": cpus, "max_retries": int(res["retries"])}
-        if float(res["gpus"]):
-            options["num_gpus"] = float(res["gpus"])
+        hib = store.config.higher_is_better
+        res = store.config.trial
+        cpus = int(res.cpus)
+        n_workers = workers or store.config.workers
+        ensure_ray(address or store.config.address, n_workers * cpus)
+        options: dict[str, Any] = {"num_cpus": cpus, "max_retries": int(res.retries)}
+        if float(res.gpus):
+            options["num_gpus"] = float(res.gpus)
         remote = ray.remote(retrain_streamed).options(**options)
-        task = spec_of(store.config["task"]).to_dict()
+        task = store.config.task.to_dict()
         pending = {
             remote.remote(
                 j.graph, task, str(full), j.seed, j.hyperparameters, cpus, eval_points, patience
@@ -554,7 +550,7 @@ def final_order(store: RunStore) -> list[Placed]:
     """The campaign's ranked architectures in the order to take them: those retrained first,
     by their retrained validation score (the proxy's order is only a forecast of it), then the
     others in the campaign's order."""
-    hib = bool(store.config.get("higher_is_better", False))
+    hib = store.config.higher_is_better
     rows = ranked(store)
     placed = [(k, r, read_retrained(store.root, r.arch_hash)) for k, r in enumerate(rows, start=1)]
     done = sort_retrained([p for p in placed if p[2] is not None], lambda p: p[2], hib)

@@ -54,8 +54,9 @@ from optuna.trial import TrialState
 from gatesearch.atomic import remove_temps, temp_path_beside, write_atomic
 from gatesearch.errors import GatesearchError
 from gatesearch.graph import write_graph
+from gatesearch.runs.config import FORMAT, RunConfig, RunConfigError
+from gatesearch.runs.outcomes import TrialOutcome, classify
 
-FORMAT = 1
 CONFIG = "config.json"
 SPACE_COPY = "space.space"
 PRESET_COPY = "strategy.toml"
@@ -177,6 +178,10 @@ class TrialRecord:
     duplicate_of: int | None
     fail_reason: str | None
 
+    @property
+    def outcome(self) -> TrialOutcome:
+        return classify(self.state, self.fail_reason)
+
     @classmethod
     def from_frozen(cls, t: optuna.trial.FrozenTrial) -> TrialRecord:
         a = t.user_attrs
@@ -202,7 +207,7 @@ class TrialRecord:
 class RunStore:
     """The run directory and its study. Open with `create` (new run) or `open` (existing)."""
 
-    def __init__(self, root: Path, config: dict[str, Any], writer: bool) -> None:
+    def __init__(self, root: Path, config: RunConfig, writer: bool) -> None:
         self.root = root
         self.config = config
         self.writer = writer
@@ -212,7 +217,7 @@ class RunStore:
     def _attach(self) -> None:
         """Open the storage and load the study (which must exist)."""
         self.storage = self._make_storage()
-        name = self.config["name"]
+        name = self.config.name
         try:
             self.study_id = self.storage.get_study_id_from_name(name)
         except KeyError:
@@ -221,7 +226,7 @@ class RunStore:
 
     # ---- opening
     def _make_storage(self) -> optuna.storages.BaseStorage:
-        url = self.config.get("storage")
+        url = self.config.storage
         if url:
             try:
                 return optuna.storages.RDBStorage(url)
@@ -239,7 +244,7 @@ class RunStore:
     def create(
         cls,
         root: Path,
-        config: dict[str, Any],
+        config: RunConfig,
         space_file: Path,
         preset_text: str,
         versions: dict[str, str],
@@ -260,13 +265,13 @@ class RunStore:
         except OSError as exc:
             raise StoreError(f"cannot write runs directory {parent}: {exc.strerror}") from None
         try:
-            (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+            (tmp / CONFIG).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
             shutil.copyfile(space_file, tmp / SPACE_COPY)
             (tmp / PRESET_COPY).write_text(preset_text)
             (tmp / VERSIONS).write_text(json.dumps(versions, indent=2) + "\n")
             (tmp / GRAPHS).mkdir()
             (tmp / LOCK).touch()
-            if not config.get("storage"):
+            if not config.storage:
                 (tmp / JOURNAL).touch()
             os.rename(tmp, root)
         except OSError as exc:
@@ -280,19 +285,19 @@ class RunStore:
             store.close()
             shutil.rmtree(root, ignore_errors=True)
             raise
-        directions = [optuna.study.StudyDirection[d.upper()] for d in config["directions"]]
+        directions = [optuna.study.StudyDirection[d.upper()] for d in config.directions]
         try:
             with _optuna_quiet():  # its "A new study created" line would sit above our own
-                store.study_id = store.storage.create_new_study(directions, config["name"])
+                store.study_id = store.storage.create_new_study(directions, config.name)
         except optuna.exceptions.DuplicatedStudyError:
             store.close()
             shutil.rmtree(root, ignore_errors=True)
             raise StoreError(
-                f"storage {shown_url(config['storage'])} already holds a study named "
-                f"{config['name']!r}"
+                f"storage {shown_url(config.storage or '')} already holds a study named "
+                f"{config.name!r}"
             ) from None
-        store.study = optuna.load_study(study_name=config["name"], storage=store.storage)
-        store.storage.set_study_user_attr(store.study_id, TARGET_ATTR, config["trials"])
+        store.study = optuna.load_study(study_name=config.name, storage=store.storage)
+        store.storage.set_study_user_attr(store.study_id, TARGET_ATTR, config.trials)
         return store
 
     @classmethod
@@ -301,7 +306,7 @@ class RunStore:
         driver lock first (RunLockedError when another driver holds it)."""
         root = Path(root)
         config = read_config(root)
-        if not config.get("storage"):
+        if not config.storage:
             check_journal(root / JOURNAL)
         if not (root / SPACE_COPY).is_file() or not (root / PRESET_COPY).is_file():
             raise StoreError(f"{root}: the snapshot is incomplete (space or preset copy missing)")
@@ -362,7 +367,7 @@ class RunStore:
     @property
     def target(self) -> int:
         attrs = self.storage.get_study_user_attrs(self.study_id)
-        return int(attrs.get(TARGET_ATTR, self.config["trials"]))
+        return int(attrs.get(TARGET_ATTR, self.config.trials))
 
     def set_target(self, n: int) -> None:
         self.storage.set_study_user_attr(self.study_id, TARGET_ATTR, n)
@@ -481,7 +486,7 @@ def compact_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def read_config(root: Path) -> dict[str, Any]:
+def read_config(root: Path) -> RunConfig:
     if not root.exists():
         raise StoreError(f"{root}: no such run directory")
     path = root / CONFIG
@@ -498,7 +503,10 @@ def read_config(root: Path) -> dict[str, Any]:
         )
     if not isinstance(config, dict) or config.get("format") != FORMAT or "name" not in config:
         raise StoreError(f"{path}: not a gatesearch run config of format {FORMAT}")
-    return config
+    try:
+        return RunConfig.from_dict(config, str(path))
+    except RunConfigError as exc:
+        raise StoreError(str(exc)) from None
 
 
 class RunState(Enum):

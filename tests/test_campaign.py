@@ -88,7 +88,7 @@ def test_a_real_task_trains_through_the_proxy(tmp_path):
     assert record.state is TrialState.COMPLETE, record.fail_reason
     assert record.metrics["steps"] == 5 and record.metrics["params"] > 0
     assert record.metrics["host"] == socket.gethostname()  # the local Ray's one node
-    assert store.config["directions"] == ["maximize"]  # accuracy, the task's metric
+    assert store.config.to_dict()["directions"] == ["maximize"]  # accuracy, the task's metric
     assert record.values == (record.metrics["accuracy"],)
     assert 0.0 <= record.values[0] <= 1.0
     assert "lr" in record.metrics["hyperparameters"] and "trajectory" not in record.metrics
@@ -107,7 +107,7 @@ def test_proxy_options_reach_every_trial_and_survive_resume(tmp_path):
     options = {"batch_size": 4, "hyper_warmup": 0.0, "train_per_hyper": 1}
     kw = {"task": "mqar", "task_params": TINY_MQAR, "space": space, "budget": "3steps"}
     store = run_campaign(tmp_path, trials=1, proxy=options, **kw)
-    assert store.config["proxy"] == options
+    assert store.config.to_dict()["proxy"] == options
     with open_for_resume(store.root, trials=1, address=None) as again:
         Campaign(again).run()
     records = RunStore.open(store.root, writer=False).records()
@@ -118,7 +118,7 @@ def test_proxy_options_reach_every_trial_and_survive_resume(tmp_path):
         assert (r.metrics["tokens"], r.metrics["hyper_steps"]) == (3 * 4 * seq_len, 2)
     # Without options the trainer's defaults (batch 32) apply.
     plain = run_campaign(tmp_path / "plain", trials=1, **kw)
-    assert plain.config["proxy"] == {}
+    assert plain.config.to_dict()["proxy"] == {}
     assert plain.records()[0].metrics["tokens"] == 3 * 32 * seq_len
 
 
@@ -156,7 +156,7 @@ def test_max_params_turns_larger_models_down_untrained_and_keeps_the_rest(tmp_pa
         strategy=strategy,
         max_params=limit,
     )
-    assert store.config["max_params"] == limit
+    assert store.config.to_dict()["max_params"] == limit
     records = store.records()
     trained = [r for r in records if r.slot >= 0]
     rejected = [r for r in records if r.slot < 0]
@@ -262,7 +262,7 @@ def test_tokens_budget_becomes_steps():
 
 
 def test_the_tasks_metric_name_stands_for_metric():
-    config, _, _ = prepare_run(RunRequest(task="mqar", objectives="accuracy,params"))
+    config = prepare_run(RunRequest(task="mqar", objectives="accuracy,params"))[0].to_dict()
     assert config["objectives"] == ["metric", "params"]
     assert config["directions"] == ["maximize", "minimize"]
     with pytest.raises(CampaignError, match=r"choose from loss, metric \(accuracy\), params"):

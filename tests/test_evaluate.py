@@ -13,13 +13,13 @@ from gatesearch.evaluate import (
     NullEvaluator,
     ProxyEvaluator,
     TrialFailure,
-    direction,
     evaluate,
     objective_value,
     parse_task_params,
     resolve_task,
     spec_of,
 )
+from gatesearch.runs.config import Direction
 from gatesearch.space import DEFAULT_SPACE, load_space, sample_architectures
 from gatesearch.tasks import TaskError, TaskSpec
 
@@ -55,25 +55,25 @@ def test_objectives_without_pruning_and_missing():
 
 
 def test_directions_follow_the_task():
-    assert direction("metric", higher_is_better=True) == "maximize"
-    assert direction("metric", higher_is_better=False) == "minimize"
-    assert direction("loss", higher_is_better=True) == "minimize"
-    config, _, _ = prepare_run(RunRequest(task="mqar", objectives="metric,params,loss"))
+    assert Direction.of("metric", higher_is_better=True) == "maximize"
+    assert Direction.of("metric", higher_is_better=False) == "minimize"
+    assert Direction.of("loss", higher_is_better=True) == "minimize"
+    config = prepare_run(RunRequest(task="mqar", objectives="metric,params,loss"))[0].to_dict()
     assert config["directions"] == ["maximize", "minimize", "minimize"]
     assert config["metric_name"] == "accuracy" and config["higher_is_better"] is True
-    config, _, _ = prepare_run(RunRequest(task="charlm", objectives="metric"))
+    config = prepare_run(RunRequest(task="charlm", objectives="metric"))[0].to_dict()
     assert config["directions"] == ["minimize"] and config["metric_name"] == "loss"
 
 
 def test_the_default_campaign_is_a_small_mqar():
-    config, _, _ = prepare_run(RunRequest())
+    config = prepare_run(RunRequest())[0].to_dict()
     assert config["task"]["name"] == "mqar" and config["task"]["params"]["vocab"] == 64
     assert config["budget"] == "20s" and config["objectives"] == ["metric"]
     # --task-param without --task adjusts the default task.
-    config, _, _ = prepare_run(RunRequest(task_params={"pairs": 2}))
+    config = prepare_run(RunRequest(task_params={"pairs": 2}))[0].to_dict()
     assert config["task"]["params"]["pairs"] == 2 and config["task"]["params"]["vocab"] == 64
     # --task alone takes the task's own defaults.
-    config, _, _ = prepare_run(RunRequest(task="mqar"))
+    config = prepare_run(RunRequest(task="mqar"))[0].to_dict()
     assert config["task"]["params"]["vocab"] == 256
 
 

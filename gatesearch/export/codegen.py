@@ -216,7 +216,7 @@ def node_order(graph: nx.DiGraph) -> list[str]:
     return list(nx.lexicographical_topological_sort(graph, key=rank.__getitem__))
 
 
-def _primitive_nodes(graph: nx.DiGraph) -> list[str]:
+def primitive_nodes(graph: nx.DiGraph) -> list[str]:
     return [n for n in node_order(graph) if graph.nodes[n]["op"] not in (INPUT_OP, OUTPUT_OP)]
 
 
@@ -294,7 +294,7 @@ def _call(head: str, args: list[str], indent: str) -> list[str]:
 def _model_class(
     graph: nx.DiGraph, ctx: Context, class_name: str, exported: set[str]
 ) -> tuple[list[str], dict[str, str]]:
-    nodes = _primitive_nodes(graph)
+    nodes = primitive_nodes(graph)
     names = attribute_names(graph, nodes)
     tokens = InputKind(ctx.input_kind) is InputKind.TOKENS
     given = (

@@ -10,7 +10,7 @@ from torch import nn
 
 from gatesearch.atomic import write_atomic
 from gatesearch.build import GraphModel
-from gatesearch.export.codegen import _primitive_nodes, attribute_names
+from gatesearch.export.codegen import attribute_names, primitive_nodes
 from gatesearch.export.errors import ExportError
 
 
@@ -24,7 +24,7 @@ def export_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     state = model.state_dict()
     if not isinstance(model, GraphModel):
         return dict(state)
-    names = attribute_names(model.graph, _primitive_nodes(model.graph))
+    names = attribute_names(model.graph, primitive_nodes(model.graph))
     prefix = {f"nodes.{model.node_names[node]}.": f"{name}." for node, name in names.items()}
     out = {}
     for key, value in state.items():

@@ -263,7 +263,7 @@ def _slot_roles(item: Item, g: Grammar, seen: set[str]) -> list[tuple[Role, Loc]
 def _check_slots(g: Grammar) -> None:
     for rule in g.rules.values():
         for alt in rule.alts:
-            for call in _calls(alt.items):
+            for call in primitive_calls(alt.items):
                 spec = REGISTRY[call.op]
                 for name, expr in call.params:
                     if not isinstance(expr, Slot):
@@ -278,37 +278,37 @@ def _check_slots(g: Grammar) -> None:
                             )
 
 
-def _calls(items: tuple[Item, ...]) -> list[PrimCall]:
+def primitive_calls(items: tuple[Item, ...]) -> list[PrimCall]:
     out: list[PrimCall] = []
     for item in items:
         if isinstance(item, PrimCall):
             out.append(item)
             for _, e in item.params:
                 if isinstance(e, Slot):
-                    out.extend(_calls((e.item,)))
+                    out.extend(primitive_calls((e.item,)))
         elif isinstance(item, Wrap):
-            out.extend(_calls(item.body))
+            out.extend(primitive_calls(item.body))
         elif isinstance(item, Repeat):
-            out.extend(_calls((item.item,)))
+            out.extend(primitive_calls((item.item,)))
     return out
 
 
 def _check_feasible(g: Grammar) -> None:
     """Every primitive call must be buildable in some context the space admits, and the whole
     space for every task kind it admits."""
-    from gatesearch.grammar.derive import _Feasibility, _make_env, _shared_values
+    from gatesearch.grammar.derive import Feasibility, make_env, shared_values
 
-    feas = _Feasibility(g)
+    feas = Feasibility(g)
     names = list(g.shared)
-    combos = list(itertools.product(*(_shared_values(g, n) for n in names)))[:4096]
+    combos = list(itertools.product(*(shared_values(g, n) for n in names)))[:4096]
     envs = [
-        _make_env(g, dict(zip(names, combo, strict=True)), causal)
+        make_env(g, dict(zip(names, combo, strict=True)), causal)
         for causal in g.causality.admits()
         for combo in combos
     ]
     for rule in g.rules.values():
         for alt in rule.alts:
-            for call in _calls(alt.items):
+            for call in primitive_calls(alt.items):
                 reasons = [feas.call_reason(call, env, ()) for env in envs]
                 if all(r is not None for r in reasons):
                     raise GrammarError(call.loc, f"{call.op} can never be built: {reasons[0]}")

@@ -155,7 +155,7 @@ class Derivation:
 # ------------------------------------------------------------------------------ feasibility
 
 
-class _Feasibility:
+class Feasibility:
     """Whether a rule or item can still derive a buildable model in a given context.
 
     Memoised on (item, shared values, causality, recursion counts); grammars are small and
@@ -218,7 +218,7 @@ class _Feasibility:
             return (
                 [env.shared[expr.name]]
                 if expr.name in env.shared
-                else list(_shared_values(self.g, expr.name))
+                else list(shared_values(self.g, expr.name))
             )
         if isinstance(expr, Choose):
             values = expr.domain.finite_values()
@@ -295,14 +295,14 @@ class _Env:
     key: tuple
 
 
-def _make_env(grammar: Grammar, shared: dict[str, Value], causal: bool) -> _Env:
+def make_env(grammar: Grammar, shared: dict[str, Value], causal: bool) -> _Env:
     width = shared.get("width")
     ctx = Context(d_model=int(width) if width is not None else 1, causal=causal)
     key = (causal, tuple(sorted((k, repr(v)) for k, v in shared.items())))
     return _Env(shared, causal, ctx, key)
 
 
-def _shared_values(grammar: Grammar, name: str) -> tuple[Value, ...]:
+def shared_values(grammar: Grammar, name: str) -> tuple[Value, ...]:
     expr = grammar.shared[name].expr
     if isinstance(expr, Fixed):
         return (expr.value,)
@@ -336,7 +336,7 @@ class _Expander:
         self.g = grammar
         self.chooser = chooser
         self.causal = causal
-        self.feas = _Feasibility(grammar)
+        self.feas = Feasibility(grammar)
         self.choices: dict[str, Value] = {}
 
     def pick(self, point: ChoicePoint) -> Value:
@@ -354,7 +354,7 @@ class _Expander:
         chosen: dict[str, Value] = {}
         for i, name in enumerate(names):
             rest = names[i + 1 :]
-            universe = _shared_values(self.g, name)
+            universe = shared_values(self.g, name)
             options = tuple(v for v in universe if self._shared_ok({**chosen, name: v}, rest))
             if not options:
                 raise DerivationError(
@@ -369,17 +369,17 @@ class _Expander:
     def _shared_ok(self, partial: dict[str, Value], rest: list[str]) -> bool:
         combos: list[dict[str, Value]] = [dict(partial)]
         for name in rest:
-            values = _shared_values(self.g, name)
+            values = shared_values(self.g, name)
             if len(combos) * len(values) > _SHARED_ENUM_LIMIT:
                 break
             combos = [{**c, name: v} for c in combos for v in values]
         return any(
-            self.feas.rule(self.g.start, _make_env(self.g, c, self.causal), ()) for c in combos
+            self.feas.rule(self.g.start, make_env(self.g, c, self.causal), ()) for c in combos
         )
 
     def run(self) -> Derivation:
         shared = self.shared()
-        self.env = _make_env(self.g, shared, self.causal)
+        self.env = make_env(self.g, shared, self.causal)
         tree = self.rule(self.g.start, self.g.start, ())
         return Derivation(self.g, self.causal, self.choices, tree, shared)
 

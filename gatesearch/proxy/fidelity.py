@@ -350,7 +350,7 @@ def load_reference(
 
 def prepare(req: FidelityRequest) -> tuple[dict[str, Any], Grammar, list[Architecture]]:
     """Check every input, resolve the config and sample the architectures; nothing written."""
-    from gatesearch.campaign import _NAME, _causal_for, _default_name
+    from gatesearch.campaign import RUN_NAME, causal_for, default_run_name
 
     if req.archs < 3:
         raise FidelityError("--archs must be at least 3 (a rank correlation needs 3 pairs)")
@@ -376,12 +376,12 @@ def prepare(req: FidelityRequest) -> tuple[dict[str, Any], Grammar, list[Archite
         if req.full_budget
         else Budget(proxy.amount * FULL_BUDGET_FACTOR, proxy.unit)
     )
-    name = req.name or _default_name("fidelity", evaluator.spec.name)
-    if not _NAME.match(name):
+    name = req.name or default_run_name("fidelity", evaluator.spec.name)
+    if not RUN_NAME.match(name):
         raise FidelityError(f"--name {name!r}: use letters, digits, '.', '_' and '-'")
     if (req.runs_dir / name).exists():
         raise FidelityError(f"{req.runs_dir / name} already exists: choose another --name")
-    causal = _causal_for(grammar, evaluator, space_path)
+    causal = causal_for(grammar, evaluator, space_path)
     if req.max_params is not None and req.max_params < 1:
         raise FidelityError(f"--max-params must be at least 1, got {req.max_params}")
     limit = req.max_params
