@@ -36,10 +36,10 @@ import ray
 from self_tuning import best_cell, grid_cells, run_one
 
 from gatesearch.budget import parse_budget
-from gatesearch.campaign import ensure_ray, failure_reason
 from gatesearch.evaluate import spec_of
 from gatesearch.proxy.hyper import WEIGHT_DECAY
 from gatesearch.retrain import SelfTune, default_full_budget, retrain_body, select, with_dropout
+from gatesearch.runs.dispatch import ensure_ray, failure_reason
 from gatesearch.store import RunStore, StoreError
 
 RULES = ("tuned", "defaults", "grid")

@@ -46,7 +46,7 @@ from typing import Any
 import ray
 
 from gatesearch.budget import Budget, parse_budget
-from gatesearch.campaign import ensure_ray, failure_reason, trial_seed
+from gatesearch.campaign import trial_seed
 from gatesearch.evaluate import parse_proxy_options, parse_task_params
 from gatesearch.proxy.fidelity import (
     FidelityError,
@@ -56,6 +56,7 @@ from gatesearch.proxy.fidelity import (
     rank_correlations,
 )
 from gatesearch.proxy.hyper import WEIGHT_DECAY
+from gatesearch.runs.dispatch import ensure_ray, failure_reason
 from gatesearch.tasks import TaskError
 
 RESULT = "self_tuning.json"

@@ -15,7 +15,6 @@ result is copied into a new trial marked `duplicate_of`, and counted.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import platform
@@ -49,6 +48,7 @@ from gatesearch.evaluate import (
 from gatesearch.grammar import DerivationError, Grammar, replay
 from gatesearch.graph import GraphError, describe, read_graph
 from gatesearch.runs.config import Direction, RunConfig, TrialResources
+from gatesearch.runs.dispatch import Dispatcher, EventKind
 from gatesearch.runs.outcomes import TrialOutcome, interrupted_reason, rejected_reason
 from gatesearch.shipped import shipped_dir
 from gatesearch.space import DEFAULT_SPACE, Architecture, load_space
@@ -355,62 +355,16 @@ def _run_trial(
     return metrics
 
 
-def _run_trial_streamed(*args: Any) -> Iterator[dict | None]:
-    """The Ray task: yields None when a worker starts it, then the trial's metrics.
+def _run_trial_streamed(*args: Any) -> Iterator[dict[str, Any]]:
+    """The Ray task (the dispatcher's protocol): started when a worker begins it, then the
+    trial's metrics.
 
-    Why a generator: the driver's --timeout must count from the start, not from dispatch. On a
+    Why "started": the driver's --timeout must count from the start, not from dispatch. On a
     cluster short of free CPUs a dispatched trial may queue for minutes, and a timeout counted
     from dispatch would fail a trial that never ran.
     """
-    yield None
-    yield _run_trial(*args)
-
-
-_REMOTE: Any = None
-
-
-def _remote() -> Any:
-    global _REMOTE
-    if _REMOTE is None:
-        import ray
-
-        _REMOTE = ray.remote(_run_trial_streamed)
-    return _REMOTE
-
-
-def ensure_ray(address: str | None, num_cpus: int) -> bool:
-    """Connect to `address` or start a local Ray; returns whether this call started it."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    kwargs: dict[str, Any] = {
-        "include_dashboard": False,
-        "logging_level": logging.ERROR,
-        "log_to_driver": False,
-    }
-    try:
-        if address:
-            ray.init(address=address, **kwargs)
-        else:
-            # "local" always starts a private instance: without it Ray would join whatever
-            # RAY_ADDRESS or a `ray start` on this machine points at, with our num_cpus refused.
-            ray.init(address="local", num_cpus=num_cpus, **kwargs)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        where = address or "a local instance"
-        raise CampaignError(f"cannot start Ray ({where}): {str(exc).splitlines()[0]}") from None
-    return True
-
-
-def failure_reason(exc: BaseException) -> str:
-    import ray
-
-    if isinstance(exc, ray.exceptions.RayTaskError):
-        cause = exc.cause if getattr(exc, "cause", None) is not None else exc
-        text = str(cause).strip().splitlines()
-        return f"{type(cause).__name__}: {text[-1] if text else ''}".strip()
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".strip()
+    yield {"started": True}
+    yield {"result": _run_trial(*args)}
 
 
 # ------------------------------------------------------------------------------ the driver
@@ -423,8 +377,6 @@ class _InFlight:
     trial_id: int
     number: int
     arch: Architecture
-    started: float | None = None  # monotonic time a worker started it; None: not yet
-    ref: Any = None  # Ray ObjectRefGenerator; None for a duplicate waiting on its original
 
 
 @dataclass
@@ -472,14 +424,12 @@ class Campaign:
         self.budget: Budget = config.budget
         self.objectives = list(config.objectives)
         self.sign = list(config.signs)
-        res = config.trial
-        self.cpus, self.gpus = int(res.cpus), float(res.gpus)
-        self.timeout = float(res.timeout)
-        self.retries = int(res.retries)
+        self.cpus = int(config.trial.cpus)  # torch threads per trial
         self.display = display
         # Finished, non-duplicate results by hash: (number, values or None, metrics, reason).
         self.results: dict[str, tuple[int, tuple[float, ...] | None, dict, str | None]] = {}
-        self.inflight: dict[Any, _InFlight] = {}
+        self.inflight: dict[int, _InFlight] = {}  # on Ray, by trial number
+        self.dispatch: Dispatcher[int] | None = None  # from `run`
         self.waiting: dict[str, list[_InFlight]] = {}
         self.original: dict[str, _InFlight] = {}
         self.requeue: list[tuple[int, dict[str, Any]]] = []
@@ -548,8 +498,8 @@ class Campaign:
 
     # ---- the loop
     def run(self) -> Stats:
-        ensure_ray(self.config.address, self.config.workers * self.cpus)
         workers = self.config.workers
+        self.dispatch = Dispatcher(self.config.trial, workers, self.config.address)
         with _DeferredInterrupt() as ctrl_c:
             try:
                 while True:
@@ -613,22 +563,18 @@ class Campaign:
             self.waiting.setdefault(arch.hash, []).append(item)
         else:
             self.store.save_graph(arch.hash, arch.graph)
-            options: dict[str, Any] = {"num_cpus": self.cpus, "max_retries": self.retries}
-            if self.gpus:
-                options["num_gpus"] = self.gpus
-            item.ref = (
-                _remote()
-                .options(**options)
-                .remote(
-                    arch.graph,
-                    self.task,
-                    str(self.budget),
-                    trial_seed(self.config.seed, slot, 1),
-                    self.cpus,
-                    self.proxy,
-                )
+            assert self.dispatch is not None  # launched from `run`
+            self.dispatch.submit(
+                number,
+                _run_trial_streamed,
+                arch.graph,
+                self.task,
+                str(self.budget),
+                trial_seed(self.config.seed, slot, 1),
+                self.cpus,
+                self.proxy,
             )
-            self.inflight[item.ref] = item
+            self.inflight[number] = item
             self.original[arch.hash] = item
         self._show()
 
@@ -669,48 +615,16 @@ class Campaign:
             self.rejected_saved = self.rejected_untracked
 
     def _collect(self) -> None:
-        import ray
-
-        timeout = 1.0
-        if self.timeout:
-            now = time.monotonic()
-            started = [i.started for i in self.inflight.values() if i.started is not None]
-            nearest = min((t + self.timeout for t in started), default=now + 1)
-            timeout = max(0.0, min(timeout, nearest - now))
-        gens = list(self.inflight)
-        ready: list[Any] = []  # ObjectRefGenerators: Ray's stubs type them as ObjectRefs
-        if gens:
-            ready, _ = ray.wait(gens, num_returns=1, timeout=timeout)
-        for gen in ready:
-            item = self.inflight[gen]
-            failure: str | None
-            metrics: Any
-            try:
-                metrics = ray.get(next(gen))
-            except StopIteration:  # the task ended without a result: a bug of ours
-                metrics, failure = None, "the trial's task returned no result"
-            except Exception as exc:
-                metrics, failure = None, failure_reason(exc)
-            else:
-                if metrics is None:  # the start marker: the timeout counts from now
-                    item.started = time.monotonic()
-                    continue
-                failure = None
-            del self.inflight[gen]
-            if metrics is None:
-                self._finish(item, None, {}, failure)
+        assert self.dispatch is not None  # collected from `run`
+        for event in self.dispatch.poll(timeout=1.0):
+            if not event.kind.done:  # started (the dispatcher times it) or progress
                 continue
-            values, reason = self._values(metrics)
-            self._finish(item, values, metrics, reason)
-        if self.timeout:
-            now = time.monotonic()
-            for gen, item in list(self.inflight.items()):
-                if item.started is not None and now - item.started > self.timeout:
-                    ray.cancel(gen, force=True)
-                    del self.inflight[gen]
-                    self._finish(
-                        item, None, {}, f"timeout: no result {self.timeout:g}s after it started"
-                    )
+            item = self.inflight.pop(event.key)
+            if event.kind is EventKind.RESULT:
+                values, reason = self._values(event.value)
+                self._finish(item, values, event.value, reason)
+            else:  # failed or timed out: the value is the reason
+                self._finish(item, None, {}, event.value)
         self._show()
 
     def _values(self, metrics: dict[str, Any]) -> tuple[tuple[float, ...] | None, str | None]:
@@ -778,12 +692,9 @@ class Campaign:
         self._count(item.number, values, duplicate_of is not None, item.arch.hash, item.arch.graph)
 
     def _abandon(self, reason: str) -> None:
-        import ray
-
         self._save_rejected()
-        for ref, item in list(self.inflight.items()):
-            ray.cancel(ref, force=True)
-            self.store.fail_trial(item.trial_id, reason, None)
+        for number in self.dispatch.cancel() if self.dispatch is not None else []:
+            self.store.fail_trial(self.inflight[number].trial_id, reason, None)
         for items in self.waiting.values():
             for item in items:
                 self.store.fail_trial(item.trial_id, reason, None)
@@ -1015,8 +926,6 @@ __all__ = [
     "RunRequest",
     "StoreError",
     "count_finished",
-    "ensure_ray",
-    "failure_reason",
     "leaderboard",
     "open_for_resume",
     "package_versions",

@@ -47,7 +47,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +55,12 @@ import networkx as nx
 
 from gatesearch.atomic import remove_temps, temp_path_beside
 from gatesearch.budget import Budget, parse_budget
-from gatesearch.campaign import ensure_ray, ranked, trial_seed
+from gatesearch.campaign import ranked, trial_seed
 from gatesearch.errors import GatesearchError
 from gatesearch.evaluate import resolve_task, spec_of
 from gatesearch.graph import arch_hash, read_graph, write_graph
 from gatesearch.proxy.hyper import DROPOUT_PREFIX
+from gatesearch.runs.dispatch import Dispatcher, EventKind
 from gatesearch.store import RunStore, StoreError, TrialRecord
 
 RETRAINED = "retrained"
@@ -384,10 +385,6 @@ def retrain(
     it, under "variants"). `on_done(row)` is called as each architecture ends,
     `on_progress(job, event)` at each validation point of each variant (see
     `retrain_streamed`)."""
-    import ray
-
-    from gatesearch.campaign import failure_reason
-
     if eval_points < 1:
         raise RetrainError("--eval-points must be at least 1")
     if patience < 0:
@@ -400,60 +397,42 @@ def retrain(
         # What a retrain killed while writing left behind (once, before any result is written).
         remove_temps(store.root / RETRAINED, dead_only=True)
         hib = store.config.higher_is_better
-        res = store.config.trial
-        cpus = int(res.cpus)
-        n_workers = workers or store.config.workers
-        ensure_ray(address or store.config.address, n_workers * cpus)
-        options: dict[str, Any] = {"num_cpus": cpus, "max_retries": int(res.retries)}
-        if float(res.gpus):
-            options["num_gpus"] = float(res.gpus)
-        remote = ray.remote(retrain_streamed).options(**options)
+        cpus = int(store.config.trial.cpus)
         task = store.config.task.to_dict()
-        pending = {
-            remote.remote(
-                j.graph, task, str(full), j.seed, j.hyperparameters, cpus, eval_points, patience
-            ): j
-            for j in jobs
-        }
         rows: list[dict[str, Any]] = []
         # Per architecture: variants still running, and the finished ones (result or error).
         left = Counter(j.record.arch_hash for j in jobs)
         finished: dict[str, list[tuple[RetrainJob, dict[str, Any] | None, str | None]]] = {}
-        try:
-            while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1)
-                gen: Any = ready[0]  # an ObjectRefGenerator: Ray's stubs type it as an ObjectRef
-                job = pending[gen]
-                event: Any
-                row: dict[str, Any]
-                result: dict[str, Any] | None = None
-                error: str | None = None
-                try:
-                    event = ray.get(next(gen))
-                except StopIteration:  # the task ended without a result: a bug of ours
-                    error = "the retraining task returned no result"
-                except Exception as exc:  # the training's own failure: report it, go on
-                    error = failure_reason(exc)
-                else:
-                    if "progress" in event:
-                        if on_progress is not None:
-                            on_progress(job, event["progress"])
+        # No per-task timeout: a preset's [trial] timeout is sized for the proxy's budget.
+        resources = replace(store.config.trial, timeout=0.0)
+        n_workers = workers or store.config.workers
+        # Leaving the block by Ctrl-C (or a failed write) cancels the trainings still running.
+        with Dispatcher[RetrainJob](resources, n_workers, address or store.config.address) as ray_:
+            for j in jobs:
+                ray_.submit(
+                    j,
+                    retrain_streamed,
+                    *(j.graph, task, str(full), j.seed, j.hyperparameters, cpus),
+                    *(eval_points, patience),
+                )
+            while len(ray_):
+                for event in ray_.poll(timeout=1.0):
+                    job = event.key
+                    if event.kind is EventKind.PROGRESS and on_progress is not None:
+                        on_progress(job, event.value)
+                    if not event.kind.done:
                         continue
-                    result = event["result"]
-                del pending[gen]
-                arch = job.record.arch_hash
-                finished.setdefault(arch, []).append((job, result, error))
-                left[arch] -= 1
-                if left[arch]:
-                    continue
-                row = _keep_best(store, finished.pop(arch), full, bool(hib))
-                rows.append(row)
-                if on_done is not None:
-                    on_done(row)
-        finally:
-            # Ctrl-C (or a failed write) must not leave trainings running on the cluster.
-            for gen in pending:
-                ray.cancel(gen, force=True)
+                    result = event.value if event.kind is EventKind.RESULT else None
+                    error = None if event.kind is EventKind.RESULT else event.value
+                    arch = job.record.arch_hash
+                    finished.setdefault(arch, []).append((job, result, error))
+                    left[arch] -= 1
+                    if left[arch]:
+                        continue
+                    row = _keep_best(store, finished.pop(arch), full, bool(hib))
+                    rows.append(row)
+                    if on_done is not None:
+                        on_done(row)
     done = sort_retrained([r for r in rows if "metrics" in r], lambda r: r["metrics"], bool(hib))
     return done + sorted((r for r in rows if "metrics" not in r), key=lambda r: r["job"].rank)
 

@@ -48,3 +48,19 @@ def test_the_run_config_is_read_by_field_not_by_key():
             if isinstance(target, ast.Attribute) and target.attr == "config":
                 found.append(f"{where}:{node.lineno}: {ast.unparse(node)}")
     assert not found, "string-key reads of a run config:\n" + "\n".join(found)
+
+
+def test_only_the_dispatcher_waits_on_ray():
+    """Campaign, retrain and fidelity go through `runs.dispatch`: one place owns timeouts,
+    retries, failure reasons and cancellation."""
+    found = [
+        f"{where}:{node.lineno}"
+        for where, tree in _modules()
+        if where != "gatesearch/runs/dispatch.py"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr in ("wait", "cancel")
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "ray"
+    ]
+    assert not found, "ray.wait/ray.cancel outside the dispatcher:\n" + "\n".join(found)

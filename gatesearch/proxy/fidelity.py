@@ -516,11 +516,11 @@ def run_fidelity(
 ) -> tuple[Path, dict[str, Any]]:
     """Run the measurement; returns the run directory and the result written to
     fidelity.json. `progress(done, total)` is called as runs finish."""
-    import ray
-
     from gatesearch.build import build_model, count_params
-    from gatesearch.campaign import ensure_ray, failure_reason, trial_seed
+    from gatesearch.campaign import trial_seed
     from gatesearch.proxy.trainer import task_context
+    from gatesearch.runs.config import TrialResources
+    from gatesearch.runs.dispatch import Dispatcher, EventKind, call_streamed
     from gatesearch.tasks import make_task
 
     config, _, archs = prepare(req)
@@ -531,7 +531,10 @@ def run_fidelity(
         else {}
     )
     root = req.runs_dir / config["name"]
-    ensure_ray(req.address, req.workers)
+    # One CPU per training (a reference run is one process, like a trial's default).
+    dispatch = Dispatcher[tuple[int, str]](
+        TrialResources(cpus=1, retries=1), req.workers, req.address
+    )
     space_path = Path(config["space"])
     _create_dir(root, config, space_path)
     task = config["task"]
@@ -556,7 +559,6 @@ def run_fidelity(
             }
         )
         del model
-    remote = ray.remote(fidelity_run).options(num_cpus=1, max_retries=1)
     full_self_tuning = req.full_trainer == "self-tuning"
     budgets = {  # kind: (budget, self-tuning, proxy options)
         "full": (config["full_budget"], full_self_tuning, config["full"]),
@@ -564,7 +566,7 @@ def run_fidelity(
         "self_tuning": (config["proxy_budget"], True, config["proxy"]),
         "fixed": (config["proxy_budget"], False, config["proxy"]),
     }
-    pending: dict[Any, tuple[int, str]] = {}
+    total = 0
     for kind in RUN_KINDS:
         if kind == REPEAT and not req.repeat_full:
             continue
@@ -575,28 +577,27 @@ def run_fidelity(
             # The repeat differs from the reference by its seed only (initialisation, batch
             # order, dropout masks, STN perturbations).
             seed = row["repeat_seed"] if kind == REPEAT else row["seed"]
-            ref = remote.remote(arch.graph, task, budget, seed, self_tuning, 1, proxy)
-            pending[ref] = (row["index"], kind)
-    total, done = len(pending), 0
+            args = (fidelity_run, arch.graph, task, budget, seed, self_tuning, 1, proxy)
+            dispatch.submit((row["index"], kind), call_streamed, *args)
+            total += 1
+    done = 0
     if progress is not None:
         progress(done, total)
-    try:
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            index, kind = pending.pop(ready[0])
-            try:
-                metrics = ray.get(ready[0])
-                entry = {"metrics": metrics, "cpu_seconds": metrics.get("cpu_seconds")}
-            except Exception as exc:  # a diverged or crashed run: recorded, left out of ranks
-                entry = {"error": failure_reason(exc), "cpu_seconds": None}
-            rows[index]["runs"][kind] = entry
-            done += 1
-            if progress is not None:
-                progress(done, total)
-    except KeyboardInterrupt:
-        for ref in pending:
-            ray.cancel(ref, force=True)
-        raise
+    with dispatch:  # Ctrl-C cancels what is still running
+        while len(dispatch):
+            for event in dispatch.poll(timeout=1.0):
+                if not event.kind.done:
+                    continue
+                index, kind = event.key
+                if event.kind is EventKind.RESULT:
+                    metrics = event.value
+                    entry = {"metrics": metrics, "cpu_seconds": metrics.get("cpu_seconds")}
+                else:  # a diverged or crashed run: recorded, left out of ranks
+                    entry = {"error": event.value, "cpu_seconds": None}
+                rows[index]["runs"][kind] = entry
+                done += 1
+                if progress is not None:
+                    progress(done, total)
     result = {"config": config, "archs": rows, **analyse(config, rows)}
     write_atomic(root / RESULT, (json.dumps(result, indent=2) + "\n").encode())
     plot(result, root / PLOT)

@@ -1,0 +1,181 @@
+"""The one place where work goes to Ray: start or connect, per-task resources, timeouts,
+retries, failure reasons and cancellation. Campaigns, `retrain` and `fidelity` all submit
+through a `Dispatcher`, so a fix here (Ctrl-C, a GPU, a timeout) reaches every command.
+
+A task is a generator function run as a Ray streaming task. It yields dicts, in order:
+`{"started": True}` when a worker begins it (a timeout counts from there, not from submission:
+on a busy cluster a task may queue for minutes), any number of `{"progress": value}`, and last
+`{"result": value}`. `streamed(fn)` is that protocol around a plain function.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Generic, TypeVar
+
+from gatesearch.errors import GatesearchError
+from gatesearch.runs.config import TrialResources
+
+K = TypeVar("K")  # the caller's key of a task (not hashed)
+
+
+class DispatchError(GatesearchError):
+    """Ray could not be started or reached (one line)."""
+
+
+def ensure_ray(address: str | None, num_cpus: int) -> bool:
+    """Connect to `address` or start a local Ray; returns whether this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = {
+        "include_dashboard": False,
+        "logging_level": logging.ERROR,
+        "log_to_driver": False,
+    }
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            # "local" always starts a private instance: without it Ray would join whatever
+            # RAY_ADDRESS or a `ray start` on this machine points at, with our num_cpus refused.
+            ray.init(address="local", num_cpus=num_cpus, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = address or "a local instance"
+        raise DispatchError(f"cannot start Ray ({where}): {str(exc).splitlines()[0]}") from None
+    return True
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One line for a task's failure: the exception raised inside the task, not Ray's wrapper."""
+    import ray
+
+    if isinstance(exc, ray.exceptions.RayTaskError):
+        cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+        text = str(cause).strip().splitlines()
+        return f"{type(cause).__name__}: {text[-1] if text else ''}".strip()
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".strip()
+
+
+def call_streamed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
+    """The task protocol around a plain function: started, then its return value."""
+    yield {"started": True}
+    yield {"result": fn(*args, **kwargs)}
+
+
+class EventKind(Enum):
+    STARTED = "started"  # a worker began the task
+    PROGRESS = "progress"  # the task reported something on its way
+    RESULT = "result"  # the task's value; the task is done
+    FAILED = "failed"  # it raised (value: the reason); done
+    TIMED_OUT = "timed out"  # cancelled after the timeout (value: the reason); done
+
+    @property
+    def done(self) -> bool:
+        return self in (EventKind.RESULT, EventKind.FAILED, EventKind.TIMED_OUT)
+
+
+@dataclass(frozen=True)
+class Event(Generic[K]):
+    key: K
+    kind: EventKind
+    value: Any = None
+
+
+@dataclass
+class _Task(Generic[K]):
+    key: K
+    started: float | None = None  # monotonic time of its "started"; None: not yet
+
+
+class Dispatcher(Generic[K]):
+    """Tasks on Ray, each under the caller's key. Use as a context manager: leaving it by an
+    exception (Ctrl-C included) cancels whatever is still pending, so nothing keeps training on
+    the cluster for a driver that is gone."""
+
+    def __init__(self, resources: TrialResources, workers: int, address: str | None = None) -> None:
+        self.cpus = int(resources.cpus)
+        ensure_ray(address, workers * self.cpus)
+        self.options: dict[str, Any] = {"num_cpus": self.cpus, "max_retries": resources.retries}
+        if resources.gpus:
+            self.options["num_gpus"] = float(resources.gpus)
+        self.timeout = float(resources.timeout)  # 0: none
+        self._pending: dict[Any, _Task[K]] = {}
+        self._remotes: dict[Callable[..., Any], Any] = {}
+
+    def __enter__(self) -> Dispatcher[K]:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is not None:
+            self.cancel()
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def submit(self, key: K, task: Callable[..., Iterator[dict[str, Any]]], *args: Any) -> None:
+        """Start `task(*args)` (a generator function of the protocol above) under `key`."""
+        import ray
+
+        remote = self._remotes.get(task)
+        if remote is None:
+            remote = self._remotes[task] = ray.remote(task).options(**self.options)
+        self._pending[remote.remote(*args)] = _Task(key)
+
+    def poll(self, timeout: float = 1.0) -> list[Event[K]]:
+        """Wait up to `timeout` seconds (less when a task's deadline comes first) for the next
+        event; returns those that arrived and the tasks that ran past the timeout."""
+        import ray
+
+        now = time.monotonic()
+        if self.timeout:
+            started = [t.started for t in self._pending.values() if t.started is not None]
+            nearest = min((s + self.timeout for s in started), default=now + timeout)
+            timeout = max(0.0, min(timeout, nearest - now))
+        events: list[Event[K]] = []
+        ready: list[Any] = []  # ObjectRefGenerators: Ray's stubs type them as ObjectRefs
+        if self._pending:
+            ready, _ = ray.wait(list(self._pending), num_returns=1, timeout=timeout)
+        for gen in ready:
+            task = self._pending[gen]
+            try:
+                message = ray.get(next(gen))
+            except StopIteration:  # the task ended without a result: a bug of ours
+                events.append(Event(task.key, EventKind.FAILED, "the task returned no result"))
+            except Exception as exc:
+                events.append(Event(task.key, EventKind.FAILED, failure_reason(exc)))
+            else:
+                ((name, value),) = message.items()
+                kind = EventKind(name)
+                if kind is EventKind.STARTED:
+                    task.started = time.monotonic()
+                events.append(Event(task.key, kind, value))
+                if not kind.done:
+                    continue
+            del self._pending[gen]
+        if self.timeout:
+            now = time.monotonic()
+            for gen, task in list(self._pending.items()):
+                if task.started is not None and now - task.started > self.timeout:
+                    ray.cancel(gen, force=True)
+                    del self._pending[gen]
+                    reason = f"timeout: no result {self.timeout:g}s after it started"
+                    events.append(Event(task.key, EventKind.TIMED_OUT, reason))
+        return events
+
+    def cancel(self) -> list[K]:
+        """Cancel every pending task; returns their keys."""
+        import ray
+
+        keys = []
+        for gen, task in self._pending.items():
+            ray.cancel(gen, force=True)
+            keys.append(task.key)
+        self._pending.clear()
+        return keys
