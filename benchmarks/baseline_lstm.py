@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gatesearch.build import count_params
+from gatesearch.arch.build import count_params
 from gatesearch.evaluate import parse_task_params
 from gatesearch.proxy import ProxyConfig
 from gatesearch.proxy.trainer import split_scores

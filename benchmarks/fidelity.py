@@ -32,9 +32,9 @@ from pathlib import Path
 import ray
 from rich.console import Console
 
-from gatesearch.cli_campaign import fidelity_lines, fidelity_table
+from gatesearch.cli.campaign import fidelity_lines, fidelity_table
 from gatesearch.evaluate import parse_proxy_options, parse_task_params
-from gatesearch.proxy.fidelity import REPEAT, FidelityError, FidelityRequest, run_fidelity
+from gatesearch.experiments.fidelity import REPEAT, FidelityError, FidelityRequest, run_fidelity
 from gatesearch.runs.dispatch import ensure_ray
 
 MQAR = {"vocab": 64, "length": 32, "pairs": 4, "n_valid": 256, "n_test": 256}

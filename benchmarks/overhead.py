@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import ray
 
-from gatesearch.campaign import Campaign, RunRequest, package_versions, prepare_run
-from gatesearch.store import RunStore
+from gatesearch.runs.campaign import Campaign, RunRequest, package_versions, prepare_run
+from gatesearch.runs.store import RunStore
 
 
 class TimedCampaign(Campaign):
@@ -105,8 +105,8 @@ _GRAMMAR = None
 def _tune_space(trial) -> dict:
     """OptunaSearch's define-by-run space (module level: Tune pickles its searcher)."""
     global _GRAMMAR
+    from gatesearch.arch.space import DEFAULT_SPACE, load_space
     from gatesearch.grammar import expand
-    from gatesearch.space import DEFAULT_SPACE, load_space
     from gatesearch.strategies import OptunaChooser
 
     if _GRAMMAR is None:
@@ -121,13 +121,13 @@ def run_tune(trials: int, workers: int, root: Path) -> dict:
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
-    from gatesearch.space import Architecture
+    from gatesearch.arch.space import Architecture
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     def trainable(config: dict) -> dict:
+        from gatesearch.arch.space import DEFAULT_SPACE, load_space
         from gatesearch.grammar import replay
-        from gatesearch.space import DEFAULT_SPACE, load_space
 
         g = load_space(DEFAULT_SPACE)
         arch = Architecture.from_derivation(replay(g, config["choices"], True))

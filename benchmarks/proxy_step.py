@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
+from gatesearch.arch.space import load_known
 from gatesearch.proxy import ProxyConfig, Response, train_proxy
-from gatesearch.space import load_known
 from gatesearch.tasks import make_task
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -37,10 +37,16 @@ from self_tuning import best_cell, grid_cells, run_one
 
 from gatesearch.budget import parse_budget
 from gatesearch.evaluate import spec_of
+from gatesearch.experiments.retrain import (
+    SelfTune,
+    default_full_budget,
+    retrain_body,
+    select,
+    with_dropout,
+)
 from gatesearch.proxy.hyper import WEIGHT_DECAY
-from gatesearch.retrain import SelfTune, default_full_budget, retrain_body, select, with_dropout
 from gatesearch.runs.dispatch import ensure_ray, failure_reason
-from gatesearch.store import RunStore, StoreError
+from gatesearch.runs.store import RunStore, StoreError
 
 RULES = ("tuned", "defaults", "grid")
 

@@ -46,9 +46,8 @@ from typing import Any
 import ray
 
 from gatesearch.budget import Budget, parse_budget
-from gatesearch.campaign import trial_seed
 from gatesearch.evaluate import parse_proxy_options, parse_task_params
-from gatesearch.proxy.fidelity import (
+from gatesearch.experiments.fidelity import (
     FidelityError,
     FidelityRequest,
     bootstrap_taus,
@@ -56,6 +55,7 @@ from gatesearch.proxy.fidelity import (
     rank_correlations,
 )
 from gatesearch.proxy.hyper import WEIGHT_DECAY
+from gatesearch.runs.campaign import trial_seed
 from gatesearch.runs.dispatch import ensure_ray, failure_reason
 from gatesearch.tasks import TaskError
 

@@ -161,8 +161,8 @@ class Soak:
             self.violation(f"bad input {label} changed the protected run")
 
     def fuzz(self, n: int = 200) -> None:
+        from gatesearch.arch.space import DEFAULT_SPACE
         from gatesearch.grammar import GrammarError, grammar_from_text
-        from gatesearch.space import DEFAULT_SPACE
 
         source = DEFAULT_SPACE.read_text(encoding="utf-8")
         tokens = ["(", ")", ",", "|", ":=", "[", "]", "..", "#", "\n", "1e400", "0", "-3",
@@ -193,8 +193,8 @@ class Soak:
     def check_finished(self, run: Path) -> None:
         from optuna.trial import TrialState
 
-        from gatesearch.campaign import count_finished
-        from gatesearch.store import RunStore
+        from gatesearch.runs.campaign import count_finished
+        from gatesearch.runs.store import RunStore
 
         with RunStore.open(run, writer=False) as store:
             records = store.records()

@@ -18,10 +18,10 @@ import time
 
 import torch
 
-from gatesearch.build import aux_losses, build_model
+from gatesearch.arch.build import aux_losses, build_model
+from gatesearch.arch.graph import arch_hash
+from gatesearch.arch.space import DEFAULT_SPACE, Architecture, graph_context, load_space
 from gatesearch.grammar import derivation_to_graph, sample
-from gatesearch.graph import arch_hash
-from gatesearch.space import DEFAULT_SPACE, Architecture, graph_context, load_space
 
 
 def throughput(n: int, repeats: int = 3) -> dict[str, float]:

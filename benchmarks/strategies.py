@@ -26,9 +26,15 @@ import time
 import numpy as np
 import optuna
 
-from gatesearch.campaign import PRESETS_DIR, load_preset, make_strategy, parse_preset, trial_seed
+from gatesearch.arch.space import DEFAULT_SPACE, Architecture, load_space
 from gatesearch.evaluate import resolve_task
-from gatesearch.space import DEFAULT_SPACE, Architecture, load_space
+from gatesearch.runs.campaign import (
+    PRESETS_DIR,
+    load_preset,
+    make_strategy,
+    parse_preset,
+    trial_seed,
+)
 from gatesearch.strategies import Observation
 from gatesearch.tasks import TaskSpec
 

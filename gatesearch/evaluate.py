@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import networkx as nx
 
+from gatesearch.arch.graph import arch_hash
 from gatesearch.budget import Budget
-from gatesearch.graph import arch_hash
 from gatesearch.tasks import TaskError, TaskSpec
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ class Evaluator(ABC):
     def context(self, graph: nx.DiGraph) -> Context:
         """The build context of `graph` for this evaluator's task (its width and causality,
         the task's input and output ends)."""
-        from gatesearch.space import graph_context
+        from gatesearch.arch.space import graph_context
 
         return graph_context(graph)
 
@@ -104,7 +104,7 @@ class Evaluator(ABC):
         campaign driver can check a parameter limit on every proposal in milliseconds."""
         import torch
 
-        from gatesearch.build import build_model, count_params
+        from gatesearch.arch.build import build_model, count_params
 
         with torch.device("meta"):
             model = build_model(graph, self.context(graph))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gatesearch.cli import main
+from gatesearch.cli.app import main
 
 
 def cli(*args: object) -> int:

@@ -7,8 +7,8 @@ import math
 
 import pytest
 
+from gatesearch.arch.space import DEFAULT_SPACE, load_space, sample_architectures
 from gatesearch.budget import parse_budget
-from gatesearch.campaign import RunRequest, prepare_run
 from gatesearch.evaluate import (
     NullEvaluator,
     ProxyEvaluator,
@@ -19,8 +19,8 @@ from gatesearch.evaluate import (
     resolve_task,
     spec_of,
 )
+from gatesearch.runs.campaign import RunRequest, prepare_run
 from gatesearch.runs.config import Direction
-from gatesearch.space import DEFAULT_SPACE, load_space, sample_architectures
 from gatesearch.tasks import TaskError, TaskSpec
 
 PROXY_METRICS = {

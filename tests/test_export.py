@@ -17,7 +17,15 @@ import networkx as nx
 import pytest
 import torch
 
-from gatesearch.build import GraphModel, build_model, prune_model
+from gatesearch.arch.build import GraphModel, build_model, prune_model
+from gatesearch.arch.graph import INPUT_OP
+from gatesearch.arch.space import (
+    DEFAULT_SPACE,
+    Architecture,
+    graph_context,
+    load_space,
+    sample_architectures,
+)
 from gatesearch.export import (
     ExportError,
     codegen,
@@ -27,16 +35,8 @@ from gatesearch.export import (
     sources,
     write_export,
 )
-from gatesearch.graph import INPUT_OP
 from gatesearch.primitives import attention
 from gatesearch.primitives.pruning import HardConcreteGate, PruningGate, TrainableGate
-from gatesearch.space import (
-    DEFAULT_SPACE,
-    Architecture,
-    graph_context,
-    load_space,
-    sample_architectures,
-)
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_SEED = 2024

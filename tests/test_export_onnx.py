@@ -10,17 +10,17 @@ import onnxruntime
 import pytest
 import torch
 
-from gatesearch.build import build_model
-from gatesearch.export import ExportError
-from gatesearch.export.onnx import ONNX_ATOL, export_onnx
-from gatesearch.registry import InputKind
-from gatesearch.space import (
+from gatesearch.arch.build import build_model
+from gatesearch.arch.space import (
     DEFAULT_SPACE,
     Architecture,
     graph_context,
     load_space,
     sample_architectures,
 )
+from gatesearch.export import ExportError
+from gatesearch.export.onnx import ONNX_ATOL, export_onnx
+from gatesearch.registry import InputKind
 
 SEQ = 24
 # The chunked scans (minlstm, rglru), chunked linear attention (gla), softmax attention, a

@@ -63,7 +63,7 @@ def test_an_installed_wheel_runs_a_campaign_with_its_own_copies(
     env.pop("RAY_ADDRESS", None)
     where = subprocess.run(
         [sys.executable, "-c",
-         "import gatesearch, gatesearch.space as s, gatesearch.campaign as c; "
+         "import gatesearch, gatesearch.arch.space as s, gatesearch.runs.campaign as c; "
          "print(gatesearch.__file__); print(s.DEFAULT_SPACE); print(c.resolve_preset_path(None))"],
         check=True, capture_output=True, text=True, cwd=tmp_path, env=env,
     ).stdout.split()  # fmt: skip
@@ -73,7 +73,7 @@ def test_an_installed_wheel_runs_a_campaign_with_its_own_copies(
     assert Path(where[2]) == bundled / "strategies" / "evolution.toml"
     assert filecmp.cmp(where[1], REPO / "spaces" / "gated_lm.space", shallow=False)
     run = subprocess.run(
-        [sys.executable, "-c", "from gatesearch.cli import main; main()",
+        [sys.executable, "-c", "from gatesearch.cli.app import main; main()",
          "run", "--task", "null", "--trials", "3", "--workers", "1",
          "--runs-dir", str(tmp_path / "runs"), "--name", "w"],
         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import typer
 
-from gatesearch.cli import app
+from gatesearch.cli.app import app
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

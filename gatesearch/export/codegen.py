@@ -31,12 +31,8 @@ import networkx as nx
 import torch
 from torch import nn
 
-from gatesearch.build import GraphModel, build_model, unique_name
-from gatesearch.export import bridges
-from gatesearch.export.checks import check_statement
-from gatesearch.export.errors import ExportError
-from gatesearch.export.sources import Collected, HeaderImport, collect
-from gatesearch.graph import (
+from gatesearch.arch.build import GraphModel, build_model, unique_name
+from gatesearch.arch.graph import (
     INPUT_OP,
     OUTPUT_OP,
     GraphError,
@@ -44,7 +40,11 @@ from gatesearch.graph import (
     describe,
     validate_graph,
 )
-from gatesearch.graph import arch_hash as compute_arch_hash
+from gatesearch.arch.graph import arch_hash as compute_arch_hash
+from gatesearch.export import bridges
+from gatesearch.export.checks import check_statement
+from gatesearch.export.errors import ExportError
+from gatesearch.export.sources import Collected, HeaderImport, collect
 from gatesearch.registry import REGISTRY, Context, InputKind, PrimitiveSpec, TensorKind
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")

@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from gatesearch.arch.build import GraphModel
 from gatesearch.atomic import write_atomic
-from gatesearch.build import GraphModel
 from gatesearch.export.codegen import attribute_names, primitive_nodes
 from gatesearch.export.errors import ExportError
 

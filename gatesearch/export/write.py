@@ -12,12 +12,12 @@ from typing import Any
 import networkx as nx
 from torch import nn
 
+from gatesearch.arch.build import GraphModel, prune_model
+from gatesearch.arch.graph import arch_hash as compute_arch_hash
 from gatesearch.atomic import write_atomic
-from gatesearch.build import GraphModel, prune_model
 from gatesearch.export.codegen import export_source
 from gatesearch.export.errors import ExportError
 from gatesearch.export.weights import export_weights
-from gatesearch.graph import arch_hash as compute_arch_hash
 from gatesearch.registry import Context
 
 
@@ -44,7 +44,7 @@ def write_export(
     weights as safetensors beside it (same stem).
 
     `prune`: prune a copy of `model` first (closed gates removed, open ones folded into the
-    weights; see `gatesearch.build.prune_model`) and export the architecture that remains, so
+    weights; see `gatesearch.arch.build.prune_model`) and export the architecture that remains, so
     the file has no pruning gates. `arch_hash` defaults to the hash of `graph`.
     Both files are written to temporary files and moved into place.
     """

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from gatesearch.build import GraphModel
+from gatesearch.arch.build import GraphModel
 from gatesearch.proxy.hyper import (
     AUX_WEIGHTS,
     DROPOUT_ROLES,

@@ -34,8 +34,7 @@ import networkx as nx
 import torch
 from torch import nn
 
-from gatesearch.budget import Budget, BudgetUnit, parse_budget
-from gatesearch.build import (
+from gatesearch.arch.build import (
     GraphModel,
     aux_losses,
     build_model,
@@ -44,8 +43,9 @@ from gatesearch.build import (
     flops_per_token,
     prune_model,
 )
+from gatesearch.arch.graph import INPUT_OP, arch_hash
+from gatesearch.budget import Budget, BudgetUnit, parse_budget
 from gatesearch.errors import GatesearchError
-from gatesearch.graph import INPUT_OP, arch_hash
 from gatesearch.primitives.pruning import PruningGate
 from gatesearch.proxy.hyper import HyperSet, default_hypers
 from gatesearch.proxy.stn import (

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
-from gatesearch.graph import INPUT_OP, describe
+from gatesearch.arch.graph import INPUT_OP, describe
 from gatesearch.registry import REGISTRY, Role
 
 if TYPE_CHECKING:

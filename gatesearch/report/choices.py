@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
-from gatesearch.graph import INPUT_OP, OUTPUT_OP
+from gatesearch.arch.graph import INPUT_OP, OUTPUT_OP
 from gatesearch.registry import REGISTRY, PrimitiveSpec, Role
 
 if TYPE_CHECKING:

@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from gatesearch.arch.graph import tree_lines
 from gatesearch.atomic import remove_temps, write_atomic
-from gatesearch.graph import tree_lines
 
 if TYPE_CHECKING:
     pass

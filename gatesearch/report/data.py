@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 import networkx as nx
 import numpy as np
 
-from gatesearch.campaign import rank_records
+from gatesearch.arch.graph import GraphError, read_graph
 from gatesearch.errors import GatesearchError
-from gatesearch.graph import GraphError, read_graph
+from gatesearch.runs.campaign import rank_records
 from gatesearch.runs.config import RunConfig
 from gatesearch.runs.outcomes import TrialOutcome
-from gatesearch.store import JOURNAL, RunStore, StoreError, TrialRecord
+from gatesearch.runs.store import JOURNAL, RunStore, StoreError, TrialRecord
 
 if TYPE_CHECKING:
     pass

@@ -9,8 +9,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gatesearch.retrain import read_retrained, sort_retrained
-from gatesearch.store import RunState, campaign_state
+from gatesearch.experiments.retrain import read_retrained, sort_retrained
+from gatesearch.runs.store import RunState, campaign_state
 
 if TYPE_CHECKING:
     pass

@@ -25,9 +25,9 @@ from typing import Any, ClassVar
 
 import optuna
 
+from gatesearch.arch.space import Architecture
 from gatesearch.grammar import Derivation, replay, sample
 from gatesearch.grammar.evolve import crossover, mutate
-from gatesearch.space import Architecture
 from gatesearch.strategies.base import Observation, Proposal, Strategy
 
 # Draws of a child (or of an initial sample) before a known architecture is accepted: enough

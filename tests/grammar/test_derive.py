@@ -6,6 +6,8 @@ import random
 
 import pytest
 
+from gatesearch.arch.graph import arch_hash, validate_graph
+from gatesearch.arch.space import DEFAULT_SPACE, load_space
 from gatesearch.grammar import (
     ChoiceKind,
     DerivationError,
@@ -15,8 +17,6 @@ from gatesearch.grammar import (
     sample,
 )
 from gatesearch.grammar.evolve import crossover, mutate
-from gatesearch.graph import arch_hash, validate_graph
-from gatesearch.space import DEFAULT_SPACE, load_space
 
 SMALL = """\
 task any

@@ -6,8 +6,8 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gatesearch.arch.space import DEFAULT_SPACE
 from gatesearch.grammar import GrammarError, grammar_from_text
-from gatesearch.space import DEFAULT_SPACE
 
 SOURCE = DEFAULT_SPACE.read_text(encoding="utf-8")
 TOKENS = [

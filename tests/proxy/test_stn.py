@@ -7,7 +7,7 @@ import torch
 from proxydata import stack_graph
 from torch import nn
 
-from gatesearch.build import build_model
+from gatesearch.arch.build import build_model
 from gatesearch.proxy.hyper import HyperSet, default_hypers
 from gatesearch.proxy.stn import (
     HyperContext,

@@ -17,8 +17,8 @@ from proxydata import NoisyLookup, stack_graph
 from torch import nn
 
 import gatesearch.proxy.trainer as trainer_module
-from gatesearch.build import GraphModel, build_model, flops_per_token
-from gatesearch.graph import arch_hash
+from gatesearch.arch.build import GraphModel, build_model, flops_per_token
+from gatesearch.arch.graph import arch_hash
 from gatesearch.proxy import (
     HyperError,
     LRSchedule,

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from gatesearch.budget import parse_budget
-from gatesearch.campaign import summary
+from gatesearch.runs.campaign import summary
 from gatesearch.runs.config import Direction, RunConfig, RunConfigError
-from gatesearch.store import CONFIG, RunStore, StoreError
+from gatesearch.runs.store import CONFIG, RunStore, StoreError
 from gatesearch.tasks import TaskSpec
 
 # A 4-trial `null` campaign written by gatesearch 0.1.0 before the config was typed (machine

@@ -8,9 +8,9 @@ import zlib
 import optuna
 import pytest
 
-from gatesearch.campaign import load_preset, make_strategy, parse_preset, resolve_preset_path
+from gatesearch.arch.space import DEFAULT_SPACE, Architecture, load_space
 from gatesearch.grammar import ChoiceKind, ChoicePoint, replay, sample
-from gatesearch.space import DEFAULT_SPACE, Architecture, load_space
+from gatesearch.runs.campaign import load_preset, make_strategy, parse_preset, resolve_preset_path
 from gatesearch.strategies import STRATEGIES, Observation, StrategyError, parse_options
 from gatesearch.strategies.evolution import RegularizedEvolution
 from gatesearch.strategies.optuna_samplers import feasible

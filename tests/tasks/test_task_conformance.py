@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from gatesearch.build import build_model
+from gatesearch.arch.build import build_model
+from gatesearch.arch.space import load_known
 from gatesearch.registry import InputKind
-from gatesearch.space import load_known
 from gatesearch.tasks import Batch, Split, Task, TaskSpec, available_tasks, evaluate, make_task
 
 SPACES = Path(__file__).resolve().parents[2] / "spaces"

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gatesearch.build import (
+from gatesearch.arch.build import (
     GraphModel,
     aux_losses,
     build_model,
@@ -21,7 +21,7 @@ from gatesearch.build import (
     flops_per_token,
     prune_model,
 )
-from gatesearch.graph import GraphError, arch_hash, validate_graph
+from gatesearch.arch.graph import GraphError, arch_hash, validate_graph
 from gatesearch.primitives.base import AUX_SPARSITY, Primitive, Prunable
 from gatesearch.primitives.pruning import make_gate, prune_param
 from gatesearch.registry import (

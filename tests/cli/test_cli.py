@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from gatesearch.space import DEFAULT_SPACE, SPACES_DIR
+from gatesearch.arch.space import DEFAULT_SPACE, SPACES_DIR
 
 EXE = shutil.which("gatesearch") or ""
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    cmd = [EXE, *args] if EXE else [sys.executable, "-m", "gatesearch.cli", *args]
+    cmd = [EXE, *args] if EXE else [sys.executable, "-m", "gatesearch.cli.app", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=cwd)
 
 

@@ -11,7 +11,7 @@ import pytest
 from optuna.trial import TrialState
 
 from gatesearch.budget import Budget, BudgetError, BudgetUnit, parse_budget
-from gatesearch.campaign import (
+from gatesearch.runs.campaign import (
     Campaign,
     CampaignError,
     RunRequest,
@@ -21,7 +21,7 @@ from gatesearch.campaign import (
     summary,
     trial_seed,
 )
-from gatesearch.store import RunStore
+from gatesearch.runs.store import RunStore
 
 TINY_SPACE = """\
 task causal
@@ -98,8 +98,8 @@ def test_a_real_task_trains_through_the_proxy(tmp_path):
 
 
 def test_proxy_options_reach_every_trial_and_survive_resume(tmp_path):
-    from gatesearch.campaign import open_for_resume
     from gatesearch.evaluate import resolve_task
+    from gatesearch.runs.campaign import open_for_resume
     from gatesearch.tasks import TaskSpec
 
     space = tmp_path / "tiny.space"
@@ -128,11 +128,11 @@ def test_max_params_turns_larger_models_down_untrained_and_keeps_the_rest(tmp_pa
     the LSTM block is larger than the GRU block, so with the limit between them every LSTM
     proposal is turned down at once and every GRU proposal trains. Turned-down proposals are
     a count in the study; one an Optuna sampler made is a failed trial with its reason."""
-    from gatesearch.build import build_model, count_params
+    from gatesearch.arch.build import build_model, count_params
+    from gatesearch.arch.space import Architecture, load_space
     from gatesearch.evaluate import resolve_task
     from gatesearch.grammar.derive import sample
     from gatesearch.proxy.trainer import task_context
-    from gatesearch.space import Architecture, load_space
     from gatesearch.tasks import TaskSpec
 
     space = tmp_path / "tiny.space"
@@ -214,7 +214,7 @@ def test_max_params_turns_larger_models_down_untrained_and_keeps_the_rest(tmp_pa
 
 def test_seed_archs_run_as_given_under_a_parameter_limit(tmp_path):
     """The limit turns down proposals; a known architecture the user seeds is run as asked."""
-    known = Path(__file__).resolve().parent.parent / "spaces" / "known" / "llama.toml"
+    known = Path(__file__).resolve().parents[2] / "spaces" / "known" / "llama.toml"
     store = run_campaign(tmp_path, task="null", trials=1, seed_archs=[known], max_params=1000)
     (record,) = store.records()
     assert record.state is TrialState.COMPLETE and record.slot == 0

@@ -14,6 +14,7 @@ from typing import Any
 
 import networkx as nx
 
+from gatesearch.arch.graph import INPUT_OP, arch_hash
 from gatesearch.grammar import (
     ChoiceKind,
     ChoicePoint,
@@ -29,7 +30,6 @@ from gatesearch.grammar import (
     sample,
 )
 from gatesearch.grammar.model import Choose, Fixed, PrimCall, Repeat, RuleRef, Slot, Wrap
-from gatesearch.graph import INPUT_OP, arch_hash
 from gatesearch.registry import Context, InputKind, Value
 from gatesearch.shipped import shipped_dir
 

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from gatesearch.graph import (
+from gatesearch.arch.graph import (
     GraphError,
     arch_hash,
     canonical_form,

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from clitools import cli
 
-from gatesearch.store import SPACE_COPY, RunStore
+from gatesearch.runs.store import SPACE_COPY, RunStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
 
@@ -236,7 +236,7 @@ def finished_by_slot(run: Path) -> dict[int, tuple[int, str, tuple | None]]:
 
 def spawn_and_kill(tmp_path: Path, address: str, args: list[str], run: Path, after: int) -> None:
     """Start a driver subprocess on the test's Ray, SIGKILL it once `after` slots finished."""
-    cmd = [sys.executable, "-m", "gatesearch.cli", "run", "--address", address, *map(str, args)]
+    cmd = [sys.executable, "-m", "gatesearch.cli.app", "run", "--address", address, *map(str, args)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     try:
@@ -290,7 +290,7 @@ def test_ctrl_c_stops_with_status_130_and_resume_finishes(tmp_path, capsys, ray_
     # 30 trials of 0.5 s on 2 workers: 7 s of work left after the first two, so a loaded
     # machine (a slow journal read below) cannot let the campaign finish before the signal.
     trials = 30
-    cmd = [sys.executable, "-m", "gatesearch.cli", "run", "--address", ray_local, "--task",
+    cmd = [sys.executable, "-m", "gatesearch.cli.app", "run", "--address", ray_local, "--task",
            "null", "--budget", "0.5s", "--trials", str(trials), "--workers", "2",
            "--runs-dir", runs, "--name", "i"]  # fmt: skip
     # A suite started in the background (`cmd &`) inherits SIGINT ignored, and Python then
@@ -337,7 +337,7 @@ def test_serial_resume_repeats_an_uninterrupted_campaign(tmp_path, ray_local):
 
 
 def test_seed_archs_are_the_first_trials(tmp_path, capsys):
-    from gatesearch.space import SPACES_DIR, load_known
+    from gatesearch.arch.space import SPACES_DIR, load_known
 
     known = [SPACES_DIR / "known" / "llama.toml", SPACES_DIR / "known" / "hawk.toml"]
     args = ["run", "--task", "null", "--trials", "4", "--runs-dir", tmp_path / "runs"]

@@ -22,10 +22,10 @@ import numpy as np
 import pytest
 from clitools import cli
 
-from gatesearch.campaign import pareto_mask
-from gatesearch.graph import read_graph, write_graph
+from gatesearch.arch.graph import read_graph, write_graph
 from gatesearch.report import load_run, rank_trials
-from gatesearch.store import DriverState, RunState, RunStore, campaign_state
+from gatesearch.runs.campaign import pareto_mask
+from gatesearch.runs.store import DriverState, RunState, RunStore, campaign_state
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MIN_PNG_BYTES = 5_000  # a real plot; an empty canvas or an error image is smaller
@@ -40,7 +40,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
 def report_subprocess(*args: object) -> subprocess.CompletedProcess[str]:
     """The real command in a fresh interpreter, as a user runs it."""
     return subprocess.run(
-        [sys.executable, "-m", "gatesearch.cli", "report", *map(str, args)],
+        [sys.executable, "-m", "gatesearch.cli.app", "report", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=SUBPROCESS_TIMEOUT_S,

@@ -51,9 +51,9 @@ import optuna
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
+from gatesearch.arch.graph import write_graph
 from gatesearch.atomic import remove_temps, temp_path_beside, write_atomic
 from gatesearch.errors import GatesearchError
-from gatesearch.graph import write_graph
 from gatesearch.runs.config import FORMAT, RunConfig, RunConfigError
 from gatesearch.runs.outcomes import TrialOutcome, classify
 

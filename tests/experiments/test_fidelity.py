@@ -12,7 +12,7 @@ import pytest
 from clitools import cli
 
 from gatesearch.evaluate import resolve_task
-from gatesearch.proxy.fidelity import (
+from gatesearch.experiments.fidelity import (
     PLOT,
     PROXIES,
     REPEAT,
@@ -236,7 +236,7 @@ def test_bootstrap_gives_no_interval_where_tau_is_mostly_undefined():
 
 
 def test_max_params_samples_only_architectures_within_the_limit(tmp_path):
-    from gatesearch.proxy.fidelity import FidelityRequest, prepare
+    from gatesearch.experiments.fidelity import FidelityRequest, prepare
 
     space = tmp_path / "tiny.space"
     space.write_text(TINY_SPACE)

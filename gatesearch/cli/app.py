@@ -64,7 +64,7 @@ SpaceArg = Annotated[Path, typer.Argument(help="A space file, e.g. spaces/gated_
 
 
 def _space(path: Path) -> Grammar:
-    from gatesearch.space import load_space
+    from gatesearch.arch.space import load_space
 
     return load_space(path)
 
@@ -80,10 +80,10 @@ def space_validate(path: SpaceArg) -> None:
 @space_app.command("show")
 def space_show(path: SpaceArg) -> None:
     """List the space's rules, the primitives it uses with their parameters, and its size."""
+    from gatesearch.arch.space import space_size_log10
     from gatesearch.grammar.checks import primitive_calls
     from gatesearch.grammar.model import Fixed
     from gatesearch.registry import REGISTRY
-    from gatesearch.space import space_size_log10
 
     g = _space(path)
     out.print(f"[bold]{path}[/bold]  task: {g.causality.value}  start: {g.start}")
@@ -156,9 +156,9 @@ def space_sample(
     ] = 128,
 ) -> None:
     """Draw architectures; print each as a tree with its parameters, size and FLOPs per token."""
-    from gatesearch.build import build_model, count_params, flops_per_token
-    from gatesearch.graph import graph_to_table, tree_lines
-    from gatesearch.space import graph_context, sample_architectures
+    from gatesearch.arch.build import build_model, count_params, flops_per_token
+    from gatesearch.arch.graph import graph_to_table, tree_lines
+    from gatesearch.arch.space import graph_context, sample_architectures
 
     g = _space(path)
     if noncausal and False not in g.causality.admits():
@@ -196,8 +196,8 @@ def _si(x: float) -> str:
     return f"{x:.0f}"
 
 
-from gatesearch.cli_campaign import register as _register_campaign  # noqa: E402
-from gatesearch.cli_export import register as _register_export  # noqa: E402
+from gatesearch.cli.campaign import register as _register_campaign  # noqa: E402
+from gatesearch.cli.export import register as _register_export  # noqa: E402
 from gatesearch.report import register as _register_report  # noqa: E402
 
 _register_campaign(app)

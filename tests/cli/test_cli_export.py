@@ -15,16 +15,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from gatesearch.build import build_model
-from gatesearch.graph import read_graph
-from gatesearch.space import DEFAULT_SPACE
+from gatesearch.arch.build import build_model
+from gatesearch.arch.graph import read_graph
+from gatesearch.arch.space import DEFAULT_SPACE
 from gatesearch.tasks import TaskSpec, make_task
 
 EXE = shutil.which("gatesearch")
 
 
 def gs(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    cmd = [EXE, *args] if EXE else [sys.executable, "-m", "gatesearch.cli", *args]
+    cmd = [EXE, *args] if EXE else [sys.executable, "-m", "gatesearch.cli.app", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=cwd)
 
 

@@ -29,8 +29,8 @@ from optuna.trial import FrozenTrial, TrialState
 from ray._private import ray_constants
 from ray.cluster_utils import Cluster
 
-from gatesearch.campaign import summary
-from gatesearch.store import RunStore
+from gatesearch.runs.campaign import summary
+from gatesearch.runs.store import RunStore
 
 pytestmark = pytest.mark.slow
 

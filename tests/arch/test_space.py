@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from gatesearch.build import aux_losses, build_model, count_params
-from gatesearch.grammar import DerivationError
-from gatesearch.graph import describe
-from gatesearch.space import (
+from gatesearch.arch.build import aux_losses, build_model, count_params
+from gatesearch.arch.graph import describe
+from gatesearch.arch.space import (
     DEFAULT_SPACE,
     SPACES_DIR,
     graph_context,
@@ -19,6 +18,7 @@ from gatesearch.space import (
     load_space,
     sample_architectures,
 )
+from gatesearch.grammar import DerivationError
 
 VOCAB = 256  # graph_context's default token vocabulary and output width
 

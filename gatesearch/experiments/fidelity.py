@@ -51,14 +51,14 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
+from gatesearch.arch.graph import describe, write_graph
+from gatesearch.arch.space import DEFAULT_SPACE, Architecture, load_space
 from gatesearch.atomic import temp_path_beside, write_atomic
 from gatesearch.budget import Budget, parse_budget
 from gatesearch.errors import GatesearchError
 from gatesearch.evaluate import ProxyEvaluator, resolve_task
 from gatesearch.grammar import Grammar
-from gatesearch.graph import describe, write_graph
 from gatesearch.proxy.trainer import ProxyOptionError, proxy_config
-from gatesearch.space import DEFAULT_SPACE, Architecture, load_space
 from gatesearch.tasks import TaskSpec
 
 PROXIES = ("self_tuning", "fixed", "params")
@@ -350,7 +350,7 @@ def load_reference(
 
 def prepare(req: FidelityRequest) -> tuple[dict[str, Any], Grammar, list[Architecture]]:
     """Check every input, resolve the config and sample the architectures; nothing written."""
-    from gatesearch.campaign import RUN_NAME, causal_for, default_run_name
+    from gatesearch.runs.campaign import RUN_NAME, causal_for, default_run_name
 
     if req.archs < 3:
         raise FidelityError("--archs must be at least 3 (a rank correlation needs 3 pairs)")
@@ -516,9 +516,9 @@ def run_fidelity(
 ) -> tuple[Path, dict[str, Any]]:
     """Run the measurement; returns the run directory and the result written to
     fidelity.json. `progress(done, total)` is called as runs finish."""
-    from gatesearch.build import build_model, count_params
-    from gatesearch.campaign import trial_seed
+    from gatesearch.arch.build import build_model, count_params
     from gatesearch.proxy.trainer import task_context
+    from gatesearch.runs.campaign import trial_seed
     from gatesearch.runs.config import TrialResources
     from gatesearch.runs.dispatch import Dispatcher, EventKind, call_streamed
     from gatesearch.tasks import make_task

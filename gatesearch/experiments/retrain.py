@@ -53,15 +53,15 @@ from typing import Any
 
 import networkx as nx
 
+from gatesearch.arch.graph import arch_hash, read_graph, write_graph
 from gatesearch.atomic import remove_temps, temp_path_beside
 from gatesearch.budget import Budget, parse_budget
-from gatesearch.campaign import ranked, trial_seed
 from gatesearch.errors import GatesearchError
 from gatesearch.evaluate import resolve_task, spec_of
-from gatesearch.graph import arch_hash, read_graph, write_graph
 from gatesearch.proxy.hyper import DROPOUT_PREFIX
+from gatesearch.runs.campaign import ranked, trial_seed
 from gatesearch.runs.dispatch import Dispatcher, EventKind
-from gatesearch.store import RunStore, StoreError, TrialRecord
+from gatesearch.runs.store import RunStore, StoreError, TrialRecord
 
 RETRAINED = "retrained"
 WEIGHTS = "weights.safetensors"
@@ -128,7 +128,7 @@ def retrain_body(
     import torch
     from safetensors.torch import save
 
-    from gatesearch.build import count_params, example_input, flops_per_token, prune_model
+    from gatesearch.arch.build import count_params, example_input, flops_per_token, prune_model
     from gatesearch.proxy import ProxyConfig, train_proxy
     from gatesearch.proxy.trainer import LRSchedule, measure_latency, split_scores, task_context
     from gatesearch.tasks import Split, make_task

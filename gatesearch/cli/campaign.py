@@ -15,7 +15,14 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from gatesearch.campaign import (
+from gatesearch.evaluate import (
+    objective_label,
+    parse_proxy_options,
+    parse_task_params,
+    spec_of,
+)
+from gatesearch.experiments.retrain import DEFAULT_EVAL_POINTS, DEFAULT_PATIENCE, final_order
+from gatesearch.runs.campaign import (
     Campaign,
     RunRequest,
     Stats,
@@ -26,16 +33,9 @@ from gatesearch.campaign import (
     prepare_run,
     summary,
 )
-from gatesearch.evaluate import (
-    objective_label,
-    parse_proxy_options,
-    parse_task_params,
-    spec_of,
-)
-from gatesearch.retrain import DEFAULT_EVAL_POINTS, DEFAULT_PATIENCE, final_order
 from gatesearch.runs.config import Direction, RunConfig
 from gatesearch.runs.outcomes import TrialOutcome
-from gatesearch.store import CONFIG, RunStore, StoreError, list_runs
+from gatesearch.runs.store import CONFIG, RunStore, StoreError, list_runs
 
 out = Console(highlight=False)
 
@@ -375,7 +375,7 @@ def ls(
 def _fidelity_row(root: Path) -> tuple[str, ...] | None:
     """`ls`'s columns for a `gatesearch fidelity` folder (they live in runs/ too), or None
     when `root` is not one."""
-    from gatesearch.proxy.fidelity import RESULT
+    from gatesearch.experiments.fidelity import RESULT
 
     try:
         config = json.loads((root / CONFIG).read_text())
@@ -441,8 +441,8 @@ def retrain(
     each one's best validation point; store weights (safetensors), graph, validation/test
     metrics and the validation curve under RUN_DIR/retrained/<hash>/. Ranks them by their
     retrained validation score, which `export --rank` and `report` then follow."""
-    from gatesearch.retrain import parse_dropouts
-    from gatesearch.retrain import retrain as run_retrain
+    from gatesearch.experiments.retrain import parse_dropouts
+    from gatesearch.experiments.retrain import retrain as run_retrain
 
     dropouts = parse_dropouts(dropout)  # checked before anything starts
 
@@ -569,7 +569,7 @@ def fidelity_table(result: dict[str, Any]) -> Table:
     the top-k overlap and where the proxy's pick ranks at full budget — and what each kind of
     run cost. Narrow enough for an 80-column terminal; `two_seeds_line` adds the repeat's
     second reference."""
-    from gatesearch.proxy.fidelity import PROXY_LABELS, compared
+    from gatesearch.experiments.fidelity import PROXY_LABELS, compared
 
     config = result["config"]
     metric = config["metric_name"]
@@ -605,7 +605,7 @@ def fidelity_table(result: dict[str, Any]) -> Table:
 
 def two_seeds_line(result: dict[str, Any]) -> str | None:
     """τ of (a)-(c) against the mean of both full runs, when the full runs were repeated."""
-    from gatesearch.proxy.fidelity import PROXIES
+    from gatesearch.experiments.fidelity import PROXIES
 
     two = result.get("two_seeds")
     if not two:
@@ -630,7 +630,7 @@ def bootstrap_line(result: dict[str, Any]) -> str | None:
     def span(ci: list[float] | None) -> str:
         return "n/a" if ci is None else f"[{ci[0]:+.2f}, {ci[1]:+.2f}]"
 
-    from gatesearch.proxy.fidelity import PROXY_LABELS
+    from gatesearch.experiments.fidelity import PROXY_LABELS
 
     taus = ", ".join(f"{PROXY_LABELS[p][:3]} {span(ci)}" for p, ci in boot["tau"].items())
     diffs = ", ".join(
@@ -728,7 +728,7 @@ def fidelity(
     (a) the self-tuning proxy, (b) fixed hyperparameters at the same budget and (c) the
     parameter count with full-budget scores of N sampled architectures; with --repeat-full,
     (d) a second full-budget run at another seed."""
-    from gatesearch.proxy.fidelity import PLOT, RESULT, FidelityRequest, run_fidelity
+    from gatesearch.experiments.fidelity import PLOT, RESULT, FidelityRequest, run_fidelity
 
     req = FidelityRequest(
         space=space,

@@ -15,11 +15,10 @@ from clitools import cli
 from safetensors.torch import load as load_tensors
 from safetensors.torch import load_file
 
+from gatesearch.arch.build import build_model
+from gatesearch.arch.graph import arch_hash, read_graph
 from gatesearch.budget import BudgetError
-from gatesearch.build import build_model
-from gatesearch.graph import arch_hash, read_graph
-from gatesearch.proxy.trainer import split_loss, task_context
-from gatesearch.retrain import (
+from gatesearch.experiments.retrain import (
     GRAPH,
     METRICS,
     RETRAINED,
@@ -33,7 +32,8 @@ from gatesearch.retrain import (
     retrain_streamed,
     select,
 )
-from gatesearch.store import RunStore
+from gatesearch.proxy.trainer import split_loss, task_context
+from gatesearch.runs.store import RunStore
 from gatesearch.tasks import Split, make_task
 from gatesearch.tasks import evaluate as task_metric
 

@@ -17,11 +17,11 @@ import typer
 from rich.console import Console
 
 from gatesearch.errors import GatesearchError
-from gatesearch.store import RunStore
+from gatesearch.runs.store import RunStore
 from gatesearch.tasks import TaskError
 
 if TYPE_CHECKING:
-    from gatesearch.retrain import Placed
+    from gatesearch.experiments.retrain import Placed
 
 out = Console(highlight=False)
 
@@ -39,7 +39,7 @@ def _pick(store: RunStore, rank: int | None, arch: str | None) -> tuple[str, Pla
     """(architecture hash, its place in `final_order` or None) of the requested architecture:
     retrained architectures rank first, by their retrained validation score, then the rest
     in the campaign's order."""
-    from gatesearch.retrain import final_order
+    from gatesearch.experiments.retrain import final_order
 
     rows = final_order(store)
     if arch is not None:
@@ -118,13 +118,13 @@ def export_command(
     import torch
     from safetensors.torch import load_file
 
-    from gatesearch.build import build_model
+    from gatesearch.arch.build import build_model
+    from gatesearch.arch.graph import read_graph
+    from gatesearch.arch.space import graph_context
+    from gatesearch.experiments.retrain import GRAPH, RETRAINED, WEIGHTS, read_retrained
     from gatesearch.export import write_export
     from gatesearch.export.onnx import export_onnx
-    from gatesearch.graph import read_graph
     from gatesearch.registry import InputKind
-    from gatesearch.retrain import GRAPH, RETRAINED, WEIGHTS, read_retrained
-    from gatesearch.space import graph_context
     from gatesearch.tasks import make_task
 
     if rank is not None and arch is not None:

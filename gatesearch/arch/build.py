@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from gatesearch.graph import INPUT_OP, OUTPUT_OP, canonical_order, validate_graph
+from gatesearch.arch.graph import INPUT_OP, OUTPUT_OP, canonical_order, validate_graph
 from gatesearch.primitives.base import Prunable, collect_aux_losses
 from gatesearch.registry import Context, InputKind, build_module
 

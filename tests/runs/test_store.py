@@ -13,8 +13,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from gatesearch.campaign import RunRequest, package_versions, prepare_run
-from gatesearch.store import JOURNAL, RunLockedError, RunStore, StoreError, list_runs
+from gatesearch.runs.campaign import RunRequest, package_versions, prepare_run
+from gatesearch.runs.store import JOURNAL, RunLockedError, RunStore, StoreError, list_runs
 
 
 def make(tmp_path: Path, name: str = "r") -> RunStore:

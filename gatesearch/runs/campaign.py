@@ -35,6 +35,8 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
+from gatesearch.arch.graph import GraphError, describe, read_graph
+from gatesearch.arch.space import DEFAULT_SPACE, Architecture, load_space
 from gatesearch.budget import Budget, parse_budget
 from gatesearch.errors import GatesearchError
 from gatesearch.evaluate import (
@@ -46,13 +48,10 @@ from gatesearch.evaluate import (
     spec_of,
 )
 from gatesearch.grammar import DerivationError, Grammar, replay
-from gatesearch.graph import GraphError, describe, read_graph
 from gatesearch.runs.config import Direction, RunConfig, TrialResources
 from gatesearch.runs.dispatch import Dispatcher, EventKind
 from gatesearch.runs.outcomes import TrialOutcome, interrupted_reason, rejected_reason
-from gatesearch.shipped import shipped_dir
-from gatesearch.space import DEFAULT_SPACE, Architecture, load_space
-from gatesearch.store import (
+from gatesearch.runs.store import (
     PRESET_COPY,
     SPACE_COPY,
     RunState,
@@ -62,6 +61,7 @@ from gatesearch.store import (
     campaign_state,
     compact_metrics,
 )
+from gatesearch.shipped import shipped_dir
 from gatesearch.strategies import STRATEGIES, Observation, Strategy, StrategyError, parse_options
 from gatesearch.tasks import TaskSpec
 
@@ -292,7 +292,7 @@ def prepare_run(req: RunRequest) -> tuple[RunConfig, Path, Preset]:
     causal = causal_for(grammar, evaluator, space_path)
     seeds = []
     for path in req.seed_archs:
-        from gatesearch.space import load_known
+        from gatesearch.arch.space import load_known
 
         arch = load_known(path)
         try:
