@@ -21,7 +21,12 @@ from gatesearch.evaluate import (
     parse_task_params,
     spec_of,
 )
-from gatesearch.experiments.retrain import DEFAULT_EVAL_POINTS, DEFAULT_PATIENCE, final_order
+from gatesearch.experiments.retrain import (
+    DEFAULT_DROPOUTS,
+    DEFAULT_EVAL_POINTS,
+    DEFAULT_PATIENCE,
+    final_order,
+)
 from gatesearch.runs.campaign import (
     Campaign,
     RunRequest,
@@ -425,11 +430,12 @@ def retrain(
         str,
         typer.Option(
             help="Dropout for every rate: 'tuned' (the proxy's values), a rate such as 0.25, "
-            "or several, comma-separated (tuned,0.25): each architecture is then trained once "
-            "per value and the best on validation kept. A retrain 10x the proxy's length often "
-            "wants more dropout than the proxy tuned for its own."
+            "or several, comma-separated: each architecture is then trained once per value and "
+            "the best on validation kept. The default trains the proxy's values and 0.25: a "
+            "retrain 10x the proxy's length wants more dropout than the proxy tuned for its "
+            "own on small data, and validation keeps the proxy's where it does not."
         ),
-    ] = "tuned",
+    ] = DEFAULT_DROPOUTS,
     workers: Annotated[
         int | None, typer.Option(help="Trainings at once [default: the campaign's].")
     ] = None,
@@ -437,8 +443,9 @@ def retrain(
         str | None, typer.Option(help="Ray cluster address [default: the campaign's, or local].")
     ] = None,
 ) -> None:
-    """Train the campaign's best K at the full budget with their tuned hyperparameters, keeping
-    each one's best validation point; store weights (safetensors), graph, validation/test
+    """Train the campaign's best K at the full budget (by default once with the proxy's tuned
+    dropout and once with dropout 0.25, the better on validation kept), keeping each one's
+    best validation point; store weights (safetensors), graph, validation/test
     metrics and the validation curve under RUN_DIR/retrained/<hash>/. Ranks them by their
     retrained validation score, which `export --rank` and `report` then follow."""
     from gatesearch.experiments.retrain import parse_dropouts

@@ -93,7 +93,7 @@ def test_a_campaign_on_mqar_stores_proxy_metrics(mqar_run, capsys):
 
 def test_retrain_top_1_weights_reproduce_the_stored_scores(mqar_run, capsys):
     capsys.readouterr()
-    assert cli("retrain", mqar_run, "--top", "1", "--budget", "8steps") == 0
+    assert cli("retrain", mqar_run, "--top", "1", "--budget", "8steps", "--dropout", "tuned") == 0
     assert "next:" in capsys.readouterr().out
     (folder,) = (mqar_run / RETRAINED).iterdir()
     with RunStore.open(mqar_run, writer=False) as store:
@@ -285,3 +285,14 @@ def test_self_tune_goes_on_tuning_the_regularisers_and_returns_a_plain_model(mqa
         tuned["graph"], task_context(tuned["graph"], make_task("mqar", **TINY_MQAR))
     )
     model.load_state_dict(load_tensors(tuned["weights"]))
+
+
+def test_retrain_by_default_tries_the_tuned_dropout_and_0_25(mqar_run, tmp_path, capsys):
+    run = tmp_path / "m"
+    shutil.copytree(mqar_run, run, ignore=shutil.ignore_patterns(RETRAINED))
+    args = ("--top", "1", "--budget", "4steps", "--eval-points", "2", "--patience", "0")
+    assert cli("retrain", run, *args) == 0
+    assert "kept of 2 variants" in capsys.readouterr().out
+    (folder,) = (run / RETRAINED).iterdir()
+    doc = json.loads((folder / METRICS).read_text())
+    assert {v["variant"] for v in doc["variants"]} == {"tuned", "dropout 0.25"}
