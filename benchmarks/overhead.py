@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import ray
 
-from gatesearch.runs.campaign import Campaign, RunRequest, package_versions, prepare_run
+from gatesearch.runs.campaign import Campaign
+from gatesearch.runs.request import RunRequest, package_versions, prepare_run
 from gatesearch.runs.store import RunStore
 
 

@@ -55,8 +55,8 @@ from gatesearch.experiments.fidelity import (
     rank_correlations,
 )
 from gatesearch.proxy.hyper import WEIGHT_DECAY
-from gatesearch.runs.campaign import trial_seed
 from gatesearch.runs.dispatch import ensure_ray, failure_reason
+from gatesearch.runs.request import trial_seed
 from gatesearch.tasks import TaskError
 
 RESULT = "self_tuning.json"

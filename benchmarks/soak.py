@@ -193,7 +193,7 @@ class Soak:
     def check_finished(self, run: Path) -> None:
         from optuna.trial import TrialState
 
-        from gatesearch.runs.campaign import count_finished
+        from gatesearch.runs.ranking import count_finished
         from gatesearch.runs.store import RunStore
 
         with RunStore.open(run, writer=False) as store:

@@ -28,14 +28,9 @@ import optuna
 
 from gatesearch.arch.space import DEFAULT_SPACE, Architecture, load_space
 from gatesearch.evaluate import resolve_task
-from gatesearch.runs.campaign import (
-    PRESETS_DIR,
-    load_preset,
-    make_strategy,
-    parse_preset,
-    trial_seed,
-)
+from gatesearch.runs.request import trial_seed
 from gatesearch.strategies import Observation
+from gatesearch.strategies.presets import PRESETS_DIR, load_preset, make_strategy, parse_preset
 from gatesearch.tasks import TaskSpec
 
 VARIANTS = {

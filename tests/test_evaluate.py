@@ -19,8 +19,8 @@ from gatesearch.evaluate import (
     resolve_task,
     spec_of,
 )
-from gatesearch.runs.campaign import RunRequest, prepare_run
 from gatesearch.runs.config import Direction
+from gatesearch.runs.request import RunRequest, prepare_run
 from gatesearch.tasks import TaskError, TaskSpec
 
 PROXY_METRICS = {

@@ -63,7 +63,7 @@ def test_an_installed_wheel_runs_a_campaign_with_its_own_copies(
     env.pop("RAY_ADDRESS", None)
     where = subprocess.run(
         [sys.executable, "-c",
-         "import gatesearch, gatesearch.arch.space as s, gatesearch.runs.campaign as c; "
+         "import gatesearch, gatesearch.arch.space as s, gatesearch.strategies.presets as c; "
          "print(gatesearch.__file__); print(s.DEFAULT_SPACE); print(c.resolve_preset_path(None))"],
         check=True, capture_output=True, text=True, cwd=tmp_path, env=env,
     ).stdout.split()  # fmt: skip

@@ -27,19 +27,11 @@ from gatesearch.experiments.retrain import (
     DEFAULT_PATIENCE,
     final_order,
 )
-from gatesearch.runs.campaign import (
-    Campaign,
-    RunRequest,
-    Stats,
-    count_finished,
-    leaderboard,
-    open_for_resume,
-    package_versions,
-    prepare_run,
-    summary,
-)
+from gatesearch.runs.campaign import Campaign, Stats, open_for_resume
 from gatesearch.runs.config import Direction, RunConfig
 from gatesearch.runs.outcomes import TrialOutcome
+from gatesearch.runs.ranking import count_finished, leaderboard, summary
+from gatesearch.runs.request import RunRequest, package_versions, prepare_run
 from gatesearch.runs.store import CONFIG, RunStore, StoreError, list_runs
 
 out = Console(highlight=False)

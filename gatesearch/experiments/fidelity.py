@@ -350,7 +350,7 @@ def load_reference(
 
 def prepare(req: FidelityRequest) -> tuple[dict[str, Any], Grammar, list[Architecture]]:
     """Check every input, resolve the config and sample the architectures; nothing written."""
-    from gatesearch.runs.campaign import RUN_NAME, causal_for, default_run_name
+    from gatesearch.runs.request import RUN_NAME, causal_for, default_run_name
 
     if req.archs < 3:
         raise FidelityError("--archs must be at least 3 (a rank correlation needs 3 pairs)")
@@ -518,9 +518,9 @@ def run_fidelity(
     fidelity.json. `progress(done, total)` is called as runs finish."""
     from gatesearch.arch.build import build_model, count_params
     from gatesearch.proxy.trainer import task_context
-    from gatesearch.runs.campaign import trial_seed
     from gatesearch.runs.config import TrialResources
     from gatesearch.runs.dispatch import Dispatcher, EventKind, call_streamed
+    from gatesearch.runs.request import trial_seed
     from gatesearch.tasks import make_task
 
     config, _, archs = prepare(req)

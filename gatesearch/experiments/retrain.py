@@ -59,8 +59,9 @@ from gatesearch.budget import Budget, parse_budget
 from gatesearch.errors import GatesearchError
 from gatesearch.evaluate import resolve_task, spec_of
 from gatesearch.proxy.hyper import DROPOUT_PREFIX
-from gatesearch.runs.campaign import ranked, trial_seed
 from gatesearch.runs.dispatch import Dispatcher, EventKind
+from gatesearch.runs.ranking import ranked
+from gatesearch.runs.request import trial_seed
 from gatesearch.runs.store import RunStore, StoreError, TrialRecord
 
 RETRAINED = "retrained"

@@ -15,9 +15,9 @@ import numpy as np
 
 from gatesearch.arch.graph import GraphError, read_graph
 from gatesearch.errors import GatesearchError
-from gatesearch.runs.campaign import rank_records
 from gatesearch.runs.config import RunConfig
 from gatesearch.runs.outcomes import TrialOutcome
+from gatesearch.runs.ranking import rank_records
 from gatesearch.runs.store import JOURNAL, RunStore, StoreError, TrialRecord
 
 if TYPE_CHECKING:

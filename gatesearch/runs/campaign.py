@@ -16,320 +16,48 @@ result is copied into a new trial marked `duplicate_of`, and counted.
 from __future__ import annotations
 
 import math
-import os
-import platform
-import re
 import signal
 import socket
 import threading
 import time
-import tomllib
-from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from datetime import datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import networkx as nx
-import numpy as np
 
-from gatesearch.arch.graph import GraphError, describe, read_graph
-from gatesearch.arch.space import DEFAULT_SPACE, Architecture, load_space
+from gatesearch.arch.graph import describe, read_graph
+from gatesearch.arch.space import Architecture, load_space
 from gatesearch.budget import Budget, parse_budget
-from gatesearch.errors import GatesearchError
 from gatesearch.evaluate import (
-    OBJECTIVES,
     Evaluator,
-    objective_label,
     objective_value,
     resolve_task,
     spec_of,
 )
-from gatesearch.grammar import DerivationError, Grammar, replay
-from gatesearch.runs.config import Direction, RunConfig, TrialResources
+from gatesearch.grammar import Grammar
 from gatesearch.runs.dispatch import Dispatcher, EventKind
 from gatesearch.runs.outcomes import TrialOutcome, interrupted_reason, rejected_reason
+from gatesearch.runs.ranking import count_finished
+from gatesearch.runs.request import CampaignError, trial_seed
 from gatesearch.runs.store import (
     PRESET_COPY,
     SPACE_COPY,
-    RunState,
     RunStore,
-    StoreError,
     TrialRecord,
-    campaign_state,
     compact_metrics,
 )
-from gatesearch.shipped import shipped_dir
-from gatesearch.strategies import STRATEGIES, Observation, Strategy, StrategyError, parse_options
+from gatesearch.strategies import Observation, Strategy
+from gatesearch.strategies.presets import make_strategy, parse_preset
 from gatesearch.tasks import TaskSpec
 
-PRESETS_DIR = shipped_dir("strategies")
-DEFAULT_PRESET = "evolution"
 # A proposal over --max-params is stored as a failed trial outside every slot (it is no trial
 # of the --trials count) and the strategy is asked again, with a fresh seed, up to this many
 # times in a row before the campaign gives up on the limit.
 MAX_REJECTS = 2000
 REJECTED_SLOT = -1
 _REJECT_STREAM = 1000  # seed stream of the re-asks (0: the proposal, 1: the training)
-
-
-# `gatesearch run` with no --task: MQAR shrunk so that 12 trials of 20 s on 2 cores show a
-# search making progress within about three minutes. 32 tokens with 4 key-value pairs over
-# a 64-token vocabulary is the smallest MQAR that still needs recall (a model must look back
-# up to 24 positions); the held-out sets are cut to 256 sequences because scoring 1024 would
-# cost a fifth of a 20 s trial on a CPU. `--task mqar` alone gives MQAR's full defaults
-# (vocabulary 256, length 64, 4 pairs).
-DEFAULT_TASK = TaskSpec(
-    "mqar", {"vocab": 64, "length": 32, "pairs": 4, "n_valid": 256, "n_test": 256}
-)
-DEFAULT_CAMPAIGN_BUDGET = "20s"
-
-
-class CampaignError(GatesearchError):
-    """A campaign that cannot start or go on as asked (user input, Ray address)."""
-
-
-# ---------------------------------------------------------------------------------- presets
-
-
-@dataclass(frozen=True)
-class Preset:
-    strategy: str
-    options: dict[str, Any]
-    trial: TrialResources
-    text: str
-    source: str
-
-
-_PRESET_KEYS = {"strategy", "description", "options", "trial"}
-
-
-def resolve_preset_path(spec: str | Path | None) -> Path:
-    """A preset file, or a preset name (`tpe`) found in the bundled strategies/ folder."""
-    if spec is None:
-        spec = DEFAULT_PRESET
-    path = Path(spec)
-    if path.suffix == ".toml" or path.exists() or os.sep in str(spec):
-        if not path.is_file():
-            raise CampaignError(f"strategy preset {path}: no such file")
-        return path
-    bundled = PRESETS_DIR / f"{spec}.toml"
-    if not bundled.is_file():
-        names = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.toml")))
-        raise CampaignError(
-            f"unknown strategy preset {spec!r}: give a .toml file or one of {names}"
-        )
-    return bundled
-
-
-def parse_preset(text: str, source: str) -> Preset:
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise StrategyError(f"{source}: not valid TOML: {exc}") from None
-    for key in doc:
-        if key not in _PRESET_KEYS:
-            raise StrategyError(
-                f"{source}: unknown key {key!r} (known: {', '.join(sorted(_PRESET_KEYS))})"
-            )
-    name = doc.get("strategy")
-    if not isinstance(name, str):
-        raise StrategyError(f'{source}: needs `strategy = "<name>"` ({", ".join(STRATEGIES)})')
-    if name not in STRATEGIES:
-        raise StrategyError(
-            f"{source}: unknown strategy {name!r} (known: {', '.join(sorted(STRATEGIES))})"
-        )
-    options = doc.get("options", {})
-    trial = doc.get("trial", {})
-    if not isinstance(options, dict) or not isinstance(trial, dict):
-        raise StrategyError(f"{source}: [options] and [trial] must be tables")
-    parse_options(STRATEGIES[name], options, source)  # validated now, rebuilt on use
-    known = TrialResources.__dataclass_fields__
-    for key, value in trial.items():
-        if key not in known:
-            raise StrategyError(
-                f"{source}: unknown key {key!r} in [trial] (known: {', '.join(known)})"
-            )
-        if (
-            not isinstance(value, int | float)
-            or isinstance(value, bool)
-            or not math.isfinite(value)
-            or value < 0
-        ):
-            raise StrategyError(f"{source}: [trial] {key} = {value!r} must be a number >= 0")
-    resources = TrialResources(**trial)
-    if resources.cpus < 1 or resources.cpus != int(resources.cpus):
-        raise StrategyError(f"{source}: [trial] cpus must be a whole number >= 1")
-    return Preset(name, options, resources, text, source)
-
-
-def load_preset(path: Path) -> Preset:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise StrategyError(f"{path}: cannot read: {exc}") from None
-    return parse_preset(text, str(path))
-
-
-def make_strategy(
-    preset: Preset, grammar: Grammar, causal: bool, directions: list[str]
-) -> Strategy:
-    cls = STRATEGIES[preset.strategy]
-    return cls(grammar, causal, directions, parse_options(cls, preset.options, preset.source))
-
-
-# ------------------------------------------------------------------------------- the config
-
-
-def trial_seed(campaign_seed: int, slot: int, stream: int = 0) -> int:
-    """Independent 32-bit seeds per (campaign seed, slot, stream)."""
-    return int(np.random.SeedSequence([campaign_seed, slot, stream]).generate_state(1)[0])
-
-
-def parse_objectives(text: str, metric_name: str = "metric") -> list[str]:
-    """The objective names of `--objectives`; the task's own metric name (e.g. `accuracy`)
-    stands for `metric`, as the leaderboard labels it so."""
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names:
-        raise CampaignError("--objectives needs at least one name")
-    names = ["metric" if n == metric_name and n not in OBJECTIVES else n for n in names]
-    for n in names:
-        if n not in OBJECTIVES:
-            choices = ", ".join(
-                f"metric ({metric_name})" if o == "metric" and metric_name != o else o
-                for o in OBJECTIVES
-            )
-            raise CampaignError(f"unknown objective {n!r}: choose from {choices}")
-    if len(set(names)) != len(names):
-        raise CampaignError(f"--objectives {text!r} names an objective twice")
-    return names
-
-
-RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-def package_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version(), "host": platform.node()}
-    for pkg in ("gatesearch", "torch", "optuna", "ray", "numpy", "networkx", "pyarrow", "lark"):
-        try:
-            versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            versions[pkg] = "absent"
-    return versions
-
-
-@dataclass
-class RunRequest:
-    """What `gatesearch run` was asked, before it is resolved into a config."""
-
-    space: Path | None = None
-    strategy: str | None = None
-    task: str | None = None  # None: DEFAULT_TASK
-    task_params: dict[str, Any] = field(default_factory=dict)
-    trials: int = 12
-    workers: int = 2
-    address: str | None = None
-    name: str | None = None
-    runs_dir: Path = Path("runs")
-    budget: str | None = None  # None: the task's default
-    seed: int = 0
-    objectives: str = "metric"
-    seed_archs: list[Path] = field(default_factory=list)
-    storage: str | None = None
-    timeout: float | None = None
-    max_params: int | None = None  # proposals whose model is larger fail before training
-    proxy: dict[str, Any] = field(default_factory=dict)  # ProxyConfig fields to change
-
-
-def task_spec_of(req: RunRequest) -> TaskSpec:
-    """The task a request names: `--task` with its `--task-param`s, or the default task."""
-    if req.task is None:
-        return TaskSpec(DEFAULT_TASK.name, {**DEFAULT_TASK.params, **req.task_params})
-    return TaskSpec(req.task, dict(req.task_params))
-
-
-def causal_for(grammar: Grammar, evaluator: Evaluator, space_path: Path) -> bool:
-    """The causality derivations are expanded with: what the task needs, if the space admits
-    it; a non-causal task takes a bidirectional model where the space allows one."""
-    admits = grammar.causality.admits()
-    if evaluator.causal:
-        if True not in admits:
-            raise CampaignError(
-                f"task {evaluator.spec.name} is causal but {space_path} is written for "
-                "non-causal models (`task noncausal`)"
-            )
-        return True
-    if evaluator.causal is False and False in admits:
-        return False
-    return True in admits
-
-
-def default_run_name(strategy: str, task: str) -> str:
-    # `module:function` and entry-point names may hold characters a run name may not.
-    short = re.sub(r"[^A-Za-z0-9._-]+", "-", task.rpartition(":")[2]).strip("-._") or "task"
-    return f"{strategy}-{short}-{datetime.now():%Y%m%d-%H%M%S}"
-
-
-def prepare_run(req: RunRequest) -> tuple[RunConfig, Path, Preset]:
-    """Check every input and resolve the config; nothing is written."""
-    space_path = Path(req.space) if req.space else DEFAULT_SPACE
-    grammar = load_space(space_path)
-    preset = load_preset(resolve_preset_path(req.strategy))
-    evaluator = resolve_task(task_spec_of(req), req.proxy)
-    default_budget = DEFAULT_CAMPAIGN_BUDGET if req.task is None else evaluator.default_budget
-    budget = parse_budget(req.budget or default_budget)
-    objectives = parse_objectives(req.objectives, evaluator.metric_name)
-    if req.trials < 1 or req.workers < 1:
-        raise CampaignError("--trials and --workers must be at least 1")
-    if req.timeout is not None and not (math.isfinite(req.timeout) and req.timeout >= 0):
-        raise CampaignError(
-            f"--timeout must be a number of seconds >= 0 (0: none), got {req.timeout:g}"
-        )
-    if req.max_params is not None and req.max_params < 1:
-        raise CampaignError(f"--max-params must be at least 1, got {req.max_params}")
-    causal = causal_for(grammar, evaluator, space_path)
-    seeds = []
-    for path in req.seed_archs:
-        from gatesearch.arch.space import load_known
-
-        arch = load_known(path)
-        try:
-            replay(grammar, arch.derivation.choices, arch.derivation.causal)
-        except DerivationError as exc:
-            raise CampaignError(f"--seed-arch {path} does not fit {space_path}: {exc}") from None
-        seeds.append({"file": str(path), "choices": arch.derivation.choices})
-    name = req.name or default_run_name(preset.strategy, evaluator.spec.name)
-    if not RUN_NAME.match(name):
-        raise CampaignError(f"--name {name!r}: use letters, digits, '.', '_' and '-'")
-    timeout = req.timeout if req.timeout is not None else preset.trial.timeout
-    config = RunConfig(
-        name=name,
-        created=datetime.now().isoformat(timespec="seconds"),
-        space=str(space_path),
-        strategy=preset.strategy,
-        preset=preset.source,
-        options=preset.options,
-        # The task as resolved (every param, defaults included): resume rebuilds it from here.
-        task=evaluator.spec,
-        metric_name=evaluator.metric_name,
-        higher_is_better=evaluator.higher_is_better,
-        budget=budget,
-        trials=req.trials,
-        workers=req.workers,
-        seed=req.seed,
-        objectives=tuple(objectives),
-        directions=tuple(Direction.of(o, evaluator.higher_is_better) for o in objectives),
-        causal=causal,
-        trial=replace(preset.trial, timeout=timeout),
-        seed_archs=tuple(seeds),
-        storage=req.storage,
-        address=req.address,
-        max_params=req.max_params,
-        proxy=dict(req.proxy),
-    )
-    return config, space_path, preset
 
 
 # ----------------------------------------------------------------------------------- on Ray
@@ -744,140 +472,6 @@ class _DeferredInterrupt:
             signal.signal(signal.SIGINT, self._previous)
 
 
-# ------------------------------------------------------------------------------- summaries
-
-
-def pareto_mask(points: np.ndarray) -> np.ndarray:
-    """Boolean mask of the rows of `points` (n, d) that no other row dominates (minimising).
-
-    Rows are visited in lexicographic order; a row can only be dominated by one visited before
-    it, and if it is, also by one already on the front (domination is transitive), so each row
-    is compared with the front so far: O(n * front) rather than O(n²).
-    """
-    n = len(points)
-    mask = np.zeros(n, dtype=bool)
-    order = np.lexsort(points.T[::-1])
-    front = np.empty((0, points.shape[1]))
-    for i in order:
-        p = points[i]
-        dominated = np.any(np.all(front <= p, axis=1) & np.any(front < p, axis=1))
-        if not dominated:
-            mask[i] = True
-            front = np.vstack([front, p])
-    return mask
-
-
-def rank_records(
-    records: list[TrialRecord], directions: Sequence[str], need: int | None = None
-) -> list[tuple[int, TrialRecord]]:
-    """(Pareto level, record) of completed, non-duplicate trials, best first.
-
-    One objective: by its value in its direction. Several: Pareto levels are peeled (level 1
-    is the front) until `need` trials are placed (all when None), the rest share the next level;
-    within a level, by the objectives in order, then the trial number.
-    """
-    rows = [
-        r
-        for r in records
-        if r.outcome is TrialOutcome.COMPLETE and r.duplicate_of is None and r.values is not None
-    ]
-    if not rows:
-        return []
-    signs = np.array([Direction(d).sign for d in directions])
-    points = np.array([r.values for r in rows], dtype=float) * signs  # (n, d), all minimised
-    levels = np.ones(len(rows), dtype=int)
-    if points.shape[1] > 1:
-        left = np.arange(len(rows))
-        level, placed = 1, 0
-        while len(left) and (need is None or placed < need):
-            on_front = pareto_mask(points[left])
-            levels[left[on_front]] = level
-            placed += int(on_front.sum())
-            left = left[~on_front]
-            level += 1
-        levels[left] = level
-    keys = [(int(levels[i]), *points[i], rows[i].number) for i in range(len(rows))]
-    order = sorted(range(len(rows)), key=keys.__getitem__)
-    return [(int(levels[i]), rows[i]) for i in order]
-
-
-def ranked(store: RunStore) -> list[TrialRecord]:
-    """Completed, non-duplicate trials, best first (see `rank_records`)."""
-    return [r for _, r in rank_records(store.records(), store.config.directions)]
-
-
-def leaderboard(store: RunStore, top: int = 5) -> list[dict[str, Any]]:
-    """The best completed, non-duplicate trials by the first objective (then the others)."""
-    out = []
-    for rank, r in enumerate(ranked(store)[:top], start=1):
-        path = store.graph_path(r.arch_hash)
-        try:
-            arch = describe(read_graph(path))
-        except GraphError:
-            arch = "(graph file unreadable)" if path.exists() else "(graph file missing)"
-        out.append(
-            {
-                "rank": rank,
-                "number": r.number,
-                "slot": r.slot,
-                "values": dict(zip(store.config.objectives, r.values or ())),
-                "metric": r.metrics.get("metric"),
-                "loss": r.metrics.get("loss"),
-                "params": r.metrics.get("params"),
-                "arch_hash": r.arch_hash,
-                "arch": arch,
-            }
-        )
-    return out
-
-
-def count_finished(records: list[TrialRecord]) -> int:
-    """How many of the campaign's slots are done: completed or failed for good (not
-    interrupted, which runs again, nor turned down over --max-params, which takes no slot)."""
-    return len({r.slot for r in records if r.outcome.finished})
-
-
-def summary(store: RunStore) -> dict[str, Any]:
-    """Counts by state, best trial, failure reasons: what `status` shows."""
-    records = store.records()
-    outcomes = Counter(r.outcome for r in records)
-    failures = Counter(r.fail_reason for r in records if r.outcome is TrialOutcome.FAILED)
-    board = leaderboard(store, top=5)
-    config = store.config
-    spec = config.task
-    finished = count_finished(records)
-    driver = campaign_state(store.root, finished, store.target)
-    metric_name = config.metric_name
-    return {
-        "name": config.name,
-        "path": str(store.root),
-        "strategy": config.strategy,
-        "task": spec.name,
-        "task_spec": spec.to_dict(),
-        "metric_name": metric_name,
-        "higher_is_better": config.higher_is_better,
-        "budget": str(config.budget),
-        "objectives": list(config.objectives),
-        "directions": [str(d) for d in config.directions],
-        "labels": [objective_label(o, metric_name) for o in config.objectives],
-        "target": store.target,
-        "finished": finished,
-        "state": str(driver),
-        "driver_alive": driver.state is RunState.RUNNING,
-        "complete": outcomes[TrialOutcome.COMPLETE],
-        "failed": outcomes[TrialOutcome.FAILED],
-        "interrupted": outcomes[TrialOutcome.INTERRUPTED],
-        # Optuna samplers' proposals over the limit are stored as trials; the others counted.
-        "rejected": store.rejected_untracked + outcomes[TrialOutcome.REJECTED],
-        "max_params": config.max_params,
-        "running": outcomes[TrialOutcome.RUNNING],
-        "duplicates": sum(1 for r in records if r.duplicate_of is not None),
-        "failure_reasons": dict(failures.most_common()),
-        "best": board[0] if board else None,
-        "leaderboard": board,
-    }
-
-
 @dataclass(frozen=True)
 class RunParts:
     """What a campaign loads from its run folder besides the study: each can fail (a damaged
@@ -918,19 +512,3 @@ def open_for_resume(root: Path, trials: int | None, address: str | None) -> RunS
         store.close()
         raise
     return store
-
-
-__all__ = [
-    "Campaign",
-    "CampaignError",
-    "RunRequest",
-    "StoreError",
-    "count_finished",
-    "leaderboard",
-    "open_for_resume",
-    "package_versions",
-    "prepare_run",
-    "ranked",
-    "summary",
-    "trial_seed",
-]

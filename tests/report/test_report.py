@@ -24,7 +24,7 @@ from clitools import cli
 
 from gatesearch.arch.graph import read_graph, write_graph
 from gatesearch.report import load_run, rank_trials
-from gatesearch.runs.campaign import pareto_mask
+from gatesearch.runs.ranking import pareto_mask
 from gatesearch.runs.store import DriverState, RunState, RunStore, campaign_state
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

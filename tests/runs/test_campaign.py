@@ -11,14 +11,13 @@ import pytest
 from optuna.trial import TrialState
 
 from gatesearch.budget import Budget, BudgetError, BudgetUnit, parse_budget
-from gatesearch.runs.campaign import (
-    Campaign,
+from gatesearch.runs.campaign import Campaign, open_for_resume
+from gatesearch.runs.ranking import summary
+from gatesearch.runs.request import (
     CampaignError,
     RunRequest,
-    open_for_resume,
     package_versions,
     prepare_run,
-    summary,
     trial_seed,
 )
 from gatesearch.runs.store import RunStore

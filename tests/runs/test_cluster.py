@@ -29,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ray._private import ray_constants
 from ray.cluster_utils import Cluster
 
-from gatesearch.runs.campaign import summary
+from gatesearch.runs.ranking import summary
 from gatesearch.runs.store import RunStore
 
 pytestmark = pytest.mark.slow

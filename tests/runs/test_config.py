@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from gatesearch.budget import parse_budget
-from gatesearch.runs.campaign import summary
 from gatesearch.runs.config import Direction, RunConfig, RunConfigError
+from gatesearch.runs.ranking import summary
 from gatesearch.runs.store import CONFIG, RunStore, StoreError
 from gatesearch.tasks import TaskSpec
 

@@ -13,7 +13,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from gatesearch.runs.campaign import RunRequest, package_versions, prepare_run
+from gatesearch.runs.request import RunRequest, package_versions, prepare_run
 from gatesearch.runs.store import JOURNAL, RunLockedError, RunStore, StoreError, list_runs
 
 

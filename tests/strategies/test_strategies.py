@@ -10,10 +10,15 @@ import pytest
 
 from gatesearch.arch.space import DEFAULT_SPACE, Architecture, load_space
 from gatesearch.grammar import ChoiceKind, ChoicePoint, replay, sample
-from gatesearch.runs.campaign import load_preset, make_strategy, parse_preset, resolve_preset_path
 from gatesearch.strategies import STRATEGIES, Observation, StrategyError, parse_options
 from gatesearch.strategies.evolution import RegularizedEvolution
 from gatesearch.strategies.optuna_samplers import feasible
+from gatesearch.strategies.presets import (
+    load_preset,
+    make_strategy,
+    parse_preset,
+    resolve_preset_path,
+)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

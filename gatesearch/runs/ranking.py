@@ -1,0 +1,156 @@
+"""Ranking a run's trials (Pareto levels for several objectives), its leaderboard and the
+counts `status` shows."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from gatesearch.arch.graph import GraphError, describe, read_graph
+from gatesearch.evaluate import (
+    objective_label,
+)
+from gatesearch.runs.config import Direction
+from gatesearch.runs.outcomes import TrialOutcome
+from gatesearch.runs.store import (
+    RunState,
+    RunStore,
+    TrialRecord,
+    campaign_state,
+)
+
+# ------------------------------------------------------------------------------- summaries
+
+
+def pareto_mask(points: np.ndarray) -> np.ndarray:
+    """Boolean mask of the rows of `points` (n, d) that no other row dominates (minimising).
+
+    Rows are visited in lexicographic order; a row can only be dominated by one visited before
+    it, and if it is, also by one already on the front (domination is transitive), so each row
+    is compared with the front so far: O(n * front) rather than O(n²).
+    """
+    n = len(points)
+    mask = np.zeros(n, dtype=bool)
+    order = np.lexsort(points.T[::-1])
+    front = np.empty((0, points.shape[1]))
+    for i in order:
+        p = points[i]
+        dominated = np.any(np.all(front <= p, axis=1) & np.any(front < p, axis=1))
+        if not dominated:
+            mask[i] = True
+            front = np.vstack([front, p])
+    return mask
+
+
+def rank_records(
+    records: list[TrialRecord], directions: Sequence[str], need: int | None = None
+) -> list[tuple[int, TrialRecord]]:
+    """(Pareto level, record) of completed, non-duplicate trials, best first.
+
+    One objective: by its value in its direction. Several: Pareto levels are peeled (level 1
+    is the front) until `need` trials are placed (all when None), the rest share the next level;
+    within a level, by the objectives in order, then the trial number.
+    """
+    rows = [
+        r
+        for r in records
+        if r.outcome is TrialOutcome.COMPLETE and r.duplicate_of is None and r.values is not None
+    ]
+    if not rows:
+        return []
+    signs = np.array([Direction(d).sign for d in directions])
+    points = np.array([r.values for r in rows], dtype=float) * signs  # (n, d), all minimised
+    levels = np.ones(len(rows), dtype=int)
+    if points.shape[1] > 1:
+        left = np.arange(len(rows))
+        level, placed = 1, 0
+        while len(left) and (need is None or placed < need):
+            on_front = pareto_mask(points[left])
+            levels[left[on_front]] = level
+            placed += int(on_front.sum())
+            left = left[~on_front]
+            level += 1
+        levels[left] = level
+    keys = [(int(levels[i]), *points[i], rows[i].number) for i in range(len(rows))]
+    order = sorted(range(len(rows)), key=keys.__getitem__)
+    return [(int(levels[i]), rows[i]) for i in order]
+
+
+def ranked(store: RunStore) -> list[TrialRecord]:
+    """Completed, non-duplicate trials, best first (see `rank_records`)."""
+    return [r for _, r in rank_records(store.records(), store.config.directions)]
+
+
+def leaderboard(store: RunStore, top: int = 5) -> list[dict[str, Any]]:
+    """The best completed, non-duplicate trials by the first objective (then the others)."""
+    out = []
+    for rank, r in enumerate(ranked(store)[:top], start=1):
+        path = store.graph_path(r.arch_hash)
+        try:
+            arch = describe(read_graph(path))
+        except GraphError:
+            arch = "(graph file unreadable)" if path.exists() else "(graph file missing)"
+        out.append(
+            {
+                "rank": rank,
+                "number": r.number,
+                "slot": r.slot,
+                "values": dict(zip(store.config.objectives, r.values or ())),
+                "metric": r.metrics.get("metric"),
+                "loss": r.metrics.get("loss"),
+                "params": r.metrics.get("params"),
+                "arch_hash": r.arch_hash,
+                "arch": arch,
+            }
+        )
+    return out
+
+
+def count_finished(records: list[TrialRecord]) -> int:
+    """How many of the campaign's slots are done: completed or failed for good (not
+    interrupted, which runs again, nor turned down over --max-params, which takes no slot)."""
+    return len({r.slot for r in records if r.outcome.finished})
+
+
+def summary(store: RunStore) -> dict[str, Any]:
+    """Counts by state, best trial, failure reasons: what `status` shows."""
+    records = store.records()
+    outcomes = Counter(r.outcome for r in records)
+    failures = Counter(r.fail_reason for r in records if r.outcome is TrialOutcome.FAILED)
+    board = leaderboard(store, top=5)
+    config = store.config
+    spec = config.task
+    finished = count_finished(records)
+    driver = campaign_state(store.root, finished, store.target)
+    metric_name = config.metric_name
+    return {
+        "name": config.name,
+        "path": str(store.root),
+        "strategy": config.strategy,
+        "task": spec.name,
+        "task_spec": spec.to_dict(),
+        "metric_name": metric_name,
+        "higher_is_better": config.higher_is_better,
+        "budget": str(config.budget),
+        "objectives": list(config.objectives),
+        "directions": [str(d) for d in config.directions],
+        "labels": [objective_label(o, metric_name) for o in config.objectives],
+        "target": store.target,
+        "finished": finished,
+        "state": str(driver),
+        "driver_alive": driver.state is RunState.RUNNING,
+        "complete": outcomes[TrialOutcome.COMPLETE],
+        "failed": outcomes[TrialOutcome.FAILED],
+        "interrupted": outcomes[TrialOutcome.INTERRUPTED],
+        # Optuna samplers' proposals over the limit are stored as trials; the others counted.
+        "rejected": store.rejected_untracked + outcomes[TrialOutcome.REJECTED],
+        "max_params": config.max_params,
+        "running": outcomes[TrialOutcome.RUNNING],
+        "duplicates": sum(1 for r in records if r.duplicate_of is not None),
+        "failure_reasons": dict(failures.most_common()),
+        "best": board[0] if board else None,
+        "leaderboard": board,
+    }

@@ -1,0 +1,195 @@
+"""What `gatesearch run` is asked, checked and resolved into a RunConfig before anything is
+written."""
+
+from __future__ import annotations
+
+import math
+import platform
+import re
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gatesearch.arch.space import DEFAULT_SPACE, load_space
+from gatesearch.budget import parse_budget
+from gatesearch.errors import GatesearchError
+from gatesearch.evaluate import (
+    OBJECTIVES,
+    Evaluator,
+    resolve_task,
+)
+from gatesearch.grammar import DerivationError, Grammar, replay
+from gatesearch.runs.config import Direction, RunConfig
+from gatesearch.strategies.presets import Preset, load_preset, resolve_preset_path
+from gatesearch.tasks import TaskSpec
+
+# `gatesearch run` with no --task: MQAR shrunk so that 12 trials of 20 s on 2 cores show a
+# search making progress within about three minutes. 32 tokens with 4 key-value pairs over
+# a 64-token vocabulary is the smallest MQAR that still needs recall (a model must look back
+# up to 24 positions); the held-out sets are cut to 256 sequences because scoring 1024 would
+# cost a fifth of a 20 s trial on a CPU. `--task mqar` alone gives MQAR's full defaults
+# (vocabulary 256, length 64, 4 pairs).
+DEFAULT_TASK = TaskSpec(
+    "mqar", {"vocab": 64, "length": 32, "pairs": 4, "n_valid": 256, "n_test": 256}
+)
+DEFAULT_CAMPAIGN_BUDGET = "20s"
+
+
+class CampaignError(GatesearchError):
+    """A campaign that cannot start or go on as asked (user input, Ray address)."""
+
+
+# ------------------------------------------------------------------------------- the config
+
+
+def trial_seed(campaign_seed: int, slot: int, stream: int = 0) -> int:
+    """Independent 32-bit seeds per (campaign seed, slot, stream)."""
+    return int(np.random.SeedSequence([campaign_seed, slot, stream]).generate_state(1)[0])
+
+
+def parse_objectives(text: str, metric_name: str = "metric") -> list[str]:
+    """The objective names of `--objectives`; the task's own metric name (e.g. `accuracy`)
+    stands for `metric`, as the leaderboard labels it so."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise CampaignError("--objectives needs at least one name")
+    names = ["metric" if n == metric_name and n not in OBJECTIVES else n for n in names]
+    for n in names:
+        if n not in OBJECTIVES:
+            choices = ", ".join(
+                f"metric ({metric_name})" if o == "metric" and metric_name != o else o
+                for o in OBJECTIVES
+            )
+            raise CampaignError(f"unknown objective {n!r}: choose from {choices}")
+    if len(set(names)) != len(names):
+        raise CampaignError(f"--objectives {text!r} names an objective twice")
+    return names
+
+
+RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version(), "host": platform.node()}
+    for pkg in ("gatesearch", "torch", "optuna", "ray", "numpy", "networkx", "pyarrow", "lark"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = "absent"
+    return versions
+
+
+@dataclass
+class RunRequest:
+    """What `gatesearch run` was asked, before it is resolved into a config."""
+
+    space: Path | None = None
+    strategy: str | None = None
+    task: str | None = None  # None: DEFAULT_TASK
+    task_params: dict[str, Any] = field(default_factory=dict)
+    trials: int = 12
+    workers: int = 2
+    address: str | None = None
+    name: str | None = None
+    runs_dir: Path = Path("runs")
+    budget: str | None = None  # None: the task's default
+    seed: int = 0
+    objectives: str = "metric"
+    seed_archs: list[Path] = field(default_factory=list)
+    storage: str | None = None
+    timeout: float | None = None
+    max_params: int | None = None  # proposals whose model is larger fail before training
+    proxy: dict[str, Any] = field(default_factory=dict)  # ProxyConfig fields to change
+
+
+def task_spec_of(req: RunRequest) -> TaskSpec:
+    """The task a request names: `--task` with its `--task-param`s, or the default task."""
+    if req.task is None:
+        return TaskSpec(DEFAULT_TASK.name, {**DEFAULT_TASK.params, **req.task_params})
+    return TaskSpec(req.task, dict(req.task_params))
+
+
+def causal_for(grammar: Grammar, evaluator: Evaluator, space_path: Path) -> bool:
+    """The causality derivations are expanded with: what the task needs, if the space admits
+    it; a non-causal task takes a bidirectional model where the space allows one."""
+    admits = grammar.causality.admits()
+    if evaluator.causal:
+        if True not in admits:
+            raise CampaignError(
+                f"task {evaluator.spec.name} is causal but {space_path} is written for "
+                "non-causal models (`task noncausal`)"
+            )
+        return True
+    if evaluator.causal is False and False in admits:
+        return False
+    return True in admits
+
+
+def default_run_name(strategy: str, task: str) -> str:
+    # `module:function` and entry-point names may hold characters a run name may not.
+    short = re.sub(r"[^A-Za-z0-9._-]+", "-", task.rpartition(":")[2]).strip("-._") or "task"
+    return f"{strategy}-{short}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def prepare_run(req: RunRequest) -> tuple[RunConfig, Path, Preset]:
+    """Check every input and resolve the config; nothing is written."""
+    space_path = Path(req.space) if req.space else DEFAULT_SPACE
+    grammar = load_space(space_path)
+    preset = load_preset(resolve_preset_path(req.strategy))
+    evaluator = resolve_task(task_spec_of(req), req.proxy)
+    default_budget = DEFAULT_CAMPAIGN_BUDGET if req.task is None else evaluator.default_budget
+    budget = parse_budget(req.budget or default_budget)
+    objectives = parse_objectives(req.objectives, evaluator.metric_name)
+    if req.trials < 1 or req.workers < 1:
+        raise CampaignError("--trials and --workers must be at least 1")
+    if req.timeout is not None and not (math.isfinite(req.timeout) and req.timeout >= 0):
+        raise CampaignError(
+            f"--timeout must be a number of seconds >= 0 (0: none), got {req.timeout:g}"
+        )
+    if req.max_params is not None and req.max_params < 1:
+        raise CampaignError(f"--max-params must be at least 1, got {req.max_params}")
+    causal = causal_for(grammar, evaluator, space_path)
+    seeds = []
+    for path in req.seed_archs:
+        from gatesearch.arch.space import load_known
+
+        arch = load_known(path)
+        try:
+            replay(grammar, arch.derivation.choices, arch.derivation.causal)
+        except DerivationError as exc:
+            raise CampaignError(f"--seed-arch {path} does not fit {space_path}: {exc}") from None
+        seeds.append({"file": str(path), "choices": arch.derivation.choices})
+    name = req.name or default_run_name(preset.strategy, evaluator.spec.name)
+    if not RUN_NAME.match(name):
+        raise CampaignError(f"--name {name!r}: use letters, digits, '.', '_' and '-'")
+    timeout = req.timeout if req.timeout is not None else preset.trial.timeout
+    config = RunConfig(
+        name=name,
+        created=datetime.now().isoformat(timespec="seconds"),
+        space=str(space_path),
+        strategy=preset.strategy,
+        preset=preset.source,
+        options=preset.options,
+        # The task as resolved (every param, defaults included): resume rebuilds it from here.
+        task=evaluator.spec,
+        metric_name=evaluator.metric_name,
+        higher_is_better=evaluator.higher_is_better,
+        budget=budget,
+        trials=req.trials,
+        workers=req.workers,
+        seed=req.seed,
+        objectives=tuple(objectives),
+        directions=tuple(Direction.of(o, evaluator.higher_is_better) for o in objectives),
+        causal=causal,
+        trial=replace(preset.trial, timeout=timeout),
+        seed_archs=tuple(seeds),
+        storage=req.storage,
+        address=req.address,
+        max_params=req.max_params,
+        proxy=dict(req.proxy),
+    )
+    return config, space_path, preset
