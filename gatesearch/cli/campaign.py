@@ -422,7 +422,8 @@ def retrain(
         str,
         typer.Option(
             help="Dropout for every rate: 'tuned' (the proxy's values), a rate such as 0.25, "
-            "or several, comma-separated: each architecture is then trained once per value and "
+            "'self-tune' (the proxy's values as the start, tuned on as the retrain goes), or "
+            "several, comma-separated: each architecture is then trained once per value and "
             "the best on validation kept. The default trains the proxy's values and 0.25: a "
             "retrain 10x the proxy's length wants more dropout than the proxy tuned for its "
             "own on small data, and validation keeps the proxy's where it does not."

@@ -90,8 +90,14 @@ class SelfTune:
     proxy left them: over a 10x budget the validation loss does overfit, so the hypergradient
     has the signal a short proxy lacks."""
 
-    centred: bool = False  # the uncentred (STN) response: on an overfitting split only it
-    # moved dropout toward the grid's best (benchmarks/RESULTS.md, "A tiny overfitting split")
+    # Delta-STN's centred response, the proxy's default. Over a retrain both forms raised the
+    # mixer's dropout to 0.5-0.9; the centred one retrained better on Palestrina (mean valid
+    # 4.174 against 4.264, benchmarks/RESULTS.md "Which dropout retrain should use").
+    centred: bool = True
+
+
+# `--dropout self-tune`: the regularisers go on tuning themselves through the retrain.
+SELF_TUNE = "self-tune"
 
 
 class RetrainError(GatesearchError):
@@ -109,11 +115,19 @@ class RetrainJob:
     graph: nx.DiGraph
     hyperparameters: dict[str, float]
     seed: int
-    dropout: float | None = None  # every dropout rate set to this; None: the tuned rates
+    # Every dropout rate set to this; None: the tuned rates; SELF_TUNE: the tuned rates as the
+    # start of a retrain that goes on tuning them.
+    dropout: float | str | None = None
 
     @property
     def variant(self) -> str:
-        return "tuned" if self.dropout is None else f"dropout {self.dropout:g}"
+        if self.dropout is None or isinstance(self.dropout, str):
+            return self.dropout or "tuned"
+        return f"dropout {self.dropout:g}"
+
+    @property
+    def self_tune(self) -> SelfTune | None:
+        return SelfTune() if self.dropout == SELF_TUNE else None
 
 
 def retrain_body(
@@ -211,6 +225,7 @@ def retrain_streamed(
     threads: int,
     eval_points: int = DEFAULT_EVAL_POINTS,
     patience: int = DEFAULT_PATIENCE,
+    self_tune: SelfTune | None = None,
 ) -> Iterator[dict[str, Any]]:
     """The Ray task: `retrain_body` in a thread of the task, yielding {"progress": …} at each
     validation point (with `elapsed` seconds since the task started), then {"result": …}.
@@ -235,6 +250,7 @@ def retrain_streamed(
                 eval_points,
                 patience,
                 on_eval=report,
+                self_tune=self_tune,
             )
             events.put(("result", result))
         except BaseException as exc:  # handed to the generator, which raises it
@@ -271,12 +287,16 @@ def with_dropout(hypers: dict[str, float], dropout: float) -> dict[str, float]:
     return {k: (dropout if k.startswith(DROPOUT_PREFIX) else v) for k, v in hypers.items()}
 
 
-def parse_dropouts(text: str) -> list[float | None]:
-    """`--dropout` text: values in [0, 1) or `tuned`, comma-separated -> [None (tuned) | D]."""
-    out: list[float | None] = []
+def parse_dropouts(text: str) -> list[float | str | None]:
+    """`--dropout` text: values in [0, 1), `tuned` or `self-tune`, comma-separated ->
+    [None (tuned) | SELF_TUNE | D]."""
+    out: list[float | str | None] = []
     for item in (t.strip() for t in text.split(",")):
+        value: float | str | None
         if item == "tuned":
-            value: float | None = None
+            value = None
+        elif item == SELF_TUNE:
+            value = SELF_TUNE
         else:
             try:
                 value = float(item)
@@ -284,7 +304,8 @@ def parse_dropouts(text: str) -> list[float | None]:
                 value = -1.0
             if not 0.0 <= value < 1.0:
                 raise RetrainError(
-                    f"--dropout {text!r}: each value must be 'tuned' or a rate in [0, 1)"
+                    f"--dropout {text!r}: each value must be 'tuned', 'self-tune' or a rate "
+                    "in [0, 1)"
                 )
         if value in out:
             raise RetrainError(f"--dropout {text!r} names {item} twice")
@@ -293,7 +314,7 @@ def parse_dropouts(text: str) -> list[float | None]:
 
 
 def select(
-    store: RunStore, top: int, dropouts: Sequence[float | None] = (None,)
+    store: RunStore, top: int, dropouts: Sequence[float | str | None] = (None,)
 ) -> list[RetrainJob]:
     """The best `top` completed trials with the graph and hyperparameters each needs, one job
     per entry of `dropouts`: None keeps the tuned rates, a number sets every dropout rate the
@@ -332,7 +353,7 @@ def select(
             hypers = {**hypers, "lr": peak}
         seed = trial_seed(store.config.seed, record.slot, 1)  # the trial's training seed
         for d in dropouts:
-            variant = hypers if d is None else with_dropout(hypers, d)
+            variant = with_dropout(hypers, float(d)) if isinstance(d, int | float) else hypers
             jobs.append(RetrainJob(rank, record, graph, variant, seed, d))
     return jobs
 
@@ -383,7 +404,7 @@ def retrain(
     eval_points: int = DEFAULT_EVAL_POINTS,
     patience: int = DEFAULT_PATIENCE,
     on_progress: Callable[[RetrainJob, dict[str, Any]], None] | None = None,
-    dropouts: Sequence[float | None] = (None,),
+    dropouts: Sequence[float | str | None] = (None,),
 ) -> list[dict[str, Any]]:
     """Retrain the best `top` trials of the run at `root`; returns one row per architecture
     ({"job", "path", "metrics"} or {"job", "error"}), best retrained validation score first
@@ -420,7 +441,7 @@ def retrain(
                     j,
                     retrain_streamed,
                     *(j.graph, task, str(full), j.seed, j.hyperparameters, cpus),
-                    *(eval_points, patience),
+                    *(eval_points, patience, j.self_tune),
                 )
             while len(ray_):
                 for event in ray_.poll(timeout=1.0):

@@ -296,3 +296,19 @@ def test_retrain_by_default_tries_the_tuned_dropout_and_0_25(mqar_run, tmp_path,
     (folder,) = (run / RETRAINED).iterdir()
     doc = json.loads((folder / METRICS).read_text())
     assert {v["variant"] for v in doc["variants"]} == {"tuned", "dropout 0.25"}
+
+
+def test_retrain_self_tune_goes_on_tuning_and_is_a_variant_like_any(mqar_run, tmp_path, capsys):
+    run = tmp_path / "m"
+    shutil.copytree(mqar_run, run, ignore=shutil.ignore_patterns(RETRAINED))
+    args = ("--top", "1", "--budget", "30steps", "--eval-points", "2", "--patience", "0")
+    assert cli("retrain", run, *args, "--dropout", "self-tune") == 0
+    assert "self-tune)" in capsys.readouterr().out
+    with RunStore.open(run, writer=False) as store:
+        (placed,) = [p for p in final_order(store) if p.retrained is not None]
+        tuned = dict(select(store, 1)[0].hyperparameters)
+    used = placed.retrained["hyperparameters"]
+    assert any(used[k] != pytest.approx(v, rel=1e-3) for k, v in tuned.items() if k != "lr")
+    assert parse_dropouts("tuned,self-tune,0.25") == [None, "self-tune", 0.25]
+    with pytest.raises(RetrainError, match="twice"):
+        parse_dropouts("self-tune,self-tune")
