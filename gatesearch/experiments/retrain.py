@@ -435,16 +435,18 @@ def retrain(
         resources = replace(store.config.trial, timeout=0.0)
         n_workers = workers or store.config.workers
         # Leaving the block by Ctrl-C (or a failed write) cancels the trainings still running.
-        with Dispatcher[RetrainJob](resources, n_workers, address or store.config.address) as ray_:
+        with Dispatcher[RetrainJob](
+            resources, n_workers, address or store.config.address
+        ) as dispatch:
             for j in jobs:
-                ray_.submit(
+                dispatch.submit(
                     j,
                     retrain_streamed,
                     *(j.graph, task, str(full), j.seed, j.hyperparameters, cpus),
                     *(eval_points, patience, j.self_tune),
                 )
-            while len(ray_):
-                for event in ray_.poll(timeout=1.0):
+            while len(dispatch):
+                for event in dispatch.poll(timeout=1.0):
                     job = event.key
                     if event.kind is EventKind.PROGRESS and on_progress is not None:
                         on_progress(job, event.value)
