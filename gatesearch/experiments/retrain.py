@@ -79,7 +79,7 @@ DEFAULT_PATIENCE = 5
 # `--dropout`: the proxy's tuned rates and every rate at 0.25, the better on validation kept.
 # Measured (benchmarks/RESULTS.md, "Which dropout retrain should use"): on Palestrina frames
 # 0.25 beat the tuned rates on validation for all 3 of a campaign's top 3 (by 0.13-0.20
-# nats/step), on a 100k-character corpus for the campaign's #1 (by 0.07 nats/char); a
+# nats/step), on a 100k-character corpus for all 3 too (by 0.004-0.046 nats/char); a
 # data-rich task keeps the tuned rates by the same validation. Twice the retrain's cost.
 DEFAULT_DROPOUTS = "tuned,0.25"
 
