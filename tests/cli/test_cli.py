@@ -1,7 +1,10 @@
-"""The `gatesearch space` commands, run as the real console script."""
+"""The `gatesearch space` commands: in this process through the console script's own `main`
+(what a shell sees: exit status, stdout, stderr), and once as the installed script itself."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
 import subprocess
@@ -11,13 +14,36 @@ from pathlib import Path
 import pytest
 
 from gatesearch.arch.space import DEFAULT_SPACE, SPACES_DIR
+from gatesearch.cli.app import main
 
 EXE = shutil.which("gatesearch") or ""
 
 
-def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def script(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """The installed console script in its own process."""
     cmd = [EXE, *args] if EXE else [sys.executable, "-m", "gatesearch.cli.app", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=cwd)
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    """`main(args)` in this process, its exit status and output captured as a shell would see
+    them (a process per case costs ~2 s of interpreter and torch start-up)."""
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(list(args))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
+
+def test_the_console_script_runs_and_fails_as_one_line() -> None:
+    ok = script("space", "validate", str(DEFAULT_SPACE))
+    assert ok.returncode == 0 and ok.stdout.startswith("ok: "), ok.stderr
+    bad = script("space", "validate", "no/such.space")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ")
+    assert bad.stderr.strip().count("\n") == 0, bad.stderr
 
 
 def test_validate_ok() -> None:
@@ -92,10 +118,11 @@ def test_noncausal_sampling_of_an_any_space() -> None:
 def test_version_and_short_help() -> None:
     from gatesearch import __version__
 
-    res = run("--version")
+    # The console script itself: help names the program by the name it was started as.
+    res = script("--version")
     assert res.returncode == 0 and res.stdout.strip() == f"gatesearch {__version__}"
     for args in (["-h"], ["space", "-h"], ["run", "-h"], ["retrain", "-h"]):
-        res = run(*args)
+        res = script(*args)
         assert res.returncode == 0 and res.stdout.startswith("Usage: gatesearch"), args
 
 
