@@ -19,7 +19,6 @@ from gatesearch.evaluate import (
     objective_label,
     parse_proxy_options,
     parse_task_params,
-    spec_of,
 )
 from gatesearch.experiments.retrain import (
     DEFAULT_DROPOUTS,
@@ -33,6 +32,7 @@ from gatesearch.runs.outcomes import TrialOutcome
 from gatesearch.runs.ranking import count_finished, leaderboard, summary
 from gatesearch.runs.request import RunRequest, package_versions, prepare_run
 from gatesearch.runs.store import CONFIG, RunStore, StoreError, list_runs
+from gatesearch.tasks import TaskSpec
 
 out = Console(highlight=False)
 
@@ -103,9 +103,8 @@ class Display:
             self.console.print(self.render(s).plain.replace("━", "").strip(), markup=False)
 
 
-def _task_text(task: Any) -> str:
+def _task_text(spec: TaskSpec) -> str:
     """`mqar(vocab=64, length=32, ...)` from a config's task spec."""
-    spec = spec_of(task)
     args = ", ".join(f"{k}={v}" for k, v in spec.params.items() if v is not None)
     return f"{spec.name}({args})" if args else spec.name
 
@@ -271,7 +270,7 @@ def run(
         runs_dir / config.name, config, space_path, preset.text, package_versions()
     )
     out.print(
-        f"campaign {store.root}: {config.strategy} on {_task_text(config.task.to_dict())}, "
+        f"campaign {store.root}: {config.strategy} on {_task_text(config.task)}, "
         f"{config.trials} trials × {config.budget}, {config.workers} workers",
         markup=False,
     )
@@ -311,7 +310,7 @@ def status(
         return
     out.print(
         f"[bold]{info['name']}[/bold] ({info['state']})  {info['strategy']} on "
-        f"{escape(_task_text(info['task_spec']))} × {info['budget']}  "
+        f"{escape(_task_text(store.config.task))} × {info['budget']}  "
         f"objectives: {', '.join(_labels(store.config))}"
     )
     # Trials stored as running with no driver alive were cut off with it: say so, not "running".

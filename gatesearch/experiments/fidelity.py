@@ -566,24 +566,25 @@ def run_fidelity(
         "self_tuning": (config["proxy_budget"], True, config["proxy"]),
         "fixed": (config["proxy_budget"], False, config["proxy"]),
     }
-    total = 0
-    for kind in RUN_KINDS:
-        if kind == REPEAT and not req.repeat_full:
-            continue
-        budget, self_tuning, proxy = budgets[kind]
-        for row, arch in zip(rows, archs):
-            if kind in row["runs"]:  # reused from the reference
+    # Ctrl-C, or a failure while submitting, cancels what is already on Ray.
+    with dispatch:
+        total = 0
+        for kind in RUN_KINDS:
+            if kind == REPEAT and not req.repeat_full:
                 continue
-            # The repeat differs from the reference by its seed only (initialisation, batch
-            # order, dropout masks, STN perturbations).
-            seed = row["repeat_seed"] if kind == REPEAT else row["seed"]
-            args = (fidelity_run, arch.graph, task, budget, seed, self_tuning, 1, proxy)
-            dispatch.submit((row["index"], kind), call_streamed, *args)
-            total += 1
-    done = 0
-    if progress is not None:
-        progress(done, total)
-    with dispatch:  # Ctrl-C cancels what is still running
+            budget, self_tuning, proxy = budgets[kind]
+            for row, arch in zip(rows, archs):
+                if kind in row["runs"]:  # reused from the reference
+                    continue
+                # The repeat differs from the reference by its seed only (initialisation, batch
+                # order, dropout masks, STN perturbations).
+                seed = row["repeat_seed"] if kind == REPEAT else row["seed"]
+                args = (fidelity_run, arch.graph, task, budget, seed, self_tuning, 1, proxy)
+                dispatch.submit((row["index"], kind), call_streamed, *args)
+                total += 1
+        done = 0
+        if progress is not None:
+            progress(done, total)
         while len(dispatch):
             for event in dispatch.poll(timeout=1.0):
                 if not event.kind.done:

@@ -121,8 +121,10 @@ class RetrainJob:
 
     @property
     def variant(self) -> str:
-        if self.dropout is None or isinstance(self.dropout, str):
-            return self.dropout or "tuned"
+        if self.dropout is None:
+            return "tuned"
+        if self.dropout == SELF_TUNE:
+            return SELF_TUNE
         return f"dropout {self.dropout:g}"
 
     @property
