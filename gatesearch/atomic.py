@@ -70,3 +70,50 @@ def write_atomic(target: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+class AtomicFolder:
+    """A folder written whole or not at all: filled under a temporary name beside `target`,
+    renamed onto it when the `with` block ends without an exception, removed when it raises.
+
+    `create()` is separate from the block so a caller can tell "cannot write there at all"
+    (the parent or the temporary folder) from a failure while filling it. Without `replace`,
+    an existing `target` is never touched (the rename fails with OSError); with it, the old
+    folder is moved aside, the new one renamed into place, and only then the old removed.
+    """
+
+    def __init__(self, target: Path, *, replace: bool = False) -> None:
+        self.target = Path(target)
+        self.replace = replace
+        self.tmp = temp_path_beside(self.target)
+        self._created = False
+
+    def create(self) -> Path:
+        """Make the parent (as needed) and the temporary folder; the latter's path."""
+        if not self._created:
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+            self.tmp.mkdir()
+            self._created = True
+        return self.tmp
+
+    def __enter__(self) -> Path:
+        return self.create()
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return
+        try:
+            old = None
+            if self.target.exists():
+                if not self.replace:
+                    # os.rename would silently replace an empty folder.
+                    raise FileExistsError(f"{self.target} already exists")
+                old = temp_path_beside(self.target)
+                os.rename(self.target, old)
+            os.rename(self.tmp, self.target)
+        except BaseException:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gatesearch.atomic import remove_temps, temp_path_beside, write_atomic
+from gatesearch.atomic import AtomicFolder, remove_temps, temp_path_beside, write_atomic
 
 
 @pytest.fixture(params=[0o022, 0o077, 0o002], ids=["022", "077", "002"])
@@ -77,3 +77,37 @@ def test_remove_temps_of_dead_writers_only_spares_the_living(tmp_path: Path) -> 
     dead.write_bytes(b"torn")
     assert remove_temps(tmp_path, dead_only=True) == 1
     assert mine.exists() and not dead.exists()
+
+
+def test_atomic_folder_appears_whole_or_not_at_all(tmp_path: Path) -> None:
+    target = tmp_path / "runs" / "a"
+    with AtomicFolder(target) as tmp:
+        (tmp / "x.txt").write_text("1")
+        assert not target.exists()  # nothing under the final name until the block ends
+    assert (target / "x.txt").read_text() == "1"
+    # A failure while filling leaves neither the target nor a temporary folder behind.
+    failed = tmp_path / "runs" / "b"
+    with pytest.raises(RuntimeError), AtomicFolder(failed) as tmp:
+        (tmp / "x.txt").write_text("half")
+        raise RuntimeError("boom")
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["a"]
+
+
+def test_atomic_folder_never_replaces_unless_asked(tmp_path: Path) -> None:
+    target = tmp_path / "a"
+    target.mkdir()
+    (target / "old.txt").write_text("kept")
+    with pytest.raises(OSError), AtomicFolder(target) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert [p.name for p in tmp_path.iterdir()] == ["a"]
+    assert [p.name for p in target.iterdir()] == ["old.txt"]
+    empty = tmp_path / "empty"
+    empty.mkdir()  # which a bare os.rename would replace without a word
+    with pytest.raises(FileExistsError), AtomicFolder(empty) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert list(empty.iterdir()) == []
+    empty.rmdir()
+    with AtomicFolder(target, replace=True) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert [p.name for p in tmp_path.iterdir()] == ["a"]  # the old one removed, no temporaries
+    assert [p.name for p in target.iterdir()] == ["new.txt"]

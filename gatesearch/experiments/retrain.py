@@ -40,9 +40,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 import queue
-import shutil
 import threading
 import time
 from collections import Counter
@@ -54,7 +52,7 @@ from typing import Any
 import networkx as nx
 
 from gatesearch.arch.graph import arch_hash, read_graph, write_graph
-from gatesearch.atomic import remove_temps, temp_path_beside
+from gatesearch.atomic import AtomicFolder, remove_temps
 from gatesearch.budget import Budget, parse_budget
 from gatesearch.errors import GatesearchError
 from gatesearch.evaluate import resolve_task, spec_of
@@ -363,12 +361,8 @@ def select(
 def write_result(store: RunStore, job: RetrainJob, result: dict[str, Any], budget: Budget) -> Path:
     """Write one architecture's files into a temporary folder, then rename it into place
     (replacing an earlier retrain of the same architecture)."""
-    parent = store.root / RETRAINED
-    parent.mkdir(exist_ok=True)
-    target = parent / job.record.arch_hash
-    tmp = temp_path_beside(target)
-    tmp.mkdir()
-    try:
+    target = store.root / RETRAINED / job.record.arch_hash
+    with AtomicFolder(target, replace=True) as tmp:
         (tmp / WEIGHTS).write_bytes(result["weights"])
         write_graph(result["graph"], tmp / GRAPH)
         doc = {
@@ -383,16 +377,6 @@ def write_result(store: RunStore, job: RetrainJob, result: dict[str, Any], budge
             **result["metrics"],
         }
         (tmp / METRICS).write_text(json.dumps(doc, indent=2) + "\n")
-        old = None
-        if target.exists():
-            old = parent / f".{job.record.arch_hash}.old-{os.getpid()}"
-            os.rename(target, old)
-        os.rename(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 

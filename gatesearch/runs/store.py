@@ -52,7 +52,7 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
 from gatesearch.arch.graph import write_graph
-from gatesearch.atomic import remove_temps, temp_path_beside, write_atomic
+from gatesearch.atomic import AtomicFolder, remove_temps, write_atomic
 from gatesearch.errors import GatesearchError
 from gatesearch.runs.config import FORMAT, RunConfig, RunConfigError
 from gatesearch.runs.outcomes import TrialOutcome, classify
@@ -258,24 +258,22 @@ class RunStore:
                 f"{root} already exists: resume it with `gatesearch resume {root}` "
                 "or choose another --name"
             )
+        folder = AtomicFolder(root)
         try:
-            parent.mkdir(parents=True, exist_ok=True)
-            tmp = temp_path_beside(root)
-            tmp.mkdir()
+            tmp = folder.create()
         except OSError as exc:
             raise StoreError(f"cannot write runs directory {parent}: {exc.strerror}") from None
         try:
-            (tmp / CONFIG).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-            shutil.copyfile(space_file, tmp / SPACE_COPY)
-            (tmp / PRESET_COPY).write_text(preset_text)
-            (tmp / VERSIONS).write_text(json.dumps(versions, indent=2) + "\n")
-            (tmp / GRAPHS).mkdir()
-            (tmp / LOCK).touch()
-            if not config.storage:
-                (tmp / JOURNAL).touch()
-            os.rename(tmp, root)
+            with folder:
+                (tmp / CONFIG).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+                shutil.copyfile(space_file, tmp / SPACE_COPY)
+                (tmp / PRESET_COPY).write_text(preset_text)
+                (tmp / VERSIONS).write_text(json.dumps(versions, indent=2) + "\n")
+                (tmp / GRAPHS).mkdir()
+                (tmp / LOCK).touch()
+                if not config.storage:
+                    (tmp / JOURNAL).touch()
         except OSError as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
             raise StoreError(f"cannot create {root}: {exc}") from None
         store = cls(root, config, writer=True)
         store.lock()
