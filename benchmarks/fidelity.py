@@ -32,7 +32,7 @@ from pathlib import Path
 import ray
 from rich.console import Console
 
-from gatesearch.cli.campaign import fidelity_lines, fidelity_table
+from gatesearch.cli.fidelity import fidelity_lines, fidelity_table
 from gatesearch.evaluate import parse_proxy_options, parse_task_params
 from gatesearch.experiments.fidelity import REPEAT, FidelityError, FidelityRequest, run_fidelity
 from gatesearch.runs.dispatch import ensure_ray

@@ -198,9 +198,13 @@ def _si(x: float) -> str:
 
 from gatesearch.cli.campaign import register as _register_campaign  # noqa: E402
 from gatesearch.cli.export import register as _register_export  # noqa: E402
+from gatesearch.cli.fidelity import register as _register_fidelity  # noqa: E402
+from gatesearch.cli.retrain import register as _register_retrain  # noqa: E402
 from gatesearch.report import register as _register_report  # noqa: E402
 
 _register_campaign(app)
+_register_retrain(app)
+_register_fidelity(app)
 _register_report(app)
 _register_export(app)
 

@@ -1,0 +1,31 @@
+"""Option declarations shared by the commands, so that `run`, `fidelity`, `retrain` and the
+others spell (and explain) the same flag the same way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+PROXY_OPTION_HELP = (
+    "A setting of the proxy trainer as key=value (batch_size, lr, hyper_lr, "
+    "train_per_hyper, centred, response, ...; see ProxyConfig); repeatable."
+)
+
+RunDirArg = Annotated[Path, typer.Argument(help="The run directory, e.g. runs/NAME.")]
+SpaceOpt = Annotated[
+    Path | None, typer.Option(help="Search space file [default: spaces/gated_lm.space].")
+]
+TaskParamOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="A task parameter as key=value (e.g. vocab=64, path=data.parquet); repeatable."
+    ),
+]
+AddressOpt = Annotated[
+    str | None,
+    typer.Option(help="Ray cluster address (auto, ray://host:port); default: a local Ray."),
+]
+RunsDirOpt = Annotated[Path, typer.Option(help="Where runs are written.")]
+ProxyOptionOpt = Annotated[list[str] | None, typer.Option(help=PROXY_OPTION_HELP)]

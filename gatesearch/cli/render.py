@@ -1,0 +1,124 @@
+"""How the command line shows things: one console, clocks, objective labels, the live
+progress line of a campaign and its leaderboard."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from gatesearch.evaluate import objective_label
+from gatesearch.runs.campaign import Stats
+from gatesearch.runs.config import Direction, RunConfig
+from gatesearch.runs.ranking import leaderboard
+from gatesearch.runs.store import RunStore
+from gatesearch.tasks import TaskSpec
+
+out = Console(highlight=False)
+
+
+def clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "--:--"
+    seconds = int(seconds)
+    h, rest = divmod(seconds, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
+
+
+def values_text(values: Any) -> str:
+    if values is None:
+        return "-"
+    return " ".join(f"{v:.4g}" for v in values)
+
+
+class Display:
+    """One live status line and the best architecture, or plain lines when not a terminal."""
+
+    def __init__(self, console: Console, name: str, labels: list[str] | None = None) -> None:
+        self.console = console
+        self.name = name
+        self.labels = labels or []  # objective names as shown, e.g. "accuracy ↑"
+        self.live: Live | None = None
+        self.last_print = 0.0
+        self.last_done = -1
+
+    def __enter__(self) -> Display:
+        if self.console.is_terminal:
+            self.live = Live(console=self.console, refresh_per_second=4, transient=False)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.__exit__(None, None, None)
+
+    def render(self, s: Stats) -> Text:
+        width = 24
+        filled = int(width * s.done / max(1, s.target))
+        text = Text()
+        text.append("━" * filled, style="green")
+        text.append("━" * (width - filled), style="grey37")
+        text.append(f" {s.done}/{s.target} done · {s.running} running · ")
+        text.append(f"{s.failed} failed", style="red" if s.failed else "")
+        text.append(f" · {s.duplicates} dup")
+        if s.rejected:
+            text.append(f" · {s.rejected} over --max-params")
+        text.append(f" · {clock(s.elapsed)} elapsed · ETA {clock(s.eta)}")
+        if s.best is not None:
+            what = ", ".join(self.labels) + " " if self.labels else ""
+            head = f"best {what}{values_text(s.best)} (trial {s.best_number}): "
+            room = max(20, self.console.width - len(head) - 1)
+            arch = s.best_arch if len(s.best_arch) <= room else s.best_arch[: room - 1] + "…"
+            text.append("\n" + head, style="bold")
+            text.append(arch)
+        return text
+
+    def update(self, s: Stats) -> None:
+        if self.live is not None:
+            self.live.update(self.render(s))
+            return
+        now = time.monotonic()
+        if s.done != self.last_done and (now - self.last_print > 5 or s.done == s.target):
+            self.last_print, self.last_done = now, s.done
+            self.console.print(self.render(s).plain.replace("━", "").strip(), markup=False)
+
+
+def task_text(spec: TaskSpec) -> str:
+    """`mqar(vocab=64, length=32, ...)` from a config's task spec."""
+    args = ", ".join(f"{k}={v}" for k, v in spec.params.items() if v is not None)
+    return f"{spec.name}({args})" if args else spec.name
+
+
+def objective_labels(config: RunConfig) -> list[str]:
+    """Objective column heads: the task's metric name for `metric`, with its direction."""
+    labels = []
+    for objective, way in zip(config.objectives, config.directions):
+        arrow = "↑" if way is Direction.MAXIMIZE else "↓"
+        labels.append(f"{objective_label(objective, config.metric_name)} {arrow}")
+    return labels
+
+
+def print_board(store: RunStore) -> None:
+    rows = leaderboard(store, top=5)
+    if not rows:
+        out.print("no completed trial yet")
+        return
+    table = Table(title=f"best of {store.config.name}", box=None, pad_edge=False, expand=True)
+    table.add_column("rank", justify="right", no_wrap=True, min_width=4)
+    table.add_column("trial", justify="right", no_wrap=True, min_width=5)
+    for label in objective_labels(store.config):
+        table.add_column(label, justify="right", no_wrap=True, min_width=len(label) + 2)
+    # Only the architecture column shrinks, to the terminal's width.
+    table.add_column("architecture", overflow="ellipsis", no_wrap=True, ratio=1)
+    for r in rows:
+        table.add_row(
+            str(r["rank"]),
+            str(r["number"]),
+            *(f"{v:.4g}" for v in r["values"].values()),
+            Text(r["arch"]),
+        )
+    out.print(table)

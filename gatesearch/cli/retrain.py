@@ -1,0 +1,192 @@
+"""`gatesearch retrain`: the campaign's best architectures trained at the full budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from gatesearch.cli.options import RunDirArg
+from gatesearch.cli.render import clock, out
+from gatesearch.experiments.retrain import (
+    DEFAULT_DROPOUTS,
+    DEFAULT_EVAL_POINTS,
+    DEFAULT_PATIENCE,
+    RetrainJob,
+    final_order,
+    parse_dropouts,
+)
+from gatesearch.experiments.retrain import retrain as run_retrain
+from gatesearch.runs.store import RunStore
+
+
+def retrain(
+    run_dir: RunDirArg,
+    top: Annotated[int, typer.Option(help="How many of the best trials to retrain.")] = 1,
+    budget: Annotated[
+        str | None,
+        typer.Option(
+            help="Most training per architecture: 2000steps, 600s or 1e7tokens "
+            "[default: 10x the campaign's per-trial budget]."
+        ),
+    ] = None,
+    eval_points: Annotated[
+        int,
+        typer.Option(
+            help="Score the validation split at this many evenly spaced points of the budget; "
+            "the best point's weights are kept."
+        ),
+    ] = DEFAULT_EVAL_POINTS,
+    patience: Annotated[
+        int,
+        typer.Option(
+            help="Stop after this many validation points in a row without a better score "
+            "(0: train the whole budget)."
+        ),
+    ] = DEFAULT_PATIENCE,
+    dropout: Annotated[
+        str,
+        typer.Option(
+            help="Dropout for every rate: 'tuned' (the proxy's values), a rate such as 0.25, "
+            "'self-tune' (the proxy's values as the start, tuned on as the retrain goes), or "
+            "several, comma-separated: each architecture is then trained once per value and "
+            "the best on validation kept. The default trains the proxy's values and 0.25: a "
+            "retrain 10x the proxy's length wants more dropout than the proxy tuned for its "
+            "own on small data, and validation keeps the proxy's where it does not."
+        ),
+    ] = DEFAULT_DROPOUTS,
+    workers: Annotated[
+        int | None, typer.Option(help="Trainings at once [default: the campaign's].")
+    ] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address [default: the campaign's, or local].")
+    ] = None,
+) -> None:
+    """Train the campaign's best K at the full budget (by default once with the proxy's tuned
+    dropout and once with dropout 0.25, the better on validation kept), keeping each one's
+    best validation point; store weights (safetensors), graph, validation/test
+    metrics and the validation curve under RUN_DIR/retrained/<hash>/. Ranks them by their
+    retrained validation score, which `export --rank` and `report` then follow."""
+    dropouts = parse_dropouts(dropout)  # checked before anything starts
+    printer = _Printer(several=len(dropouts) > 1)
+    rows = run_retrain(
+        run_dir,
+        top,
+        budget=budget,
+        address=address,
+        workers=workers,
+        on_done=printer.done,
+        eval_points=eval_points,
+        patience=patience,
+        on_progress=printer.progress,
+        dropouts=dropouts,
+    )
+    # The rank `export --rank` and `report` give: every retrained architecture of the run
+    # counts, earlier retrains too.
+    with RunStore.open(run_dir, writer=False) as store:
+        final = {p.arch_hash: p.rank for p in final_order(store)}
+    out.print(_table(run_dir, rows, final))
+    failed = sum("error" in r for r in rows)
+    if failed:
+        out.print(f"{failed} of {len(rows)} retrainings failed")
+        raise typer.Exit(1)
+    out.print(f"next: `gatesearch export {run_dir} --rank 1 -o model.py --weights`", markup=False)
+
+
+class _Printer:
+    """The lines printed while retraining: each validation point, then each model's result."""
+
+    def __init__(self, several: bool) -> None:
+        self.several = several  # several dropout variants per architecture
+
+    def label(self, job: RetrainJob) -> str:
+        variant = f", {job.variant}" if self.several or job.dropout is not None else ""
+        return f"campaign #{job.rank} (trial {job.record.number}{variant})"
+
+    def progress(self, job: RetrainJob, event: dict[str, Any]) -> None:
+        point, best, frac = event["point"], event["best"], event["progress"]
+        eta = event["elapsed"] * (1.0 - frac) / frac if frac > 0 else None
+        out.print(
+            f"  {self.label(job)}: step {point['step']:,} "
+            f"({frac:.0%}), valid {event['metric_name']} {point['valid_metric']:.4g} "
+            f"(loss {point['valid_loss']:.4g}), best {best['valid_metric']:.4g} at step "
+            f"{best['step']:,}, ETA {clock(eta)} at most",
+            markup=False,
+        )
+
+    def done(self, row: dict[str, Any]) -> None:
+        job = row["job"]
+        if "error" in row:
+            out.print(f"{self.label(job)} failed: {row['error']}", markup=False)
+            return
+        m = row["metrics"]
+        stop = "stopped early, " if m["stopped_early"] else ""
+        kept = f"kept of {len(m['variants'])} variants: " if "variants" in m else ""
+        out.print(
+            f"{self.label(job)}: {kept}valid {m['metric_name']} "
+            f"{m['valid']['metric']:.4g}, test {m['test']['metric']:.4g} "
+            f"({stop}best of {len(m['curve'])} points at step {m['best_step']:,.0f}) "
+            f"-> {row['path']}",
+            markup=False,
+        )
+
+
+_HEADS = (
+    "rank",
+    "campaign",
+    "trial",
+    "proxy",
+    "valid metric",
+    "test metric",
+    "valid loss",
+    "params",
+    "best step",
+    "where",
+)
+
+
+def _table(run_dir: Path, rows: list[dict[str, Any]], final: dict[str, int]) -> Table:
+    """The retrained models, best validation score first, with their final rank."""
+    table = Table(
+        title=f"retrained from {run_dir}, best validation score first",
+        box=None,
+        pad_edge=False,
+    )
+    for head in _HEADS:
+        table.add_column(head, justify="left" if head == "where" else "right")
+    for row in rows:
+        job = row["job"]
+        proxy = " ".join(f"{v:.4g}" for v in job.record.values or ())
+        if "error" in row:
+            blank = [""] * 4
+            table.add_row(
+                "-",
+                f"#{job.rank}",
+                str(job.record.number),
+                proxy,
+                "failed",
+                *blank,
+                Text(row["error"]),
+            )
+            continue
+        m = row["metrics"]
+        table.add_row(
+            str(final.get(job.record.arch_hash, "-")),
+            f"#{job.rank}",
+            str(job.record.number),
+            proxy,
+            f"{m['valid']['metric']:.4g}",
+            f"{m['test']['metric']:.4g}",
+            f"{m['valid']['loss']:.4g}",
+            f"{m['params']:.4g}",
+            f"{m['best_step']:,.0f}/{m['steps']:,.0f}",
+            Text(str(row["path"])),
+        )
+    return table
+
+
+def register(app: typer.Typer) -> None:
+    app.command("retrain")(retrain)
