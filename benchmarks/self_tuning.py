@@ -316,11 +316,11 @@ def main() -> None:
         sys.exit(f"error: {str(exc).splitlines()[0]}")
     cells = grid_cells(dropouts, decays)
     config = {
-        "label": args.label or base["task"]["name"],
-        "task": base["task"],
-        "space": base["space"],
-        "metric_name": base["metric_name"],
-        "higher_is_better": base["higher_is_better"],
+        "label": args.label or base.task.name,
+        "task": base.task.to_dict(),
+        "space": base.space,
+        "metric_name": base.metric_name,
+        "higher_is_better": base.higher_is_better,
         "budget": str(budget),
         "seed": args.seed,
         "max_params": args.max_params,
@@ -356,7 +356,7 @@ def main() -> None:
     ]
     ensure_ray(None, args.workers)
     remote = ray.remote(run_one).options(num_cpus=1, max_retries=0)
-    task = base["task"]
+    task = base.task.to_dict()
     pending: dict[Any, tuple[int, str, int | None]] = {}
     for kind in KINDS:
         for row, arch in zip(rows, archs):

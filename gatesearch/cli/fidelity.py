@@ -20,12 +20,14 @@ from gatesearch.cli.options import (
 from gatesearch.cli.render import clock, out
 from gatesearch.evaluate import parse_proxy_options, parse_task_params
 from gatesearch.experiments.fidelity import (
+    KIND,
     PLOT,
     PROXIES,
     PROXY_LABELS,
     RESULT,
+    FidelityConfig,
+    FidelityError,
     FidelityRequest,
-    compared,
     run_fidelity,
 )
 from gatesearch.runs.store import CONFIG
@@ -35,13 +37,16 @@ def fidelity_row(root: Path) -> tuple[str, ...] | None:
     """`ls`'s columns for a `gatesearch fidelity` folder (they live in runs/ too), or None
     when `root` is not one."""
     try:
-        config = json.loads((root / CONFIG).read_text())
+        doc = json.loads((root / CONFIG).read_text())
     except (OSError, ValueError, UnicodeDecodeError):
         return None
-    if not isinstance(config, dict) or config.get("kind") != "fidelity":
+    if not isinstance(doc, dict) or doc.get("kind") != KIND:
         return None
-    task = str((config.get("task") or {}).get("name", "?"))
-    archs = f"{config.get('archs', '?')} archs"
+    try:
+        config = FidelityConfig.from_dict(doc, str(root / CONFIG))
+        task, archs = config.task.name, f"{config.archs} archs"
+    except FidelityError:  # a folder cut off while it was written: listed, not read
+        task, archs = "?", "? archs"
     try:
         taus = json.loads((root / RESULT).read_text())["correlations"]["metric"]
         best = " ".join(
@@ -71,12 +76,12 @@ def fidelity_table(result: dict[str, Any]) -> Table:
     the top-k overlap and where the proxy's pick ranks at full budget — and what each kind of
     run cost. Narrow enough for an 80-column terminal; `two_seeds_line` adds the repeat's
     second reference."""
-    config = result["config"]
-    metric = config["metric_name"]
+    config = FidelityConfig.from_dict(result["config"], RESULT)
+    metric = config.metric_name
     table = Table(
-        title=f"proxy fidelity: {config['task']['name']} ({metric}), "
-        f"{config['archs']} architectures, "
-        f"{config['proxy_budget']} vs {config['full_budget']}",
+        title=f"proxy fidelity: {config.task.name} ({metric}), "
+        f"{config.archs} architectures, "
+        f"{config.proxy_budget} vs {config.full_budget}",
         box=None,
         pad_edge=False,
     )
@@ -85,7 +90,7 @@ def fidelity_table(result: dict[str, Any]) -> Table:
     for head in (*heads, "pairs", "CPU-s"):
         table.add_column(head, justify="right")
     cpu = result["cpu_seconds"]
-    for proxy in compared(config):
+    for proxy in config.compared:
         on_metric = result["correlations"]["metric"][proxy]
         on_loss = result["correlations"]["loss"][proxy]
         cost = cpu[proxy]["total"] if proxy in cpu else 0.0
@@ -99,7 +104,7 @@ def fidelity_table(result: dict[str, Any]) -> Table:
         ]
         table.add_row(PROXY_LABELS[proxy], *cells, str(on_metric["n"]), f"{cost:.1f}")
     blank = [""] * (len(heads) + 1)
-    table.add_row(f"full ({config['full_trainer']})", *blank, f"{cpu['full']['total']:.1f}")
+    table.add_row(f"full ({config.full_trainer})", *blank, f"{cpu['full']['total']:.1f}")
     return table
 
 
@@ -112,7 +117,7 @@ def two_seeds_line(result: dict[str, Any]) -> str | None:
     def taus(key: str) -> str:
         return ", ".join(f"({c}) {_corr(two[key][p]['tau'])}" for c, p in zip("abc", PROXIES))
 
-    metric = result["config"]["metric_name"]
+    metric = FidelityConfig.from_dict(result["config"], RESULT).metric_name
     line = f"τ against the mean of both full runs: {metric} {taus('metric')}"
     # A task whose metric is its loss (language modelling) would print the same twice.
     return line if metric == "loss" else f"{line}; loss {taus('loss')}"
@@ -171,6 +176,12 @@ def fidelity(
         str | None, typer.Option(help="Result folder name [default: fidelity-task-time].")
     ] = None,
     workers: Annotated[int, typer.Option(help="Trainings at once (local Ray).")] = 2,
+    cpus: Annotated[
+        int, typer.Option(help="CPUs per training; torch in it uses this many threads.")
+    ] = 1,
+    gpus: Annotated[
+        float, typer.Option(help="GPUs per training, fractions allowed (e.g. 0.25).")
+    ] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed of the sampling and the trainings.")] = 0,
     address: AddressOpt = None,
     max_params: Annotated[
@@ -226,6 +237,8 @@ def fidelity(
         runs_dir=runs_dir,
         name=name,
         workers=workers,
+        cpus=cpus,
+        gpus=gpus,
         seed=seed,
         address=address,
         max_params=max_params,

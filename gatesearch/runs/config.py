@@ -125,15 +125,8 @@ class RunConfig:
         """The config of a config.json document; RunConfigError naming `source` and the key."""
         if not isinstance(doc, dict):
             raise RunConfigError(f"{source}: not a JSON object")
-        doc = _migrate(doc)
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(doc) - known)
-        if unknown:
-            raise RunConfigError(f"{source}: unknown key(s) {', '.join(map(repr, unknown))}")
-        missing = sorted(known - set(doc))
-        if missing:
-            raise RunConfigError(f"{source}: missing key(s) {', '.join(map(repr, missing))}")
-        get = _Reader(doc, source)
+        get = DocReader(_migrate(doc), source)
+        get.check_keys({f.name for f in fields(cls)})
         objectives = tuple(get.list_of("objectives", str))
         directions = tuple(get.direction(d) for d in get.list_of("directions", str))
         if not objectives or len(directions) != len(objectives):
@@ -179,14 +172,26 @@ def _migrate(doc: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class _Reader:
-    """Typed reads of one document's keys, each failing with the source and the key."""
+class DocReader:
+    """Typed reads of one JSON document's keys, each failing with the source and the key as
+    `error` (a GatesearchError: one line for the user)."""
 
-    def __init__(self, doc: dict[str, Any], source: str) -> None:
-        self.doc, self.source = doc, source
+    def __init__(
+        self, doc: dict[str, Any], source: str, error: type[GatesearchError] = RunConfigError
+    ) -> None:
+        self.doc, self.source, self.error = doc, source, error
 
-    def fail(self, key: str, what: str) -> RunConfigError:
-        return RunConfigError(f"{self.source}: {key!r} must be {what}, got {self.doc[key]!r}")
+    def fail(self, key: str, what: str) -> GatesearchError:
+        return self.error(f"{self.source}: {key!r} must be {what}, got {self.doc[key]!r}")
+
+    def check_keys(self, known: set[str]) -> None:
+        """Refuse, by name, keys not in `known` and keys of it that are missing."""
+        unknown = sorted(set(self.doc) - known)
+        if unknown:
+            raise self.error(f"{self.source}: unknown key(s) {', '.join(map(repr, unknown))}")
+        missing = sorted(known - set(self.doc))
+        if missing:
+            raise self.error(f"{self.source}: missing key(s) {', '.join(map(repr, missing))}")
 
     def text(self, key: str) -> str:
         value = self.doc[key]
@@ -228,7 +233,7 @@ class _Reader:
         try:
             return Direction(text)
         except ValueError:
-            raise RunConfigError(
+            raise self.error(
                 f"{self.source}: 'directions' holds {text!r} (minimize or maximize)"
             ) from None
 
@@ -239,14 +244,14 @@ class _Reader:
         try:
             return TaskSpec.from_dict(value)
         except TaskError as exc:
-            raise RunConfigError(f"{self.source}: 'task': {exc}") from None
+            raise self.error(f"{self.source}: 'task': {exc}") from None
 
-    def budget(self) -> Budget:
-        text = self.text("budget")
+    def budget(self, key: str = "budget") -> Budget:
+        text = self.text(key)
         try:
             return parse_budget(text)
         except BudgetError as exc:
-            raise RunConfigError(f"{self.source}: 'budget': {exc}") from None
+            raise self.error(f"{self.source}: {key!r}: {exc}") from None
 
     def trial(self) -> TrialResources:
         value = self.table("trial")
@@ -258,7 +263,7 @@ class _Reader:
         for key, number in value.items():
             ok = isinstance(number, int | float) and not isinstance(number, bool)
             if not ok or not math.isfinite(number) or number < 0:
-                raise RunConfigError(
+                raise self.error(
                     f"{self.source}: 'trial' {key} must be a number >= 0, got {number!r}"
                 )
         return TrialResources(**value)

@@ -184,12 +184,11 @@ def test_analyse_ranks_the_repeat_only_when_there_is_one():
             runs[REPEAT] = {"metrics": {"metric": repeat, "loss": -repeat}, "cpu_seconds": 1.0}
         return {"index": i, "params": float(i), "runs": runs}
 
-    config = {"higher_is_better": True}
-    plain = analyse(config, [row(i, v, None) for i, v in enumerate([0.1, 0.5, 0.9])])
+    plain = analyse([row(i, v, None) for i, v in enumerate([0.1, 0.5, 0.9])], True)
     assert set(plain["correlations"]["metric"]) == set(PROXIES) and REPEAT not in plain["failures"]
     # The repeat swaps the top two: one discordant pair of three.
     rows = [row(i, v, r) for i, (v, r) in enumerate([(0.1, 0.1), (0.5, 0.9), (0.9, 0.5)])]
-    both = analyse({**config, "repeat_full": True}, rows)
+    both = analyse(rows, higher_is_better=True, repeat_full=True)
     assert both["correlations"]["metric"][REPEAT]["tau"] == pytest.approx(1 / 3, abs=EXACT)
     assert both["correlations"]["metric"]["self_tuning"]["tau"] == pytest.approx(1.0)
     assert both["cpu_seconds"][REPEAT] == {"total": 3.0, "mean": 1.0, "runs": 3}
@@ -246,7 +245,7 @@ def test_max_params_samples_only_architectures_within_the_limit(tmp_path):
     sizes = sorted(evaluator.count_params(a.graph) for a in free)
     limit = sizes[len(sizes) // 2]
     config, _, archs = prepare(replace(req, max_params=limit))
-    assert config["max_params"] == limit and len(archs) == 6
+    assert config.max_params == limit and len(archs) == 6
     assert all(evaluator.count_params(a.graph) <= limit for a in archs)
 
 
@@ -263,6 +262,8 @@ def test_fidelity_bad_input_is_one_line(tmp_path, capsys):
         "existing run": (["--name", "taken"], "already exists"),
         "bad param": (["--task-param", "vocab=1"], "vocab"),
         "zero limit": (["--max-params", "0"], "--max-params must be at least 1"),
+        "no cpus": (["--cpus", "0"], "--cpus must be at least 1"),
+        "negative gpus": (["--gpus", "-1"], "--gpus must be at least 0"),
         "unknown proxy option": (["--proxy-option", "batch=8"], "unknown proxy option 'batch'"),
         "unknown full option": (["--full-option", "batch=8"], "--full-option: unknown proxy"),
         "proxy option type": (["--proxy-option", "batch_size=0.5"], "takes an integer"),
