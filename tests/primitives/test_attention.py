@@ -9,14 +9,15 @@ from typing import Any
 
 import pytest
 import torch
+from reference import Tolerance, assert_matches_reference
 
 from gatesearch.primitives import collect_aux_losses
 from gatesearch.primitives.attention import Attention
 from gatesearch.registry import REGISTRY, Context, Role, build_module
 
 B, T, D, HEADS = 2, 16, 32, 4
-VALUE_ATOL = 1e-10  # float64 fast path vs einsum reference
-GRAD_ATOL = 1e-10
+VALUES = Tolerance(atol=1e-10, rtol=0)  # float64 fast path vs einsum reference
+GRADS = Tolerance(atol=1e-10, rtol=0)
 PRUNE_ATOL = 1e-10  # float64 outputs before vs after prune_()
 CHANGED = 1e-6  # a perturbation is visible when some output moves by more than this
 QK_EPS = 1e-6
@@ -198,24 +199,11 @@ def test_forward_backward_matches_reference(
     torch.manual_seed(0)
     m = _build(causal, window=window, **gate_cfg, **pos)
     _randomise_norms(m)
-    x = torch.randn(B, T, D, dtype=torch.float64, requires_grad=True)
-    probe = torch.randn(B, T, D, dtype=torch.float64)
-
-    y = m(x)
+    x = torch.randn(B, T, D, dtype=torch.float64)
+    y = assert_matches_reference(
+        m, lambda x: reference_attention(m, x), {"x": x}, values=VALUES, grads=GRADS, module=m
+    )
     assert y.shape == (B, T, D)
-    (y * probe).sum().backward()
-    fast = {n: p.grad.clone() for n, p in m.named_parameters()}
-    fast_x = x.grad.clone()
-    assert all(torch.isfinite(g).all() for g in fast.values())
-    m.zero_grad()
-    x.grad = None
-
-    y_ref = reference_attention(m, x)
-    (y_ref * probe).sum().backward()
-    torch.testing.assert_close(y, y_ref, atol=VALUE_ATOL, rtol=0)
-    torch.testing.assert_close(fast_x, x.grad, atol=GRAD_ATOL, rtol=0)
-    for name, p in m.named_parameters():
-        torch.testing.assert_close(fast[name], p.grad, atol=GRAD_ATOL, rtol=0, msg=name)
 
 
 def test_float32_forward_backward_with_pruning_gate() -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import torch
+from reference import Tolerance, assert_matches_reference
 from torch import nn
 
 from gatesearch.primitives import collect_aux_losses
@@ -16,8 +17,8 @@ from gatesearch.primitives.channel import GLU, MLP, GatedConv
 from gatesearch.registry import REGISTRY, Context, Role, build_module
 
 B, T, D = 2, 16, 24
-VALUE_ATOL = 1e-10  # float64 fast path vs reference
-GRAD_ATOL = 1e-10
+VALUES = Tolerance(atol=1e-10, rtol=0)  # float64 fast path vs reference
+GRADS = Tolerance(atol=1e-10, rtol=0)
 PRUNE_ATOL = 1e-10  # float64 outputs before vs after prune_()
 CHANGED = 1e-6
 
@@ -70,21 +71,9 @@ def reference_gcnn(m: GatedConv, x: torch.Tensor) -> torch.Tensor:
 def _check_against_reference(m: nn.Module, reference: Any) -> None:
     """Values and gradients (input and every parameter) of m vs reference(x), float64."""
     torch.manual_seed(1)
-    x = torch.randn(B, T, D, dtype=torch.float64, requires_grad=True)
-    probe = torch.randn(B, T, D, dtype=torch.float64)
-    y = m(x)
+    x = torch.randn(B, T, D, dtype=torch.float64)
+    y = assert_matches_reference(m, reference, {"x": x}, values=VALUES, grads=GRADS, module=m)
     assert y.shape == (B, T, D)
-    (y * probe).sum().backward()
-    fast = {n: p.grad.clone() for n, p in m.named_parameters()}
-    fast_x = x.grad.clone()
-    m.zero_grad()
-    x.grad = None
-    y_ref = reference(x)
-    (y_ref * probe).sum().backward()
-    torch.testing.assert_close(y, y_ref, atol=VALUE_ATOL, rtol=0)
-    torch.testing.assert_close(fast_x, x.grad, atol=GRAD_ATOL, rtol=0)
-    for name, p in m.named_parameters():
-        torch.testing.assert_close(fast[name], p.grad, atol=GRAD_ATOL, rtol=0, msg=name)
 
 
 def _build(op: str, causal: bool = True, **params: Any) -> nn.Module:

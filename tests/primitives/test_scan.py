@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 import torch.nn.functional as F
+from reference import Tolerance, assert_matches_reference
 
 from gatesearch.primitives.scan import (
     _factorisable,
@@ -17,94 +20,92 @@ from gatesearch.primitives.scan import (
     log_linear_scan_reference,
 )
 
-ATOL_F64 = 1e-10
-RTOL_F64 = 1e-8
+F64 = Tolerance(atol=1e-10, rtol=1e-8)
 # The one-shot cumsum/logcumsumexp form cancels a* against a sum of similar size.
-ATOL_CUMSUM_F64 = 1e-8
+CUMSUM_F64 = Tolerance(atol=1e-8, rtol=1e-8)
 ATOL_F32_VS_F64 = 1e-4
 
 LENGTHS = [1, 7, 64, 257]
 DT = torch.float64
 
 
-def _grads(out: torch.Tensor, inputs: list[torch.Tensor], weight: torch.Tensor) -> tuple:
-    # An input the output does not depend on (log a at T = 1) gets a zero gradient, not None.
-    return torch.autograd.grad(
-        (out * weight).sum(), inputs, allow_unused=True, materialize_grads=True
-    )
-
-
-def _assert_close_with_grads(fast, slow, inputs, atol=ATOL_F64, rtol=RTOL_F64) -> None:
-    out_fast, out_slow = fast(*inputs), slow(*inputs)
-    torch.testing.assert_close(out_fast, out_slow, atol=atol, rtol=rtol)
-    weight = torch.randn_like(out_slow)
-    for g_fast, g_slow in zip(_grads(out_fast, inputs, weight), _grads(out_slow, inputs, weight)):
-        torch.testing.assert_close(g_fast, g_slow, atol=atol, rtol=rtol)
-
-
-def _leaf(x: torch.Tensor) -> torch.Tensor:
-    return x.detach().requires_grad_()
+def _check_against_loop(
+    fast: Callable[..., torch.Tensor],
+    loop: Callable[..., torch.Tensor],
+    inputs: dict[str, torch.Tensor],
+    tol: Tolerance,
+) -> None:
+    # An input the output does not depend on (log a at T = 1) gets a zero gradient.
+    assert_matches_reference(fast, loop, inputs, values=tol, grads=tol, allow_unused=True)
 
 
 @pytest.mark.parametrize("chunk", [None, 5], ids=["Cauto", "C5"])
 @pytest.mark.parametrize("T", LENGTHS, ids=lambda t: f"B2-T{t}-D6")
 def test_linear_scan_matches_loop(T: int, chunk: int | None) -> None:
     torch.manual_seed(T)
-    a = _leaf(torch.rand(2, T, 6, dtype=DT))
-    b = _leaf(torch.randn(2, T, 6, dtype=DT))
-    h0 = _leaf(torch.randn(2, 6, dtype=DT))
-    _assert_close_with_grads(
+    a = torch.rand(2, T, 6, dtype=DT)
+    b = torch.randn(2, T, 6, dtype=DT)
+    h0 = torch.randn(2, 6, dtype=DT)
+    _check_against_loop(
         lambda a, b, h0: linear_scan(a, b, h0, chunk_size=chunk),
         linear_scan_reference,
-        [a, b, h0],
+        {"a": a, "b": b, "h0": h0},
+        F64,
     )
 
 
 @pytest.mark.parametrize("T", [7, 257], ids=lambda t: f"B2-T{t}-H3K4V5")
 def test_linear_scan_broadcasts_decay_over_trailing_dims(T: int) -> None:
     torch.manual_seed(T)
-    a = _leaf(torch.rand(2, T, 3, 4, 1, dtype=DT))
-    b = _leaf(torch.randn(2, T, 3, 4, 5, dtype=DT))
-    _assert_close_with_grads(linear_scan, linear_scan_reference, [a, b])
+    a = torch.rand(2, T, 3, 4, 1, dtype=DT)
+    b = torch.randn(2, T, 3, 4, 5, dtype=DT)
+    _check_against_loop(linear_scan, linear_scan_reference, {"a": a, "b": b}, F64)
 
 
 @pytest.mark.parametrize("T", LENGTHS, ids=lambda t: f"B2-T{t}-D6")
 def test_log_linear_scan_matches_loop(T: int) -> None:
     torch.manual_seed(T)
-    log_a = _leaf(F.logsigmoid(torch.randn(2, T, 6, dtype=DT)))
-    log_b = _leaf(torch.randn(2, T, 6, dtype=DT))
-    _assert_close_with_grads(log_linear_scan, log_linear_scan_reference, [log_a, log_b])
+    log_a = F.logsigmoid(torch.randn(2, T, 6, dtype=DT))
+    log_b = torch.randn(2, T, 6, dtype=DT)
+    _check_against_loop(
+        log_linear_scan, log_linear_scan_reference, {"log_a": log_a, "log_b": log_b}, F64
+    )
 
 
 @pytest.mark.parametrize("T", [7, 257], ids=lambda t: f"B2-T{t}-D6")
 def test_log_linear_scan_initial_state(T: int) -> None:
     torch.manual_seed(T)
-    log_a = _leaf(F.logsigmoid(torch.randn(2, T, 6, dtype=DT)))
-    log_b = _leaf(torch.randn(2, T, 6, dtype=DT))
-    log_h0 = _leaf(torch.randn(2, 6, dtype=DT))
+    log_a = F.logsigmoid(torch.randn(2, T, 6, dtype=DT))
+    log_b = torch.randn(2, T, 6, dtype=DT)
+    log_h0 = torch.randn(2, 6, dtype=DT)
 
     def slow(log_a, log_b, log_h0):
         return linear_scan_reference(log_a.exp(), log_b.exp(), log_h0.exp()).log()
 
-    _assert_close_with_grads(log_linear_scan, slow, [log_a, log_b, log_h0])
+    _check_against_loop(
+        log_linear_scan, slow, {"log_a": log_a, "log_b": log_b, "log_h0": log_h0}, F64
+    )
 
 
 @pytest.mark.parametrize("T", LENGTHS, ids=lambda t: f"B2-T{t}-D6")
 def test_log_linear_scan_cumsum_matches_loop(T: int) -> None:
     torch.manual_seed(T)
-    log_a = _leaf(F.logsigmoid(torch.randn(2, T, 6, dtype=DT)))
-    log_b = _leaf(torch.randn(2, T, 6, dtype=DT))
-    _assert_close_with_grads(
-        log_linear_scan_cumsum, log_linear_scan_reference, [log_a, log_b], atol=ATOL_CUMSUM_F64
+    log_a = F.logsigmoid(torch.randn(2, T, 6, dtype=DT))
+    log_b = torch.randn(2, T, 6, dtype=DT)
+    _check_against_loop(
+        log_linear_scan_cumsum,
+        log_linear_scan_reference,
+        {"log_a": log_a, "log_b": log_b},
+        CUMSUM_F64,
     )
 
 
-def _gla_inputs(T: int, gate_scale: float = 1.0, dtype=DT) -> list[torch.Tensor]:
+def _gla_inputs(T: int, gate_scale: float = 1.0, dtype=DT) -> dict[str, torch.Tensor]:
     q = torch.randn(2, T, 3, 4, dtype=dtype)
     k = torch.randn(2, T, 3, 4, dtype=dtype)
     v = torch.randn(2, T, 3, 5, dtype=dtype)
     log_g = F.logsigmoid(torch.randn(2, T, 3, 4, dtype=dtype)) * gate_scale
-    return [_leaf(t) for t in (q, k, v, log_g)]
+    return {"q": q, "k": k, "v": v, "log_g": log_g}
 
 
 @pytest.mark.parametrize("chunk", [16, 5], ids=["C16", "C5"])
@@ -112,9 +113,9 @@ def _gla_inputs(T: int, gate_scale: float = 1.0, dtype=DT) -> list[torch.Tensor]
 def test_gla_chunked_matches_loop(T: int, chunk: int) -> None:
     torch.manual_seed(T)
     inputs = _gla_inputs(T)
-    assert _factorisable(inputs[3].detach()[:, :chunk].cumsum(1))  # the matmul path runs
-    _assert_close_with_grads(
-        lambda q, k, v, g: gla_chunked(q, k, v, g, chunk_size=chunk), gla_reference, inputs
+    assert _factorisable(inputs["log_g"][:, :chunk].cumsum(1))  # the matmul path runs
+    _check_against_loop(
+        lambda q, k, v, g: gla_chunked(q, k, v, g, chunk_size=chunk), gla_reference, inputs, F64
     )
 
 
@@ -123,14 +124,14 @@ def test_gla_chunked_strong_decay_takes_exact_path(T: int) -> None:
     """Decays of ~30 nats per step exceed float64's factorisable span within one chunk."""
     torch.manual_seed(T)
     inputs = _gla_inputs(T, gate_scale=40.0)
-    assert not _factorisable(inputs[3].detach()[:, :16].cumsum(1))
-    _assert_close_with_grads(gla_chunked, gla_reference, inputs)
+    assert not _factorisable(inputs["log_g"][:, :16].cumsum(1))
+    _check_against_loop(gla_chunked, gla_reference, inputs, F64)
 
 
 def test_gla_chunked_float32_strong_decay_stays_finite() -> None:
     torch.manual_seed(0)
-    inputs64 = _gla_inputs(64, gate_scale=10.0)
-    inputs32 = [_leaf(t.detach().float()) for t in inputs64]
+    inputs64 = list(_gla_inputs(64, gate_scale=10.0).values())
+    inputs32 = [t.float().requires_grad_() for t in inputs64]
     out32 = gla_chunked(*inputs32)
     out32.sum().backward()
     assert all(torch.isfinite(t.grad).all() for t in inputs32)
