@@ -157,7 +157,8 @@ def space_sample(
 ) -> None:
     """Draw architectures; print each as a tree with its parameters, size and FLOPs per token."""
     from gatesearch.arch.build import build_model, count_params, flops_per_token
-    from gatesearch.arch.graph import graph_to_table, tree_lines
+    from gatesearch.arch.describe import tree_lines
+    from gatesearch.arch.graph import graph_to_table
     from gatesearch.arch.space import graph_context, sample_architectures
 
     g = _space(path)

@@ -17,7 +17,6 @@ standard library, and the generated class contains nothing but the expected stat
 
 from __future__ import annotations
 
-import ast
 import itertools
 import keyword
 import math
@@ -32,17 +31,11 @@ import torch
 from torch import nn
 
 from gatesearch.arch.build import GraphModel, build_model, unique_name
-from gatesearch.arch.graph import (
-    INPUT_OP,
-    OUTPUT_OP,
-    GraphError,
-    canonical_order,
-    describe,
-    validate_graph,
-)
+from gatesearch.arch.describe import describe
+from gatesearch.arch.graph import INPUT_OP, OUTPUT_OP, GraphError, canonical_order, validate_graph
 from gatesearch.arch.graph import arch_hash as compute_arch_hash
 from gatesearch.export import bridges
-from gatesearch.export.checks import check_statement
+from gatesearch.export.checks import check_source
 from gatesearch.export.errors import ExportError
 from gatesearch.export.sources import Collected, HeaderImport, collect
 from gatesearch.registry import REGISTRY, Context, InputKind, PrimitiveSpec, TensorKind
@@ -570,78 +563,3 @@ def export_source(
     copied = frozenset(d.ref.name for d in collected.definitions if d.checked)
     check_source(source, "".join(doc.value), class_name, copied)
     return source
-
-
-# ------------------------------------------------------------------------------ checks
-
-
-def check_source(
-    source: str, docstring: str, class_name: str, checked: frozenset[str] = frozenset()
-) -> None:
-    """Refuse generated source that does not look exactly as the exporter meant it to.
-
-    It must parse; its docstring must read back as `docstring`; no statement may import
-    anything but torch and the standard library (safetensors inside `load()`), mention a
-    forbidden name or reach a dunder attribute; the model class must hold only the expected
-    statements. Top-level definitions named in `checked` are engine copies that passed the
-    same statement check when they were copied, and are not walked again.
-    """
-    try:
-        tree = ast.parse(source)
-    except SyntaxError as exc:
-        raise ExportError(f"generated source does not parse: {exc}") from None
-    if ast.get_docstring(tree, clean=False) != docstring:
-        raise ExportError("the module docstring does not read back as written")
-    for stmt in tree.body[1:]:
-        if _defined_name(stmt) not in checked:
-            check_statement(stmt, "generated source")
-    model = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == class_name)
-    _check_model_class(model)
-
-
-def _defined_name(stmt: ast.stmt) -> str | None:
-    if isinstance(stmt, ast.ClassDef | ast.FunctionDef):
-        return stmt.name
-    if isinstance(stmt, ast.AnnAssign | ast.Assign):
-        target = stmt.target if isinstance(stmt, ast.AnnAssign) else stmt.targets[0]
-        return target.id if isinstance(target, ast.Name) else None
-    return None
-
-
-def _check_model_class(cls: ast.ClassDef) -> None:
-    """__init__ only assigns `self.<name> = <Class>(<literals>)`; forward only assigns
-    `<var> = self.<name>(<vars>)` and returns a variable."""
-    literal_nodes = (
-        ast.Constant,
-        ast.Dict,
-        ast.Name,
-        ast.Attribute,
-        ast.UnaryOp,
-        ast.USub,
-        ast.Load,
-    )
-    for member in cls.body[1:]:
-        assert isinstance(member, ast.FunctionDef)
-        for stmt in member.body[1:] if member.name == "__init__" else member.body:
-            ok = False
-            if isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Call):
-                call = stmt.value
-                if member.name == "__init__":
-                    ok = isinstance(call.func, ast.Name) and not call.args
-                    for kw in call.keywords:
-                        for n in ast.walk(kw.value):
-                            if isinstance(n, ast.Name) and not isinstance(kw.value, ast.Attribute):
-                                ok = False
-                            if not isinstance(n, literal_nodes):
-                                ok = False
-                else:
-                    ok = isinstance(call.func, ast.Attribute) and all(
-                        isinstance(a, ast.Name) for a in call.args
-                    )
-            elif isinstance(stmt, ast.Return) and isinstance(stmt.value, ast.Name):
-                ok = member.name == "forward"
-            if not ok:
-                raise ExportError(
-                    f"generated {cls.name}.{member.name} has an unexpected statement: "
-                    f"{ast.unparse(stmt):.80}"
-                )

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
-from gatesearch.arch.graph import INPUT_OP, describe
+from gatesearch.arch.describe import describe
+from gatesearch.arch.graph import INPUT_OP
 from gatesearch.registry import REGISTRY, Role
 
 if TYPE_CHECKING:

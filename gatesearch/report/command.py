@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from gatesearch.arch.graph import tree_lines
+from gatesearch.arch.describe import tree_lines
 from gatesearch.atomic import remove_temps, write_atomic
 
 if TYPE_CHECKING:

@@ -27,7 +27,8 @@ from typing import Any
 
 import networkx as nx
 
-from gatesearch.arch.graph import describe, read_graph
+from gatesearch.arch.describe import describe
+from gatesearch.arch.graph import read_graph
 from gatesearch.arch.space import Architecture, load_space
 from gatesearch.budget import Budget, parse_budget
 from gatesearch.evaluate import (

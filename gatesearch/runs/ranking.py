@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from gatesearch.arch.graph import GraphError, describe, read_graph
+from gatesearch.arch.describe import describe
+from gatesearch.arch.graph import GraphError, read_graph
 from gatesearch.evaluate import (
     objective_label,
 )

@@ -14,16 +14,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from gatesearch.arch.describe import describe, tree_lines
 from gatesearch.arch.graph import (
     GraphError,
     arch_hash,
     canonical_form,
     canonical_order,
-    describe,
     graph_to_table,
     read_graph,
     table_to_graph,
-    tree_lines,
     validate_graph,
     write_graph,
 )

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from gatesearch.arch.build import aux_losses, build_model, count_params
-from gatesearch.arch.graph import describe
+from gatesearch.arch.describe import describe
 from gatesearch.arch.space import (
     DEFAULT_SPACE,
     SPACES_DIR,

@@ -13,7 +13,8 @@ from typing import Any
 
 import networkx as nx
 
-from gatesearch.arch.graph import describe, write_graph
+from gatesearch.arch.describe import describe
+from gatesearch.arch.graph import write_graph
 from gatesearch.arch.space import DEFAULT_SPACE, Architecture, load_space
 from gatesearch.atomic import AtomicFolder, write_atomic
 from gatesearch.budget import Budget, parse_budget
