@@ -153,8 +153,8 @@ def retrain_body(
 
     from gatesearch.arch.build import count_params, example_input, flops_per_token, prune_model
     from gatesearch.proxy import ProxyConfig, train_proxy
-    from gatesearch.proxy.trainer import LRSchedule, measure_latency, split_scores, task_context
-    from gatesearch.tasks import Split, make_task
+    from gatesearch.proxy.trainer import LRSchedule, measure_latency, task_context
+    from gatesearch.tasks import Split, make_task, split_scores
 
     torch.set_num_threads(threads)
     task_obj = make_task(spec_of(task))

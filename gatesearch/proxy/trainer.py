@@ -60,7 +60,7 @@ from gatesearch.proxy.stn import (
     plain_decay_params,
 )
 from gatesearch.registry import Context, InputKind
-from gatesearch.tasks import Batch, Split, Task, TaskError, TaskSpec, make_task
+from gatesearch.tasks import Batch, Split, Task, TaskSpec, make_task, model_inputs, split_scores
 
 
 class TrialDiverged(RuntimeError):
@@ -316,46 +316,6 @@ def _progress_modules(model: nn.Module) -> list[_Annealed]:
     ]
 
 
-def _inputs(batch: Batch, param: torch.Tensor) -> torch.Tensor:
-    x = batch.inputs
-    return x.to(param.dtype) if x.is_floating_point() else x
-
-
-def split_scores(
-    model: nn.Module, task: Task, split: Split, batch_size: int
-) -> tuple[float, float]:
-    """(loss, metric) over a whole split in one pass (eval mode, no gradients): the task's
-    training loss with each batch weighted by its counted positions, and the task's metric.
-    One pass, not two: scoring a trial's validation split is a real share of a short proxy."""
-    param = next(model.parameters())
-    was_training = model.training
-    model.eval()
-    total, weight = 0.0, 0.0
-    m_total, m_count = 0.0, 0.0
-    try:
-        with torch.no_grad():
-            for batch in task.batches(split, batch_size):
-                batch = batch.to(param.device)
-                n = float(batch.mask.sum()) or float(batch.size)
-                out = model(_inputs(batch, param))
-                total += float(task.loss(out, batch)) * n
-                weight += n
-                s, c = task.metric(out, batch)
-                m_total += s
-                m_count += c
-    finally:
-        model.train(was_training)
-    if m_count == 0:
-        raise TaskError(f"task {task.name}: the {split.value} split has nothing to score")
-    return total / weight, m_total / m_count
-
-
-def split_loss(model: nn.Module, task: Task, split: Split, batch_size: int) -> float:
-    """The task's training loss over a whole split, each batch weighted by its counted
-    positions (eval mode, no gradients)."""
-    return split_scores(model, task, split, batch_size)[0]
-
-
 def measure_latency(model: nn.Module, x: torch.Tensor, runs: int) -> float:
     """Median milliseconds of one eval-mode forward on `x`, after one untimed warm-up run."""
     was_training = model.training
@@ -446,7 +406,7 @@ def train_proxy(
     # Which auxiliary losses the model emits decides which weights are tuned.
     model.train()
     with torch.no_grad():
-        model(_inputs(first, param0))
+        model(model_inputs(first, param0))
     aux_keys = set(aux_losses(model))
     token_inputs = InputKind(task.input_kind) is InputKind.TOKENS
     hypers = HyperSet(default_hypers(dropout_roles_of(model), aux_keys, token_inputs))
@@ -556,7 +516,7 @@ def train_proxy(
                 hctx.hyper_input = _response_input(u_tilde, state, config)
                 hctx.values = hypers.values(u_tilde)
                 hctx.regularise = True
-            x = regs.noisy_inputs(_inputs(batch, param0), task.n_in)
+            x = regs.noisy_inputs(model_inputs(batch, param0), task.n_in)
             loss = task.loss(model(x), batch)
             if not torch.isfinite(loss):
                 raise TrialDiverged(steps, "the training loss", float(loss.detach()))
@@ -606,7 +566,7 @@ def train_proxy(
                 hctx.values = None
                 # Attached: gradients reach (u, s), through the scale factors only.
                 hctx.hyper_input = _response_input(state.sample(vb.size), state, config)
-                v_loss = task.loss(model(_inputs(vb, param0)), vb)
+                v_loss = task.loss(model(model_inputs(vb, param0)), vb)
                 if not torch.isfinite(v_loss):
                     raise TrialDiverged(steps, "the validation loss", float(v_loss.detach()))
                 objective = v_loss - config.entropy_weight * state.entropy()
