@@ -58,7 +58,7 @@ from gatesearch.budget import Budget, parse_budget
 from gatesearch.errors import GatesearchError
 from gatesearch.evaluate import ProxyEvaluator, resolve_task
 from gatesearch.grammar import Grammar
-from gatesearch.proxy.trainer import ProxyOptionError, proxy_config
+from gatesearch.proxy.config import ProxyOptionError, proxy_config
 from gatesearch.tasks import TaskSpec
 
 PROXIES = ("self_tuning", "fixed", "params")

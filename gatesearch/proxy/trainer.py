@@ -19,16 +19,12 @@ seconds of the training loop; scoring after the loop is not charged.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
-import statistics
-import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, fields, replace
-from enum import StrEnum
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from itertools import count
-from typing import Any, Protocol, cast, get_type_hints
+from typing import Any, Protocol, cast
 
 import networkx as nx
 import torch
@@ -39,20 +35,20 @@ from gatesearch.arch.build import (
     aux_losses,
     build_model,
     count_params,
-    example_input,
     flops_per_token,
+    model_costs,
     prune_model,
 )
 from gatesearch.arch.graph import INPUT_OP, arch_hash
-from gatesearch.budget import Budget, BudgetUnit, parse_budget
-from gatesearch.errors import GatesearchError
+from gatesearch.budget import Budget, BudgetClock, parse_budget
 from gatesearch.primitives.pruning import PruningGate
+from gatesearch.proxy.config import ProxyConfig
 from gatesearch.proxy.hyper import HyperSet, default_hypers
+from gatesearch.proxy.lr import HypergradientLR, lr_factor
 from gatesearch.proxy.stn import (
     HyperContext,
     HyperState,
     Regularisers,
-    Response,
     STNLinear,
     attach_stn,
     dropout_roles_of,
@@ -71,149 +67,6 @@ class TrialDiverged(RuntimeError):
         self.step = step
         self.reason = f"{what} is {value} at step {step}"
         super().__init__(f"trial diverged: {self.reason}")
-
-
-class LRSchedule(StrEnum):
-    """The learning rate's shape over the budget, on top of the linear warm-up."""
-
-    CONSTANT = "constant"  # the proxy: hypergradient descent moves it, nothing else
-    COSINE = "cosine"  # full-budget training (retrain): half a cosine down to lr_final·lr
-
-
-@dataclass(frozen=True)
-class ProxyConfig:
-    """How the proxy trains. Identical for every architecture of a campaign."""
-
-    batch_size: int = 32
-    eval_batch_size: int = 128
-    lr: float = 3e-3  # the initial learning rate; the baseline keeps it fixed
-    lr_min: float = 1e-5
-    lr_max: float = 3e-2
-    hd_beta: float = 0.02  # multiplicative hypergradient step on the learning rate
-    lr_warmup_steps: int = 20  # linear learning-rate warm-up, in weight steps
-    lr_schedule: LRSchedule = LRSchedule.CONSTANT
-    lr_final: float = 0.1  # a cosine schedule ends at this fraction of the learning rate
-    grad_clip: float = 1.0
-    self_tuning: bool = True  # False: the fixed-hyperparameter baseline
-    hyper_warmup: float = 0.1  # fraction of the budget with weight steps only
-    train_per_hyper: int = 5  # k weight steps per hyper step (5:1 as in Delta-STN's code)
-    # Higher than STN's 3e-3: a proxy has tens of hyper steps, not thousands.
-    hyper_lr: float = 0.05
-    entropy_weight: float = 1e-3
-    init_spread: float = 0.5  # softplus(s) at the start, in unconstrained units
-    # False: V sees ũ (STN, MacKay et al.). True: V sees ũ − stopgrad(u) (Delta-STN's centred
-    # response). Measured (200-300 steps): on a tiny overfitting split only the uncentred form
-    # raised dropout (both lowered the validation loss, via weight decay when centred); on
-    # LLaMA/MQAR with fresh data the uncentred form raised dropout to 0.3 and lost to fixed.
-    centred: bool = True
-    # How STN layers respond to the hyperparameters: "full" (STN's W_e + diag(g) W_h, two
-    # matmuls per layer) or "scale" (diag(1 + g) W_e, one). Measured (benchmarks/RESULTS.md):
-    # scale costs ≈1.3× a fixed step against full's ≈1.8–2.0×, but over a 730-step charlm run its
-    # weight decay climbed to 0.035 late in training and the validation loss ended at 2.14
-    # where the full response kept decay near 0 and reached 1.69. Full is the default.
-    response: Response = Response.FULL
-    trajectory_every: int = 25  # record the hyperparameters every this many weight steps
-    # Score the whole validation split at this many evenly spaced points of the budget (the
-    # last at its end) and store the curve; 0: only the final score. Not charged to a seconds
-    # budget, like the final scoring.
-    eval_points: int = 0
-    # Return the weights (and hyperparameters) of the best validation point instead of the
-    # last: overfitting late in the budget cannot cost the score. Needs eval_points.
-    keep_best: bool = False
-    # Stop after this many validation points in a row without a better score; 0: never.
-    # The budget is then a maximum. Needs eval_points.
-    patience: int = 0
-    latency_runs: int = 5
-    device: str | None = None  # None: CUDA when available, else CPU
-    # Where the hyperparameters (and, under "lr", the learning rate) start; the defaults for
-    # those not named. With self_tuning=False they stay there: retraining a trial at its
-    # tuned values is `ProxyConfig(self_tuning=False, start=metrics["hyperparameters"])`.
-    start: Mapping[str, float] | None = None
-
-    def __post_init__(self) -> None:
-        # Accept the plain string from a TOML file or the CLI; unknown values fail here.
-        object.__setattr__(self, "response", Response(self.response))
-        object.__setattr__(self, "lr_schedule", LRSchedule(self.lr_schedule))
-        for name, (lo, hi, lo_open) in _RANGES.items():
-            value = getattr(self, name)
-            if value < lo or (lo_open and value == lo) or (hi is not None and value > hi):
-                bound = f"{'>' if lo_open else '≥'} {lo}" + (
-                    f" and ≤ {hi}" if hi is not None else ""
-                )
-                raise ProxyOptionError(f"proxy option {name} must be {bound}, got {value}")
-        for name in ("keep_best", "patience"):
-            if getattr(self, name) and not self.eval_points:
-                raise ProxyOptionError(
-                    f"proxy option {name} needs validation points: set eval_points as well"
-                )
-        if not self.lr_min <= self.lr <= self.lr_max:
-            raise ProxyOptionError(
-                f"proxy option lr must lie within lr_min..lr_max "
-                f"({self.lr_min}..{self.lr_max}), got {self.lr}"
-            )
-
-
-class ProxyOptionError(GatesearchError, ValueError):
-    """A proxy setting that cannot be used (unknown, wrong type, out of range): one line."""
-
-
-# Allowed values of ProxyConfig's numeric fields: (lowest, highest or None, lowest excluded).
-_RANGES: dict[str, tuple[float, float | None, bool]] = {
-    "batch_size": (1, None, False),
-    "eval_batch_size": (1, None, False),
-    "lr": (0.0, None, True),
-    "lr_min": (0.0, None, True),
-    "lr_max": (0.0, None, True),
-    "hd_beta": (0.0, 1.0, False),
-    "lr_warmup_steps": (0, None, False),
-    "lr_final": (0.0, 1.0, True),
-    "grad_clip": (0.0, None, False),
-    "hyper_warmup": (0.0, 1.0, False),
-    "train_per_hyper": (1, None, False),
-    "hyper_lr": (0.0, None, True),
-    "entropy_weight": (0.0, None, False),
-    "init_spread": (0.0, None, True),
-    "trajectory_every": (1, None, False),
-    "eval_points": (0, None, False),
-    "patience": (0, None, False),
-    "latency_runs": (1, None, False),
-}
-
-# What `--proxy-option key=value` may set: everything that shapes the proxy's training and
-# scoring; not `device` (where a trial runs is the cluster's business) nor `start` (per trial).
-PROXY_OPTIONS: tuple[str, ...] = tuple(
-    f.name for f in fields(ProxyConfig) if f.name not in ("device", "start")
-)
-
-
-def proxy_config(options: Mapping[str, Any] | None = None) -> ProxyConfig:
-    """The defaults with `options` (a run's `proxy` table) applied. ProxyOptionError, naming
-    the key, for an unknown key, a value of the wrong type or one out of range."""
-    options = dict(options or {})
-    hints = get_type_hints(ProxyConfig)
-    values: dict[str, Any] = {}
-    for key, value in options.items():
-        if key not in PROXY_OPTIONS:
-            raise ProxyOptionError(
-                f"unknown proxy option {key!r}: choose from {', '.join(PROXY_OPTIONS)}"
-            )
-        kind = hints[key]
-        if isinstance(kind, type) and issubclass(kind, StrEnum):
-            allowed = [e.value for e in kind]
-            if value not in allowed:
-                raise ProxyOptionError(
-                    f"proxy option {key}: choose from {', '.join(allowed)}, got {value!r}"
-                )
-        # bool is an int to Python; a number where a switch is meant (or back) is a mistake.
-        elif not {
-            int: isinstance(value, int) and not isinstance(value, bool),
-            float: isinstance(value, int | float) and not isinstance(value, bool),
-            bool: isinstance(value, bool),
-        }[kind]:
-            want = {int: "an integer", float: "a number", bool: "true or false"}[kind]
-            raise ProxyOptionError(f"proxy option {key} takes {want}, got {value!r}")
-        values[key] = float(value) if kind is float else value
-    return ProxyConfig(**values)
 
 
 @dataclass
@@ -241,38 +94,6 @@ class ProxyResult:
         if self.curve:
             out["curve"] = list(self.curve)
         return out
-
-
-class _BudgetClock:
-    """Progress in [0, 1] and the stopping rule for one budget."""
-
-    def __init__(self, budget: Budget) -> None:
-        self.budget = budget
-        self.start = time.perf_counter()
-        self.excluded = 0.0  # seconds of validation scoring, not charged to the budget
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.start - self.excluded
-
-    @contextlib.contextmanager
-    def paused(self) -> Iterator[None]:
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.excluded += time.perf_counter() - t0
-
-    def progress(self, steps: int, tokens: int) -> float:
-        b = self.budget
-        used = {
-            BudgetUnit.STEPS: steps,
-            BudgetUnit.TOKENS: tokens,
-            BudgetUnit.SECONDS: self.elapsed(),
-        }[b.unit]
-        return min(1.0, used / b.amount)
-
-    def done(self, steps: int, tokens: int) -> bool:
-        return self.progress(steps, tokens) >= 1.0
 
 
 def _as_task(task: Task | TaskSpec | str) -> Task:
@@ -316,68 +137,6 @@ def _progress_modules(model: nn.Module) -> list[_Annealed]:
     ]
 
 
-def measure_latency(model: nn.Module, x: torch.Tensor, runs: int) -> float:
-    """Median milliseconds of one eval-mode forward on `x`, after one untimed warm-up run."""
-    was_training = model.training
-    model.eval()
-    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
-    times = []
-    try:
-        with torch.no_grad():
-            model(x)
-            for _ in range(runs):
-                sync()
-                t0 = time.perf_counter()
-                model(x)
-                sync()
-                times.append((time.perf_counter() - t0) * 1e3)
-    finally:
-        model.train(was_training)
-    return statistics.median(times)
-
-
-class _HypergradientLR:
-    """α ← clamp(α·(1 + β·cos(g_t, u_{t−1})), lo, hi), u_{t−1} = −Δθ_{t−1} the last update's
-    direction (multiplicative hypergradient descent, Baydin et al. 2018, normalised form)."""
-
-    def __init__(self, params: list[nn.Parameter], config: ProxyConfig) -> None:
-        self.params = params
-        self.lr = float((config.start or {}).get("lr", config.lr))
-        self.beta = config.hd_beta if config.self_tuning else 0.0
-        self.lo, self.hi = config.lr_min, config.lr_max
-        self._before: list[torch.Tensor] | None = None
-        self._delta: list[torch.Tensor] | None = None
-
-    def before_step(self) -> None:
-        if self.beta == 0.0:
-            return
-        if self._delta is not None:
-            pairs = [
-                (p.grad.detach().float(), d)
-                for p, d in zip(self.params, self._delta)
-                if p.grad is not None
-            ]
-            if pairs:
-                # One device-to-host copy per step: (g·Δ, g·g, Δ·Δ) summed over tensors.
-                sums = torch.stack(
-                    [torch.stack([(g * d).sum(), (g * g).sum(), (d * d).sum()]) for g, d in pairs]
-                ).sum(0)
-                dot, gg, dd = sums.tolist()
-                denom = (gg * dd) ** 0.5
-                if denom > 0.0:
-                    # Δθ = −α·u, so cos(g, u) = −cos(g, Δθ): a positive value means the new
-                    # gradient still points where the last step went — the step was too short.
-                    cos = -dot / denom
-                    self.lr = min(self.hi, max(self.lo, self.lr * (1.0 + self.beta * cos)))
-        self._before = [p.detach().float().clone() for p in self.params]
-
-    def after_step(self) -> None:
-        if self._before is None:
-            return
-        self._delta = [p.detach().float() - b for p, b in zip(self.params, self._before)]
-        self._before = None
-
-
 def train_proxy(
     graph: nx.DiGraph,
     task: Task | TaskSpec | str,
@@ -417,7 +176,7 @@ def train_proxy(
     plain = plain_decay_params(model)
     weights = list(model.parameters())
     opt = torch.optim.Adam(weights, lr=config.lr)
-    hd = _HypergradientLR(weights, config)
+    hd = HypergradientLR(weights, config)
     hyper_opt = torch.optim.Adam(state.parameters(), lr=config.hyper_lr)
     progress_modules = _progress_modules(model)
 
@@ -495,7 +254,7 @@ def train_proxy(
             on_eval({"point": point, "best": best.point, "progress": done})
         return bool(config.patience) and stale >= config.patience
 
-    clock = _BudgetClock(budget)
+    clock = BudgetClock(budget)
     batch: Batch | None = first
     try:
         record()
@@ -534,12 +293,7 @@ def train_proxy(
             if config.grad_clip > 0:
                 nn.utils.clip_grad_norm_(weights, config.grad_clip)
             hd.before_step()
-            warm = min(1.0, (steps + 1) / max(1, config.lr_warmup_steps))
-            if config.lr_schedule is LRSchedule.COSINE:
-                warm *= config.lr_final + (1.0 - config.lr_final) * 0.5 * (
-                    1.0 + math.cos(math.pi * progress)
-                )
-            applied_lr = hd.lr * warm
+            applied_lr = hd.lr * lr_factor(steps, progress, config)
             for group in opt.param_groups:
                 group["lr"] = applied_lr
             opt.step()
@@ -670,24 +424,18 @@ def _score(
 ) -> ProxyResult:
     """Score the trained `model` on the validation split; `run` holds what the loop counted
     (train_seconds, tokens, steps, hyper_steps, the training-loss means)."""
-    param = next(model.parameters())
     valid_loss, metric = split_scores(model, task, Split.VALID, config.eval_batch_size)
     if not torch.isfinite(torch.tensor(valid_loss)):
         raise TrialDiverged(int(run["steps"] or 0), "the validation loss", valid_loss)
-    x = example_input(ctx, task.seq_len, batch=config.batch_size).to(param.device)
-    if x.is_floating_point():
-        x = x.to(param.dtype)
-    latency = measure_latency(model, x, config.latency_runs)
+    costs = model_costs(model, ctx, task.seq_len, config.batch_size, config.latency_runs)
     metrics: dict[str, Any] = {
         "loss": valid_loss,
         "metric": metric,
         task.metric_name: metric,
         "metric_name": task.metric_name,
         "higher_is_better": task.higher_is_better,
-        "params": float(count_params(model)),
-        "flops": float(flops_per_token(model, ctx, seq_len=task.seq_len)),
-        "latency": latency,
-        "latency_per_sequence": latency / config.batch_size,
+        **costs,
+        "latency_per_sequence": costs["latency"] / config.batch_size,
         **run,
         "self_tuning": config.self_tuning,
     }
