@@ -38,9 +38,18 @@ from torch import nn
 from gatesearch.arch.build import count_params
 from gatesearch.evaluate import parse_task_params
 from gatesearch.proxy import ProxyConfig
-from gatesearch.proxy.trainer import split_scores
 from gatesearch.registry import InputKind
-from gatesearch.tasks import Batch, CharLM, Split, Task, TaskError, TaskSpec, make_task
+from gatesearch.tasks import (
+    Batch,
+    CharLM,
+    Split,
+    Task,
+    TaskError,
+    TaskSpec,
+    make_task,
+    model_inputs,
+    split_scores,
+)
 from gatesearch.tasks.files import FileTask
 from gatesearch.tasks.text import TRAIN_FRACTION
 
@@ -106,13 +115,6 @@ def hidden_for(target: int, n_in: int, n_out: int, tokens: bool) -> int:
     return min(
         sorted(candidates), key=lambda d: abs(baseline_params(d, n_in, n_out, tokens) - target)
     )
-
-
-def model_inputs(batch: Batch, param: torch.Tensor) -> torch.Tensor:
-    """What the model reads: token ids as they are, features in the weights' dtype (as the
-    proxy trainer feeds them)."""
-    x = batch.inputs
-    return x.to(param.dtype) if x.is_floating_point() else x
 
 
 # ---------------------------------------------------------------------- the task

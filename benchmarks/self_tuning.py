@@ -76,8 +76,8 @@ def run_one(
     ended at and its CPU-seconds."""
     import torch
 
+    from gatesearch.proxy import proxy_config, train_proxy
     from gatesearch.proxy.hyper import DROPOUT_ROLES, dropout_name
-    from gatesearch.proxy.trainer import proxy_config, train_proxy
     from gatesearch.registry import REGISTRY
     from gatesearch.tasks import TaskSpec
 

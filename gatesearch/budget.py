@@ -1,13 +1,17 @@
 """Training budgets as users write them: `200steps`, `30s`, `1e6tokens`.
 
 A budget bounds one trial's training by optimiser steps, wall-clock seconds or training
-tokens; the evaluator turns tokens into steps from its own batch shape.
+tokens; the evaluator turns tokens into steps from its own batch shape. `BudgetClock` follows
+one training's progress through its budget.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 
@@ -76,3 +80,35 @@ def parse_budget(text: str) -> Budget:
     if unit is not BudgetUnit.SECONDS and amount != int(amount):
         raise BudgetError(f"budget {text!r}: {unit.value} must be a whole number")
     return Budget(amount, unit)
+
+
+class BudgetClock:
+    """Progress in [0, 1] and the stopping rule for one budget, started when made."""
+
+    def __init__(self, budget: Budget) -> None:
+        self.budget = budget
+        self.start = time.perf_counter()
+        self.excluded = 0.0  # seconds of validation scoring, not charged to the budget
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start - self.excluded
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.excluded += time.perf_counter() - t0
+
+    def progress(self, steps: int, tokens: int) -> float:
+        b = self.budget
+        used = {
+            BudgetUnit.STEPS: steps,
+            BudgetUnit.TOKENS: tokens,
+            BudgetUnit.SECONDS: self.elapsed(),
+        }[b.unit]
+        return min(1.0, used / b.amount)
+
+    def done(self, steps: int, tokens: int) -> bool:
+        return self.progress(steps, tokens) >= 1.0

@@ -175,7 +175,7 @@ class ProxyEvaluator(Evaluator):
     """A `gatesearch.tasks` task, trained and scored by the self-tuning proxy."""
 
     def __init__(self, spec: TaskSpec, proxy: Mapping[str, Any] | None = None) -> None:
-        from gatesearch.proxy.trainer import proxy_config
+        from gatesearch.proxy.config import proxy_config
         from gatesearch.tasks import make_task
 
         # Both checked before anything runs: the params (and data files), the proxy options.

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import re
+import statistics
+import time
 from typing import Any
 
 import networkx as nx
@@ -198,3 +200,40 @@ def prune_model(model: GraphModel) -> nx.DiGraph:
     validate_graph(pruned)
     model.graph = pruned
     return copy.deepcopy(pruned)
+
+
+def measure_latency(model: nn.Module, x: torch.Tensor, runs: int) -> float:
+    """Median milliseconds of one eval-mode forward on `x`, after one untimed warm-up run."""
+    was_training = model.training
+    model.eval()
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    times = []
+    try:
+        with torch.no_grad():
+            model(x)
+            for _ in range(runs):
+                sync()
+                t0 = time.perf_counter()
+                model(x)
+                sync()
+                times.append((time.perf_counter() - t0) * 1e3)
+    finally:
+        model.train(was_training)
+    return statistics.median(times)
+
+
+def model_costs(
+    model: nn.Module, ctx: Context, seq_len: int, batch: int, latency_runs: int
+) -> dict[str, float]:
+    """What a trained model costs: its parameters, forward FLOPs per token, and the median
+    milliseconds of a forward on `batch` random sequences of `seq_len` (`latency_runs` runs)."""
+    param = next(model.parameters())
+    x = example_input(ctx, seq_len, batch=batch).to(param.device)
+    if x.is_floating_point():
+        x = x.to(param.dtype)
+    latency = measure_latency(model, x, latency_runs)
+    return {
+        "params": float(count_params(model)),
+        "flops": float(flops_per_token(model, ctx, seq_len=seq_len)),
+        "latency": latency,
+    }

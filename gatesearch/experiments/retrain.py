@@ -149,10 +149,10 @@ def retrain_body(
     import torch
     from safetensors.torch import save
 
-    from gatesearch.arch.build import count_params, example_input, flops_per_token, prune_model
-    from gatesearch.proxy import ProxyConfig, train_proxy
-    from gatesearch.proxy.trainer import LRSchedule, measure_latency, split_scores, task_context
-    from gatesearch.tasks import Split, make_task
+    from gatesearch.arch.build import model_costs, prune_model
+    from gatesearch.proxy import LRSchedule, ProxyConfig, train_proxy
+    from gatesearch.proxy.trainer import task_context
+    from gatesearch.tasks import Split, make_task, split_scores
 
     torch.set_num_threads(threads)
     task_obj = make_task(spec_of(task))
@@ -184,15 +184,12 @@ def retrain_body(
     for split in (Split.VALID, Split.TEST):
         loss, metric = split_scores(model, task_obj, split, batch)
         scores[split.value] = {"loss": loss, "metric": metric}
-    x = example_input(ctx, task_obj.seq_len, batch=config.batch_size)
     metrics = {
         "valid": scores["valid"],
         "test": scores["test"],
         "metric_name": task_obj.metric_name,
         "higher_is_better": bool(task_obj.higher_is_better),
-        "params": float(count_params(model)),
-        "flops": float(flops_per_token(model, ctx, seq_len=task_obj.seq_len)),
-        "latency": measure_latency(model, x, config.latency_runs),
+        **model_costs(model, ctx, task_obj.seq_len, config.batch_size, config.latency_runs),
         "steps": result.metrics["steps"],
         "tokens": result.metrics["tokens"],
         "best_step": result.metrics.get("best_step"),

@@ -5,6 +5,13 @@ The fidelity measurement (proxy vs full-budget rankings) lives beside it and use
 `fixed_evaluate` as its fixed-hyperparameter baseline.
 """
 
+from gatesearch.proxy.config import (
+    PROXY_OPTIONS,
+    LRSchedule,
+    ProxyConfig,
+    ProxyOptionError,
+    proxy_config,
+)
 from gatesearch.proxy.hyper import HyperError, HyperSet, HyperSpec, default_hypers
 from gatesearch.proxy.stn import (
     HyperContext,
@@ -16,14 +23,9 @@ from gatesearch.proxy.stn import (
     fold_stn,
 )
 from gatesearch.proxy.trainer import (
-    PROXY_OPTIONS,
-    LRSchedule,
-    ProxyConfig,
-    ProxyOptionError,
     ProxyResult,
     TrialDiverged,
     fixed_evaluate,
-    proxy_config,
     proxy_evaluate,
     train_proxy,
 )

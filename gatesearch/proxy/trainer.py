@@ -19,16 +19,12 @@ seconds of the training loop; scoring after the loop is not charged.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
-import statistics
-import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, fields, replace
-from enum import StrEnum
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from itertools import count
-from typing import Any, Protocol, cast, get_type_hints
+from typing import Any, Protocol, cast
 
 import networkx as nx
 import torch
@@ -39,20 +35,20 @@ from gatesearch.arch.build import (
     aux_losses,
     build_model,
     count_params,
-    example_input,
     flops_per_token,
+    model_costs,
     prune_model,
 )
 from gatesearch.arch.graph import INPUT_OP, arch_hash
-from gatesearch.budget import Budget, BudgetUnit, parse_budget
-from gatesearch.errors import GatesearchError
+from gatesearch.budget import Budget, BudgetClock, parse_budget
 from gatesearch.primitives.pruning import PruningGate
+from gatesearch.proxy.config import ProxyConfig
 from gatesearch.proxy.hyper import HyperSet, default_hypers
+from gatesearch.proxy.lr import HypergradientLR, lr_factor
 from gatesearch.proxy.stn import (
     HyperContext,
     HyperState,
     Regularisers,
-    Response,
     STNLinear,
     attach_stn,
     dropout_roles_of,
@@ -60,7 +56,7 @@ from gatesearch.proxy.stn import (
     plain_decay_params,
 )
 from gatesearch.registry import Context, InputKind
-from gatesearch.tasks import Batch, Split, Task, TaskError, TaskSpec, make_task
+from gatesearch.tasks import Batch, Split, Task, TaskSpec, make_task, model_inputs, split_scores
 
 
 class TrialDiverged(RuntimeError):
@@ -71,149 +67,6 @@ class TrialDiverged(RuntimeError):
         self.step = step
         self.reason = f"{what} is {value} at step {step}"
         super().__init__(f"trial diverged: {self.reason}")
-
-
-class LRSchedule(StrEnum):
-    """The learning rate's shape over the budget, on top of the linear warm-up."""
-
-    CONSTANT = "constant"  # the proxy: hypergradient descent moves it, nothing else
-    COSINE = "cosine"  # full-budget training (retrain): half a cosine down to lr_final·lr
-
-
-@dataclass(frozen=True)
-class ProxyConfig:
-    """How the proxy trains. Identical for every architecture of a campaign."""
-
-    batch_size: int = 32
-    eval_batch_size: int = 128
-    lr: float = 3e-3  # the initial learning rate; the baseline keeps it fixed
-    lr_min: float = 1e-5
-    lr_max: float = 3e-2
-    hd_beta: float = 0.02  # multiplicative hypergradient step on the learning rate
-    lr_warmup_steps: int = 20  # linear learning-rate warm-up, in weight steps
-    lr_schedule: LRSchedule = LRSchedule.CONSTANT
-    lr_final: float = 0.1  # a cosine schedule ends at this fraction of the learning rate
-    grad_clip: float = 1.0
-    self_tuning: bool = True  # False: the fixed-hyperparameter baseline
-    hyper_warmup: float = 0.1  # fraction of the budget with weight steps only
-    train_per_hyper: int = 5  # k weight steps per hyper step (5:1 as in Delta-STN's code)
-    # Higher than STN's 3e-3: a proxy has tens of hyper steps, not thousands.
-    hyper_lr: float = 0.05
-    entropy_weight: float = 1e-3
-    init_spread: float = 0.5  # softplus(s) at the start, in unconstrained units
-    # False: V sees ũ (STN, MacKay et al.). True: V sees ũ − stopgrad(u) (Delta-STN's centred
-    # response). Measured (200-300 steps): on a tiny overfitting split only the uncentred form
-    # raised dropout (both lowered the validation loss, via weight decay when centred); on
-    # LLaMA/MQAR with fresh data the uncentred form raised dropout to 0.3 and lost to fixed.
-    centred: bool = True
-    # How STN layers respond to the hyperparameters: "full" (STN's W_e + diag(g) W_h, two
-    # matmuls per layer) or "scale" (diag(1 + g) W_e, one). Measured (benchmarks/RESULTS.md):
-    # scale costs ≈1.3× a fixed step against full's ≈1.8–2.0×, but over a 730-step charlm run its
-    # weight decay climbed to 0.035 late in training and the validation loss ended at 2.14
-    # where the full response kept decay near 0 and reached 1.69. Full is the default.
-    response: Response = Response.FULL
-    trajectory_every: int = 25  # record the hyperparameters every this many weight steps
-    # Score the whole validation split at this many evenly spaced points of the budget (the
-    # last at its end) and store the curve; 0: only the final score. Not charged to a seconds
-    # budget, like the final scoring.
-    eval_points: int = 0
-    # Return the weights (and hyperparameters) of the best validation point instead of the
-    # last: overfitting late in the budget cannot cost the score. Needs eval_points.
-    keep_best: bool = False
-    # Stop after this many validation points in a row without a better score; 0: never.
-    # The budget is then a maximum. Needs eval_points.
-    patience: int = 0
-    latency_runs: int = 5
-    device: str | None = None  # None: CUDA when available, else CPU
-    # Where the hyperparameters (and, under "lr", the learning rate) start; the defaults for
-    # those not named. With self_tuning=False they stay there: retraining a trial at its
-    # tuned values is `ProxyConfig(self_tuning=False, start=metrics["hyperparameters"])`.
-    start: Mapping[str, float] | None = None
-
-    def __post_init__(self) -> None:
-        # Accept the plain string from a TOML file or the CLI; unknown values fail here.
-        object.__setattr__(self, "response", Response(self.response))
-        object.__setattr__(self, "lr_schedule", LRSchedule(self.lr_schedule))
-        for name, (lo, hi, lo_open) in _RANGES.items():
-            value = getattr(self, name)
-            if value < lo or (lo_open and value == lo) or (hi is not None and value > hi):
-                bound = f"{'>' if lo_open else '≥'} {lo}" + (
-                    f" and ≤ {hi}" if hi is not None else ""
-                )
-                raise ProxyOptionError(f"proxy option {name} must be {bound}, got {value}")
-        for name in ("keep_best", "patience"):
-            if getattr(self, name) and not self.eval_points:
-                raise ProxyOptionError(
-                    f"proxy option {name} needs validation points: set eval_points as well"
-                )
-        if not self.lr_min <= self.lr <= self.lr_max:
-            raise ProxyOptionError(
-                f"proxy option lr must lie within lr_min..lr_max "
-                f"({self.lr_min}..{self.lr_max}), got {self.lr}"
-            )
-
-
-class ProxyOptionError(GatesearchError, ValueError):
-    """A proxy setting that cannot be used (unknown, wrong type, out of range): one line."""
-
-
-# Allowed values of ProxyConfig's numeric fields: (lowest, highest or None, lowest excluded).
-_RANGES: dict[str, tuple[float, float | None, bool]] = {
-    "batch_size": (1, None, False),
-    "eval_batch_size": (1, None, False),
-    "lr": (0.0, None, True),
-    "lr_min": (0.0, None, True),
-    "lr_max": (0.0, None, True),
-    "hd_beta": (0.0, 1.0, False),
-    "lr_warmup_steps": (0, None, False),
-    "lr_final": (0.0, 1.0, True),
-    "grad_clip": (0.0, None, False),
-    "hyper_warmup": (0.0, 1.0, False),
-    "train_per_hyper": (1, None, False),
-    "hyper_lr": (0.0, None, True),
-    "entropy_weight": (0.0, None, False),
-    "init_spread": (0.0, None, True),
-    "trajectory_every": (1, None, False),
-    "eval_points": (0, None, False),
-    "patience": (0, None, False),
-    "latency_runs": (1, None, False),
-}
-
-# What `--proxy-option key=value` may set: everything that shapes the proxy's training and
-# scoring; not `device` (where a trial runs is the cluster's business) nor `start` (per trial).
-PROXY_OPTIONS: tuple[str, ...] = tuple(
-    f.name for f in fields(ProxyConfig) if f.name not in ("device", "start")
-)
-
-
-def proxy_config(options: Mapping[str, Any] | None = None) -> ProxyConfig:
-    """The defaults with `options` (a run's `proxy` table) applied. ProxyOptionError, naming
-    the key, for an unknown key, a value of the wrong type or one out of range."""
-    options = dict(options or {})
-    hints = get_type_hints(ProxyConfig)
-    values: dict[str, Any] = {}
-    for key, value in options.items():
-        if key not in PROXY_OPTIONS:
-            raise ProxyOptionError(
-                f"unknown proxy option {key!r}: choose from {', '.join(PROXY_OPTIONS)}"
-            )
-        kind = hints[key]
-        if isinstance(kind, type) and issubclass(kind, StrEnum):
-            allowed = [e.value for e in kind]
-            if value not in allowed:
-                raise ProxyOptionError(
-                    f"proxy option {key}: choose from {', '.join(allowed)}, got {value!r}"
-                )
-        # bool is an int to Python; a number where a switch is meant (or back) is a mistake.
-        elif not {
-            int: isinstance(value, int) and not isinstance(value, bool),
-            float: isinstance(value, int | float) and not isinstance(value, bool),
-            bool: isinstance(value, bool),
-        }[kind]:
-            want = {int: "an integer", float: "a number", bool: "true or false"}[kind]
-            raise ProxyOptionError(f"proxy option {key} takes {want}, got {value!r}")
-        values[key] = float(value) if kind is float else value
-    return ProxyConfig(**values)
 
 
 @dataclass
@@ -241,38 +94,6 @@ class ProxyResult:
         if self.curve:
             out["curve"] = list(self.curve)
         return out
-
-
-class _BudgetClock:
-    """Progress in [0, 1] and the stopping rule for one budget."""
-
-    def __init__(self, budget: Budget) -> None:
-        self.budget = budget
-        self.start = time.perf_counter()
-        self.excluded = 0.0  # seconds of validation scoring, not charged to the budget
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.start - self.excluded
-
-    @contextlib.contextmanager
-    def paused(self) -> Iterator[None]:
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.excluded += time.perf_counter() - t0
-
-    def progress(self, steps: int, tokens: int) -> float:
-        b = self.budget
-        used = {
-            BudgetUnit.STEPS: steps,
-            BudgetUnit.TOKENS: tokens,
-            BudgetUnit.SECONDS: self.elapsed(),
-        }[b.unit]
-        return min(1.0, used / b.amount)
-
-    def done(self, steps: int, tokens: int) -> bool:
-        return self.progress(steps, tokens) >= 1.0
 
 
 def _as_task(task: Task | TaskSpec | str) -> Task:
@@ -316,106 +137,325 @@ def _progress_modules(model: nn.Module) -> list[_Annealed]:
     ]
 
 
-def _inputs(batch: Batch, param: torch.Tensor) -> torch.Tensor:
-    x = batch.inputs
-    return x.to(param.dtype) if x.is_floating_point() else x
+def _valid_batches(task: Task, batch_size: int, seed: int) -> Iterator[Batch]:
+    """Validation batches for hyper steps, endlessly: a freshly shuffled pass per epoch."""
+    for epoch in count():
+        yield from task.batches(Split.VALID, batch_size, seed=seed + epoch)
 
 
-def split_scores(
-    model: nn.Module, task: Task, split: Split, batch_size: int
-) -> tuple[float, float]:
-    """(loss, metric) over a whole split in one pass (eval mode, no gradients): the task's
-    training loss with each batch weighted by its counted positions, and the task's metric.
-    One pass, not two: scoring a trial's validation split is a real share of a short proxy."""
-    param = next(model.parameters())
-    was_training = model.training
-    model.eval()
-    total, weight = 0.0, 0.0
-    m_total, m_count = 0.0, 0.0
-    try:
+@dataclass
+class _Tally:
+    """What the loop counts. The training-loss sums give the training-speed estimates (Ru et
+    al. 2021, "TSE"): the mean training loss over all weight steps and over the second half
+    of the budget — the area under the learning curve, which ranks by how fast a model
+    learns, not where one noisy step ended. Stored for ranking studies; on MQAR and charlm it
+    ranked no better than the validation loss."""
+
+    steps: int = 0
+    tokens: int = 0
+    hyper_steps: int = 0
+    last_loss: float | None = None  # none before the first step (JSON has no NaN)
+    loss_sum: float = 0.0
+    tail_sum: float = 0.0
+    tail_steps: int = 0
+
+    def weight_step(self, loss: float, progress: float, tokens: int) -> None:
+        self.last_loss = loss
+        self.loss_sum += loss
+        if progress >= 0.5:
+            self.tail_sum += loss
+            self.tail_steps += 1
+        self.steps += 1
+        self.tokens += tokens
+
+    def metrics(self, train_seconds: float) -> dict[str, float | None]:
+        return {
+            "train_seconds": train_seconds,
+            "tokens": float(self.tokens),
+            "steps": float(self.steps),
+            "hyper_steps": float(self.hyper_steps),
+            "train_loss_mean": self.loss_sum / max(1, self.steps),
+            "train_loss_tail": (
+                self.tail_sum / self.tail_steps if self.tail_steps else self.last_loss
+            ),
+        }
+
+
+class _ProxyRun:
+    """One proxy trial in progress: the model with its STN layers and regularisers, the two
+    optimisers, the hyperparameters' state and what the loop has counted and scored.
+    `train_proxy` builds it, then calls `train` and `result`."""
+
+    def __init__(
+        self,
+        graph: nx.DiGraph,
+        task: Task,
+        budget: Budget,
+        seed: int,
+        config: ProxyConfig,
+        on_eval: Callable[[dict[str, Any]], None] | None,
+    ) -> None:
+        self.task, self.config, self.on_eval = task, config, on_eval
+        self.device = torch.device(
+            config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        )
+        torch.manual_seed(seed)
+        self.ctx = task_context(graph, task)
+        self.model = build_model(graph, self.ctx).to(self.device)
+        self.train_stream = task.batches(Split.TRAIN, config.batch_size, seed=seed)
+        self.first = next(self.train_stream).to(self.device)
+        self.param0 = next(self.model.parameters())
+        self._attach_hypers(self.first)
+        self.valid = _valid_batches(task, config.batch_size, seed)
+        self.trajectory: list[dict[str, Any]] = []
+        self.tally = _Tally()
+        self.applied_lr = 0.0  # what the last weight step used: hd.lr × warm-up × schedule
+        self.progress = 0.0  # of the budget, what the annealing modules were last set to
+        self.curve: list[dict[str, Any]] = []
+        self.best: _BestPoint | None = None
+        self.next_point = 1  # the next validation point, counted from 1 to config.eval_points
+        self.stale = 0  # validation points since the best one
+        self.stopped_early = False
+        self.clock = BudgetClock(budget)  # started here: setting up is not charged
+
+    def _attach_hypers(self, first: Batch) -> None:
+        """The tuned hyperparameters, the STN layers and regularisers that apply them, and the
+        optimisers of the weights and of the hyperparameters."""
+        model, config = self.model, self.config
+        # Which auxiliary losses the model emits decides which weights are tuned.
+        model.train()
         with torch.no_grad():
-            for batch in task.batches(split, batch_size):
-                batch = batch.to(param.device)
-                n = float(batch.mask.sum()) or float(batch.size)
-                out = model(_inputs(batch, param))
-                total += float(task.loss(out, batch)) * n
-                weight += n
-                s, c = task.metric(out, batch)
-                m_total += s
-                m_count += c
-    finally:
-        model.train(was_training)
-    if m_count == 0:
-        raise TaskError(f"task {task.name}: the {split.value} split has nothing to score")
-    return total / weight, m_total / m_count
+            model(model_inputs(first, self.param0))
+        aux_keys = set(aux_losses(model))
+        token_inputs = InputKind(self.task.input_kind) is InputKind.TOKENS
+        self.hypers = HyperSet(default_hypers(dropout_roles_of(model), aux_keys, token_inputs))
+        self.state = HyperState(self.hypers, config.init_spread, config.start).to(self.device)
+        self.hctx = HyperContext()
+        stn_layers = (
+            attach_stn(model, len(self.hypers), self.hctx, config.response)
+            if config.self_tuning
+            else []
+        )
+        self.regs = Regularisers(model, self.hypers, self.hctx, stn_layers)
+        self.plain = plain_decay_params(model)
+        self.weights = list(model.parameters())
+        self.opt = torch.optim.Adam(self.weights, lr=config.lr)
+        self.hd = HypergradientLR(self.weights, config)
+        self.hyper_opt = torch.optim.Adam(self.state.parameters(), lr=config.hyper_lr)
+        self.progress_modules = _progress_modules(model)
 
+    def record(self) -> None:
+        """Append the current hyperparameters and learning rate to the trajectory."""
+        tally, state = self.tally, self.state
+        self.trajectory.append(
+            {
+                "step": tally.steps,
+                "tokens": tally.tokens,
+                "seconds": round(self.clock.elapsed(), 4),
+                "lr": self.hd.lr,
+                "lr_applied": self.applied_lr,
+                "train_loss": tally.last_loss,
+                "hypers": state.current(),
+                "spread": dict(zip(self.hypers.names, state.spread.detach().cpu().tolist())),
+            }
+        )
 
-def split_loss(model: nn.Module, task: Task, split: Split, batch_size: int) -> float:
-    """The task's training loss over a whole split, each batch weighted by its counted
-    positions (eval mode, no gradients)."""
-    return split_scores(model, task, split, batch_size)[0]
+    def train(self) -> float:
+        """Train within the budget, validating and recording as configured; the seconds of
+        training (validation not charged). Raises TrialDiverged on a non-finite loss."""
+        config, tally, clock = self.config, self.tally, self.clock
+        batch: Batch | None = self.first
+        try:
+            self.record()
+            while not clock.done(tally.steps, tally.tokens):
+                self.progress = progress = clock.progress(tally.steps, tally.tokens)
+                for m in self.progress_modules:
+                    m.set_progress(progress)
+                if batch is None:
+                    batch = next(self.train_stream).to(self.device)
+                self.weight_step(batch, progress)
+                batch = None
+                if self._hyper_step_due(progress):
+                    self.hyper_step()
+                if tally.steps % config.trajectory_every == 0:
+                    self.record()
+                if self._point_due() and self.validate():
+                    break
+            return self._wind_up()
+        finally:
+            self.regs.remove()
+            self.hctx.hyper_input, self.hctx.values, self.hctx.regularise = None, None, False
 
-
-def measure_latency(model: nn.Module, x: torch.Tensor, runs: int) -> float:
-    """Median milliseconds of one eval-mode forward on `x`, after one untimed warm-up run."""
-    was_training = model.training
-    model.eval()
-    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
-    times = []
-    try:
+    def weight_step(self, batch: Batch, progress: float) -> None:
+        """Regularisers on at ũ (detached); the model's weights updated."""
+        model, config, state, hctx = self.model, self.config, self.state, self.hctx
+        tally = self.tally
+        model.train()
         with torch.no_grad():
-            model(x)
-            for _ in range(runs):
-                sync()
-                t0 = time.perf_counter()
-                model(x)
-                sync()
-                times.append((time.perf_counter() - t0) * 1e3)
-    finally:
-        model.train(was_training)
-    return statistics.median(times)
+            if config.self_tuning:
+                u_tilde = state.sample(batch.size)  # (B, n)
+            else:
+                u_tilde = state.u.unsqueeze(0)  # (1, n): the defaults for every example
+            hctx.hyper_input = _response_input(u_tilde, state, config)
+            hctx.values = self.hypers.values(u_tilde)
+            hctx.regularise = True
+        x = self.regs.noisy_inputs(model_inputs(batch, self.param0), self.task.n_in)
+        loss = self.task.loss(model(x), batch)
+        if not torch.isfinite(loss):
+            raise TrialDiverged(tally.steps, "the training loss", float(loss.detach()))
+        total = loss
+        aux = self.regs.aux_total(aux_losses(model))
+        if aux is not None:
+            total = total + aux
+        decay = self.regs.penalty(self.plain)
+        if decay is not None:
+            total = total + decay
+        if not torch.isfinite(total):
+            raise TrialDiverged(tally.steps, "the regularised training loss", float(total.detach()))
+        self.opt.zero_grad(set_to_none=True)
+        total.backward()
+        if config.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.weights, config.grad_clip)
+        self.hd.before_step()
+        self.applied_lr = self.hd.lr * lr_factor(tally.steps, progress, config)
+        for group in self.opt.param_groups:
+            group["lr"] = self.applied_lr
+        self.opt.step()
+        self.hd.after_step()
+        tally.weight_step(float(loss.detach()), progress, batch.tokens)
 
+    def _hyper_step_due(self, progress: float) -> bool:
+        config, tally = self.config, self.tally
+        return (
+            config.self_tuning
+            and progress >= config.hyper_warmup
+            and tally.steps % config.train_per_hyper == 0
+            and not self.clock.done(tally.steps, tally.tokens)
+        )
 
-class _HypergradientLR:
-    """α ← clamp(α·(1 + β·cos(g_t, u_{t−1})), lo, hi), u_{t−1} = −Δθ_{t−1} the last update's
-    direction (multiplicative hypergradient descent, Baydin et al. 2018, normalised form)."""
+    def hyper_step(self) -> None:
+        """The validation loss through the STN layers; (u, s) updated, the weights not."""
+        model, state, hctx = self.model, self.state, self.hctx
+        vb = next(self.valid).to(self.device)
+        model.eval()
+        hctx.regularise = False
+        hctx.values = None
+        # Attached: gradients reach (u, s), through the scale factors only.
+        hctx.hyper_input = _response_input(state.sample(vb.size), state, self.config)
+        v_loss = self.task.loss(model(model_inputs(vb, self.param0)), vb)
+        if not torch.isfinite(v_loss):
+            raise TrialDiverged(self.tally.steps, "the validation loss", float(v_loss.detach()))
+        objective = v_loss - self.config.entropy_weight * state.entropy()
+        # Only (u, s) are differentiated; the model's gradients stay untouched.
+        grads = torch.autograd.grad(objective, [state.u, state.s])
+        self.hyper_opt.zero_grad(set_to_none=True)
+        state.u.grad, state.s.grad = grads
+        self.hyper_opt.step()
+        self.tally.hyper_steps += 1
 
-    def __init__(self, params: list[nn.Parameter], config: ProxyConfig) -> None:
-        self.params = params
-        self.lr = float((config.start or {}).get("lr", config.lr))
-        self.beta = config.hd_beta if config.self_tuning else 0.0
-        self.lo, self.hi = config.lr_min, config.lr_max
-        self._before: list[torch.Tensor] | None = None
-        self._delta: list[torch.Tensor] | None = None
+    def _point_due(self) -> bool:
+        """Whether the budget has reached the next validation point (config.eval_points)."""
+        if not self.config.eval_points:
+            return False
+        reached = self.clock.progress(self.tally.steps, self.tally.tokens) * self.config.eval_points
+        if reached < self.next_point:
+            return False
+        self.next_point = math.floor(reached) + 1
+        return True
 
-    def before_step(self) -> None:
-        if self.beta == 0.0:
-            return
-        if self._delta is not None:
-            pairs = [
-                (p.grad.detach().float(), d)
-                for p, d in zip(self.params, self._delta)
-                if p.grad is not None
-            ]
-            if pairs:
-                # One device-to-host copy per step: (g·Δ, g·g, Δ·Δ) summed over tensors.
-                sums = torch.stack(
-                    [torch.stack([(g * d).sum(), (g * g).sum(), (d * d).sum()]) for g, d in pairs]
-                ).sum(0)
-                dot, gg, dd = sums.tolist()
-                denom = (gg * dd) ** 0.5
-                if denom > 0.0:
-                    # Δθ = −α·u, so cos(g, u) = −cos(g, Δθ): a positive value means the new
-                    # gradient still points where the last step went — the step was too short.
-                    cos = -dot / denom
-                    self.lr = min(self.hi, max(self.lo, self.lr * (1.0 + self.beta * cos)))
-        self._before = [p.detach().float().clone() for p in self.params]
+    def validate(self) -> bool:
+        """Score the validation split at the current hyperparameters; record the point, keep
+        the best one's weights when asked; True when patience has run out."""
+        config, tally, clock = self.config, self.tally, self.clock
+        state, hctx = self.state, self.hctx
+        seconds = round(clock.elapsed(), 4)  # before the scoring, which is not charged
+        done = clock.progress(tally.steps, tally.tokens)
+        with clock.paused():
+            hctx.values, hctx.regularise = None, False
+            hctx.hyper_input = _response_input(state.u.detach().unsqueeze(0), state, config)
+            loss, metric = split_scores(self.model, self.task, Split.VALID, config.eval_batch_size)
+            point: dict[str, Any] = {
+                "step": tally.steps,
+                "tokens": tally.tokens,
+                "seconds": seconds,
+                "valid_loss": loss,
+                "valid_metric": metric,
+            }
+            if config.self_tuning:  # what the point's weights were trained at
+                point["hypers"] = state.current()
+            self.curve.append(point)
+            best = self._keep_if_best(point)
+        if self.on_eval is not None:
+            self.on_eval({"point": point, "best": best.point, "progress": done})
+        return bool(config.patience) and self.stale >= config.patience
 
-    def after_step(self) -> None:
-        if self._before is None:
-            return
-        self._delta = [p.detach().float() - b for p, b in zip(self.params, self._before)]
-        self._before = None
+    def _keep_if_best(self, point: dict[str, Any]) -> _BestPoint:
+        """Make `point` the best one when it beats it (with the weights under keep_best);
+        the best point after it."""
+        if self.best is None or _better(point, self.best.point, self.task.higher_is_better):
+            snapshot = None
+            if self.config.keep_best:
+                snapshot = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.best = _BestPoint(
+                point,
+                snapshot,
+                self.state.u.detach().clone(),
+                self.state.s.detach().clone(),
+                self.hd.lr,
+                self.progress,
+            )
+            self.stale = 0
+        else:
+            self.stale += 1
+        return self.best
+
+    def _wind_up(self) -> float:
+        """After the loop: the last trajectory entry and validation point, the best point's
+        weights back under keep_best; the seconds of training."""
+        config, tally, clock = self.config, self.tally, self.clock
+        if self.trajectory[-1]["step"] != tally.steps:
+            self.record()
+        self.stopped_early = not clock.done(tally.steps, tally.tokens)
+        # A seconds budget can run out between the last point's check and the loop's: the
+        # end of training is always a point.
+        if (
+            config.eval_points
+            and not self.stopped_early
+            and (not self.curve or self.curve[-1]["step"] != tally.steps)
+        ):
+            self.validate()
+        # The model is scored, retrained and exported at the end of its schedule, or at the
+        # best point's place in it (a router's temperature anneals with progress).
+        end = 1.0
+        best = self.best
+        if config.keep_best and best is not None and best.weights is not None:
+            with torch.no_grad():
+                self.model.load_state_dict(best.weights)
+                self.state.u.copy_(best.u)
+                self.state.s.copy_(best.s)
+            self.hd.lr = best.lr
+            end = best.progress
+        for m in self.progress_modules:
+            m.set_progress(end)
+        return clock.elapsed()
+
+    def result(self, train_seconds: float) -> ProxyResult:
+        """Back to a plain model at the final hyperparameters, scored."""
+        model, state = self.model, self.state
+        with torch.no_grad():
+            at_final = _response_input(state.u.detach().unsqueeze(0), state, self.config)  # (1, n)
+            if at_final is not None:
+                fold_stn(model, at_final[0])
+        model.eval()
+        assert not any(isinstance(m, STNLinear) for m in model.modules())
+        final = {**state.current(), "lr": self.hd.lr}
+        run = self.tally.metrics(train_seconds)
+        if self.best is not None:
+            run["best_step"] = float(self.best.point["step"])
+            run["stopped_early"] = self.stopped_early
+        result = _score(model, self.task, self.ctx, self.config, run, final, self.trajectory)
+        result.curve = self.curve
+        return result
 
 
 def train_proxy(
@@ -433,243 +473,8 @@ def train_proxy(
     Raises TrialDiverged on a non-finite loss.
     """
     config = config or ProxyConfig()
-    task = _as_task(task)
-    budget = _as_budget(budget)
-    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    torch.manual_seed(seed)
-    ctx = task_context(graph, task)
-    model = build_model(graph, ctx).to(device)
-    train_stream = task.batches(Split.TRAIN, config.batch_size, seed=seed)
-    first = next(train_stream).to(device)
-    param0 = next(model.parameters())
-
-    # Which auxiliary losses the model emits decides which weights are tuned.
-    model.train()
-    with torch.no_grad():
-        model(_inputs(first, param0))
-    aux_keys = set(aux_losses(model))
-    token_inputs = InputKind(task.input_kind) is InputKind.TOKENS
-    hypers = HyperSet(default_hypers(dropout_roles_of(model), aux_keys, token_inputs))
-    state = HyperState(hypers, config.init_spread, config.start).to(device)
-    hctx = HyperContext()
-    stn_layers = attach_stn(model, len(hypers), hctx, config.response) if config.self_tuning else []
-    regs = Regularisers(model, hypers, hctx, stn_layers)
-    plain = plain_decay_params(model)
-    weights = list(model.parameters())
-    opt = torch.optim.Adam(weights, lr=config.lr)
-    hd = _HypergradientLR(weights, config)
-    hyper_opt = torch.optim.Adam(state.parameters(), lr=config.hyper_lr)
-    progress_modules = _progress_modules(model)
-
-    def val_stream() -> Any:
-        for epoch in count():
-            yield from task.batches(Split.VALID, config.batch_size, seed=seed + epoch)
-
-    valid = val_stream()
-    trajectory: list[dict[str, Any]] = []
-    steps = tokens = hyper_steps = 0
-    last_loss: float | None = None  # none before the first step (JSON has no NaN)
-    # Training-speed estimates (Ru et al. 2021, "TSE"): the mean training loss over all
-    # weight steps and over the second half of the budget — the area under the learning
-    # curve, which ranks by how fast a model learns, not where one noisy step ended. Stored
-    # for ranking studies; on MQAR and charlm it ranked no better than the validation loss.
-    loss_sum = tail_sum = 0.0
-    tail_steps = 0
-    applied_lr = 0.0  # what the last weight step used: hd.lr × warm-up × schedule
-
-    def record() -> None:
-        trajectory.append(
-            {
-                "step": steps,
-                "tokens": tokens,
-                "seconds": round(clock.elapsed(), 4),
-                "lr": hd.lr,
-                "lr_applied": applied_lr,
-                "train_loss": last_loss,
-                "hypers": state.current(),
-                "spread": dict(zip(hypers.names, state.spread.detach().cpu().tolist())),
-            }
-        )
-
-    curve: list[dict[str, Any]] = []
-    best: _BestPoint | None = None
-    next_point = 1  # the next validation point, counted from 1 to config.eval_points
-    stale = 0  # validation points since the best one
-
-    def validate() -> bool:
-        """Score the validation split at the current hyperparameters; record the point, keep
-        the best one's weights when asked; True when patience has run out."""
-        nonlocal best, stale
-        seconds = round(clock.elapsed(), 4)  # before the scoring, which is not charged
-        done = clock.progress(steps, tokens)
-        with clock.paused():
-            hctx.values, hctx.regularise = None, False
-            hctx.hyper_input = _response_input(state.u.detach().unsqueeze(0), state, config)
-            loss, metric = split_scores(model, task, Split.VALID, config.eval_batch_size)
-            point: dict[str, Any] = {
-                "step": steps,
-                "tokens": tokens,
-                "seconds": seconds,
-                "valid_loss": loss,
-                "valid_metric": metric,
-            }
-            if config.self_tuning:  # what the point's weights were trained at
-                point["hypers"] = state.current()
-            curve.append(point)
-            if best is None or _better(point, best.point, task.higher_is_better):
-                snapshot = None
-                if config.keep_best:
-                    snapshot = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                best = _BestPoint(
-                    point,
-                    snapshot,
-                    state.u.detach().clone(),
-                    state.s.detach().clone(),
-                    hd.lr,
-                    progress,  # what the annealing modules were last set to
-                )
-                stale = 0
-            else:
-                stale += 1
-        if on_eval is not None:
-            on_eval({"point": point, "best": best.point, "progress": done})
-        return bool(config.patience) and stale >= config.patience
-
-    clock = _BudgetClock(budget)
-    batch: Batch | None = first
-    try:
-        record()
-        while not clock.done(steps, tokens):
-            progress = clock.progress(steps, tokens)
-            for m in progress_modules:
-                m.set_progress(progress)
-            if batch is None:
-                batch = next(train_stream).to(device)
-
-            # ---- weight step: regularisers on at ũ (detached), weights updated
-            model.train()
-            with torch.no_grad():
-                if config.self_tuning:
-                    u_tilde = state.sample(batch.size)  # (B, n)
-                else:
-                    u_tilde = state.u.unsqueeze(0)  # (1, n): the defaults for every example
-                hctx.hyper_input = _response_input(u_tilde, state, config)
-                hctx.values = hypers.values(u_tilde)
-                hctx.regularise = True
-            x = regs.noisy_inputs(_inputs(batch, param0), task.n_in)
-            loss = task.loss(model(x), batch)
-            if not torch.isfinite(loss):
-                raise TrialDiverged(steps, "the training loss", float(loss.detach()))
-            total = loss
-            aux = regs.aux_total(aux_losses(model))
-            if aux is not None:
-                total = total + aux
-            decay = regs.penalty(plain)
-            if decay is not None:
-                total = total + decay
-            if not torch.isfinite(total):
-                raise TrialDiverged(steps, "the regularised training loss", float(total.detach()))
-            opt.zero_grad(set_to_none=True)
-            total.backward()
-            if config.grad_clip > 0:
-                nn.utils.clip_grad_norm_(weights, config.grad_clip)
-            hd.before_step()
-            warm = min(1.0, (steps + 1) / max(1, config.lr_warmup_steps))
-            if config.lr_schedule is LRSchedule.COSINE:
-                warm *= config.lr_final + (1.0 - config.lr_final) * 0.5 * (
-                    1.0 + math.cos(math.pi * progress)
-                )
-            applied_lr = hd.lr * warm
-            for group in opt.param_groups:
-                group["lr"] = applied_lr
-            opt.step()
-            hd.after_step()
-            last_loss = float(loss.detach())
-            loss_sum += last_loss
-            if progress >= 0.5:
-                tail_sum += last_loss
-                tail_steps += 1
-            steps += 1
-            tokens += batch.tokens
-            batch = None
-
-            # ---- hyper step: validation loss through the STN layers, (u, s) updated
-            if (
-                config.self_tuning
-                and progress >= config.hyper_warmup
-                and steps % config.train_per_hyper == 0
-                and not clock.done(steps, tokens)
-            ):
-                vb = next(valid).to(device)
-                model.eval()
-                hctx.regularise = False
-                hctx.values = None
-                # Attached: gradients reach (u, s), through the scale factors only.
-                hctx.hyper_input = _response_input(state.sample(vb.size), state, config)
-                v_loss = task.loss(model(_inputs(vb, param0)), vb)
-                if not torch.isfinite(v_loss):
-                    raise TrialDiverged(steps, "the validation loss", float(v_loss.detach()))
-                objective = v_loss - config.entropy_weight * state.entropy()
-                # Only (u, s) are differentiated; the model's gradients stay untouched.
-                grads = torch.autograd.grad(objective, [state.u, state.s])
-                hyper_opt.zero_grad(set_to_none=True)
-                state.u.grad, state.s.grad = grads
-                hyper_opt.step()
-                hyper_steps += 1
-            if steps % config.trajectory_every == 0:
-                record()
-            if config.eval_points:
-                reached = clock.progress(steps, tokens) * config.eval_points
-                if reached >= next_point:
-                    next_point = math.floor(reached) + 1
-                    if validate():
-                        break
-        if trajectory[-1]["step"] != steps:
-            record()
-        stopped_early = not clock.done(steps, tokens)
-        # A seconds budget can run out between the last point's check and the loop's: the
-        # end of training is always a point.
-        if config.eval_points and not stopped_early and (not curve or curve[-1]["step"] != steps):
-            validate()
-        # The model is scored, retrained and exported at the end of its schedule, or at the
-        # best point's place in it (a router's temperature anneals with progress).
-        end = 1.0
-        if config.keep_best and best is not None and best.weights is not None:
-            with torch.no_grad():
-                model.load_state_dict(best.weights)
-                state.u.copy_(best.u)
-                state.s.copy_(best.s)
-            hd.lr = best.lr
-            end = best.progress
-        for m in progress_modules:
-            m.set_progress(end)
-        train_seconds = clock.elapsed()
-    finally:
-        regs.remove()
-        hctx.hyper_input, hctx.values, hctx.regularise = None, None, False
-
-    # ---- back to a plain model at the final hyperparameters
-    with torch.no_grad():
-        at_final = _response_input(state.u.detach().unsqueeze(0), state, config)  # (1, n)
-        if at_final is not None:
-            fold_stn(model, at_final[0])
-    model.eval()
-    assert not any(isinstance(m, STNLinear) for m in model.modules())
-    final = {**state.current(), "lr": hd.lr}
-    run = {
-        "train_seconds": train_seconds,
-        "tokens": float(tokens),
-        "steps": float(steps),
-        "hyper_steps": float(hyper_steps),
-        "train_loss_mean": loss_sum / max(1, steps),
-        "train_loss_tail": tail_sum / tail_steps if tail_steps else last_loss,
-    }
-    if best is not None:
-        run["best_step"] = float(best.point["step"])
-        run["stopped_early"] = stopped_early
-    result = _score(model, task, ctx, config, run, final, trajectory)
-    result.curve = curve
-    return result
+    run = _ProxyRun(graph, _as_task(task), _as_budget(budget), seed, config, on_eval)
+    return run.result(run.train())
 
 
 @dataclass
@@ -710,24 +515,18 @@ def _score(
 ) -> ProxyResult:
     """Score the trained `model` on the validation split; `run` holds what the loop counted
     (train_seconds, tokens, steps, hyper_steps, the training-loss means)."""
-    param = next(model.parameters())
     valid_loss, metric = split_scores(model, task, Split.VALID, config.eval_batch_size)
     if not torch.isfinite(torch.tensor(valid_loss)):
         raise TrialDiverged(int(run["steps"] or 0), "the validation loss", valid_loss)
-    x = example_input(ctx, task.seq_len, batch=config.batch_size).to(param.device)
-    if x.is_floating_point():
-        x = x.to(param.dtype)
-    latency = measure_latency(model, x, config.latency_runs)
+    costs = model_costs(model, ctx, task.seq_len, config.batch_size, config.latency_runs)
     metrics: dict[str, Any] = {
         "loss": valid_loss,
         "metric": metric,
         task.metric_name: metric,
         "metric_name": task.metric_name,
         "higher_is_better": task.higher_is_better,
-        "params": float(count_params(model)),
-        "flops": float(flops_per_token(model, ctx, seq_len=task.seq_len)),
-        "latency": latency,
-        "latency_per_sequence": latency / config.batch_size,
+        **costs,
+        "latency_per_sequence": costs["latency"] / config.batch_size,
         **run,
         "self_tuning": config.self_tuning,
     }

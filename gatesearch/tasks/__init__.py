@@ -4,7 +4,16 @@
 names are built-ins (`available_tasks()`), `module:function`, or `gatesearch.tasks` entry points.
 """
 
-from gatesearch.tasks.base import Batch, Split, Task, TaskError, TaskSpec, evaluate
+from gatesearch.tasks.base import (
+    Batch,
+    Split,
+    Task,
+    TaskError,
+    TaskSpec,
+    evaluate,
+    model_inputs,
+    split_scores,
+)
 from gatesearch.tasks.files import ClassifyTask, FramesTask, TokensTask
 from gatesearch.tasks.registry import available_tasks, make_task, resolve_factory
 from gatesearch.tasks.synthetic import MQAR, FlipFlop, Parity, SelectiveCopy
@@ -27,5 +36,7 @@ __all__ = [
     "available_tasks",
     "evaluate",
     "make_task",
+    "model_inputs",
     "resolve_factory",
+    "split_scores",
 ]

@@ -222,30 +222,50 @@ def check_choice(task: str, key: str, value: Any, choices: tuple[str, ...]) -> s
     return value
 
 
-def evaluate(
-    model: nn.Module, task: Task, split: Split = Split.VALID, batch_size: int = 64
-) -> float:
-    """The task's metric of `model` over a whole split (eval mode, no gradients).
+def model_inputs(batch: Batch, param: torch.Tensor | None) -> torch.Tensor:
+    """What a model reads from `batch`: token ids as they are, features in the dtype of the
+    model's weights (`param`, one of them; None, for a model without any: as they are)."""
+    x = batch.inputs
+    return x.to(param.dtype) if x.is_floating_point() and param is not None else x
 
-    Runs on the device of the model's parameters; the model's training mode is restored.
+
+def split_scores(
+    model: nn.Module, task: Task, split: Split = Split.VALID, batch_size: int = 64
+) -> tuple[float, float]:
+    """(loss, metric) of `model` over a whole split in one pass (eval mode, no gradients): the
+    task's training loss with each batch weighted by its counted positions, and the task's
+    metric. One pass, not two: scoring a trial's validation split is a real share of a short
+    proxy.
+
+    Runs on the device of the model's parameters (the CPU for a model without any); the
+    model's training mode is restored.
     """
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0.0
+    total, weight = 0.0, 0.0
+    m_total, m_count = 0.0, 0.0
     try:
         with torch.no_grad():
             for batch in task.batches(split, batch_size):
                 batch = batch.to(device)
-                inputs = batch.inputs
-                if inputs.is_floating_point() and param is not None:
-                    inputs = inputs.to(param.dtype)
-                s, c = task.metric(model(inputs), batch)
-                total += s
-                count += c
+                n = float(batch.mask.sum()) or float(batch.size)
+                out = model(model_inputs(batch, param))
+                total += float(task.loss(out, batch)) * n
+                weight += n
+                s, c = task.metric(out, batch)
+                m_total += s
+                m_count += c
     finally:
         model.train(was_training)
-    if count == 0:
+    if m_count == 0:
         raise TaskError(f"task {task.name}: the {split.value} split has nothing to score")
-    return total / count
+    return total / weight, m_total / m_count
+
+
+def evaluate(
+    model: nn.Module, task: Task, split: Split = Split.VALID, batch_size: int = 64
+) -> float:
+    """The task's metric of `model` over a whole split (see `split_scores`)."""
+    return split_scores(model, task, split, batch_size)[1]

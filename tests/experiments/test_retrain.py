@@ -32,9 +32,9 @@ from gatesearch.experiments.retrain import (
     retrain_streamed,
     select,
 )
-from gatesearch.proxy.trainer import split_loss, task_context
+from gatesearch.proxy.trainer import task_context
 from gatesearch.runs.store import RunStore
-from gatesearch.tasks import Split, make_task
+from gatesearch.tasks import Split, make_task, split_scores
 from gatesearch.tasks import evaluate as task_metric
 
 # Every block has a pruning gate, so retrain exercises the pruned-graph path.
@@ -121,7 +121,8 @@ def test_retrain_top_1_weights_reproduce_the_stored_scores(mqar_run, capsys):
         assert task_metric(model, task, split, 128) == pytest.approx(
             stored["metric"], abs=SCORE_TOL
         )
-        assert split_loss(model, task, split, 128) == pytest.approx(stored["loss"], rel=SCORE_TOL)
+        loss, _ = split_scores(model, task, split, 128)
+        assert loss == pytest.approx(stored["loss"], rel=SCORE_TOL)
 
 
 def test_retrain_keeps_each_best_point_ranks_by_it_and_export_follows(mqar_run, tmp_path, capsys):
