@@ -1,5 +1,6 @@
-"""A non-editable install (a wheel) carries the default space and the strategy presets and
-runs a campaign with them, away from the repository."""
+"""A non-editable install (a wheel) carries the default space, the strategy presets and the
+report's page template, runs a campaign with them away from the repository, and draws its
+report."""
 
 from __future__ import annotations
 
@@ -49,6 +50,14 @@ def test_the_wheel_carries_spaces_and_strategies(wheel: Path) -> None:
                 assert f"gatesearch/_bundled/{rel}" in names, rel
 
 
+def test_the_wheel_carries_the_report_template(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    templates = REPO / "gatesearch" / "report" / "templates"
+    shipped = [p.relative_to(REPO).as_posix() for p in templates.iterdir() if p.is_file()]
+    assert "gatesearch/report/templates/report.html.j2" in shipped
+    assert set(shipped) <= names, set(shipped) - names
+
+
 def test_an_installed_wheel_runs_a_campaign_with_its_own_copies(
     wheel: Path, tmp_path: Path
 ) -> None:
@@ -81,3 +90,12 @@ def test_an_installed_wheel_runs_a_campaign_with_its_own_copies(
     assert run.returncode == 0, run.stderr[-2000:]
     assert "3 trials" in run.stdout
     assert (tmp_path / "runs" / "w" / "space.space").read_text() == Path(where[1]).read_text()
+    # The page is drawn from the template inside the installed package.
+    report = subprocess.run(
+        [sys.executable, "-c", "from gatesearch.cli.app import main; main()",
+         "report", str(tmp_path / "runs" / "w")],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300,
+    )  # fmt: skip
+    assert report.returncode == 0, report.stderr[-2000:]
+    page = (tmp_path / "runs" / "w" / "report" / "index.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "<h2>Best architecture</h2>" in page

@@ -1,4 +1,5 @@
-"""index.html: one self-contained page (inline CSS and images, no script, nothing fetched)."""
+"""index.html: one self-contained page (inline CSS and images, no script, nothing fetched),
+rendered from templates/report.html.j2 with the CSS of templates/report.css."""
 
 from __future__ import annotations
 
@@ -6,79 +7,141 @@ import base64
 import html
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import jinja2
+from markupsafe import Markup
 
 from gatesearch.experiments.retrain import read_retrained, sort_retrained
-from gatesearch.runs.store import RunState, campaign_state
-
-if TYPE_CHECKING:
-    pass
-
 from gatesearch.report.board import BoardRow, fmt_value, size_columns
 from gatesearch.report.choices import ChoiceShares
 from gatesearch.report.data import Ranked, RunData
+from gatesearch.runs.store import RunState, campaign_state
+
+TEMPLATE = "report.html.j2"
 
 # ----------------------------------------------------------------------------------- HTML
 
-_CSS = """
-:root { --accent: #d1495b; --ink: #1f2328; --muted: #5f6b76; --line: #d8dee4; }
-* { box-sizing: border-box; }
-body { margin: 0; font: 15px/1.5 -apple-system, "Segoe UI", Helvetica, Arial, sans-serif;
-       color: var(--ink); background: #f6f8fa; }
-header { background: #1f2a36; color: #fff; padding: 22px 0 18px; }
-header .wrap { display: flex; justify-content: space-between; align-items: baseline;
-               flex-wrap: wrap; gap: 8px; }
-header h1 { margin: 0; font-size: 24px; font-weight: 600; }
-header .sub { color: #b9c4cf; font-size: 14px; }
-.wrap { max-width: 1180px; margin: 0 auto; padding: 0 24px; }
-main .wrap > section { background: #fff; border: 1px solid var(--line); border-radius: 8px;
-                       padding: 18px 22px; margin: 18px 0; }
-h2 { font-size: 18px; margin: 0 0 10px; }
-p.note { color: var(--muted); margin: 4px 0 12px; font-size: 14px; }
-p.note.bad { color: #b3261e; }
-.cards { display: flex; gap: 12px; flex-wrap: wrap; margin-bottom: 6px; }
-.card { border: 1px solid var(--line); border-radius: 6px; padding: 8px 14px; min-width: 110px; }
-.card b { display: block; font-size: 22px; }
-.card span { color: var(--muted); font-size: 13px; }
-.card.bad b { color: #b3261e; }
-table { border-collapse: collapse; width: 100%; font-size: 13.5px; }
-th, td { text-align: left; padding: 5px 8px; border-bottom: 1px solid var(--line);
-         vertical-align: top; }
-th { background: #f0f3f6; font-weight: 600; white-space: nowrap; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-tr.best td { background: #fff4f5; }
-table.counts td.num { width: 5em; }
-table.kv th { width: 34%; background: none; color: var(--muted); font-weight: 500; }
-code, pre, td.arch, td.hash { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas,
-                              monospace; font-size: 12.5px; }
-td.arch { width: 100%; overflow-wrap: anywhere; }
-pre { background: #f6f8fa; border: 1px solid var(--line); border-radius: 6px; padding: 12px;
-      margin: 0; line-height: 1.4; white-space: pre-wrap; overflow-wrap: anywhere; }
-figure { margin: 8px 0 0; }
-figure img { max-width: 100%; height: auto; display: block; margin: 0 auto; }
-.archbox figure { margin: 0; max-width: 720px; }
-figcaption { color: var(--muted); font-size: 13px; margin-top: 6px; }
-.archbox { display: grid; grid-template-columns: minmax(0, 1fr) auto; gap: 20px;
-        align-items: start; }
-footer { color: var(--muted); font-size: 13px; padding: 6px 0 28px; }
-@media (max-width: 860px) { .archbox { grid-template-columns: 1fr; } }
-"""
+
+def _escape(value: Any) -> Markup:
+    """What the template prints for a value: html.escape's spelling (`&quot;`, `&#x27;`)
+    rather than markupsafe's (`&#34;`, `&#39;`), so pages keep the bytes they had before
+    the template; a macro's output is already markup and passes as it is."""
+    if isinstance(value, Markup):
+        return value
+    return Markup(html.escape(str(value), quote=True))
 
 
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+@cache
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("gatesearch.report", "templates"),
+        # Run names, task and space text, graph parameters and failure reasons all come
+        # from run folders anyone may hand over: every value is escaped, none trusted.
+        autoescape=True,
+        finalize=_escape,  # before autoescape, which then leaves its Markup alone
+        undefined=jinja2.StrictUndefined,  # a misspelt field is an error, not a blank
+        trim_blocks=True,
+        keep_trailing_newline=True,  # the page ends in a line break, as it always has
+    )
 
 
-def _img(png: bytes, alt: str) -> str:
-    data = base64.b64encode(png).decode("ascii")
-    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
+@dataclass(frozen=True)
+class Figure:
+    """A plot on the page: the PNG as base64 for a data URI, or, none drawn, a note why."""
+
+    png_base64: str | None
+    alt: str
+    caption: str
+    missing: str
+
+    @classmethod
+    def of(cls, png: bytes | None, alt: str, caption: str, missing: str) -> Figure:
+        data = base64.b64encode(png).decode("ascii") if png is not None else None
+        return cls(data, alt, caption, missing)
 
 
-def _figure_html(png: bytes | None, alt: str, caption: str, missing: str) -> str:
-    if png is None:
-        return f'<p class="note">{_e(missing)}</p>'
-    return f"<figure>{_img(png, alt)}<figcaption>{_e(caption)}</figcaption></figure>"
+@dataclass(frozen=True)
+class Card:
+    number: int
+    label: str
+    bad: bool  # drawn in red
+
+
+@dataclass(frozen=True)
+class BestLine:
+    label: str  # "Best", or "Rank 1" when several objectives make a front
+    number: int
+    scores: str
+    arch_hash: str
+
+
+@dataclass(frozen=True)
+class CampaignView:
+    cards: list[Card]
+    best: BestLine | None
+    skipped: str | None
+    config: list[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class TableRow:
+    best: bool  # the rank-1 row, highlighted
+    cells: list[tuple[str, str]]  # (CSS class, text)
+
+
+@dataclass(frozen=True)
+class BoardView:
+    ranking: str  # how the rows are ordered, in words
+    head: list[str]
+    rows: list[TableRow]
+
+
+@dataclass(frozen=True)
+class RetrainedView:
+    metric: str
+    head: list[str]
+    rows: list[TableRow]
+
+
+@dataclass(frozen=True)
+class FailuresView:
+    figure: Figure
+    kinds: list[tuple[str, int]]  # (reason, trials), the commonest first
+
+
+@dataclass(frozen=True)
+class BestArchView:
+    number: int
+    arch_hash: str
+    tree: str
+    figure: Figure
+
+
+@dataclass(frozen=True)
+class Page:
+    """Everything the template shows, as plain values."""
+
+    name: str
+    strategy: str
+    task: str
+    finished: int
+    target: int
+    status: str
+    stopped: bool  # the footer then says how to go on
+    drawn: str
+    root: str
+    top: int
+    campaign: CampaignView
+    board: BoardView
+    retrained: RetrainedView | None
+    progress: Figure
+    pareto: Figure | None
+    choices: Figure
+    failures: FailuresView | None
+    best_arch: BestArchView | None
 
 
 @dataclass
@@ -149,26 +212,6 @@ def retrained_cells(r: RetrainedRow) -> list[str]:
     ]
 
 
-def _retrained_html(rows: list[RetrainedRow]) -> list[str]:
-    if not rows:
-        return []
-    head = "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in RETRAINED_HEAD) + "<th>hash</th></tr>"
-    body = "".join(
-        f"<tr{' class=best' if r.rank == 1 else ''}>"
-        + "".join(f'<td class="num">{_e(c)}</td>' for c in retrained_cells(r))
-        + f'<td class="hash">{_e(r.arch_hash)}</td></tr>'
-        for r in rows
-    )
-    metric = rows[0].doc.get("metric_name", "metric")
-    return [
-        f"""<section><h2>Retrained</h2><p class="note">Trained at the full budget by
-<code>gatesearch retrain</code>, each at its best validation point; ranked by the validation
-{_e(metric)}, the order <code>gatesearch export --rank</code> follows (the campaign's rank
-beside it). Test scores are for reading, not for choosing.</p>
-<table>{head}{body}</table></section>"""
-    ]
-
-
 def render_html(
     data: RunData,
     rows: list[BoardRow],
@@ -180,13 +223,41 @@ def render_html(
     top: int,
     retrained: list[RetrainedRow] | None = None,
 ) -> str:
-    cfg = data.config
-    name = cfg.name
-    objectives = data.labels
-    multi = len(objectives) > 1
     finished = data.finished_slots()
+    status = campaign_state(data.root, finished, data.target)
+    page = Page(
+        name=data.config.name,
+        strategy=data.config.strategy,
+        task=data.task,
+        finished=finished,
+        target=data.target,
+        status=str(status),
+        stopped=status.state is RunState.STOPPED,
+        drawn=datetime.now().strftime("%Y-%m-%d %H:%M"),
+        root=str(data.root),
+        top=top,
+        campaign=_campaign(data, rows, counts),
+        board=_board(data.labels, rows),
+        retrained=_retrained(retrained or []),
+        progress=Figure.of(
+            plots.get("best_so_far"),
+            "best so far against trial number",
+            "Grey: each completed trial. Line: the best value found up to that trial."
+            + (" Red ticks: failed trials." if counts["failed"] else ""),
+            "No completed trial yet.",
+        ),
+        pareto=_pareto(plots.get("pareto")) if len(data.labels) > 1 else None,
+        choices=_choices(plots.get("choices"), shares),
+        failures=_failures(kinds, plots.get("failures")),
+        best_arch=_best_arch(data, rows, best_tree, plots.get("best_architecture")),
+    )
+    return _environment().get_template(TEMPLATE).render(page=page)
 
-    config_rows = [
+
+def _campaign(data: RunData, rows: list[BoardRow], counts: dict[str, int]) -> CampaignView:
+    cfg = data.config
+    objectives = data.labels
+    config = [
         ("strategy", f"{cfg.strategy} ({cfg.preset})"),
         ("task", data.task),
         ("budget per trial", cfg.budget),
@@ -198,149 +269,97 @@ def render_html(
         ("created", cfg.created),
         ("run directory", data.root),
     ]
-    kv = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in config_rows)
     cards = [
-        (finished, f"of {data.target} finished", False),
-        (counts["complete"], "complete", False),
-        (counts["failed"], "failed", counts["failed"] > 0),
-        (counts["running"], "running", False),
-        (counts["duplicates"], "duplicates", False),
-        (counts["interrupted"], "interrupted, re-run", False),
-        (counts["rejected"], "over --max-params, not trained", False),
+        Card(data.finished_slots(), f"of {data.target} finished", False),
+        Card(counts["complete"], "complete", False),
+        Card(counts["failed"], "failed", counts["failed"] > 0),
+        Card(counts["running"], "running", False),
+        Card(counts["duplicates"], "duplicates", False),
+        Card(counts["interrupted"], "interrupted, re-run", False),
+        Card(counts["rejected"], "over --max-params, not trained", False),
     ]
-    cards_html = "".join(
-        f'<div class="card{" bad" if bad else ""}"><b>{_e(n)}</b><span>{_e(label)}</span></div>'
-        for n, label, bad in cards
-    )
-    best_line = ""
+    best = None
     if rows:
-        best = rows[0]
-        vals = ", ".join(f"{o} = {fmt_value(v)}" for o, v in zip(objectives, best.values))
-        best_line = (
-            f'<p class="note">{"Rank 1" if multi else "Best"}: trial {_e(best.number)} ({_e(vals)}), '
-            f"<code>{_e(best.arch_hash)}</code></p>"
-        )
-    skipped = data.skipped()
-    if skipped:
-        best_line += f'<p class="note bad">Skipped: {_e(skipped)}.</p>'
+        scores = ", ".join(f"{o} = {fmt_value(v)}" for o, v in zip(objectives, rows[0].values))
+        label = "Rank 1" if len(objectives) > 1 else "Best"
+        best = BestLine(label, rows[0].number, scores, rows[0].arch_hash)
+    return CampaignView(cards, best, data.skipped(), [(k, str(v)) for k, v in config])
 
-    head = ["rank"] + (["front"] if multi else []) + ["trial", *objectives]
+
+def _board(objectives: list[str], rows: list[BoardRow]) -> BoardView:
+    multi = len(objectives) > 1
     sizes = size_columns(objectives)
+    head = ["rank", *(["front"] if multi else []), "trial", *objectives]
     head += [label for _, label in sizes] + ["width", "hash", "architecture"]
-    board_html = "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>"
+    table = []
     for r in rows:
-        cells = [f'<td class="num">{r.rank}</td>']
-        if multi:
-            cells.append(f'<td class="num">{r.level}</td>')
-        cells.append(f'<td class="num">{r.number}</td>')
-        cells += [f'<td class="num">{_e(fmt_value(v))}</td>' for v in r.values]
-        cells += [f'<td class="num">{_e(fmt_value(r.metrics.get(key)))}</td>' for key, _ in sizes]
-        cells += [
-            f'<td class="num">{_e(r.width if r.width is not None else "-")}</td>',
-            f'<td class="hash">{_e(r.arch_hash)}</td>',
-            f'<td class="arch">{_e(r.arch)}</td>',
-        ]
-        board_html += f"<tr{' class=best' if r.rank == 1 else ''}>" + "".join(cells) + "</tr>"
-    if not rows:
-        board_html += f'<tr><td colspan="{len(head)}">no completed trial yet</td></tr>'
-
+        numbers = [str(r.rank), *([str(r.level)] if multi else []), str(r.number)]
+        numbers += [fmt_value(v) for v in r.values]
+        numbers += [fmt_value(r.metrics.get(key)) for key, _ in sizes]
+        numbers.append(str(r.width) if r.width is not None else "-")
+        cells = [("num", text) for text in numbers] + [("hash", r.arch_hash), ("arch", r.arch)]
+        table.append(TableRow(r.rank == 1, cells))
     ranking = (
         "Ranked by Pareto level (front 1 = not dominated by any other trial), then by "
         + ", ".join(objectives)
         if multi
         else f"Ranked by {objectives[0]}"
     )
-    sections = [
-        f"""<section><h2>Campaign</h2><div class="cards">{cards_html}</div>{best_line}
-<table class="kv">{kv}</table></section>""",
-        f"""<section><h2>Leaderboard</h2><p class="note">{_e(ranking)}; duplicates are not
-ranked twice. Parameters and FLOPs per token as the task measured them.</p>
-<table>{board_html}</table></section>""",
-        *_retrained_html(retrained or []),
-        f"""<section><h2>Search progress</h2>{
-            _figure_html(
-                plots.get("best_so_far"),
-                "best so far against trial number",
-                "Grey: each completed trial. Line: the best value found up to that trial."
-                + (" Red ticks: failed trials." if counts["failed"] else ""),
-                "No completed trial yet.",
-            )
-        }</section>""",
-    ]
-    if multi:
-        sections.append(
-            f"""<section><h2>Pareto front</h2>{
-                _figure_html(
-                    plots.get("pareto"),
-                    "Pareto front",
-                    "Every distinct completed architecture in grey; the non-dominated ones "
-                    "highlighted and labelled with their leaderboard rank.",
-                    "No completed trial yet.",
-                )
-            }</section>"""
-        )
-    sections.append(
-        f"""<section><h2>Which gating choices win</h2>{
-            _figure_html(
-                plots.get("choices"),
-                "gating choices in the top-k against all trials",
-                "How each family of choices divides its uses: of the attention layers in an "
-                "architecture, the share gated at each position; of its pruning gates, the "
-                "share of each kind; and so on, averaged over the architectures that use the "
-                f"family (each counts once). Coloured: the top {shares.top_n}; grey: all "
-                f"{shares.all_n} evaluated. A choice far more common in the top than overall is "
-                "one the search found to help.",
-                "No evaluated architecture yet.",
-            )
-        }</section>"""
-    )
-    if kinds:
-        fail_rows = "".join(
-            f'<tr><td class="num">{n}</td><td>{_e(k)}</td></tr>' for k, n in kinds[:30]
-        )
-        fail_body = _figure_html(plots.get("failures"), "failure reasons", "", "")
-        fail_body += (
-            '<p class="note">Numbers and hashes in the reasons are shown as N and … so that '
-            "failures of one kind count together; trials.csv has each full reason.</p>"
-            f'<table class="counts"><tr><th>trials</th><th>reason</th></tr>{fail_rows}</table>'
-        )
-    else:
-        fail_body = '<p class="note">No failed trials.</p>'
-    sections.append(f"<section><h2>Failures</h2>{fail_body}</section>")
-    if rows:
-        tree = "\n".join(best_tree) if best_tree else data.graph_note(rows[0].arch_hash)
-        sections.append(
-            f"""<section><h2>Best architecture</h2><p class="note">Trial {_e(rows[0].number)},
-hash <code>{_e(rows[0].arch_hash)}</code>. Parameters that differ from the primitives'
-defaults are shown.</p><div class="archbox"><pre>{_e(tree)}</pre>{
-                _figure_html(
-                    plots.get("best_architecture"),
-                    "diagram of the best architecture",
-                    "Execution order top to bottom; blue loops are skip paths.",
-                    "The graph artifact is missing.",
-                )
-            }</div></section>"""
-        )
+    return BoardView(ranking, head, table)
 
-    status = campaign_state(data.root, finished, data.target)
-    now = datetime.now().strftime("%Y-%m-%d %H:%M")
-    resume = (
-        f"; go on with `gatesearch resume {data.root}`" if status.state is RunState.STOPPED else ""
+
+def _retrained(rows: list[RetrainedRow]) -> RetrainedView | None:
+    if not rows:
+        return None
+    table = [
+        TableRow(r.rank == 1, [("num", c) for c in retrained_cells(r)] + [("hash", r.arch_hash)])
+        for r in rows
+    ]
+    metric = str(rows[0].doc.get("metric_name", "metric"))
+    return RetrainedView(metric, [*RETRAINED_HEAD, "hash"], table)
+
+
+def _pareto(png: bytes | None) -> Figure:
+    return Figure.of(
+        png,
+        "Pareto front",
+        "Every distinct completed architecture in grey; the non-dominated ones "
+        "highlighted and labelled with their leaderboard rank.",
+        "No completed trial yet.",
     )
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>gatesearch report: {_e(name)}</title>
-<style>{_CSS}</style></head>
-<body><header><div class="wrap"><h1>gatesearch report: {_e(name)}</h1>
-<div class="sub">{_e(cfg.strategy)} on {_e(data.task)} · {_e(finished)}/{_e(data.target)} trials · {
-        _e(status)
-    } · drawn {_e(now)}</div></div></header>
-<main><div class="wrap">
-{"".join(sections)}
-</div></main>
-<footer><div class="wrap">Generated by <code>gatesearch report</code> at {_e(now)} from
-<code>{_e(data.root)}</code>; top-k = {_e(top)}. The campaign was {_e(status)} when this page was
-drawn{_e(resume)}.</div></footer>
-</body></html>
-"""
+
+
+def _choices(png: bytes | None, shares: ChoiceShares) -> Figure:
+    return Figure.of(
+        png,
+        "gating choices in the top-k against all trials",
+        "How each family of choices divides its uses: of the attention layers in an "
+        "architecture, the share gated at each position; of its pruning gates, the "
+        "share of each kind; and so on, averaged over the architectures that use the "
+        f"family (each counts once). Coloured: the top {shares.top_n}; grey: all "
+        f"{shares.all_n} evaluated. A choice far more common in the top than overall is "
+        "one the search found to help.",
+        "No evaluated architecture yet.",
+    )
+
+
+def _failures(kinds: list[tuple[str, int]], png: bytes | None) -> FailuresView | None:
+    if not kinds:
+        return None
+    return FailuresView(Figure.of(png, "failure reasons", "", ""), kinds[:30])
+
+
+def _best_arch(
+    data: RunData, rows: list[BoardRow], best_tree: list[str] | None, png: bytes | None
+) -> BestArchView | None:
+    if not rows:
+        return None
+    best = rows[0]
+    tree = "\n".join(best_tree) if best_tree else data.graph_note(best.arch_hash)
+    figure = Figure.of(
+        png,
+        "diagram of the best architecture",
+        "Execution order top to bottom; blue loops are skip paths.",
+        "The graph artifact is missing.",
+    )
+    return BestArchView(best.number, best.arch_hash, tree, figure)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import networkx as nx
@@ -276,10 +277,26 @@ def _lanes(spans: list[tuple[int, int]]) -> list[int]:
     return lanes
 
 
-def plot_architecture(g: nx.DiGraph, title: str) -> bytes:
-    """The graph as a vertical chain in execution order, top to bottom. Edges between
-    neighbours are short arrows down the left of the boxes; every other edge (a skip path)
-    loops out to the left and back, curved, in a lane of its own when skips overlap."""
+@dataclass(frozen=True)
+class _ArchLayout:
+    """Where `plot_architecture` puts things, in inches."""
+
+    order: list[Any]  # nodes in execution order, top to bottom
+    labels: dict[Any, str]
+    pos: dict[Any, tuple[float, float]]  # box centre-left of each node
+    chain: list[tuple[Any, Any]]  # edges between neighbours
+    skips: list[tuple[Any, Any]]  # every other edge: a skip path
+    lanes: list[int]  # one per skip
+    step: float  # between node centres
+    gutter: float  # left of the boxes, for the skip loops
+    width: float
+    height: float
+
+
+_ARCH_FONT = 9
+
+
+def _arch_layout(g: nx.DiGraph) -> _ArchLayout:
     index = {node: i for i, node in enumerate(g)}  # insertion order = derivation order
     order = list(nx.lexicographical_topological_sort(g, key=index.__getitem__))
     pos_of = {node: i for i, node in enumerate(order)}
@@ -291,43 +308,41 @@ def plot_architecture(g: nx.DiGraph, title: str) -> bytes:
     lanes = _lanes([(pos_of[u], pos_of[v]) for u, v in skips])
 
     step = 0.42  # inches between node centres
-    font = 9
     gutter = 0.55 + 0.16 * (max(lanes, default=0) + 1)  # inches left of the boxes for loops
     text_w = max(len(t) for t in labels.values()) * 0.072 + 0.4
     width = max(6.0, gutter + text_w + 0.3)
     height = step * (len(order) + 1) + 0.6
-
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
-
-    fig = Figure(figsize=(width, height), dpi=_DPI)
-    ax = fig.add_axes((0, 0, 1, 1))
-    # Data units are inches, so text widths, gaps and arrow lengths can be planned.
-    ax.set_xlim(-gutter, width - gutter)
-    ax.set_ylim(-(len(order) - 0.5) * step - 0.2, 0.5 * step + 0.6)
-    ax.axis("off")
     pos = {n: (0.0, -i * step) for n, i in pos_of.items()}
-    pad_pt = 0.35 * font  # the box's padding beyond the text, in points
-    for n in order:
+    return _ArchLayout(order, labels, pos, chain, skips, lanes, step, gutter, width, height)
+
+
+def _draw_boxes(ax: Any, g: nx.DiGraph, lay: _ArchLayout) -> None:
+    """One box per node, coloured by the primitive's role."""
+    for n in lay.order:
         spec = REGISTRY.get(g.nodes[n]["op"])
         colour = _ROLE_COLOURS.get(spec.role, "#ffffff") if spec is not None else "#ffffff"
         ax.text(
-            *pos[n],
-            _plain(labels[n]),
+            *lay.pos[n],
+            _plain(lay.labels[n]),
             ha="left",
             va="center",
-            fontsize=font,
+            fontsize=_ARCH_FONT,
             family="monospace",
             zorder=3,
             bbox={"boxstyle": "round,pad=0.35", "fc": colour, "ec": "#555555", "lw": 0.8},
         )
+
+
+def _draw_edges(ax: Any, g: nx.DiGraph, lay: _ArchLayout) -> None:
+    """Chain arrows down the left of the boxes; skip paths as loops out to the left."""
+    pad_pt = 0.35 * _ARCH_FONT  # the box's padding beyond the text, in points
     # Chain arrows run from box to box a little inside the left edge.
-    chain_pos = {n: (x + 0.25, y) for n, (x, y) in pos.items()}
-    half_box = font / 2 + pad_pt + 1
+    chain_pos = {n: (x + 0.25, y) for n, (x, y) in lay.pos.items()}
+    half_box = _ARCH_FONT / 2 + pad_pt + 1
     nx.draw_networkx_edges(
         g,
         chain_pos,
-        edgelist=chain,
+        edgelist=lay.chain,
         ax=ax,
         arrows=True,
         arrowstyle="-|>",
@@ -338,11 +353,11 @@ def plot_architecture(g: nx.DiGraph, title: str) -> bytes:
         min_source_margin=half_box,
         min_target_margin=half_box,
     )
-    for (u, v), lane in zip(skips, lanes):
+    for (u, v), lane in zip(lay.skips, lay.lanes):
         arm = 14 + 11 * lane
         nx.draw_networkx_edges(
             g,
-            pos,
+            lay.pos,
             edgelist=[(u, v)],
             ax=ax,
             arrows=True,
@@ -355,9 +370,15 @@ def plot_architecture(g: nx.DiGraph, title: str) -> bytes:
             min_source_margin=pad_pt + 1,
             min_target_margin=pad_pt + 1,
         )
+
+
+def _draw_key(ax: Any, lay: _ArchLayout, title: str) -> None:
+    """The title top left, the colour key top right."""
+    from matplotlib.patches import Patch
+
     ax.text(
-        -gutter + 0.1,
-        0.5 * step + 0.4,
+        -lay.gutter + 0.1,
+        0.5 * lay.step + 0.4,
         _plain(title),
         fontsize=10,
         weight="bold",
@@ -374,6 +395,24 @@ def plot_architecture(g: nx.DiGraph, title: str) -> bytes:
         fontsize=7,
         frameon=False,
         ncols=1,
-        bbox_to_anchor=(1.0, 1.0 - 0.7 / height),
+        bbox_to_anchor=(1.0, 1.0 - 0.7 / lay.height),
     )
+
+
+def plot_architecture(g: nx.DiGraph, title: str) -> bytes:
+    """The graph as a vertical chain in execution order, top to bottom. Edges between
+    neighbours are short arrows down the left of the boxes; every other edge (a skip path)
+    loops out to the left and back, curved, in a lane of its own when skips overlap."""
+    from matplotlib.figure import Figure
+
+    lay = _arch_layout(g)
+    fig = Figure(figsize=(lay.width, lay.height), dpi=_DPI)
+    ax = fig.add_axes((0, 0, 1, 1))
+    # Data units are inches, so text widths, gaps and arrow lengths can be planned.
+    ax.set_xlim(-lay.gutter, lay.width - lay.gutter)
+    ax.set_ylim(-(len(lay.order) - 0.5) * lay.step - 0.2, 0.5 * lay.step + 0.6)
+    ax.axis("off")
+    _draw_boxes(ax, g, lay)
+    _draw_edges(ax, g, lay)
+    _draw_key(ax, lay, title)
     return _png(fig)
