@@ -35,7 +35,7 @@ from gatesearch.experiments.fidelity.config import (
 from gatesearch.experiments.fidelity.plot import plot
 from gatesearch.experiments.fidelity.stats import analyse
 from gatesearch.grammar import Grammar
-from gatesearch.proxy.trainer import ProxyOptionError, proxy_config
+from gatesearch.proxy.config import ProxyOptionError, proxy_config
 from gatesearch.runs.config import TrialResources
 from gatesearch.tasks import TaskSpec
 
