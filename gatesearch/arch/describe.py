@@ -96,7 +96,37 @@ def _full_label(op: str, params: dict[str, Any]) -> str:
     return f"{op}({text})"
 
 
-def _wrapper_name(combine_op: str) -> str:
+def _value_text(value: Any) -> str:
+    if isinstance(value, dict) and isinstance(value.get("op"), str):
+        return node_label(value["op"], value.get("params") or {}, max_params=2)
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+def node_label(op: str, params: dict[str, Any], max_params: int = 4) -> str:
+    """`op(k=v, ...)` for a drawing's box: the parameters that differ from the registry
+    defaults and are active, a combine op with the wrapper it closes."""
+    spec = REGISTRY.get(op)
+    shown = []
+    for name, value in params.items():
+        p = spec.param(name) if spec is not None else None
+        if p is not None and p.active is not None and not p.active(params):
+            continue
+        if p is None or p.default != value or type(p.default) is not type(value):
+            shown.append(f"{name}={_value_text(value)}")
+    if spec is not None and spec.role is Role.COMBINE:
+        op = f"{op}  [{wrapper_of(op)}]"
+    if not shown:
+        return op
+    if len(shown) > max_params:
+        shown = [*shown[:max_params], "…"]
+    return f"{op}({', '.join(shown)})"
+
+
+def wrapper_of(combine_op: str) -> str:
     """The wrapper that a combine op closes (residual for add), read from the registry."""
     for spec in REGISTRY.specs():
         if spec.role is Role.WRAPPER and spec.combine == combine_op:
@@ -126,7 +156,7 @@ def _render_line(g: nx.DiGraph, items: list[_Item], sep: str) -> str:
         attrs = g.nodes[item.node]
         label = _short_label(attrs["op"], attrs["params"])
         if item.body is not None:
-            wrapper = _wrapper_name(attrs["op"])
+            wrapper = wrapper_of(attrs["op"])
             head = wrapper if label == attrs["op"] else f"{wrapper}[{label}]"
             body = _render_line(g, item.body, " ")
             inner = f"… {body}" if item.partial and body else ("…" if item.partial else body)
@@ -158,7 +188,7 @@ def _render_tree(g: nx.DiGraph, items: list[_Item], indent: str) -> list[str]:
         attrs = g.nodes[item.node]
         label = _full_label(attrs["op"], attrs["params"])
         if item.body is not None:
-            wrapper = _wrapper_name(attrs["op"])
+            wrapper = wrapper_of(attrs["op"])
             head = wrapper if label == attrs["op"] else f"{wrapper} [{label}]"
             lines = [head + (" (body does not start at the skip)" if item.partial else "")]
             lines += [indent + line for line in _render_tree(g, item.body, indent)]

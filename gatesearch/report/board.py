@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -11,12 +10,10 @@ import networkx as nx
 
 from gatesearch.arch.describe import describe
 from gatesearch.arch.graph import INPUT_OP
-from gatesearch.registry import REGISTRY, Role
 
 if TYPE_CHECKING:
     pass
 
-from gatesearch.report.choices import wrapper_of
 from gatesearch.report.data import Ranked, RunData
 
 # ------------------------------------------------------------------------------ labels
@@ -39,35 +36,6 @@ def _si(x: float | None) -> str:
         if abs(x) >= scale:
             return f"{x / scale:.2f}{unit}"
     return f"{x:.0f}"
-
-
-def _value_text(value: Any) -> str:
-    if isinstance(value, dict) and isinstance(value.get("op"), str):
-        return node_label(value["op"], value.get("params") or {}, max_params=2)
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, dict | list):
-        return json.dumps(value, sort_keys=True)
-    return str(value)
-
-
-def node_label(op: str, params: dict[str, Any], max_params: int = 4) -> str:
-    """`op(k=v, ...)` with the parameters that differ from the registry defaults."""
-    spec = REGISTRY.get(op)
-    shown = []
-    for name, value in params.items():
-        p = spec.param(name) if spec is not None else None
-        if p is not None and p.active is not None and not p.active(params):
-            continue
-        if p is None or p.default != value or type(p.default) is not type(value):
-            shown.append(f"{name}={_value_text(value)}")
-    if spec is not None and spec.role is Role.COMBINE:
-        op = f"{op}  [{wrapper_of(op)}]"
-    if not shown:
-        return op
-    if len(shown) > max_params:
-        shown = [*shown[:max_params], "…"]
-    return f"{op}({', '.join(shown)})"
 
 
 def _width(g: nx.DiGraph | None) -> int | None:

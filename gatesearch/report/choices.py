@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
+from gatesearch.arch.describe import wrapper_of
 from gatesearch.arch.graph import INPUT_OP, OUTPUT_OP
 from gatesearch.registry import REGISTRY, PrimitiveSpec, Role
 
@@ -65,14 +66,6 @@ def _by_role(role: Role) -> Picker:
         return [node_op] if spec.role is role else []
 
     return pick
-
-
-def wrapper_of(combine_op: str) -> str:
-    """The wrapper a combine node closes (add closes residual), from the registry."""
-    for spec in REGISTRY.specs():
-        if spec.role is Role.WRAPPER and spec.combine == combine_op:
-            return spec.name
-    return combine_op
 
 
 def _skip_path(node_op: str, spec: PrimitiveSpec, params: dict[str, Any]) -> list[str]:

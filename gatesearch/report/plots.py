@@ -15,7 +15,8 @@ from gatesearch.registry import REGISTRY, Role
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-from gatesearch.report.board import fmt_value, node_label
+from gatesearch.arch.describe import node_label
+from gatesearch.report.board import fmt_value
 from gatesearch.report.choices import ChoiceShares
 from gatesearch.report.data import Ranked, RunData
 
