@@ -83,11 +83,20 @@ def parse_budget(text: str) -> Budget:
 
 
 class BudgetClock:
-    """Progress in [0, 1] and the stopping rule for one budget, started when made."""
+    """Progress in [0, 1] and the stopping rule for one budget, started when made.
 
-    def __init__(self, budget: Budget) -> None:
+    Under multi-fidelity scheduling a training runs in stints: `budget` is the whole schedule's
+    length (the top rung), which progress — and so warm-ups, annealing and learning-rate
+    schedules — is measured against, the same for every stint; `stop` is where this stint
+    ends (a rung, ≤ budget, same unit); `trained` the seconds earlier stints trained.
+    """
+
+    def __init__(self, budget: Budget, stop: Budget | None = None, trained: float = 0.0) -> None:
+        if stop is not None and (stop.unit is not budget.unit or stop.amount > budget.amount):
+            raise BudgetError(f"a stint's stop {stop} must be in {budget}'s unit and within it")
         self.budget = budget
-        self.start = time.perf_counter()
+        self.stop = stop or budget
+        self.start = time.perf_counter() - trained
         self.excluded = 0.0  # seconds of validation scoring, not charged to the budget
 
     def elapsed(self) -> float:
@@ -101,14 +110,16 @@ class BudgetClock:
         finally:
             self.excluded += time.perf_counter() - t0
 
-    def progress(self, steps: int, tokens: int) -> float:
-        b = self.budget
-        used = {
+    def _used(self, steps: int, tokens: int) -> float:
+        return {
             BudgetUnit.STEPS: steps,
             BudgetUnit.TOKENS: tokens,
             BudgetUnit.SECONDS: self.elapsed(),
-        }[b.unit]
-        return min(1.0, used / b.amount)
+        }[self.budget.unit]
+
+    def progress(self, steps: int, tokens: int) -> float:
+        return min(1.0, self._used(steps, tokens) / self.budget.amount)
 
     def done(self, steps: int, tokens: int) -> bool:
-        return self.progress(steps, tokens) >= 1.0
+        """Whether this stint has reached its stop (the whole budget without one)."""
+        return self._used(steps, tokens) >= self.stop.amount

@@ -19,10 +19,9 @@ seconds of the training loop; scoring after the loop is not charged.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from itertools import count
 from typing import Any, Protocol, cast
 
@@ -31,20 +30,21 @@ import torch
 from torch import nn
 
 from gatesearch.arch.build import (
-    GraphModel,
     aux_losses,
     build_model,
-    count_params,
-    flops_per_token,
-    model_costs,
-    prune_model,
 )
-from gatesearch.arch.graph import INPUT_OP, arch_hash
+from gatesearch.arch.graph import INPUT_OP
 from gatesearch.budget import Budget, BudgetClock, parse_budget
-from gatesearch.primitives.pruning import PruningGate
 from gatesearch.proxy.config import ProxyConfig
 from gatesearch.proxy.hyper import HyperSet, default_hypers
 from gatesearch.proxy.lr import HypergradientLR, lr_factor
+from gatesearch.proxy.scoring import (
+    BestPoint,
+    ProxyResult,
+    TrialDiverged,
+    better_point,
+    score_model,
+)
 from gatesearch.proxy.stn import (
     HyperContext,
     HyperState,
@@ -57,43 +57,6 @@ from gatesearch.proxy.stn import (
 )
 from gatesearch.registry import Context, InputKind
 from gatesearch.tasks import Batch, Split, Task, TaskSpec, make_task, model_inputs, split_scores
-
-
-class TrialDiverged(RuntimeError):
-    """The loss became NaN or infinite: the trial has no score. `step` and `reason` say
-    where, for the campaign to store as a failed trial's reason."""
-
-    def __init__(self, step: int, what: str, value: float) -> None:
-        self.step = step
-        self.reason = f"{what} is {value} at step {step}"
-        super().__init__(f"trial diverged: {self.reason}")
-
-
-@dataclass
-class ProxyResult:
-    """A finished proxy trial. `model` is a plain GraphModel (no STN layers, no hooks) with the
-    tuned hyperparameters' best-response weights folded in; unpruned."""
-
-    model: GraphModel
-    metrics: dict[str, Any]
-    hyperparameters: dict[str, float | int]
-    trajectory: list[dict[str, Any]]
-    pruned_graph: nx.DiGraph | None = None
-    config: ProxyConfig = field(default_factory=ProxyConfig)
-    # The validation points (config.eval_points): step, tokens, seconds, valid loss and metric.
-    curve: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Metrics at the top level plus `hyperparameters`, `trajectory` and, when validation
-        points were asked for, `curve`; JSON-able."""
-        out = {
-            **self.metrics,
-            "hyperparameters": dict(self.hyperparameters),
-            "trajectory": list(self.trajectory),
-        }
-        if self.curve:
-            out["curve"] = list(self.curve)
-        return out
 
 
 def _as_task(task: Task | TaskSpec | str) -> Task:
@@ -212,7 +175,7 @@ class _ProxyRun:
         self.applied_lr = 0.0  # what the last weight step used: hd.lr × warm-up × schedule
         self.progress = 0.0  # of the budget, what the annealing modules were last set to
         self.curve: list[dict[str, Any]] = []
-        self.best: _BestPoint | None = None
+        self.best: BestPoint | None = None
         self.next_point = 1  # the next validation point, counted from 1 to config.eval_points
         self.stale = 0  # validation points since the best one
         self.stopped_early = False
@@ -389,14 +352,14 @@ class _ProxyRun:
             self.on_eval({"point": point, "best": best.point, "progress": done})
         return bool(config.patience) and self.stale >= config.patience
 
-    def _keep_if_best(self, point: dict[str, Any]) -> _BestPoint:
+    def _keep_if_best(self, point: dict[str, Any]) -> BestPoint:
         """Make `point` the best one when it beats it (with the weights under keep_best);
         the best point after it."""
-        if self.best is None or _better(point, self.best.point, self.task.higher_is_better):
+        if self.best is None or better_point(point, self.best.point, self.task.higher_is_better):
             snapshot = None
             if self.config.keep_best:
                 snapshot = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-            self.best = _BestPoint(
+            self.best = BestPoint(
                 point,
                 snapshot,
                 self.state.u.detach().clone(),
@@ -453,7 +416,7 @@ class _ProxyRun:
         if self.best is not None:
             run["best_step"] = float(self.best.point["step"])
             run["stopped_early"] = self.stopped_early
-        result = _score(model, self.task, self.ctx, self.config, run, final, self.trajectory)
+        result = score_model(model, self.task, self.ctx, self.config, run, final, self.trajectory)
         result.curve = self.curve
         return result
 
@@ -475,69 +438,6 @@ def train_proxy(
     config = config or ProxyConfig()
     run = _ProxyRun(graph, _as_task(task), _as_budget(budget), seed, config, on_eval)
     return run.result(run.train())
-
-
-@dataclass
-class _BestPoint:
-    """The best validation point so far and what restores the model to it."""
-
-    point: dict[str, Any]
-    weights: dict[str, torch.Tensor] | None  # None unless keep_best
-    u: torch.Tensor
-    s: torch.Tensor
-    lr: float
-    progress: float  # of the budget, where the point was scored
-
-
-def _better(a: dict[str, Any], b: dict[str, Any], higher_is_better: bool) -> bool:
-    """Whether validation point `a` beats `b`: by the task's metric, ties by the loss (an
-    accuracy on a small split ties often). A non-finite score never wins."""
-
-    def finite(p: dict[str, Any]) -> bool:
-        return math.isfinite(p["valid_metric"]) and math.isfinite(p["valid_loss"])
-
-    if not finite(a):
-        return False
-    if not finite(b):
-        return True
-    sign = -1.0 if higher_is_better else 1.0
-    return (sign * a["valid_metric"], a["valid_loss"]) < (sign * b["valid_metric"], b["valid_loss"])
-
-
-def _score(
-    model: GraphModel,
-    task: Task,
-    ctx: Context,
-    config: ProxyConfig,
-    run: dict[str, float | None],
-    final: dict[str, float | int],
-    trajectory: list[dict[str, Any]],
-) -> ProxyResult:
-    """Score the trained `model` on the validation split; `run` holds what the loop counted
-    (train_seconds, tokens, steps, hyper_steps, the training-loss means)."""
-    valid_loss, metric = split_scores(model, task, Split.VALID, config.eval_batch_size)
-    if not torch.isfinite(torch.tensor(valid_loss)):
-        raise TrialDiverged(int(run["steps"] or 0), "the validation loss", valid_loss)
-    costs = model_costs(model, ctx, task.seq_len, config.batch_size, config.latency_runs)
-    metrics: dict[str, Any] = {
-        "loss": valid_loss,
-        "metric": metric,
-        task.metric_name: metric,
-        "metric_name": task.metric_name,
-        "higher_is_better": task.higher_is_better,
-        **costs,
-        "latency_per_sequence": costs["latency"] / config.batch_size,
-        **run,
-        "self_tuning": config.self_tuning,
-    }
-    pruned_graph = None
-    if any(isinstance(m, PruningGate) for m in model.modules()):
-        pruned_model = copy.deepcopy(model)
-        pruned_graph = prune_model(pruned_model)
-        metrics["pruned_params"] = float(count_params(pruned_model))
-        metrics["pruned_flops"] = float(flops_per_token(pruned_model, ctx, seq_len=task.seq_len))
-        metrics["pruned_arch_hash"] = arch_hash(pruned_graph)
-    return ProxyResult(model, metrics, final, trajectory, pruned_graph, config)
 
 
 def proxy_evaluate(
