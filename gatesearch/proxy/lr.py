@@ -46,6 +46,16 @@ class HypergradientLR:
                     self.lr = min(self.hi, max(self.lo, self.lr * (1.0 + self.beta * cos)))
         self._before = [p.detach().float().clone() for p in self.params]
 
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """The last update's direction (what the next step's cosine needs), by index."""
+        return {f"hd.delta.{i}": d for i, d in enumerate(self._delta or [])}
+
+    def load_state(self, lr: float, tensors: dict[str, torch.Tensor]) -> None:
+        self.lr = lr
+        self._delta = None
+        if "hd.delta.0" in tensors:  # none before the first step, or without hypergradients
+            self._delta = [tensors[f"hd.delta.{i}"].to(p.device) for i, p in enumerate(self.params)]
+
     def after_step(self) -> None:
         if self._before is None:
             return

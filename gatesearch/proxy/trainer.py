@@ -20,9 +20,11 @@ seconds of the training loop; scoring after the loop is not charged.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from enum import Enum
 from itertools import count
+from pathlib import Path
 from typing import Any, Protocol, cast
 
 import networkx as nx
@@ -33,7 +35,7 @@ from gatesearch.arch.build import (
     aux_losses,
     build_model,
 )
-from gatesearch.arch.graph import INPUT_OP
+from gatesearch.arch.graph import INPUT_OP, arch_hash
 from gatesearch.budget import Budget, BudgetClock, parse_budget
 from gatesearch.proxy.config import ProxyConfig
 from gatesearch.proxy.hyper import HyperSet, default_hypers
@@ -44,6 +46,14 @@ from gatesearch.proxy.scoring import (
     TrialDiverged,
     better_point,
     score_model,
+)
+from gatesearch.proxy.stint import (
+    Stint,
+    StintStateError,
+    load_optimizer,
+    load_state,
+    optimizer_state,
+    save_state,
 )
 from gatesearch.proxy.stn import (
     HyperContext,
@@ -57,6 +67,15 @@ from gatesearch.proxy.stn import (
 )
 from gatesearch.registry import Context, InputKind
 from gatesearch.tasks import Batch, Split, Task, TaskSpec, make_task, model_inputs, split_scores
+
+
+def _plain(value: Any) -> Any:
+    """A config value as JSON reads it back (Enums as their values, mappings as dicts)."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def _as_task(task: Task | TaskSpec | str) -> Task:
@@ -157,8 +176,10 @@ class _ProxyRun:
         seed: int,
         config: ProxyConfig,
         on_eval: Callable[[dict[str, Any]], None] | None,
+        stint: Stint | None = None,
     ) -> None:
         self.task, self.config, self.on_eval = task, config, on_eval
+        self.graph, self.seed, self.budget, self.stint = graph, seed, budget, stint
         self.device = torch.device(
             config.device or ("cuda" if torch.cuda.is_available() else "cpu")
         )
@@ -167,6 +188,7 @@ class _ProxyRun:
         self.model = build_model(graph, self.ctx).to(self.device)
         self.train_stream = task.batches(Split.TRAIN, config.batch_size, seed=seed)
         self.first = next(self.train_stream).to(self.device)
+        self.pending: Batch | None = self.first  # the batch the next weight step trains on
         self.param0 = next(self.model.parameters())
         self._attach_hypers(self.first)
         self.valid = _valid_batches(task, config.batch_size, seed)
@@ -179,7 +201,11 @@ class _ProxyRun:
         self.next_point = 1  # the next validation point, counted from 1 to config.eval_points
         self.stale = 0  # validation points since the best one
         self.stopped_early = False
-        self.clock = BudgetClock(budget)  # started here: setting up is not charged
+        trained = 0.0
+        if stint is not None and stint.resume is not None:
+            trained = self._resume(stint.resume)
+        # Started here: setting up is not charged.
+        self.clock = BudgetClock(budget, stint.stop if stint else None, trained)
 
     def _attach_hypers(self, first: Batch) -> None:
         """The tuned hyperparameters, the STN layers and regularisers that apply them, and the
@@ -227,9 +253,10 @@ class _ProxyRun:
         """Train within the budget, validating and recording as configured; the seconds of
         training (validation not charged). Raises TrialDiverged on a non-finite loss."""
         config, tally, clock = self.config, self.tally, self.clock
-        batch: Batch | None = self.first
+        batch = self.pending
         try:
-            self.record()
+            if not self.trajectory or self.trajectory[-1]["step"] != tally.steps:
+                self.record()
             while not clock.done(tally.steps, tally.tokens):
                 self.progress = progress = clock.progress(tally.steps, tally.tokens)
                 for m in self.progress_modules:
@@ -244,7 +271,10 @@ class _ProxyRun:
                     self.record()
                 if self._point_due() and self.validate():
                     break
-            return self._wind_up()
+            self._close_stint()
+            if self.stint is not None and self.stint.save is not None:
+                save_state(self.stint.save, self.state_tensors(), self.state_meta())
+            return self._restore_best()
         finally:
             self.regs.remove()
             self.hctx.hyper_input, self.hctx.values, self.hctx.regularise = None, None, False
@@ -372,9 +402,8 @@ class _ProxyRun:
             self.stale += 1
         return self.best
 
-    def _wind_up(self) -> float:
-        """After the loop: the last trajectory entry and validation point, the best point's
-        weights back under keep_best; the seconds of training."""
+    def _close_stint(self) -> None:
+        """After the loop: the last trajectory entry and validation point."""
         config, tally, clock = self.config, self.tally, self.clock
         if self.trajectory[-1]["step"] != tally.steps:
             self.record()
@@ -387,9 +416,14 @@ class _ProxyRun:
             and (not self.curve or self.curve[-1]["step"] != tally.steps)
         ):
             self.validate()
-        # The model is scored, retrained and exported at the end of its schedule, or at the
-        # best point's place in it (a router's temperature anneals with progress).
-        end = 1.0
+
+    def _restore_best(self) -> float:
+        """The best point's weights back under keep_best; the seconds of training."""
+        config, clock = self.config, self.clock
+        # The model is scored, retrained and exported at the end of its schedule (or of this
+        # stint), or at the best point's place in it (a router's temperature anneals with
+        # progress).
+        end = 1.0 if self.stint is None else clock.progress(self.tally.steps, self.tally.tokens)
         best = self.best
         if config.keep_best and best is not None and best.weights is not None:
             with torch.no_grad():
@@ -401,6 +435,106 @@ class _ProxyRun:
         for m in self.progress_modules:
             m.set_progress(end)
         return clock.elapsed()
+
+    def _identity(self) -> dict[str, Any]:
+        """What a saved state must have been trained as to be continued by this run."""
+        return {
+            "arch_hash": arch_hash(self.graph),
+            "seed": self.seed,
+            "budget": str(self.budget),
+            "task": self.task.spec.to_dict(),
+            # All that shapes training; where it runs may change between stints.
+            "config": {
+                f.name: _plain(getattr(self.config, f.name))
+                for f in fields(self.config)
+                if f.name != "device"
+            },
+        }
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Every tensor the next stint needs (see proxy/stint.py)."""
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        tensors |= {f"hyper.{k}": v for k, v in self.state.state_dict().items()}
+        tensors |= optimizer_state(self.opt, "opt")[0]
+        tensors |= optimizer_state(self.hyper_opt, "hyper_opt")[0]
+        tensors |= self.hd.state_tensors()
+        tensors["rng.cpu"] = torch.get_rng_state()
+        if self.device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        best = self.best
+        if best is not None:
+            tensors |= {"best.u": best.u, "best.s": best.s}
+            tensors |= {f"best.model.{k}": v for k, v in (best.weights or {}).items()}
+        return tensors
+
+    def state_meta(self) -> dict[str, Any]:
+        """Everything else the next stint needs, as JSON."""
+        best = self.best
+        return {
+            "identity": self._identity(),
+            "tally": asdict(self.tally),
+            "seconds": self.clock.elapsed(),
+            "lr": self.hd.lr,
+            "applied_lr": self.applied_lr,
+            "progress": self.progress,
+            "next_point": self.next_point,
+            "stale": self.stale,
+            "trajectory": self.trajectory,
+            "curve": self.curve,
+            "opt_groups": optimizer_state(self.opt, "opt")[1],
+            "hyper_opt_groups": optimizer_state(self.hyper_opt, "hyper_opt")[1],
+            "best": None
+            if best is None
+            else {
+                "point": best.point,
+                "lr": best.lr,
+                "progress": best.progress,
+                "weights": best.weights is not None,
+            },
+        }
+
+    def _resume(self, folder: Path) -> float:
+        """Continue from the state saved in `folder`: the model, optimisers, hyperparameters,
+        counts and random generators as they were, the data streams at the batch they
+        reached; the seconds trained so far. StintStateError when it is another run's."""
+        tensors, meta = load_state(folder)
+        if meta.get("identity") != self._identity():
+            raise StintStateError(f"{folder}: saved by another trial or another setting")
+
+        def part(prefix: str) -> dict[str, torch.Tensor]:
+            n = len(prefix)
+            return {k[n:]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+        try:
+            self.model.load_state_dict(part("model."))
+            self.state.load_state_dict(part("hyper."))
+        except RuntimeError as exc:  # missing, unexpected or misshapen tensors
+            raise StintStateError(f"{folder}: {str(exc).splitlines()[0]}") from None
+        load_optimizer(self.opt, "opt", tensors, meta["opt_groups"])
+        load_optimizer(self.hyper_opt, "hyper_opt", tensors, meta["hyper_opt_groups"])
+        self.hd.load_state(float(meta["lr"]), tensors)
+        self.tally = _Tally(**meta["tally"])
+        self.applied_lr, self.progress = float(meta["applied_lr"]), float(meta["progress"])
+        self.next_point, self.stale = int(meta["next_point"]), int(meta["stale"])
+        self.trajectory, self.curve = meta["trajectory"], meta["curve"]
+        if meta["best"] is not None:
+            b = meta["best"]
+            weights = part("best.model.") if b["weights"] else None
+            self.best = BestPoint(
+                b["point"], weights, tensors["best.u"], tensors["best.s"], b["lr"], b["progress"]
+            )
+        # The streams are seeded: draw again what earlier stints used. One training batch
+        # per weight step (the first was drawn above), one validation batch per hyper step.
+        if self.tally.steps:
+            self.pending = None
+            for _ in range(self.tally.steps - 1):
+                next(self.train_stream)
+        for _ in range(self.tally.hyper_steps):
+            next(self.valid)
+        torch.set_rng_state(tensors["rng.cpu"])
+        if "rng.cuda" in tensors and self.device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        return float(meta["seconds"])
 
     def result(self, train_seconds: float) -> ProxyResult:
         """Back to a plain model at the final hyperparameters, scored."""
@@ -428,6 +562,7 @@ def train_proxy(
     seed: int,
     config: ProxyConfig | None = None,
     on_eval: Callable[[dict[str, Any]], None] | None = None,
+    stint: Stint | None = None,
 ) -> ProxyResult:
     """Train `graph` on `task` within `budget` and score it (see the module docstring).
 
@@ -436,7 +571,7 @@ def train_proxy(
     Raises TrialDiverged on a non-finite loss.
     """
     config = config or ProxyConfig()
-    run = _ProxyRun(graph, _as_task(task), _as_budget(budget), seed, config, on_eval)
+    run = _ProxyRun(graph, _as_task(task), _as_budget(budget), seed, config, on_eval, stint)
     return run.result(run.train())
 
 
@@ -446,11 +581,12 @@ def proxy_evaluate(
     budget: Budget | str,
     seed: int,
     config: ProxyConfig | None = None,
+    stint: Stint | None = None,
 ) -> dict[str, Any]:
     """The campaign's evaluator: `train_proxy(...).to_dict()` — metrics (floats, plus
     `metric_name`, `higher_is_better`, `self_tuning` and, with pruning gates,
     `pruned_arch_hash`), `hyperparameters` and `trajectory`. JSON-able."""
-    return train_proxy(graph, task, budget, seed, config).to_dict()
+    return train_proxy(graph, task, budget, seed, config, stint=stint).to_dict()
 
 
 def fixed_evaluate(
@@ -459,7 +595,8 @@ def fixed_evaluate(
     budget: Budget | str,
     seed: int,
     config: ProxyConfig | None = None,
+    stint: Stint | None = None,
 ) -> dict[str, Any]:
     """The fixed-hyperparameter baseline: same budget, default hyperparameters, no STN."""
     fixed = replace(config or ProxyConfig(), self_tuning=False)
-    return train_proxy(graph, task, budget, seed, fixed).to_dict()
+    return train_proxy(graph, task, budget, seed, fixed, stint=stint).to_dict()
