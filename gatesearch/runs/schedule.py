@@ -20,7 +20,7 @@ rebuilds the same rungs and the same promotion queue from its stored trials.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -93,7 +93,7 @@ def _whole(amount: float, unit: BudgetUnit) -> float:
     return float(math.ceil(amount - 1e-9))
 
 
-def order_of(values: dict[int, Sequence[float]]) -> list[int]:
+def order_of(values: Mapping[int, Sequence[float]]) -> list[int]:
     """Trial ids best first, by minimised `values` (signs applied): one objective by its
     value; several by Pareto level, then the objectives in order; ties by the id."""
     from gatesearch.runs.ranking import pareto_mask
