@@ -13,7 +13,7 @@ from gatesearch.errors import GatesearchError
 # Raised inside a trial and stored as its failure reason, or a registry bug: never shown raw.
 INTERNAL = {
     "gatesearch.evaluate.TrialFailure",
-    "gatesearch.proxy.trainer.TrialDiverged",
+    "gatesearch.proxy.scoring.TrialDiverged",
     "gatesearch.registry.RegistryError",
 }
 

@@ -61,6 +61,26 @@ REJECTED_SLOT = -1
 _REJECT_STREAM = 1000  # seed stream of the re-asks (0: the proposal, 1: the training)
 
 
+def learning_curve(metrics: dict[str, Any], objectives: list[str]) -> list[tuple[int, float]]:
+    """(weight step, value) of a trial's only objective over its validation points (the
+    proxy's `eval_points`), ending at its final score; empty for several objectives (Optuna
+    keeps one curve per trial) or one with no curve (parameters, FLOPs, latency)."""
+    if len(objectives) != 1 or objectives[0] not in ("metric", "loss"):
+        return []
+    key = {"metric": "valid_metric", "loss": "valid_loss"}[objectives[0]]
+    points = [
+        (int(p["step"]), float(p[key]))
+        for p in metrics.get("curve") or []
+        if isinstance(p, dict) and math.isfinite(float(p.get(key, math.nan)))
+    ]
+    final = objective_value(metrics, objectives[0])
+    steps = metrics.get("steps")
+    if final is not None and isinstance(steps, int | float) and math.isfinite(final):
+        if not points or points[-1][0] != int(steps):
+            points.append((int(steps), float(final)))
+    return points
+
+
 # ----------------------------------------------------------------------------------- on Ray
 
 
@@ -415,6 +435,8 @@ class Campaign:
         if values is None:
             self.store.fail_trial(item.trial_id, reason or "failed", seq, duplicate_of)
         else:
+            if duplicate_of is None:
+                self.store.report_curve(item.trial_id, learning_curve(metrics, self.objectives))
             self.store.complete_trial(item.trial_id, list(values), compact, seq, duplicate_of)
         choices = item.arch.derivation.choices
         self.strategy.tell(Observation(item.slot, choices, values, item.arch.derivation))

@@ -433,6 +433,12 @@ class RunStore:
             self.storage.set_trial_user_attr(trial_id, "duplicate_of", duplicate_of)
         self.storage.set_trial_state_values(trial_id, TrialState.COMPLETE, values)
 
+    def report_curve(self, trial_id: int, points: list[tuple[int, float]]) -> None:
+        """A trial's learning curve as Optuna's intermediate values (step: its weight steps),
+        which optuna-dashboard draws; before the trial is completed."""
+        for step, value in points:
+            self.storage.set_trial_intermediate_value(trial_id, step, value)
+
     def fail_trial(
         self, trial_id: int, reason: str, seq: int | None, duplicate_of: int | None = None
     ) -> None:

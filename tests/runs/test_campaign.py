@@ -121,6 +121,34 @@ def test_proxy_options_reach_every_trial_and_survive_resume(tmp_path):
     assert plain.records()[0].metrics["tokens"] == 3 * 32 * seq_len
 
 
+def test_learning_curves_are_the_studys_intermediate_values(tmp_path):
+    """Read back through Optuna's own storage API, as optuna-dashboard reads them: the
+    validation points of each trial at its weight steps, ending at its final score."""
+    import optuna
+
+    space = tmp_path / "tiny.space"
+    space.write_text(TINY_SPACE)
+    kw = {"task": "mqar", "task_params": TINY_MQAR, "space": space, "budget": "6steps"}
+    store = run_campaign(tmp_path, trials=2, proxy={"eval_points": 3, "batch_size": 4}, **kw)
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(store.root / "study.journal"))
+    )
+    study = optuna.load_study(study_name="c", storage=storage)
+    originals = [t for t in study.trials if "duplicate_of" not in t.user_attrs]
+    assert originals
+    for t in originals:
+        assert t.state is TrialState.COMPLETE
+        assert sorted(t.intermediate_values) == [2, 4, 6]  # 3 points over 6 steps
+        assert t.intermediate_values[6] == pytest.approx(t.values[0])
+        curve = store.load_trial_metrics(t.number)["metrics"]["curve"]
+        assert [t.intermediate_values[p["step"]] for p in curve] == [
+            p["valid_metric"] for p in curve
+        ]
+    # Several objectives: Optuna keeps no curve for them.
+    multi = run_campaign(tmp_path / "multi", trials=1, objectives="metric,params", **kw)
+    assert all(not t.intermediate_values for t in multi.study.trials)
+
+
 @pytest.mark.parametrize("strategy", ["random", "tpe"])
 def test_max_params_turns_larger_models_down_untrained_and_keeps_the_rest(tmp_path, strategy):
     """The limit is checked on the model built for the task (here MQAR's vocabulary of 16):
