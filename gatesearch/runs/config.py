@@ -16,6 +16,7 @@ from typing import Any
 
 from gatesearch.budget import Budget, BudgetError, parse_budget
 from gatesearch.errors import GatesearchError
+from gatesearch.runs.schedule import Schedule, ScheduleError
 from gatesearch.tasks import TaskError, TaskSpec
 
 FORMAT = 1
@@ -80,6 +81,8 @@ class RunConfig:
     max_params: int | None
     # Only the proxy options given: the trainer's defaults fill the rest.
     proxy: Mapping[str, Any] = field(default_factory=dict)
+    # Multi-fidelity: how trials train over rungs (`none`: each trains the budget once).
+    schedule: Schedule = field(default_factory=Schedule)
     format: int = FORMAT
 
     @property
@@ -118,6 +121,8 @@ class RunConfig:
             "address": self.address,
             "max_params": self.max_params,
             "proxy": dict(self.proxy),
+            # Only when staged: a campaign without rungs writes config.json as before them.
+            **({"schedule": self.schedule.to_dict()} if self.schedule.staged else {}),
         }
 
     @classmethod
@@ -155,6 +160,7 @@ class RunConfig:
             address=get.optional_text("address"),
             max_params=get.optional_whole("max_params"),
             proxy=get.table("proxy"),
+            schedule=get.schedule(),
         )
 
 
@@ -169,6 +175,7 @@ def _migrate(doc: dict[str, Any]) -> dict[str, Any]:
     out.setdefault("max_params", None)  # before --max-params: no limit
     if out.get("proxy") is None:  # before --proxy-option: the trainer's defaults
         out["proxy"] = {}
+    out.setdefault("schedule", Schedule().to_dict())  # before multi-fidelity: none
     return out
 
 
@@ -252,6 +259,12 @@ class DocReader:
             return parse_budget(text)
         except BudgetError as exc:
             raise self.error(f"{self.source}: {key!r}: {exc}") from None
+
+    def schedule(self) -> Schedule:
+        try:
+            return Schedule.from_dict(self.table("schedule"), self.source)
+        except ScheduleError as exc:
+            raise self.error(str(exc)) from None
 
     def trial(self) -> TrialResources:
         value = self.table("trial")

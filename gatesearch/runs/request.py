@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from gatesearch.arch.space import DEFAULT_SPACE, load_space
-from gatesearch.budget import parse_budget
+from gatesearch.budget import Budget, parse_budget
 from gatesearch.errors import GatesearchError
 from gatesearch.evaluate import (
     OBJECTIVES,
@@ -24,6 +24,7 @@ from gatesearch.evaluate import (
 )
 from gatesearch.grammar import DerivationError, Grammar, replay
 from gatesearch.runs.config import Direction, RunConfig
+from gatesearch.runs.schedule import Schedule, ScheduleError
 from gatesearch.strategies.presets import Preset, load_preset, resolve_preset_path
 from gatesearch.tasks import TaskSpec
 
@@ -104,6 +105,11 @@ class RunRequest:
     timeout: float | None = None
     max_params: int | None = None  # proposals whose model is larger fail before training
     proxy: dict[str, Any] = field(default_factory=dict)  # ProxyConfig fields to change
+    # Multi-fidelity, over the preset's [schedule]: none | asha | hyperband, the lowest rung,
+    # the reduction factor η.
+    schedule: str | None = None
+    min_budget: str | None = None
+    eta: int | None = None
 
 
 def task_spec_of(req: RunRequest) -> TaskSpec:
@@ -167,6 +173,7 @@ def prepare_run(req: RunRequest) -> tuple[RunConfig, Path, Preset]:
     if not RUN_NAME.match(name):
         raise CampaignError(f"--name {name!r}: use letters, digits, '.', '_' and '-'")
     timeout = req.timeout if req.timeout is not None else preset.trial.timeout
+    schedule = resolve_schedule(req, preset.schedule, budget)
     config = RunConfig(
         name=name,
         created=datetime.now().isoformat(timespec="seconds"),
@@ -191,5 +198,19 @@ def prepare_run(req: RunRequest) -> tuple[RunConfig, Path, Preset]:
         address=req.address,
         max_params=req.max_params,
         proxy=dict(req.proxy),
+        schedule=schedule,
     )
     return config, space_path, preset
+
+
+def resolve_schedule(req: RunRequest, preset: Schedule, budget: Budget) -> Schedule:
+    """The preset's schedule with the request's --schedule, --min-budget and --eta over it;
+    ScheduleError (one line) when its rungs cannot be made from the budget."""
+    doc = preset.to_dict()
+    given = {"kind": req.schedule, "min_budget": req.min_budget, "eta": req.eta}
+    doc.update({k: v for k, v in given.items() if v is not None})
+    schedule = Schedule.from_dict(doc, "--schedule")
+    if not schedule.staged and (req.min_budget is not None or req.eta is not None):
+        raise ScheduleError("--min-budget and --eta need --schedule asha or hyperband")
+    schedule.rungs(budget)  # checked now: units, order
+    return schedule

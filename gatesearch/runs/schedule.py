@@ -23,10 +23,11 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 
-from gatesearch.budget import Budget, BudgetUnit
+from gatesearch.budget import Budget, BudgetError, BudgetUnit, parse_budget
 from gatesearch.errors import GatesearchError
 
 DEFAULT_ETA = 3
@@ -76,6 +77,58 @@ class Schedule:
             if a < budget.amount and (not amounts or a > amounts[-1]):
                 amounts.append(a)
         return (*(Budget(a, budget.unit) for a in amounts), budget)
+
+    @property
+    def staged(self) -> bool:
+        """Whether trials train in stints over rungs (anything but `none`)."""
+        return self.kind is not ScheduleKind.NONE
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": str(self.kind),
+            "min_budget": None if self.min_budget is None else str(self.min_budget),
+            "eta": self.eta,
+        }
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any], source: str) -> Schedule:
+        """A `[schedule]` table (a preset's, or config.json's); ScheduleError naming `source`
+        and the key. Missing keys take their defaults."""
+        known = {"kind", "min_budget", "eta"}
+        unknown = sorted(set(doc) - known)
+        if unknown:
+            raise ScheduleError(
+                f"{source}: unknown key(s) {', '.join(map(repr, unknown))} in [schedule] "
+                f"(known: {', '.join(sorted(known))})"
+            )
+        kind_text = doc.get("kind", "none")
+        try:
+            kind = ScheduleKind(kind_text)
+        except ValueError:
+            choices = ", ".join(k.value for k in ScheduleKind)
+            raise ScheduleError(
+                f"{source}: schedule {kind_text!r} is not one of {choices}"
+            ) from None
+        eta = doc.get("eta", DEFAULT_ETA)
+        if not isinstance(eta, int) or isinstance(eta, bool) or eta < 2:
+            raise ScheduleError(f"{source}: schedule eta must be a whole number >= 2, got {eta!r}")
+        low = doc.get("min_budget")
+        if low is not None and not isinstance(low, str):
+            raise ScheduleError(
+                f"{source}: schedule min_budget must be a budget such as 100steps, got {low!r}"
+            )
+        try:
+            min_budget = None if low is None else parse_budget(low)
+        except BudgetError as exc:
+            raise ScheduleError(f"{source}: schedule min_budget: {exc}") from None
+        return cls(kind, min_budget, eta)
+
+    def describe(self, budget: Budget) -> str:
+        """`asha (η=3): rungs 100steps, 300steps, 900steps`; `none` as it is."""
+        if not self.staged:
+            return "none"
+        rungs = ", ".join(str(b) for b in self.rungs(budget))
+        return f"{self.kind} (η={self.eta}): rungs {rungs}"
 
     def brackets(self, budget: Budget) -> tuple[tuple[Budget, ...], ...]:
         """Each bracket's rungs: one bracket for ASHA; for Hyperband bracket s drops the s

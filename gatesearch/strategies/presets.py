@@ -6,12 +6,13 @@ from __future__ import annotations
 import math
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gatesearch.grammar import Grammar
 from gatesearch.runs.config import TrialResources
+from gatesearch.runs.schedule import Schedule, ScheduleError
 from gatesearch.shipped import shipped_dir
 from gatesearch.strategies import STRATEGIES, Strategy, StrategyError, parse_options
 
@@ -29,9 +30,10 @@ class Preset:
     trial: TrialResources
     text: str
     source: str
+    schedule: Schedule = field(default_factory=Schedule)
 
 
-_PRESET_KEYS = {"strategy", "description", "options", "trial"}
+_PRESET_KEYS = {"strategy", "description", "options", "trial", "schedule"}
 
 
 def resolve_preset_path(spec: str | Path | None) -> Path:
@@ -90,7 +92,14 @@ def parse_preset(text: str, source: str) -> Preset:
     resources = TrialResources(**trial)
     if resources.cpus < 1 or resources.cpus != int(resources.cpus):
         raise StrategyError(f"{source}: [trial] cpus must be a whole number >= 1")
-    return Preset(name, options, resources, text, source)
+    table = doc.get("schedule", {})
+    if not isinstance(table, dict):
+        raise StrategyError(f"{source}: [schedule] must be a table")
+    try:
+        schedule = Schedule.from_dict(table, source)
+    except ScheduleError as exc:
+        raise StrategyError(str(exc)) from None
+    return Preset(name, options, resources, text, source, schedule)
 
 
 def load_preset(path: Path) -> Preset:

@@ -4,6 +4,7 @@ config.json is written byte for byte as before; bad documents fail with the key'
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -99,3 +100,23 @@ def test_the_config_is_frozen(old_run):
     with pytest.raises(AttributeError):
         config.workers = 3  # type: ignore[misc]
     assert replace(config, address="ray://x:10001").address == "ray://x:10001"
+
+
+def test_a_schedule_is_stored_and_read_back_only_when_staged(old_run):
+    from gatesearch.runs.schedule import Schedule, ScheduleKind
+
+    doc = json.loads((old_run / CONFIG).read_text())
+    assert "schedule" not in doc  # written before multi-fidelity: none
+    assert RunConfig.from_dict(doc, "old").schedule == Schedule()
+    asha = {"kind": "asha", "min_budget": "2steps", "eta": 2}
+    config = RunConfig.from_dict({**doc, "schedule": asha}, "new")
+    assert config.schedule == Schedule(ScheduleKind.ASHA, parse_budget("2steps"), 2)
+    assert config.to_dict()["schedule"] == asha
+    for bad, needle in [
+        ({"kind": "bohb"}, "schedule 'bohb' is not one of none, asha, hyperband"),
+        ({"kind": "asha", "eta": 1}, "eta must be a whole number >= 2"),
+        ({"kind": "asha", "min_budget": "soon"}, "min_budget"),
+        ({"kind": "asha", "rungs": 3}, "unknown key(s) 'rungs'"),
+    ]:
+        with pytest.raises(RunConfigError, match=re.escape(needle)):
+            RunConfig.from_dict({**doc, "schedule": bad}, "new")
