@@ -33,6 +33,7 @@ from gatesearch.budget import Budget
 from gatesearch.tasks import TaskError, TaskSpec
 
 if TYPE_CHECKING:
+    from gatesearch.proxy.stint import Stint
     from gatesearch.registry import Context
 
 
@@ -88,7 +89,12 @@ class Evaluator(ABC):
         return DEFAULT_BUDGET
 
     @abstractmethod
-    def evaluate(self, graph: nx.DiGraph, budget: Budget, seed: int) -> dict[str, Any]: ...
+    def evaluate(
+        self, graph: nx.DiGraph, budget: Budget, seed: int, stint: Stint | None = None
+    ) -> dict[str, Any]:
+        """Train and score `graph`. With `stint` (a multi-fidelity schedule), train the
+        schedule of `budget` up to `stint.stop` only, continuing the state saved in
+        `stint.resume` and saving the state reached in `stint.save`."""
 
     def context(self, graph: nx.DiGraph) -> Context:
         """The build context of `graph` for this evaluator's task (its width and causality,
@@ -129,12 +135,19 @@ class NullEvaluator(Evaluator):
     def default_budget(self) -> str:
         return "1steps"  # at once; a seconds budget makes it sleep that long
 
-    def evaluate(self, graph: nx.DiGraph, budget: Budget, seed: int) -> dict[str, Any]:
-        if budget.seconds is not None:
-            time.sleep(budget.seconds)
+    def evaluate(
+        self, graph: nx.DiGraph, budget: Budget, seed: int, stint: Stint | None = None
+    ) -> dict[str, Any]:
+        stop = stint.stop if stint is not None else budget
+        if stop.seconds is not None:
+            time.sleep(stop.seconds)
         digest = hashlib.sha256(arch_hash(graph).encode()).digest()
-        unit = [int.from_bytes(digest[i : i + 4], "big") / 2**32 for i in (0, 4, 8, 12)]
-        loss = 1.0 + unit[0]
+        unit = [int.from_bytes(digest[i : i + 4], "big") / 2**32 for i in (0, 4, 8, 12, 16)]
+        # At a lower rung the score is the final one blurred by a second draw, less the
+        # further below the top: enough for a schedule's tests to see rankings change.
+        loss = 1.0 + unit[0] + 0.5 * unit[4] * (1.0 - stop.amount / budget.amount)
+        if stint is not None:
+            _null_stint(stint, stop)
         return {
             "loss": loss,
             "metric": loss,
@@ -144,6 +157,17 @@ class NullEvaluator(Evaluator):
         }
 
 
+def _null_stint(stint: Stint, stop: Budget) -> None:
+    """The null task's stand-in for a training state: a state folder is still checked and
+    written, so a schedule's bookkeeping (saved, continued, deleted) runs for real."""
+    from gatesearch.proxy.stint import load_state, save_state
+
+    if stint.resume is not None:
+        load_state(stint.resume)  # raises when the state a promotion continues is missing
+    if stint.save is not None:
+        save_state(stint.save, {}, {"task": "null", "stop": str(stop)})
+
+
 class FaultyNullEvaluator(NullEvaluator):
     """The null evaluator with faults, for testing failure handling: by architecture hash, one
     in four raises, one in eight reports a NaN loss."""
@@ -151,8 +175,10 @@ class FaultyNullEvaluator(NullEvaluator):
     name = "null-faulty"
     description = "null, but some architectures raise or give NaN (failure-handling tests)"
 
-    def evaluate(self, graph: nx.DiGraph, budget: Budget, seed: int) -> dict[str, Any]:
-        metrics = super().evaluate(graph, budget, seed)
+    def evaluate(
+        self, graph: nx.DiGraph, budget: Budget, seed: int, stint: Stint | None = None
+    ) -> dict[str, Any]:
+        metrics = super().evaluate(graph, budget, seed, stint)
         bucket = int(arch_hash(graph)[-2:], 16) % 8
         if bucket < 2:
             raise RuntimeError(f"injected fault for {arch_hash(graph)}")
@@ -187,10 +213,12 @@ class ProxyEvaluator(Evaluator):
         self.higher_is_better = bool(task.higher_is_better)
         self.causal = bool(task.causal)
 
-    def evaluate(self, graph: nx.DiGraph, budget: Budget, seed: int) -> dict[str, Any]:
+    def evaluate(
+        self, graph: nx.DiGraph, budget: Budget, seed: int, stint: Stint | None = None
+    ) -> dict[str, Any]:
         from gatesearch.proxy import proxy_evaluate
 
-        return proxy_evaluate(graph, self.spec, budget, seed, self.proxy)
+        return proxy_evaluate(graph, self.spec, budget, seed, self.proxy, stint=stint)
 
     def context(self, graph: nx.DiGraph) -> Context:
         from gatesearch.proxy.trainer import task_context
@@ -265,7 +293,11 @@ def _check_finite(metrics: dict[str, Any]) -> None:
 
 
 def evaluate(
-    graph: nx.DiGraph, task: TaskSpec | str | Evaluator, budget: Budget, seed: int
+    graph: nx.DiGraph,
+    task: TaskSpec | str | Evaluator,
+    budget: Budget,
+    seed: int,
+    stint: Stint | None = None,
 ) -> dict[str, Any]:
     """Train and score `graph` on `task` within `budget`; JSON metrics.
 
@@ -273,7 +305,7 @@ def evaluate(
     diverges; any other exception is a failed trial too.
     """
     evaluator = task if isinstance(task, Evaluator) else resolve_task(task)
-    metrics = evaluator.evaluate(graph, budget, seed)
+    metrics = evaluator.evaluate(graph, budget, seed, stint)
     _check_finite(metrics)
     return metrics
 

@@ -124,6 +124,22 @@ def run(
         ),
     ] = None,
     proxy_option: ProxyOptionOpt = None,
+    schedule: Annotated[
+        str | None,
+        typer.Option(
+            help="Multi-fidelity: none (every trial trains the whole budget), asha (trials "
+            "start at the lowest rung; the best third go on, continuing their training) or "
+            "hyperband (ASHA in brackets) [default: the preset's, else none]."
+        ),
+    ] = None,
+    min_budget: Annotated[
+        str | None,
+        typer.Option(help="The lowest rung, in the budget's unit [default: the budget / η²]."),
+    ] = None,
+    eta: Annotated[
+        int | None,
+        typer.Option(help="Rungs grow by this factor and 1/η of a rung is promoted [default: 3]."),
+    ] = None,
 ) -> None:
     """Run a search campaign into RUNS_DIR/NAME."""
     request = RunRequest(
@@ -144,6 +160,9 @@ def run(
         timeout=timeout,
         max_params=max_params,
         proxy=parse_proxy_options(proxy_option or []),
+        schedule=schedule,
+        min_budget=min_budget,
+        eta=eta,
     )
     config, space_path, preset = prepare_run(request)
     store = RunStore.create(
@@ -154,6 +173,8 @@ def run(
         f"{config.trials} trials × {config.budget}, {config.workers} workers",
         markup=False,
     )
+    if config.schedule.staged:
+        out.print(f"schedule: {config.schedule.describe(config.budget)}", markup=False)
     _drive(store)
 
 
@@ -208,6 +229,13 @@ def status(
         out.print(
             f"  {info['rejected']} proposals over --max-params {info['max_params']:,} "
             "turned down untrained"
+        )
+    if "rungs" in info:
+        reached = " · ".join(f"{b} {n}" for b, n in zip(info["rungs"], info["reached"]))
+        out.print(
+            f"  rungs reached: {reached}; {info['paused']} waiting for a promotion, "
+            f"{info['pruned']} pruned",
+            markup=False,
         )
     for reason, n in info["failure_reasons"].items():
         out.print(f"  failed ×{n}: {reason}", markup=False)

@@ -67,6 +67,8 @@ class Display:
         text.append(f" · {s.duplicates} dup")
         if s.rejected:
             text.append(f" · {s.rejected} over --max-params")
+        if s.promoted:
+            text.append(f" · {s.promoted} promoted")
         text.append(f" · {clock(s.elapsed)} elapsed · ETA {clock(s.eta)}")
         if s.best is not None:
             what = ", ".join(self.labels) + " " if self.labels else ""
@@ -110,14 +112,20 @@ def print_board(store: RunStore) -> None:
     table = Table(title=f"best of {store.config.name}", box=None, pad_edge=False, expand=True)
     table.add_column("rank", justify="right", no_wrap=True, min_width=4)
     table.add_column("trial", justify="right", no_wrap=True, min_width=5)
+    staged = store.config.schedule.staged
+    rungs = store.config.schedule.rungs(store.config.budget)
+    if staged:  # the budget each was scored at: ranks go by it first
+        table.add_column("at", justify="right", no_wrap=True)
     for label in objective_labels(store.config):
         table.add_column(label, justify="right", no_wrap=True, min_width=len(label) + 2)
     # Only the architecture column shrinks, to the terminal's width.
     table.add_column("architecture", overflow="ellipsis", no_wrap=True, ratio=1)
     for r in rows:
+        at = [str(rungs[r["rung"]])] if staged and r["rung"] is not None else []
         table.add_row(
             str(r["rank"]),
             str(r["number"]),
+            *at,
             *(f"{v:.4g}" for v in r["values"].values()),
             Text(r["arch"]),
         )

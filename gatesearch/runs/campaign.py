@@ -16,6 +16,7 @@ result is copied into a new trial marked `duplicate_of`, and counted.
 from __future__ import annotations
 
 import math
+import shutil
 import signal
 import socket
 import threading
@@ -30,16 +31,18 @@ import networkx as nx
 from gatesearch.arch.describe import describe
 from gatesearch.arch.graph import read_graph
 from gatesearch.arch.space import Architecture, load_space
-from gatesearch.budget import Budget, parse_budget
+from gatesearch.budget import Budget, BudgetUnit, parse_budget
 from gatesearch.evaluate import (
     Evaluator,
     objective_value,
     resolve_task,
     spec_of,
 )
-from gatesearch.grammar import Grammar
+from gatesearch.grammar import Grammar, replay
+from gatesearch.proxy.stint import Stint
 from gatesearch.runs.dispatch import Dispatcher, EventKind
 from gatesearch.runs.outcomes import TrialOutcome, interrupted_reason, rejected_reason
+from gatesearch.runs.promotion import Promotion, Rungs
 from gatesearch.runs.ranking import count_finished
 from gatesearch.runs.request import CampaignError, trial_seed
 from gatesearch.runs.store import (
@@ -59,6 +62,12 @@ from gatesearch.tasks import TaskSpec
 MAX_REJECTS = 2000
 REJECTED_SLOT = -1
 _REJECT_STREAM = 1000  # seed stream of the re-asks (0: the proposal, 1: the training)
+
+
+def _curve_step(stop: Budget) -> int:
+    """A rung's step on the trial's learning curve: its budget in its unit (milliseconds for
+    seconds), so the steps of one trial's rungs are distinct and increasing."""
+    return round(stop.amount * 1000) if stop.unit is BudgetUnit.SECONDS else int(stop.amount)
 
 
 def learning_curve(metrics: dict[str, Any], objectives: list[str]) -> list[tuple[int, float]]:
@@ -85,9 +94,15 @@ def learning_curve(metrics: dict[str, Any], objectives: list[str]) -> list[tuple
 
 
 def _run_trial(
-    graph: nx.DiGraph, task: dict, budget: str, seed: int, threads: int, proxy: dict
+    graph: nx.DiGraph,
+    task: dict,
+    budget: str,
+    seed: int,
+    threads: int,
+    proxy: dict,
+    stint: Stint | None = None,
 ) -> dict:
-    """Body of the Ray task: one trial, nothing cached across trials."""
+    """Body of the Ray task: one trial (or one stint of it), nothing cached across trials."""
     from gatesearch.evaluate import evaluate
 
     evaluator = resolve_task(spec_of(task), proxy)
@@ -96,7 +111,7 @@ def _run_trial(
 
         torch.set_num_threads(threads)
     cpu = time.process_time()
-    metrics = evaluate(graph, evaluator, parse_budget(budget), seed)
+    metrics = evaluate(graph, evaluator, parse_budget(budget), seed, stint)
     metrics["cpu_seconds"] = time.process_time() - cpu
     # Which machine ran it: on a cluster, what tells a slow or faulty node's trials apart
     # (trials.csv lists it as metric_host).
@@ -126,6 +141,9 @@ class _InFlight:
     trial_id: int
     number: int
     arch: Architecture
+    bracket: int = 0
+    rung: int | None = None  # the rung it trains to; None without a schedule
+    rung_values: list[list[float]] = field(default_factory=list)  # scored so far, by rung
 
 
 @dataclass
@@ -135,6 +153,7 @@ class Stats:
     failed: int = 0
     duplicates: int = 0
     rejected: int = 0  # proposals over --max-params (not counted in done)
+    promoted: int = 0  # promotions to a higher rung started (multi-fidelity)
     running: int = 0
     best: tuple[float, ...] | None = None
     best_number: int | None = None
@@ -185,9 +204,19 @@ class Campaign:
         self.next_slot = 0
         self.seq = 0
         self.stats = Stats(target=store.target)
+        # Multi-fidelity: the rungs, trials waiting at one (by number) and promotions a
+        # stopped driver left unfinished, to run first.
+        self.rungs = Rungs(config.schedule, self.budget, self.sign) if self.staged else None
+        self.paused: dict[int, _InFlight] = {}
+        self.repromote: list[Promotion] = []
+        self.best_rung = -1
         self.rejected_untracked = self.rejected_saved = store.rejected_untracked
         self.stats.rejected = self.rejected_untracked
         self._rebuild(store.records())
+
+    @property
+    def staged(self) -> bool:
+        return self.config.schedule.staged
 
     # ---- rebuilding from the store
     def _rebuild(self, records: list[TrialRecord]) -> None:
@@ -201,11 +230,11 @@ class Campaign:
                 self.stats.rejected += 1
                 continue
             done_slots.add(r.slot)
-            values = r.values if r.outcome is TrialOutcome.COMPLETE else None
+            values = r.scored if r.outcome is not TrialOutcome.FAILED else None
             if r.duplicate_of is None and r.arch_hash:
                 self.results[r.arch_hash] = (r.number, values, r.metrics, r.fail_reason)
-            self.strategy.tell(Observation(r.slot, r.choices, values))
-            self._count(r.number, values, r.duplicate_of is not None, r.arch_hash)
+            self.strategy.tell(Observation(r.slot, r.choices, values, rung=r.rung or 0))
+            self._count(r.number, values, r.duplicate_of is not None, r.arch_hash, r.rung)
         self.seq = max((r.seq for r in finished if r.seq is not None), default=-1) + 1
         self.next_slot = max((r.slot for r in records), default=-1) + 1
         pending: dict[int, dict[str, Any]] = {}
@@ -217,6 +246,28 @@ class Campaign:
                 pending[r.slot] = r.choices
         self.requeue = sorted(pending.items())
         self.stats.done_at_start = self.stats.done
+        if self.rungs is not None:
+            self._rebuild_rungs(records)
+
+    def _rebuild_rungs(self, records: list[TrialRecord]) -> None:
+        """The ladders, the waiting trials and the promotions to redo; states of trials that
+        no longer wait (a killed driver's leftovers) deleted."""
+        assert self.rungs is not None
+        brackets = {r.slot: self.rungs.bracket_for(r.slot) for r in records if r.slot >= 0}
+        self.rungs.rebuild(records, brackets)
+        for r in records:
+            if r.outcome not in (TrialOutcome.PAUSED, TrialOutcome.CONTINUING):
+                continue
+            b, rung = brackets[r.slot], len(r.rung_values) - 1  # the rung in its bracket
+            arch = Architecture.from_derivation(replay(self.grammar, r.choices, self.causal))
+            item = _InFlight(r.slot, r.seed, r.trial_id, r.number, arch, b, rung)
+            item.rung_values = [list(v) for v in r.rung_values]
+            self.paused[r.number] = item
+            if r.outcome is TrialOutcome.CONTINUING:  # its state is the rung's it left from
+                self.repromote.append(Promotion(r.number, b, rung + 1))
+        for folder in self.store.state_folders():
+            if not folder.name.isdigit() or int(folder.name) not in self.paused:
+                shutil.rmtree(folder, ignore_errors=True)
 
     def _count(
         self,
@@ -224,17 +275,24 @@ class Campaign:
         values: tuple[float, ...] | None,
         duplicate: bool,
         arch_hash: str,
+        rung: int | None = None,
         graph: nx.DiGraph | None = None,
+        slot_done: bool = True,
     ) -> None:
         s = self.stats
-        s.done += 1
-        s.duplicates += duplicate
+        if slot_done:
+            s.done += 1
+            s.duplicates += duplicate
+            s.failed += values is None
         if values is None:
-            s.failed += 1
             return
-        key = tuple(v * sg for v, sg in zip(values, self.sign))
-        if s.best is None or key < tuple(v * sg for v, sg in zip(s.best, self.sign)):
-            s.best, s.best_number = values, number
+        # The best at the highest fidelity reached: a higher rung first, then the values.
+        key = (-(rung or 0), *(v * sg for v, sg in zip(values, self.sign)))
+        best = None
+        if s.best is not None:
+            best = (-self.best_rung, *(v * sg for v, sg in zip(s.best, self.sign)))
+        if best is None or key < best:
+            s.best, s.best_number, self.best_rung = values, number, rung or 0
             s.best_arch = self._describe(arch_hash, graph)
 
     def _describe(self, arch_hash: str, graph: nx.DiGraph | None = None) -> str:
@@ -264,16 +322,33 @@ class Campaign:
             except KeyboardInterrupt:
                 self._abandon(interrupted_reason("Ctrl-C"))
                 raise
+        self._close_rungs()
         return self.stats
 
     def _more(self) -> bool:
-        return bool(self.requeue) or self.next_slot < self.stats.target
+        return (
+            bool(self.requeue)
+            or self.next_slot < self.stats.target
+            or self._promotion(peek=True) is not None
+        )
+
+    def _promotion(self, peek: bool = False) -> Promotion | None:
+        """The promotion a free worker runs (a stopped driver's first), or None."""
+        if self.rungs is None:
+            return None
+        if self.repromote:
+            return self.repromote[0] if peek else self.repromote.pop(0)
+        return self.rungs.next_promotion()
 
     def _can_launch(self, workers: int) -> bool:
         outstanding = len(self.inflight) + sum(len(w) for w in self.waiting.values())
         return self._more() and len(self.inflight) < workers and outstanding < 2 * workers
 
     def _launch(self) -> None:
+        promotion = self._promotion()
+        if promotion is not None:
+            self._promote(promotion)
+            return
         if self.requeue:
             slot, choices = self.requeue.pop(0)
             fixed: dict[str, Any] | None = choices
@@ -312,19 +387,46 @@ class Campaign:
             self.waiting.setdefault(arch.hash, []).append(item)
         else:
             self.store.save_graph(arch.hash, arch.graph)
-            assert self.dispatch is not None  # launched from `run`
-            self.dispatch.submit(
-                number,
-                _run_trial_streamed,
-                arch.graph,
-                self.task,
-                str(self.budget),
-                trial_seed(self.config.seed, slot, 1),
-                self.cpus,
-                self.proxy,
-            )
-            self.inflight[number] = item
+            if self.rungs is not None:
+                item.bracket, item.rung = self.rungs.bracket_for(slot), 0
+            self._submit(item)
             self.original[arch.hash] = item
+        self._show()
+
+    def _submit(self, item: _InFlight) -> None:
+        """Put the trial (a stint of it, under a schedule) on Ray."""
+        stint = None
+        if self.rungs is not None and item.rung is not None:
+            b, rung = item.bracket, item.rung
+            state = self.store.state_path(item.number)
+            stint = Stint(
+                stop=self.rungs.budget(b, rung),
+                resume=state if rung > 0 else None,
+                save=None if self.rungs.is_top(b, rung) else state,
+            )
+        assert self.dispatch is not None  # launched from `run`
+        self.dispatch.submit(
+            item.number,
+            _run_trial_streamed,
+            item.arch.graph,
+            self.task,
+            str(self.budget),
+            trial_seed(self.config.seed, item.slot, 1),
+            self.cpus,
+            self.proxy,
+            stint,
+        )
+        self.inflight[item.number] = item
+
+    def _promote(self, p: Promotion) -> None:
+        """Continue a waiting trial's training to the next rung, from its saved state."""
+        assert self.rungs is not None
+        item = self.paused.pop(p.number)
+        item.rung = p.rung
+        self.rungs.start_promotion(p)
+        self.store.continue_trial(item.trial_id)
+        self.stats.promoted += 1
+        self._submit(item)
         self._show()
 
     def _over_limit(self, arch: Architecture) -> int | None:
@@ -393,13 +495,62 @@ class Campaign:
         metrics: dict[str, Any],
         reason: str | None,
     ) -> None:
+        if item.rung:  # a promotion's result: no slot, no duplicates waiting on it
+            self._finish_rung(item, values, metrics, reason)
+            return
         h = item.arch.hash
         self.original.pop(h, None)
         # Only the compact metrics stay in the driver: its memory must not grow with trajectories.
         self.results[h] = (item.number, values, compact_metrics(metrics), reason)
-        self._record(item, values, metrics, reason, None)
+        if item.rung is None:
+            self._record(item, values, metrics, reason, None)
+        else:
+            self._finish_rung(item, values, metrics, reason)
         for dup in self.waiting.pop(h, []):
             self._record(dup, values, metrics, reason, item.number)
+
+    def _finish_rung(
+        self,
+        item: _InFlight,
+        values: tuple[float, ...] | None,
+        metrics: dict[str, Any],
+        reason: str | None,
+    ) -> None:
+        """A stint's result: the trial waits at its rung, completes at the top, or failed."""
+        assert self.rungs is not None and item.rung is not None
+        top = self.rungs.is_top(item.bracket, item.rung)
+        if values is not None:
+            self.rungs.report(item.number, item.bracket, item.rung, values)
+        if values is None or top:
+            self.rungs.close(item.number)
+            self.store.remove_state(item.number)
+        else:
+            self.paused[item.number] = item
+        self._record(item, values, metrics, reason, None)
+        self._prune_hopeless()
+
+    def _prune_hopeless(self) -> None:
+        """Waiting trials that can never be promoted now end, PRUNED; their states go."""
+        assert self.rungs is not None
+        again = {p.number for p in self.repromote}
+        waiting = [(n, it.rung or 0) for n, it in self.paused.items() if n not in again]
+        for number in self.rungs.hopeless(waiting, self.stats.target):
+            self._prune(number)
+
+    def _prune(self, number: int) -> None:
+        assert self.rungs is not None
+        item = self.paused.pop(number)
+        self.store.prune_trial(item.trial_id)
+        self.store.remove_state(number)
+        self.rungs.close(number)
+
+    def _close_rungs(self) -> None:
+        """The campaign is over: what still waits for a promotion will not get one. Any state
+        left (a task of a killed driver that finished after it) goes too."""
+        for number in list(self.paused):
+            self._prune(number)
+        for folder in self.store.state_folders():
+            shutil.rmtree(folder, ignore_errors=True)
 
     def _finish_duplicate(self, item: _InFlight) -> None:
         number, values, metrics, reason = self.results[item.arch.hash]
@@ -426,26 +577,74 @@ class Campaign:
                     "arch_hash": item.arch.hash,
                     "task": self.task,
                     "budget": str(self.budget),
+                    **self._stint_doc(item),
                     "values": dict(zip(self.objectives, values)) if values else None,
                     "fail_reason": reason if values is None else None,
                     "metrics": metrics,
                 },
             )
-        compact = compact_metrics(metrics)
         if values is None:
             self.store.fail_trial(item.trial_id, reason or "failed", seq, duplicate_of)
+        elif self.rungs is not None:
+            self._store_rung(item, values, metrics, seq, duplicate_of)
         else:
             if duplicate_of is None:
                 self.store.report_curve(item.trial_id, learning_curve(metrics, self.objectives))
+            compact = compact_metrics(metrics)
             self.store.complete_trial(item.trial_id, list(values), compact, seq, duplicate_of)
         choices = item.arch.derivation.choices
-        self.strategy.tell(Observation(item.slot, choices, values, item.arch.derivation))
-        self._count(item.number, values, duplicate_of is not None, item.arch.hash, item.arch.graph)
+        rung = item.rung or 0
+        self.strategy.tell(Observation(item.slot, choices, values, item.arch.derivation, rung))
+        self._count(
+            item.number,
+            values,
+            duplicate_of is not None,
+            item.arch.hash,
+            item.rung,
+            item.arch.graph,
+            slot_done=not rung,  # a promotion's result finishes no slot
+        )
+
+    def _stint_doc(self, item: _InFlight) -> dict[str, Any]:
+        if self.rungs is None or item.rung is None:
+            return {}
+        return {"rung": item.rung, "stop": str(self.rungs.budget(item.bracket, item.rung))}
+
+    def _store_rung(
+        self,
+        item: _InFlight,
+        values: tuple[float, ...],
+        metrics: dict[str, Any],
+        seq: int,
+        duplicate_of: int | None,
+    ) -> None:
+        """A staged trial's score at its rung: an intermediate value (one objective), then
+        waiting (paused), complete at the top rung, or — a duplicate of a trial still on the
+        ladder — pruned at the copied rung."""
+        assert self.rungs is not None
+        rung = item.rung or 0
+        item.rung_values.append(list(values))
+        compact = compact_metrics(metrics)
+        if duplicate_of is None and len(values) == 1:
+            stop = self.rungs.budget(item.bracket, rung)
+            self.store.report_curve(item.trial_id, [(_curve_step(stop), values[0])])
+        overall = self.rungs.overall(item.bracket, rung)
+        self.store.pause_trial(item.trial_id, overall, item.rung_values, compact, seq)
+        if duplicate_of is None and self.rungs.is_top(item.bracket, rung):
+            self.store.complete_trial(item.trial_id, list(values), compact, seq)
+            return
+        if duplicate_of is not None:
+            self.store.mark_duplicate(item.trial_id, duplicate_of)
+            self.store.prune_trial(item.trial_id)
 
     def _abandon(self, reason: str) -> None:
         self._save_rejected()
         for number in self.dispatch.cancel() if self.dispatch is not None else []:
-            self.store.fail_trial(self.inflight[number].trial_id, reason, None)
+            item = self.inflight[number]
+            if item.rung:  # a promotion: back to waiting at its rung, its state kept
+                self.store.hold_trial(item.trial_id)
+                continue
+            self.store.fail_trial(item.trial_id, reason, None)
         for items in self.waiting.values():
             for item in items:
                 self.store.fail_trial(item.trial_id, reason, None)

@@ -6,6 +6,11 @@ reason: a trial its driver stopped (its slot runs again), a proposal turned down
 reader asks `classify` (or `TrialRecord.outcome`) instead of reading the reason's prefix.
 A duplicate is not an outcome of its own: it is COMPLETE or FAILED like the trial it copies,
 and marked by `duplicate_of`.
+
+Under a multi-fidelity schedule a trial also waits between rungs (PAUSED: Optuna's RUNNING,
+with the rung it reached), trains on at a higher one (CONTINUING: RUNNING, promoted), and ends
+below the top rung when it can no longer be promoted (PRUNED, Optuna's own state, with its
+rungs' values as intermediate values — as Optuna's pruners leave a stopped trial).
 """
 
 from __future__ import annotations
@@ -25,17 +30,34 @@ class TrialOutcome(Enum):
     FAILED = "failed"  # its training failed: a finished slot with no values
     INTERRUPTED = "interrupted"  # its driver stopped it: the slot runs again
     REJECTED = "rejected"  # over --max-params: never trained, takes no slot
+    PAUSED = "paused"  # scored at a rung below the top; may be promoted
+    CONTINUING = "continuing"  # promoted: training on toward a higher rung
+    PRUNED = "pruned"  # scored below the top rung and never to be promoted
 
     @property
     def finished(self) -> bool:
-        """Counts toward the campaign's --trials: completed or failed for good."""
-        return self in (TrialOutcome.COMPLETE, TrialOutcome.FAILED)
+        """Counts toward the campaign's --trials: scored (at some rung) or failed for good."""
+        return self in _FINISHED
 
 
-def classify(state: TrialState, fail_reason: str | None) -> TrialOutcome:
-    """The outcome of a trial stored with Optuna `state` and the campaign's `fail_reason`."""
+_FINISHED = {
+    TrialOutcome.COMPLETE,
+    TrialOutcome.FAILED,
+    TrialOutcome.PAUSED,
+    TrialOutcome.CONTINUING,
+    TrialOutcome.PRUNED,
+}
+
+
+def classify(
+    state: TrialState, fail_reason: str | None, rung: int | None = None, paused: bool = False
+) -> TrialOutcome:
+    """The outcome of a trial stored with Optuna `state` and the campaign's `fail_reason`,
+    `rung` (the highest rung it was scored at, None without a schedule) and `paused`."""
     if state is TrialState.COMPLETE:
         return TrialOutcome.COMPLETE
+    if state is TrialState.PRUNED:
+        return TrialOutcome.PRUNED
     if state is TrialState.FAIL:
         reason = fail_reason or ""
         if reason.startswith(INTERRUPTED):
@@ -43,8 +65,8 @@ def classify(state: TrialState, fail_reason: str | None) -> TrialOutcome:
         if reason.startswith(OVER_LIMIT):
             return TrialOutcome.REJECTED
         return TrialOutcome.FAILED
-    # RUNNING and WAITING; PRUNED is never written by a campaign, and a trial in it has no
-    # result either.
+    if rung is not None:  # RUNNING with a rung's score: between stints, or on the next one
+        return TrialOutcome.PAUSED if paused else TrialOutcome.CONTINUING
     return TrialOutcome.RUNNING
 
 

@@ -46,27 +46,50 @@ def pareto_mask(points: np.ndarray) -> np.ndarray:
     return mask
 
 
+_SCORED = (
+    TrialOutcome.COMPLETE,
+    TrialOutcome.PAUSED,
+    TrialOutcome.CONTINUING,
+    TrialOutcome.PRUNED,
+)
+
+
 def rank_records(
     records: list[TrialRecord], directions: Sequence[str], need: int | None = None
 ) -> list[tuple[int, TrialRecord]]:
-    """(Pareto level, record) of completed, non-duplicate trials, best first.
+    """(Pareto level, record) of scored, non-duplicate trials, best first.
 
     One objective: by its value in its direction. Several: Pareto levels are peeled (level 1
     is the front) until `need` trials are placed (all when None), the rest share the next level;
-    within a level, by the objectives in order, then the trial number.
+    within a level, by the objectives in order, then the trial number. Under a multi-fidelity
+    schedule trials rank by the highest rung they reached first (its scores there), then as
+    above among the trials of one rung: a score after less training is no match for one after
+    more.
     """
     rows = [
         r
         for r in records
-        if r.outcome is TrialOutcome.COMPLETE and r.duplicate_of is None and r.values is not None
+        if r.outcome in _SCORED and r.duplicate_of is None and r.scored is not None
     ]
     if not rows:
         return []
     signs = np.array([Direction(d).sign for d in directions])
-    points = np.array([r.values for r in rows], dtype=float) * signs  # (n, d), all minimised
-    levels = np.ones(len(rows), dtype=int)
+    out: list[tuple[tuple[Any, ...], int, TrialRecord]] = []
+    for rung in sorted({r.rung or 0 for r in rows}, reverse=True):
+        group = [r for r in rows if (r.rung or 0) == rung]
+        points = np.array([r.scored for r in group], dtype=float) * signs  # (n, d), minimised
+        levels = _levels(points, need)
+        for i, r in enumerate(group):
+            out.append(((-rung, int(levels[i]), *points[i], r.number), int(levels[i]), r))
+    out.sort(key=lambda x: x[0])
+    return [(level, r) for _, level, r in out]
+
+
+def _levels(points: np.ndarray, need: int | None) -> np.ndarray:
+    """Pareto levels of minimised `points` (n, d): all 1 for one objective."""
+    levels = np.ones(len(points), dtype=int)
     if points.shape[1] > 1:
-        left = np.arange(len(rows))
+        left = np.arange(len(points))
         level, placed = 1, 0
         while len(left) and (need is None or placed < need):
             on_front = pareto_mask(points[left])
@@ -75,9 +98,7 @@ def rank_records(
             left = left[~on_front]
             level += 1
         levels[left] = level
-    keys = [(int(levels[i]), *points[i], rows[i].number) for i in range(len(rows))]
-    order = sorted(range(len(rows)), key=keys.__getitem__)
-    return [(int(levels[i]), rows[i]) for i in order]
+    return levels
 
 
 def ranked(store: RunStore) -> list[TrialRecord]:
@@ -99,7 +120,8 @@ def leaderboard(store: RunStore, top: int = 5) -> list[dict[str, Any]]:
                 "rank": rank,
                 "number": r.number,
                 "slot": r.slot,
-                "values": dict(zip(store.config.objectives, r.values or ())),
+                "values": dict(zip(store.config.objectives, r.scored or ())),
+                "rung": r.rung,
                 "metric": r.metrics.get("metric"),
                 "loss": r.metrics.get("loss"),
                 "params": r.metrics.get("params"),
@@ -149,9 +171,31 @@ def summary(store: RunStore) -> dict[str, Any]:
         # Optuna samplers' proposals over the limit are stored as trials; the others counted.
         "rejected": store.rejected_untracked + outcomes[TrialOutcome.REJECTED],
         "max_params": config.max_params,
-        "running": outcomes[TrialOutcome.RUNNING],
+        "running": outcomes[TrialOutcome.RUNNING] + outcomes[TrialOutcome.CONTINUING],
+        **(_rungs_summary(config, records, outcomes) if config.schedule.staged else {}),
         "duplicates": sum(1 for r in records if r.duplicate_of is not None),
         "failure_reasons": dict(failures.most_common()),
         "best": board[0] if board else None,
         "leaderboard": board,
+    }
+
+
+def _rungs_summary(
+    config: Any, records: list[TrialRecord], outcomes: Counter[TrialOutcome]
+) -> dict[str, Any]:
+    """Under a multi-fidelity schedule: the rungs, how many trials reached each (duplicates
+    aside), how many wait for a promotion and how many were pruned."""
+    rungs = config.schedule.rungs(config.budget)
+    reached = [0] * len(rungs)
+    for r in records:
+        if r.duplicate_of is None and r.rung is not None:
+            first = r.rung - len(r.rung_values) + 1  # Hyperband's brackets start higher
+            for k in range(first, r.rung + 1):
+                reached[k] += 1
+    return {
+        "schedule": config.schedule.to_dict(),
+        "rungs": [str(b) for b in rungs],
+        "reached": reached,
+        "paused": outcomes[TrialOutcome.PAUSED],
+        "pruned": outcomes[TrialOutcome.PRUNED],
     }

@@ -204,15 +204,13 @@ class Ladder:
                     return trial, rung + 1
         return None
 
-    def most_at(self, rung: int, trials: int) -> int:
-        """The most trials that can ever reach `rung` when `trials` start at the bottom."""
-        return trials // self.eta**rung
-
     def promotable_ever(self, trial: int, rung: int, trials: int) -> bool:
         """Whether `trial`, at `rung`, could still be promoted when `trials` start at the
-        bottom in all: its rank there is within ⌊most/η⌋ of the most trials that can reach
-        the rung (ranks only fall as trials join). A state that cannot be is deleted."""
+        bottom in all: its rank there is within ⌊trials/η⌋, the most places a rung's top can
+        ever have (no rung holds more trials than start; ranks only fall as trials join —
+        an asynchronous rung may hold more than ⌊trials/η⌋ of them, never more than all).
+        A state that cannot be is deleted."""
         if rung >= len(self.rungs) - 1 or trial in self.promoted[rung]:
             return False
         rank = order_of(self.reached[rung]).index(trial)
-        return rank < self.most_at(rung, trials) // self.eta
+        return rank < trials // self.eta

@@ -62,6 +62,7 @@ SPACE_COPY = "space.space"
 PRESET_COPY = "strategy.toml"
 VERSIONS = "versions.json"
 JOURNAL = "study.journal"
+STATES = "states"  # a staged trial's training state between rungs, by trial number
 GRAPHS = "graphs"
 TRIALS = "trials"
 LOCK = "driver.lock"
@@ -177,10 +178,23 @@ class TrialRecord:
     seq: int | None
     duplicate_of: int | None
     fail_reason: str | None
+    # Multi-fidelity: the highest rung scored (None without a schedule), the minimised-or-not
+    # objective values at each rung reached, and whether it waits for a promotion.
+    rung: int | None = None
+    rung_values: tuple[tuple[float, ...], ...] = ()
+    paused: bool = False
 
     @property
     def outcome(self) -> TrialOutcome:
-        return classify(self.state, self.fail_reason)
+        return classify(self.state, self.fail_reason, self.rung, self.paused)
+
+    @property
+    def scored(self) -> tuple[float, ...] | None:
+        """The objective values at the highest fidelity the trial reached: its values when
+        complete, else those of its highest rung (paused or pruned), else None."""
+        if self.values is not None:
+            return self.values
+        return self.rung_values[-1] if self.rung_values else None
 
     @classmethod
     def from_frozen(cls, t: optuna.trial.FrozenTrial) -> TrialRecord:
@@ -198,6 +212,9 @@ class TrialRecord:
             seq=a.get("seq"),
             duplicate_of=a.get("duplicate_of"),
             fail_reason=a.get("fail_reason"),
+            rung=a.get("rung"),
+            rung_values=tuple(tuple(float(v) for v in r) for r in a.get("rung_values", [])),
+            paused=bool(a.get("paused", False)),
         )
 
 
@@ -438,6 +455,50 @@ class RunStore:
         which optuna-dashboard draws; before the trial is completed."""
         for step, value in points:
             self.storage.set_trial_intermediate_value(trial_id, step, value)
+
+    def pause_trial(
+        self,
+        trial_id: int,
+        rung: int,
+        rung_values: list[list[float]],
+        metrics: dict[str, Any],
+        seq: int | None,
+    ) -> None:
+        """A trial scored at `rung` (below the top): it waits, RUNNING, for a promotion."""
+        self.storage.set_trial_user_attr(trial_id, "rung_values", rung_values)
+        self.storage.set_trial_user_attr(trial_id, "metrics", _pack(metrics))
+        if seq is not None:
+            self.storage.set_trial_user_attr(trial_id, "seq", seq)
+        self.storage.set_trial_user_attr(trial_id, "rung", rung)
+        self.storage.set_trial_user_attr(trial_id, "paused", True)
+
+    def hold_trial(self, trial_id: int) -> None:
+        """A promotion that did not train (its driver stopped): it waits at its rung again."""
+        self.storage.set_trial_user_attr(trial_id, "paused", True)
+
+    def mark_duplicate(self, trial_id: int, duplicate_of: int) -> None:
+        self.storage.set_trial_user_attr(trial_id, "duplicate_of", duplicate_of)
+
+    def state_folders(self) -> list[Path]:
+        """The trials' saved training states (see `state_path`)."""
+        folder = self.root / STATES
+        remove_temps(folder)
+        return sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+    def continue_trial(self, trial_id: int) -> None:
+        """A paused trial promoted: it trains on toward the next rung."""
+        self.storage.set_trial_user_attr(trial_id, "paused", False)
+
+    def prune_trial(self, trial_id: int) -> None:
+        """A paused trial that will not be promoted: Optuna's PRUNED, its rungs' scores kept."""
+        self.storage.set_trial_state_values(trial_id, TrialState.PRUNED)
+
+    def state_path(self, number: int) -> Path:
+        """Where a trial's training state waits between rungs (see proxy/stint.py)."""
+        return self.root / STATES / str(number)
+
+    def remove_state(self, number: int) -> None:
+        shutil.rmtree(self.state_path(number), ignore_errors=True)
 
     def fail_trial(
         self, trial_id: int, reason: str, seq: int | None, duplicate_of: int | None = None

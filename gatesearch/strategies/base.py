@@ -36,6 +36,9 @@ class Observation:
     values: tuple[float, ...] | None
     # The derivation when the campaign still holds it; else strategies replay `choices`.
     derivation: Derivation | None = None
+    # Multi-fidelity: the rung `values` were scored at (0 without a schedule). A trial is
+    # told once per rung it reaches, its slot the same each time.
+    rung: int = 0
 
 
 @dataclass

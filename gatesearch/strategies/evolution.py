@@ -7,6 +7,13 @@ a new member pushes out the oldest (age, not fitness, decides who dies). The fir
 `crossover`, then mutated by resampling one choice point (grammar-aware, so always valid).
 Fitness is the first objective (minimised or maximised by its direction).
 
+Under a multi-fidelity schedule a member's fitness is its score at the highest rung it
+reached, and a tournament ranks by rung first, then by fitness: a trial scored after more
+training beats one scored after less whatever the two scores (scores at different rungs are
+not comparable; the higher rung is the better-informed judgement, as ASHA's promotions
+already preferred it). A promotion updates its member in place: age is counted from when
+the architecture joined, not from its last rung.
+
 A child whose architecture was already evaluated is drawn again (up to `FRESH_TRIES` times):
 in a small space, or under a tight parameter limit, mutation often lands back on a known
 architecture — half of a 150-trial campaign on a small space was duplicates, each a slot of
@@ -61,7 +68,10 @@ class RegularizedEvolution(Strategy):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.population: deque[tuple[Derivation, float]] = deque(maxlen=self.options.population)
+        # (slot, derivation, rung, fitness), oldest first.
+        self.population: deque[tuple[int, Derivation, int, float]] = deque(
+            maxlen=self.options.population
+        )
         self.sign = -1.0 if self.directions[0] == "maximize" else 1.0
         self.seen: set[str] = set()  # hashes of the architectures trials have evaluated
 
@@ -88,8 +98,9 @@ class RegularizedEvolution(Strategy):
     def _tournament(self, rng: random.Random) -> Derivation:
         k = min(self.options.sample_size, len(self.population))
         contenders = rng.sample(range(len(self.population)), k)
-        best = min(contenders, key=lambda i: (self.sign * self.population[i][1], i))
-        return self.population[best][0]
+        pop = self.population
+        best = min(contenders, key=lambda i: (-pop[i][2], self.sign * pop[i][3], i))
+        return pop[best][1]
 
     def tell(self, obs: Observation) -> None:
         derivation = obs.derivation or replay(self.grammar, obs.choices, self.causal)
@@ -101,4 +112,9 @@ class RegularizedEvolution(Strategy):
         self.seen.add(_hash(derivation))
         if obs.values is None:
             return  # a failed trial never enters the population
-        self.population.append((derivation, obs.values[0]))
+        if obs.rung > 0:  # a promoted member's new score, if it has not aged out
+            for i, (slot, d, _, _) in enumerate(self.population):
+                if slot == obs.slot:
+                    self.population[i] = (slot, d, obs.rung, obs.values[0])
+            return
+        self.population.append((obs.slot, derivation, 0, obs.values[0]))

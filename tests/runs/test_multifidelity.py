@@ -1,0 +1,200 @@
+"""Multi-fidelity campaigns for real: ASHA's promotions through the campaign loop (checked
+against the ladder's own rule), continued training whose cost is exactly the top budget,
+duplicates, Optuna's view, and a driver SIGKILLed during a promotion then resumed."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from clitools import cli
+from optuna.trial import TrialState
+
+from gatesearch.budget import parse_budget
+from gatesearch.runs.campaign import Campaign
+from gatesearch.runs.outcomes import TrialOutcome
+from gatesearch.runs.ranking import leaderboard
+from gatesearch.runs.request import RunRequest, package_versions, prepare_run
+from gatesearch.runs.schedule import Ladder, Schedule, ScheduleKind
+from gatesearch.runs.store import STATES, RunStore
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
+
+ASHA = {"schedule": "asha", "min_budget": "1steps"}
+RUNGS = (1, 3, 9)  # --budget 9steps, η = 3
+TINY_SPACE = """\
+task causal
+let width = choice(16)
+model := embed stack rmsnorm head
+stack := repeat(block, 1..2)
+block := residual(rmsnorm mixer)
+mixer := gru | lstm | mingru | attention(heads=2)
+"""
+
+
+def run_campaign(tmp_path: Path, **kw) -> RunStore:
+    req = RunRequest(runs_dir=tmp_path / "runs", name="c", **kw)
+    config, space, preset = prepare_run(req)
+    store = RunStore.create(req.runs_dir / "c", config, space, preset.text, package_versions())
+    with store:
+        Campaign(store).run()
+    return RunStore.open(req.runs_dir / "c", writer=False)
+
+
+def no_states_left(store: RunStore) -> bool:
+    folder = store.root / STATES
+    return not folder.exists() or not any(folder.iterdir())
+
+
+def replay_asha(records: list) -> dict[int, int]:
+    """With one worker the campaign makes ASHA's decisions one at a time: promote when the
+    ladder offers one, else start the next slot. Replayed here on the ladder with the scores
+    the campaign stored; the rungs each trial should reach, by trial number."""
+    by_slot = {r.slot: r for r in records}
+    ladder = Ladder(Schedule(ScheduleKind.ASHA, parse_budget("1steps")).rungs(
+        parse_budget("9steps")), 3)  # fmt: skip
+    reached: dict[int, int] = {}
+    next_slot = 0
+    while True:
+        promotion = ladder.next_promotion()
+        if promotion is not None:
+            number, rung = promotion
+        elif next_slot < len(by_slot):
+            number, rung = by_slot[next_slot].number, 0
+            next_slot += 1
+        else:
+            return reached
+        record = next(r for r in records if r.number == number)
+        ladder.report(number, rung, record.rung_values[rung])
+        reached[number] = rung
+
+
+def test_asha_promotes_as_its_rule_says_and_leaves_nothing_waiting(tmp_path):
+    store = run_campaign(
+        tmp_path, task="null", budget="9steps", trials=18, workers=1, strategy="random", **ASHA
+    )
+    records = store.records()
+    assert sorted(r.slot for r in records) == list(range(18))
+    assert {r.outcome for r in records} <= {TrialOutcome.COMPLETE, TrialOutcome.PRUNED}
+    assert {len(r.rung_values) - 1 for r in records} == {0, 1, 2}  # every rung was reached
+    assert {r.number: len(r.rung_values) - 1 for r in records} == replay_asha(records)
+    assert no_states_left(store)
+    # Optuna's view: the top rung COMPLETE, the rest PRUNED, every rung an intermediate value.
+    for t in store.study.trials:
+        rungs = store.records()[t.number].rung_values
+        assert t.state is (TrialState.COMPLETE if len(rungs) == 3 else TrialState.PRUNED)
+        assert t.intermediate_values == {RUNGS[k]: v[0] for k, v in enumerate(rungs)}
+    # The leaderboard ranks by the rung reached first.
+    board = [r["rung"] for r in leaderboard(store, top=18)]
+    assert board == sorted(board, reverse=True)
+
+
+def test_a_promoted_trial_trains_on_and_costs_exactly_its_rung(tmp_path):
+    space = tmp_path / "tiny.space"
+    space.write_text(TINY_SPACE)
+    task = {"vocab": 16, "length": 16, "pairs": 2, "n_valid": 32, "n_test": 32}
+    store = run_campaign(
+        tmp_path, task="mqar", task_params=task, space=space, budget="27steps", trials=9,
+        workers=2, strategy="random", proxy={"batch_size": 4}, schedule="asha",
+        min_budget="3steps",
+    )  # fmt: skip
+    records = store.records()
+    assert any(r.outcome is TrialOutcome.COMPLETE for r in records)
+    for r in records:
+        if r.duplicate_of is None:  # weight steps = the rung's budget: continued, not redone
+            assert r.metrics["steps"] == (3, 9, 27)[len(r.rung_values) - 1], r.number
+    assert no_states_left(store)
+
+
+def test_duplicates_copy_the_first_rung_and_never_train_again(tmp_path):
+    space = tmp_path / "two.space"  # two architectures only
+    space.write_text(TINY_SPACE.replace("gru | lstm | mingru | attention(heads=2)", "gru | lstm")
+                     .replace("1..2", "1..1"))  # fmt: skip
+    store = run_campaign(
+        tmp_path, task="null", space=space, budget="9steps", trials=8, workers=2,
+        strategy="random", **ASHA,
+    )  # fmt: skip
+    records = store.records()
+    originals = [r for r in records if r.duplicate_of is None]
+    dups = [r for r in records if r.duplicate_of is not None]
+    assert len(originals) == 2 and len(dups) == 6
+    by_number = {r.number: r for r in records}
+    for d in dups:
+        assert d.outcome is TrialOutcome.PRUNED
+        assert d.rung_values[0] == by_number[d.duplicate_of].rung_values[0]
+    assert no_states_left(store)
+
+
+def test_a_preset_schedule_and_flags_over_it(tmp_path, capsys):
+    preset = tmp_path / "asha.toml"
+    preset.write_text('strategy = "random"\n[schedule]\nkind = "asha"\neta = 2\n')
+    base = ["run", "--task", "null", "--budget", "8steps", "--trials", "4", "--strategy", preset,
+            "--runs-dir", tmp_path / "runs"]  # fmt: skip
+    assert cli(*base, "--name", "p") == 0
+    assert "schedule: asha (η=2): rungs 2steps, 4steps, 8steps" in capsys.readouterr().out
+    assert cli(*base, "--name", "q", "--schedule", "none") == 0
+    assert "schedule:" not in capsys.readouterr().out
+    bad = {
+        "kind": (["--schedule", "bohb"], "schedule 'bohb' is not one of none, asha, hyperband"),
+        "unit": (["--min-budget", "1s"], "in the budget's unit"),
+        "eta": (["--eta", "1"], "eta must be a whole number >= 2"),
+        "above": (["--min-budget", "20steps"], "above the budget"),
+        "no schedule": (["--schedule", "none", "--eta", "3"], "need --schedule asha"),
+    }
+    for label, (extra, needle) in bad.items():
+        capsys.readouterr()
+        assert cli(*base, "--name", f"bad-{label}".replace(" ", "-"), *extra) == 2, label
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and needle in err, (label, err)
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["p", "q"]
+
+
+def test_sigkill_during_a_promotion_then_resume_loses_nothing(tmp_path, ray_local):
+    """The driver is killed while a promoted trial trains; resume restarts it from its last
+    rung's saved state and the campaign ends as one that never stopped would: every slot
+    scored once, nothing waiting, no state left behind, budgets exact."""
+    runs, run = tmp_path / "runs", tmp_path / "runs" / "k"
+    cmd = [sys.executable, "-m", "gatesearch.cli.app", "run", "--address", ray_local,
+           "--task", "null", "--budget", "0.9s", "--schedule", "asha", "--min-budget", "0.1s",
+           "--trials", "12", "--workers", "2", "--runs-dir", runs, "--name", "k"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 90
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise AssertionError(f"driver ended early: {proc.stderr.read().decode()}")
+            if (run / "study.journal").exists():
+                with RunStore.open(run, writer=False) as store:
+                    outcomes = {r.outcome for r in store.records()}
+                if TrialOutcome.CONTINUING in outcomes:
+                    break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("no promotion started")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    with RunStore.open(run, writer=False) as store:
+        before = {r.number: r.rung_values for r in store.records() if r.rung is not None}
+        continuing = [r.number for r in store.records() if r.outcome is TrialOutcome.CONTINUING]
+    assert continuing and all((run / STATES / str(n)).is_dir() for n in continuing)
+    assert cli("resume", run) == 0
+    with RunStore.open(run, writer=False) as store:
+        records = store.records()
+        assert no_states_left(store)
+    finished = [r for r in records if r.outcome.finished]
+    assert sorted(r.slot for r in finished) == list(range(12))  # each slot scored once
+    assert {r.outcome for r in finished} <= {TrialOutcome.COMPLETE, TrialOutcome.PRUNED}
+    after = {r.number: r.rung_values for r in records}
+    for number, rungs in before.items():  # what was scored before the kill is kept
+        assert after[number][: len(rungs)] == rungs
+    for number in continuing:  # the promotion cut off ran again, from its saved rung
+        assert len(after[number]) > len(before[number])
+    journal = optuna.storages.journal.JournalFileBackend(str(run / "study.journal"))
+    study = optuna.load_study(study_name="k", storage=optuna.storages.JournalStorage(journal))
+    assert not [t for t in study.trials if t.state is TrialState.RUNNING]
