@@ -24,7 +24,8 @@ Trial user attrs: `slot` (the campaign's logical trial index; per-trial seeds de
 `seed`, `arch_hash`, `choices` (the derivation, path -> value, as a JSON string), and when
 finished `metrics` (the scalar metrics and the tuned hyperparameters, as a JSON string; the
 trajectory only in trials/), `seq` (completion order), `duplicate_of` (trial number reused) or
-`fail_reason`. Runs written before choices and metrics were strings hold them as objects;
+`fail_reason`. A one-objective trial's learning curve is its intermediate values (step: weight
+steps). Runs written before choices and metrics were strings hold them as objects;
 both read the same. Study user attrs: `trials_target` (what `--trials` and `resume --trials`
 asked for) and `rejected_proposals` (proposals turned down over --max-params that were never
 trials; earlier runs stored each as a failed trial, and still read).
@@ -177,6 +178,9 @@ class TrialRecord:
     seq: int | None
     duplicate_of: int | None
     fail_reason: str | None
+    # The study's intermediate values, (weight step, objective) sorted by step: the learning
+    # curve `Campaign` reports for one-objective campaigns; empty when none was reported.
+    curve: tuple[tuple[int, float], ...] = ()
 
     @property
     def outcome(self) -> TrialOutcome:
@@ -198,6 +202,7 @@ class TrialRecord:
             seq=a.get("seq"),
             duplicate_of=a.get("duplicate_of"),
             fail_reason=a.get("fail_reason"),
+            curve=tuple(sorted((int(s), float(v)) for s, v in t.intermediate_values.items())),
         )
 
 
