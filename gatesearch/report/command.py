@@ -32,6 +32,7 @@ from gatesearch.report.plots import (
     plot_best_so_far,
     plot_choices,
     plot_failures,
+    plot_learning_curves,
     plot_pareto,
 )
 
@@ -58,6 +59,7 @@ def write_report(run_dir: Path, top: int = DEFAULT_TOP, out: Path | None = None)
     best_graph = data.graph(rows[0].arch_hash) if rows else None
     plots: dict[str, bytes | None] = {
         "best_so_far": plot_best_so_far(data),
+        "learning_curves": plot_learning_curves(data, ranked[:top]),
         "pareto": plot_pareto(data, ranked),
         "choices": plot_choices(shares),
         "failures": plot_failures(kinds),

@@ -138,6 +138,7 @@ class Page:
     board: BoardView
     retrained: RetrainedView | None
     progress: Figure
+    curves: Figure
     pareto: Figure | None
     choices: Figure
     failures: FailuresView | None
@@ -246,6 +247,7 @@ def render_html(
             + (" Red ticks: failed trials." if counts["failed"] else ""),
             "No completed trial yet.",
         ),
+        curves=_curves(plots.get("learning_curves"), data.labels),
         pareto=_pareto(plots.get("pareto")) if len(data.labels) > 1 else None,
         choices=_choices(plots.get("choices"), shares),
         failures=_failures(kinds, plots.get("failures")),
@@ -317,6 +319,19 @@ def _retrained(rows: list[RetrainedRow]) -> RetrainedView | None:
     ]
     metric = str(rows[0].doc.get("metric_name", "metric"))
     return RetrainedView(metric, [*RETRAINED_HEAD, "hash"], table)
+
+
+def _curves(png: bytes | None, objectives: list[str]) -> Figure:
+    return Figure.of(
+        png,
+        "learning curves",
+        f"Each trial's validation {objectives[0]} at the weight steps it was scored at (the "
+        "study's intermediate values: its validation points, or the rungs it reached under "
+        "a multi-fidelity schedule), grey; the leaderboard's best in colour, named by "
+        "trial number and rank. A dot marks where each curve ends.",
+        "No trial has a learning curve of two points or more: a campaign with one objective "
+        "records one with --proxy-option eval_points=N, or over rungs with --schedule asha.",
+    )
 
 
 def _pareto(png: bytes | None) -> Figure:

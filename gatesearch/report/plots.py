@@ -118,6 +118,76 @@ def plot_best_so_far(data: RunData) -> bytes | None:
     return _png(fig)
 
 
+# Learning curves drawn in colour at most: past ten the colours repeat and the legend
+# outgrows the plot; the page's leaderboard names the rest.
+_CURVES_COLOURED = 10
+
+
+def plot_learning_curves(data: RunData, ranked: list[Ranked]) -> bytes | None:
+    """Every trial's learning curve (its intermediate values: the objective at its weight
+    steps) in grey, the first ten of `ranked` (the leaderboard's top k) in colour; None when
+    no trial has two points or more."""
+    if len(data.labels) != 1:
+        return None  # Optuna keeps one curve per trial, of a campaign's only objective
+    curves = [r.curve for r in data.records if r.curve]
+    if not any(len(c) >= 2 for c in curves):
+        return None
+    top = [x for x in ranked if x.record.curve][:_CURVES_COLOURED]
+    fig = _figure(9, 4.8)
+    ax = fig.add_subplot()
+    _draw_grey_curves(ax, curves)
+    for x, colour in zip(top, _top_colours()):
+        steps, values = zip(*x.record.curve)
+        label = f"trial {x.record.number} (#{x.rank})"
+        ax.plot(steps, values, "o-", color=colour, lw=1.6, ms=3.5, label=label, zorder=3)
+    points = np.array([p for c in curves for p in c], dtype=float)  # (n, 2): step, value
+    lo, hi = points[:, 0].min(), points[:, 0].max()
+    if lo > 0 and hi / lo > 20:
+        ax.set_xscale("log")
+    else:
+        ax.xaxis.set_major_locator(_whole_numbers())
+    _scale_axis(ax, "y", points[:, 1])
+    direction = "lower" if data.signs[0] > 0 else "higher"
+    ax.set_xlabel("weight steps")
+    ax.set_ylabel(f"{data.labels[0]} ({direction} is better)")
+    ax.grid(alpha=0.3)
+    if top:
+        # Outside the axes: curves of the best trials crowd the corner a legend would take.
+        ax.legend(
+            title="trial (rank)",
+            fontsize=8,
+            title_fontsize=8,
+            frameon=False,
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+        )
+    coloured = f"; the top {len(top)} in colour" if top else ""
+    ax.set_title(f"learning curves of {len(curves)} trials{coloured}", fontsize=11, loc="left")
+    return _png(fig)
+
+
+def _draw_grey_curves(ax: Any, curves: list[tuple[tuple[int, float], ...]]) -> None:
+    """All curves as one collection of thin grey lines (hundreds of trials draw as fast as
+    one), each with a dot at its last point: where the trial stopped, shown even for a
+    curve of one point."""
+    from matplotlib.collections import LineCollection
+
+    ax.add_collection(
+        LineCollection([list(c) for c in curves], colors=_GREY, linewidths=0.8, alpha=0.6)
+    )
+    ends = np.array([c[-1] for c in curves], dtype=float)  # (n, 2): step, value
+    ax.scatter(ends[:, 0], ends[:, 1], s=6, color=_GREY, alpha=0.8, zorder=2)
+    ax.autoscale_view()
+
+
+def _top_colours() -> list[Any]:
+    """The accent for the best trial, then the tab10 colours but its red (too near it)."""
+    from matplotlib import colormaps
+
+    tab10 = [colormaps["tab10"](i) for i in range(10)]
+    return [_ACCENT, *(c for i, c in enumerate(tab10) if i != 3)]
+
+
 def _best_value(data: RunData, j: int) -> float | None:
     done = data.completed()
     if not done:
@@ -222,6 +292,12 @@ def plot_choices(shares: ChoiceShares) -> bytes | None:
         fontsize=11,
     )
     return _png(fig)
+
+
+def _whole_numbers() -> Any:
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(integer=True)  # steps are counts: no tick at 2.5
 
 
 def _percent() -> Any:

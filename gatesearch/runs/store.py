@@ -24,7 +24,8 @@ Trial user attrs: `slot` (the campaign's logical trial index; per-trial seeds de
 `seed`, `arch_hash`, `choices` (the derivation, path -> value, as a JSON string), and when
 finished `metrics` (the scalar metrics and the tuned hyperparameters, as a JSON string; the
 trajectory only in trials/), `seq` (completion order), `duplicate_of` (trial number reused) or
-`fail_reason`. Runs written before choices and metrics were strings hold them as objects;
+`fail_reason`. A one-objective trial's learning curve is its intermediate values (step: weight
+steps). Runs written before choices and metrics were strings hold them as objects;
 both read the same. Study user attrs: `trials_target` (what `--trials` and `resume --trials`
 asked for) and `rejected_proposals` (proposals turned down over --max-params that were never
 trials; earlier runs stored each as a failed trial, and still read).
@@ -178,11 +179,16 @@ class TrialRecord:
     seq: int | None
     duplicate_of: int | None
     fail_reason: str | None
-    # Multi-fidelity: the highest rung scored (None without a schedule), the minimised-or-not
-    # objective values at each rung reached, and whether it waits for a promotion.
+    # Multi-fidelity: the highest rung scored (its place among the schedule's rungs; None
+    # without a schedule), the objective values at each rung its bracket reached, and
+    # whether it waits for a promotion.
     rung: int | None = None
     rung_values: tuple[tuple[float, ...], ...] = ()
     paused: bool = False
+    # The study's intermediate values, (step, objective) sorted by step: the learning curve
+    # `Campaign` reports for one-objective campaigns (weight steps of its validation points,
+    # or its rungs' budgets); empty when none was reported.
+    curve: tuple[tuple[int, float], ...] = ()
 
     @property
     def outcome(self) -> TrialOutcome:
@@ -215,6 +221,7 @@ class TrialRecord:
             rung=a.get("rung"),
             rung_values=tuple(tuple(float(v) for v in r) for r in a.get("rung_values", [])),
             paused=bool(a.get("paused", False)),
+            curve=tuple(sorted((int(s), float(v)) for s, v in t.intermediate_values.items())),
         )
 
 

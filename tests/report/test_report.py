@@ -62,6 +62,34 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     return {"single": root / "single", "multi": root / "multi"}
 
 
+# Two mixers at two widths: four architectures, each trained for six steps on a tiny MQAR.
+TINY_SPACE = """\
+task causal
+let width = choice(32, 64)
+model := embed stack rmsnorm head
+stack := repeat(block, 1..1)
+block := residual(rmsnorm mixer)
+mixer := gru | lstm
+"""
+TINY_MQAR = {"vocab": 16, "length": 16, "pairs": 2, "n_valid": 32, "n_test": 32}
+CURVE_STEPS = (2, 4, 6)  # 3 validation points over 6 steps
+
+
+@pytest.fixture(scope="module")
+def curved(tmp_path_factory) -> Path:
+    """A one-objective campaign that trains, with 3 validation points a trial: the study
+    holds each trial's learning curve."""
+    root = tmp_path_factory.mktemp("curved")
+    space = root / "tiny.space"
+    space.write_text(TINY_SPACE)
+    params = [a for k, v in TINY_MQAR.items() for a in ("--task-param", f"{k}={v}")]
+    proxy = ("--proxy-option", "eval_points=3", "--proxy-option", "batch_size=4")
+    args = ("--task", "mqar", *params, "--space", space, "--budget", "6steps", *proxy)
+    common = ("--trials", 6, "--workers", 2, "--strategy", "random", "--runs-dir", root)
+    assert cli("run", *args, *common, "--name", "curved") == 0
+    return root / "curved"
+
+
 def copy_run(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("report"))
     return dst
@@ -178,6 +206,9 @@ def test_single_objective_report(runs):
     positions = [text.index(x.record.arch_hash) for x in ranked[:5]]
     assert positions == sorted(positions)
     assert "Leaderboard" in text and "Best architecture" in text and "Failures" in text
+    # A null task trains nothing: no learning curve, and the page says how to get one.
+    assert not (folder / "learning_curves.png").exists()
+    assert '<h2>Learning curves</h2><p class="note">No trial has a learning curve' in text
     g = read_graph(run / "graphs" / f"{best.arch_hash}.parquet")
     assert "embed" in text and g.nodes["input"]["params"]["d_model"] > 0
     with open(folder / "trials.csv") as f:
@@ -195,12 +226,35 @@ def test_multi_objective_report_draws_the_front(runs):
     check_page(folder)
     text = (folder / "index.html").read_text()
     assert "Pareto front" in text and "No failed trials." in text
+    assert not (folder / "learning_curves.png").exists()  # several objectives: no curve
+    assert "No trial has a learning curve" in text and "eval_points=N" in text
     front = front_numbers(run)
     ranked = rank_trials(load_run(run))
     assert {x.record.number for x in ranked if x.level == 1} == front
     # Front trials rank first, and the terminal shows their level.
     assert [x.level for x in ranked[: len(front)]] == [1] * len(front)
     assert "front" in result.stdout
+
+
+def test_learning_curves_are_drawn_from_the_studys_intermediate_values(curved):
+    result = report_subprocess(curved, "--top", 3)
+    assert result.returncode == 0, result.stderr
+    folder = curved / "report"
+    check_png(folder / "learning_curves.png")
+    check_page(folder)  # the PNG is embedded in the page, byte for byte
+    text = (folder / "index.html").read_text()
+    section = text[text.index("<h2>Learning curves</h2>") :].split("</section>")[0]
+    assert '<figure><img alt="learning curves" src="data:image/png;base64,' in section
+    assert "<figcaption>Each trial&#x27;s validation metric (accuracy)" in section
+    assert "No trial has a learning curve" not in text
+    # What was drawn: every trained trial's curve, read back from the study in step order.
+    data = load_run(curved)
+    trained = [r for r in data.completed() if r.duplicate_of is None]
+    assert len(trained) >= 2
+    for r in trained:
+        assert [step for step, _ in r.curve] == list(CURVE_STEPS)
+        assert r.curve[-1][1] == pytest.approx(r.values[0])  # ends at the trial's score
+    assert all(r.curve == () for r in data.records if r.duplicate_of is not None)
 
 
 @pytest.mark.parametrize("n,d", [(200, 2), (150, 3)], ids=["N200-D2", "N150-D3"])

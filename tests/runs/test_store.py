@@ -74,6 +74,21 @@ def test_trials_round_trip_through_the_journal(tmp_path):
     assert c.state is TrialState.RUNNING
 
 
+def test_a_trials_curve_reads_back_in_step_order(tmp_path):
+    """Reported in any order (a resumed rung may come after a later one), read by step; a
+    trial with none reads as an empty curve."""
+    with make(tmp_path) as store:
+        tid, _ = store.start_trial(0, 11, "abc", {}, None)
+        store.report_curve(tid, [(40, 1.25), (10, 2.5), (20, 1.75)])
+        store.complete_trial(tid, [1.25], {"loss": 1.25}, seq=0)
+        tid2, _ = store.start_trial(1, 12, "def", {}, None)
+        store.complete_trial(tid2, [2.0], {"loss": 2.0}, seq=1)
+    with RunStore.open(tmp_path / "r", writer=False) as store:
+        a, b = store.records()
+    assert a.curve == ((10, 2.5), (20, 1.75), (40, 1.25))
+    assert b.curve == ()
+
+
 def test_runs_stored_with_unpacked_attrs_still_read(tmp_path):
     """Choices and metrics are stored as JSON strings now; a run whose trials hold them as
     dicts (stored before) reads the same, and can be resumed."""
