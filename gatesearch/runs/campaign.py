@@ -144,6 +144,7 @@ class _InFlight:
     bracket: int = 0
     rung: int | None = None  # the rung it trains to; None without a schedule
     rung_values: list[list[float]] = field(default_factory=list)  # scored so far, by rung
+    cpu_seconds: float = 0.0  # of its stints so far (multi-fidelity)
 
 
 @dataclass
@@ -262,6 +263,7 @@ class Campaign:
             arch = Architecture.from_derivation(replay(self.grammar, r.choices, self.causal))
             item = _InFlight(r.slot, r.seed, r.trial_id, r.number, arch, b, rung)
             item.rung_values = [list(v) for v in r.rung_values]
+            item.cpu_seconds = float(r.metrics.get("cpu_seconds_total") or 0.0)
             self.paused[r.number] = item
             if r.outcome is TrialOutcome.CONTINUING:  # its state is the rung's it left from
                 self.repromote.append(Promotion(r.number, b, rung + 1))
