@@ -198,3 +198,36 @@ def test_sigkill_during_a_promotion_then_resume_loses_nothing(tmp_path, ray_loca
     journal = optuna.storages.journal.JournalFileBackend(str(run / "study.journal"))
     study = optuna.load_study(study_name="k", storage=optuna.storages.JournalStorage(journal))
     assert not [t for t in study.trials if t.state is TrialState.RUNNING]
+
+
+def test_hyperband_brackets_start_higher_and_rank_with_the_rest(tmp_path):
+    """Bracket s of Hyperband starts at the s-th rung: slots are dealt to brackets in turn,
+    each bracket promotes within itself, and the stored rung is the schedule's (so trials of
+    different brackets compare)."""
+    store = run_campaign(
+        tmp_path, task="null", budget="9steps", trials=18, workers=2, strategy="random",
+        schedule="hyperband", min_budget="1steps",
+    )  # fmt: skip
+    records = store.records()
+    assert {r.outcome for r in records} <= {TrialOutcome.COMPLETE, TrialOutcome.PRUNED}
+    for r in records:
+        bracket = r.slot % 3
+        first = r.rung - len(r.rung_values) + 1
+        assert first == bracket, (r.number, r.rung, r.rung_values)
+        steps = sorted(store.study.trials[r.number].intermediate_values)
+        assert steps == list(RUNGS[first : r.rung + 1])
+    assert all(r.outcome is TrialOutcome.COMPLETE for r in records if r.slot % 3 == 2)
+    assert no_states_left(store)
+
+
+def test_several_objectives_promote_by_pareto_level(tmp_path):
+    store = run_campaign(
+        tmp_path, task="null", budget="9steps", trials=12, workers=1, strategy="random",
+        objectives="loss,params", **ASHA,
+    )  # fmt: skip
+    records = store.records()
+    promoted = [r for r in records if len(r.rung_values) > 1]
+    assert promoted and no_states_left(store)
+    # Optuna keeps no curve for several objectives; the rungs' values are still stored.
+    assert all(not t.intermediate_values for t in store.study.trials)
+    assert all(len(v) == 2 for r in records for v in r.rung_values)
