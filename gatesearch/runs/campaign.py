@@ -223,7 +223,8 @@ class Campaign:
     def _rebuild(self, records: list[TrialRecord]) -> None:
         # Finished slots and the proposals turned down over --max-params, in completion order.
         finished = [r for r in records if r.outcome.finished or r.outcome is TrialOutcome.REJECTED]
-        finished.sort(key=lambda r: (r.seq if r.seq is not None else -1, r.number))
+        # In the order slots finished: a staged trial's first rung, as its strategy saw it.
+        finished.sort(key=_finish_order)
         done_slots = set()
         for r in finished:
             if r.outcome is TrialOutcome.REJECTED:
@@ -595,16 +596,17 @@ class Campaign:
             compact = compact_metrics(metrics)
             self.store.complete_trial(item.trial_id, list(values), compact, seq, duplicate_of)
         choices = item.arch.derivation.choices
-        rung = item.rung or 0
+        # The schedule's rung (Hyperband's brackets start higher), as stored and rebuilt.
+        rung = 0 if self.rungs is None else self.rungs.overall(item.bracket, item.rung or 0)
         self.strategy.tell(Observation(item.slot, choices, values, item.arch.derivation, rung))
         self._count(
             item.number,
             values,
             duplicate_of is not None,
             item.arch.hash,
-            item.rung,
+            rung,
             item.arch.graph,
-            slot_done=not rung,  # a promotion's result finishes no slot
+            slot_done=not item.rung,  # a promotion's result finishes no slot
         )
 
     def _stint_doc(self, item: _InFlight) -> dict[str, Any]:
@@ -662,6 +664,11 @@ class Campaign:
         self.stats.running = len(self.inflight) + sum(len(w) for w in self.waiting.values())
         if self.display is not None:
             self.display.update(self.stats)
+
+
+def _finish_order(r: TrialRecord) -> tuple[int, int]:
+    seq = r.seq0 if r.seq0 is not None else r.seq
+    return (seq if seq is not None else -1, r.number)
 
 
 class _DeferredInterrupt:

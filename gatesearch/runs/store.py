@@ -185,6 +185,7 @@ class TrialRecord:
     rung: int | None = None
     rung_values: tuple[tuple[float, ...], ...] = ()
     paused: bool = False
+    seq0: int | None = None  # the order its slot finished (its first rung's result)
     # The study's intermediate values, (step, objective) sorted by step: the learning curve
     # `Campaign` reports for one-objective campaigns (weight steps of its validation points,
     # or its rungs' budgets); empty when none was reported.
@@ -221,6 +222,7 @@ class TrialRecord:
             rung=a.get("rung"),
             rung_values=tuple(tuple(float(v) for v in r) for r in a.get("rung_values", [])),
             paused=bool(a.get("paused", False)),
+            seq0=a.get("seq0"),
             curve=tuple(sorted((int(s), float(v)) for s, v in t.intermediate_values.items())),
         )
 
@@ -471,11 +473,15 @@ class RunStore:
         metrics: dict[str, Any],
         seq: int | None,
     ) -> None:
-        """A trial scored at `rung` (below the top): it waits, RUNNING, for a promotion."""
+        """A trial scored at `rung` (below the top): it waits, RUNNING, for a promotion. `seq`
+        orders results; the first rung's is kept as `seq0` too, the order in which slots
+        finished, which a resumed strategy replays (later rungs overwrite `seq`)."""
         self.storage.set_trial_user_attr(trial_id, "rung_values", rung_values)
         self.storage.set_trial_user_attr(trial_id, "metrics", _pack(metrics))
         if seq is not None:
             self.storage.set_trial_user_attr(trial_id, "seq", seq)
+            if len(rung_values) == 1:
+                self.storage.set_trial_user_attr(trial_id, "seq0", seq)
         self.storage.set_trial_user_attr(trial_id, "rung", rung)
         self.storage.set_trial_user_attr(trial_id, "paused", True)
 

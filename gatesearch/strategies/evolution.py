@@ -74,6 +74,7 @@ class RegularizedEvolution(Strategy):
         )
         self.sign = -1.0 if self.directions[0] == "maximize" else 1.0
         self.seen: set[str] = set()  # hashes of the architectures trials have evaluated
+        self.joined: set[int] = set()  # slots that ever entered the population
 
     def ask(self, slot: int, seed: int, study: optuna.Study) -> Proposal:
         rng = random.Random(seed)
@@ -112,9 +113,11 @@ class RegularizedEvolution(Strategy):
         self.seen.add(_hash(derivation))
         if obs.values is None:
             return  # a failed trial never enters the population
-        if obs.rung > 0:  # a promoted member's new score, if it has not aged out
+        if obs.slot in self.joined:  # a promoted member's new score, unless it aged out
             for i, (slot, d, _, _) in enumerate(self.population):
                 if slot == obs.slot:
                     self.population[i] = (slot, d, obs.rung, obs.values[0])
             return
-        self.population.append((obs.slot, derivation, 0, obs.values[0]))
+        # New — or, rebuilt on resume, told once at the highest rung it reached by then.
+        self.joined.add(obs.slot)
+        self.population.append((obs.slot, derivation, obs.rung, obs.values[0]))

@@ -231,3 +231,80 @@ def test_several_objectives_promote_by_pareto_level(tmp_path):
     # Optuna keeps no curve for several objectives; the rungs' values are still stored.
     assert all(not t.intermediate_values for t in store.study.trials)
     assert all(len(v) == 2 for r in records for v in r.rung_values)
+
+
+def test_ctrl_c_during_a_promotion_keeps_it_waiting_and_resume_finishes(tmp_path, ray_local):
+    """SIGINT while a promoted trial trains: the trial goes back to waiting at its rung with
+    its saved state (not failed, not re-run from scratch); resume completes the campaign."""
+    runs, run = tmp_path / "runs", tmp_path / "runs" / "i"
+    cmd = [sys.executable, "-m", "gatesearch.cli.app", "run", "--address", ray_local,
+           "--task", "null", "--budget", "2.7s", "--schedule", "asha", "--min-budget", "0.3s",
+           "--trials", "12", "--workers", "2", "--runs-dir", runs, "--name", "i"]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (run / "study.journal").exists():
+            with RunStore.open(run, writer=False) as store:
+                if any(r.outcome is TrialOutcome.CONTINUING for r in store.records()):
+                    break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the driver ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    with RunStore.open(run, writer=False) as store:
+        records = store.records()
+    held = [r for r in records if r.outcome is TrialOutcome.PAUSED and r.rung is not None]
+    assert held and not any(r.outcome is TrialOutcome.CONTINUING for r in records)
+    assert all((run / STATES / str(r.number)).is_dir() for r in held)
+    assert cli("resume", run) == 0
+    with RunStore.open(run, writer=False) as store:
+        after = store.records()
+        assert no_states_left(store)
+    finished = [r for r in after if r.outcome.finished]
+    assert sorted(r.slot for r in finished) == list(range(12))
+    assert {r.outcome for r in finished} <= {TrialOutcome.COMPLETE, TrialOutcome.PRUNED}
+
+
+def test_with_one_worker_a_killed_and_resumed_asha_campaign_repeats_an_uninterrupted_one(
+    tmp_path, ray_local
+):
+    preset = tmp_path / "evo.toml"
+    preset.write_text('strategy = "evolution"\n[options]\npopulation = 4\nsample_size = 2\n')
+    common = ["--task", "null", "--budget", "0.9s", "--schedule", "asha", "--min-budget",
+              "0.1s", "--trials", "12", "--workers", "1", "--strategy", preset,
+              "--runs-dir", tmp_path / "runs", "--seed", "7"]  # fmt: skip
+    assert cli("run", *common, "--name", "whole") == 0
+    run = tmp_path / "runs" / "cut"
+    cmd = [sys.executable, "-m", "gatesearch.cli.app", "run", "--address", ray_local,
+           *map(str, common), "--name", "cut"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 90
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (run / "study.journal").exists():
+                with RunStore.open(run, writer=False) as store:
+                    if sum(len(r.rung_values) for r in store.records()) >= 8:
+                        break
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    with RunStore.open(run, writer=False) as store:
+        left = [r for r in store.records() if r.outcome is not TrialOutcome.COMPLETE]
+    assert any(r.outcome is not TrialOutcome.PRUNED for r in left), "killed too late"
+    assert cli("resume", run) == 0
+
+    def rungs(name: str) -> dict[int, tuple]:
+        with RunStore.open(tmp_path / "runs" / name, writer=False) as store:
+            return {
+                r.slot: (r.arch_hash, r.rung_values) for r in store.records() if r.outcome.finished
+            }
+
+    assert rungs("cut") == rungs("whole")
