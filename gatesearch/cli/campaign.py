@@ -230,6 +230,11 @@ def status(
             f"  {info['rejected']} proposals over --max-params {info['max_params']:,} "
             "turned down untrained"
         )
+    if info["repeated"]:
+        out.print(
+            f"  {info['repeated']} proposals repeated an evaluated architecture and were asked "
+            "again (no trial of the --trials count)"
+        )
     if "rungs" in info:
         reached = " · ".join(f"{b} {n}" for b, n in zip(info["rungs"], info["reached"]))
         out.print(

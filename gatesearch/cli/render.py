@@ -67,6 +67,8 @@ class Display:
         text.append(f" · {s.duplicates} dup")
         if s.rejected:
             text.append(f" · {s.rejected} over --max-params")
+        if s.repeated:
+            text.append(f" · {s.repeated} repeats asked again")
         if s.promoted:
             text.append(f" · {s.promoted} promoted")
         text.append(f" · {clock(s.elapsed)} elapsed · ETA {clock(s.eta)}")

@@ -175,10 +175,14 @@ def load_run(root: Path) -> RunData:
             time.sleep(_JOURNAL_WAIT_S)
     try:
         records = store.records()
-        # Proposals over --max-params were never trained: counted, not analysed (most are
-        # a count only; those an Optuna sampler proposed are failed trials).
-        kept = [r for r in records if r.outcome is not TrialOutcome.REJECTED]
-        rejected = store.rejected_untracked + len(records) - len(kept)
+        # Proposals over --max-params, and repeats of an evaluated architecture, were never
+        # trained: counted, not analysed (most are a count only; those an Optuna sampler
+        # proposed are failed trials).
+        untrained = (TrialOutcome.REJECTED, TrialOutcome.REPEATED)
+        kept = [r for r in records if r.outcome not in untrained]
+        rejected = store.rejected_untracked + sum(
+            r.outcome is TrialOutcome.REJECTED for r in records
+        )
         return RunData(root, store.config, store.target, kept, rejected=rejected)
     finally:
         store.close()  # a reader holds no lock; this only drops the storage handle

@@ -41,7 +41,12 @@ from gatesearch.evaluate import (
 from gatesearch.grammar import Grammar, replay
 from gatesearch.proxy.stint import Stint
 from gatesearch.runs.dispatch import Dispatcher, EventKind
-from gatesearch.runs.outcomes import TrialOutcome, interrupted_reason, rejected_reason
+from gatesearch.runs.outcomes import (
+    TrialOutcome,
+    interrupted_reason,
+    rejected_reason,
+    repeated_reason,
+)
 from gatesearch.runs.promotion import Promotion, Rungs
 from gatesearch.runs.ranking import count_finished
 from gatesearch.runs.request import CampaignError, trial_seed
@@ -61,6 +66,11 @@ from gatesearch.tasks import TaskSpec
 # times in a row before the campaign gives up on the limit.
 MAX_REJECTS = 2000
 REJECTED_SLOT = -1
+# A proposal of an architecture already evaluated is set aside and the strategy asked again,
+# up to this many times for one slot; then the repeat is taken as a duplicate trial (a space,
+# or a parameter limit, with few architectures left).
+MAX_REPEATS = 20
+REPEATED_SLOT = -2
 _REJECT_STREAM = 1000  # seed stream of the re-asks (0: the proposal, 1: the training)
 
 
@@ -154,6 +164,7 @@ class Stats:
     failed: int = 0
     duplicates: int = 0
     rejected: int = 0  # proposals over --max-params (not counted in done)
+    repeated: int = 0  # proposals of an evaluated architecture, asked again (not in done)
     promoted: int = 0  # promotions to a higher rung started (multi-fidelity)
     running: int = 0
     best: tuple[float, ...] | None = None
@@ -213,6 +224,8 @@ class Campaign:
         self.best_rung = -1
         self.rejected_untracked = self.rejected_saved = store.rejected_untracked
         self.stats.rejected = self.rejected_untracked
+        self.repeated_untracked = self.repeated_saved = store.repeated_untracked
+        self.stats.repeated = self.repeated_untracked
         self._rebuild(store.records())
 
     @property
@@ -230,6 +243,9 @@ class Campaign:
             if r.outcome is TrialOutcome.REJECTED:
                 self.strategy.tell(Observation(r.slot, r.choices, None))
                 self.stats.rejected += 1
+                continue
+            if r.outcome is TrialOutcome.REPEATED:
+                self.stats.repeated += 1
                 continue
             done_slots.add(r.slot)
             values = r.scored if r.outcome is not TrialOutcome.FAILED else None
@@ -360,26 +376,7 @@ class Campaign:
             self.next_slot += 1
             seeds = self.config.seed_archs
             fixed = seeds[slot]["choices"] if slot < len(seeds) else None
-        seed = trial_seed(self.config.seed, slot)
-        study = self.store.study
-        for attempt in range(MAX_REJECTS + 1):
-            if fixed is not None:
-                proposal = self.strategy.ask_fixed(slot, seed, study, fixed)
-            else:
-                proposal = self.strategy.ask(slot, seed, study)
-            arch = Architecture.from_derivation(proposal.derivation)
-            # Requeued and seeded trials run as given: the limit applies to proposals.
-            over = None if fixed is not None else self._over_limit(arch)
-            if over is None:
-                break
-            self._reject(arch, proposal, seed, over)
-            seed = trial_seed(self.config.seed, slot, _REJECT_STREAM + attempt)
-        else:
-            self._abandon(interrupted_reason("no proposal fits --max-params"))
-            raise CampaignError(
-                f"{MAX_REJECTS} proposals in a row are over --max-params {self.max_params:,}: "
-                "raise the limit or narrow the space"
-            )
+        proposal, arch, seed = self._propose(slot, fixed)
         choices = dict(proposal.derivation.choices)
         self._save_rejected()
         trial_id, number = self.store.start_trial(slot, seed, arch.hash, choices, proposal.trial)
@@ -432,6 +429,54 @@ class Campaign:
         self._submit(item)
         self._show()
 
+    def _propose(self, slot: int, fixed: dict[str, Any] | None) -> tuple[Any, Architecture, int]:
+        """The slot's proposal, its architecture and seed. A proposal over --max-params is
+        turned down, and one whose architecture was already evaluated (or is in flight) is
+        set aside as a repeat, up to MAX_REPEATS times a slot: the strategy is asked again
+        with a fresh seed, so a repeat takes no trial of the --trials count."""
+        seed = trial_seed(self.config.seed, slot)
+        study = self.store.study
+        repeats = 0
+        for attempt in range(MAX_REJECTS + 1):
+            if fixed is not None:
+                proposal = self.strategy.ask_fixed(slot, seed, study, fixed)
+            else:
+                proposal = self.strategy.ask(slot, seed, study)
+            arch = Architecture.from_derivation(proposal.derivation)
+            # Requeued and seeded trials run as given: the limit applies to proposals.
+            over = None if fixed is not None else self._over_limit(arch)
+            if over is not None:
+                self._reject(arch, proposal, seed, over)
+            elif fixed is None and repeats < MAX_REPEATS and self._evaluated(arch.hash):
+                repeats += 1
+                self._repeat(arch, proposal, seed)
+            else:
+                return proposal, arch, seed
+            seed = trial_seed(self.config.seed, slot, _REJECT_STREAM + attempt)
+        self._abandon(interrupted_reason("no proposal fits --max-params"))
+        raise CampaignError(
+            f"{MAX_REJECTS} proposals in a row are over --max-params {self.max_params:,}: "
+            "raise the limit or narrow the space"
+        )
+
+    def _evaluated(self, arch_hash: str) -> bool:
+        return arch_hash in self.results or arch_hash in self.original
+
+    def _repeat(self, arch: Architecture, proposal: Any, seed: int) -> None:
+        """Set aside a proposal of an architecture already evaluated: counted, not a trial.
+        An Optuna sampler's proposal is already a trial of its study: it is failed as a
+        repeat (outside every slot, without its choices), as a turned-down one is."""
+        if proposal.trial is not None:
+            trial_id, _ = self.store.start_trial(
+                REPEATED_SLOT, seed, arch.hash, None, proposal.trial
+            )
+            number = self.results[arch.hash][0] if arch.hash in self.results else None
+            self.store.fail_trial(trial_id, repeated_reason(number), self.seq, None)
+            self.seq += 1
+        else:
+            self.repeated_untracked += 1
+        self.stats.repeated += 1
+
     def _over_limit(self, arch: Architecture) -> int | None:
         """The model's parameter count when it exceeds --max-params, else None."""
         if self.max_params is None or arch.hash in self.results:
@@ -467,6 +512,9 @@ class Campaign:
         if self.rejected_untracked != self.rejected_saved:
             self.store.set_rejected_untracked(self.rejected_untracked)
             self.rejected_saved = self.rejected_untracked
+        if self.repeated_untracked != self.repeated_saved:
+            self.store.set_repeated_untracked(self.repeated_untracked)
+            self.repeated_saved = self.repeated_untracked
 
     def _collect(self) -> None:
         assert self.dispatch is not None  # collected from `run`

@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 # The reasons' prefixes, as stored in the `fail_reason` of existing runs.
 INTERRUPTED = "interrupted"
 OVER_LIMIT = "over the parameter limit"
+REPEATED = "repeated"
 
 
 class TrialOutcome(Enum):
@@ -30,6 +31,7 @@ class TrialOutcome(Enum):
     FAILED = "failed"  # its training failed: a finished slot with no values
     INTERRUPTED = "interrupted"  # its driver stopped it: the slot runs again
     REJECTED = "rejected"  # over --max-params: never trained, takes no slot
+    REPEATED = "repeated"  # an Optuna proposal of an evaluated architecture: no slot
     PAUSED = "paused"  # scored at a rung below the top; may be promoted
     CONTINUING = "continuing"  # promoted: training on toward a higher rung
     PRUNED = "pruned"  # scored below the top rung and never to be promoted
@@ -64,6 +66,8 @@ def classify(
             return TrialOutcome.INTERRUPTED
         if reason.startswith(OVER_LIMIT):
             return TrialOutcome.REJECTED
+        if reason.startswith(REPEATED):
+            return TrialOutcome.REPEATED
         return TrialOutcome.FAILED
     if rung is not None:  # RUNNING with a rung's score: between stints, or on the next one
         return TrialOutcome.PAUSED if paused else TrialOutcome.CONTINUING
@@ -76,3 +80,8 @@ def interrupted_reason(why: str) -> str:
 
 def rejected_reason(params: int, limit: int) -> str:
     return f"{OVER_LIMIT}: {params:,} parameters > --max-params {limit:,}"
+
+
+def repeated_reason(original: int | None) -> str:
+    of = f"trial {original}" if original is not None else "a trial in flight"
+    return f"{REPEATED}: the architecture of {of}; asked again"

@@ -171,6 +171,8 @@ def summary(store: RunStore) -> dict[str, Any]:
         # Optuna samplers' proposals over the limit are stored as trials; the others counted.
         "rejected": store.rejected_untracked + outcomes[TrialOutcome.REJECTED],
         "max_params": config.max_params,
+        # Proposals of an architecture already evaluated, asked again (no trial slot).
+        "repeated": store.repeated_untracked + outcomes[TrialOutcome.REPEATED],
         "running": outcomes[TrialOutcome.RUNNING] + outcomes[TrialOutcome.CONTINUING],
         **(_rungs_summary(config, records, outcomes) if config.schedule.staged else {}),
         "duplicates": sum(1 for r in records if r.duplicate_of is not None),

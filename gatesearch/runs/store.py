@@ -70,6 +70,7 @@ LOCK = "driver.lock"
 TARGET_ATTR = "trials_target"
 # Proposals over --max-params that were never trials (see Campaign._reject): a count only.
 REJECTED_ATTR = "rejected_proposals"
+REPEATED_ATTR = "repeated_proposals"
 
 
 class StoreError(GatesearchError):
@@ -404,6 +405,15 @@ class RunStore:
 
     def set_rejected_untracked(self, n: int) -> None:
         self.storage.set_study_user_attr(self.study_id, REJECTED_ATTR, n)
+
+    @property
+    def repeated_untracked(self) -> int:
+        """Proposals of an evaluated architecture set aside without a trial of their own."""
+        attrs = self.storage.get_study_user_attrs(self.study_id)
+        return int(attrs.get(REPEATED_ATTR, 0))
+
+    def set_repeated_untracked(self, n: int) -> None:
+        self.storage.set_study_user_attr(self.study_id, REPEATED_ATTR, n)
 
     # ---- trials
     def records(self) -> list[TrialRecord]:

@@ -12,6 +12,7 @@ from optuna.trial import TrialState
 
 from gatesearch.budget import Budget, BudgetError, BudgetUnit, parse_budget
 from gatesearch.runs.campaign import Campaign, open_for_resume
+from gatesearch.runs.outcomes import TrialOutcome
 from gatesearch.runs.ranking import summary
 from gatesearch.runs.request import (
     CampaignError,
@@ -72,6 +73,34 @@ def test_duplicates_reuse_the_stored_result(tmp_path):
         assert d.arch_hash == by_number[d.duplicate_of].arch_hash
     assert len(list((store.root / "graphs").glob("*.parquet"))) == 2
     assert summary(store)["duplicates"] == 10
+
+
+SMALL_SPACE = """\
+task causal
+let width = choice(64)
+model := embed stack rmsnorm head
+stack := repeat(block, 1..2)
+block := residual(rmsnorm mixer)
+mixer := gru | lstm | mingru
+"""
+
+
+@pytest.mark.parametrize("strategy", ["random", "tpe"])
+def test_repeated_proposals_are_asked_again_and_take_no_trial(tmp_path, strategy):
+    """Twelve architectures, six trials: a strategy repeats itself often in so small a space,
+    and each repeat is set aside for a fresh proposal instead of spending a trial."""
+    space = tmp_path / "small.space"
+    space.write_text(SMALL_SPACE)
+    store = run_campaign(tmp_path, task="null", space=space, trials=6, strategy=strategy)
+    records = store.records()
+    trials = [r for r in records if r.slot >= 0]
+    assert len(trials) == 6 and all(r.duplicate_of is None for r in trials)
+    assert len({r.arch_hash for r in trials}) == 6
+    info = summary(store)
+    assert info["finished"] == 6 and info["duplicates"] == 0 and info["repeated"] > 0
+    if strategy == "tpe":  # its repeats are failed trials of its study, outside every slot
+        repeats = [r for r in records if r.slot < 0]
+        assert repeats and all(r.outcome is TrialOutcome.REPEATED for r in repeats)
 
 
 TINY_MQAR = {"vocab": 16, "length": 16, "pairs": 2, "n_valid": 32, "n_test": 32}
@@ -186,7 +215,8 @@ def test_max_params_turns_larger_models_down_untrained_and_keeps_the_rest(tmp_pa
     assert store.config.to_dict()["max_params"] == limit
     records = store.records()
     trained = [r for r in records if r.slot >= 0]
-    rejected = [r for r in records if r.slot < 0]
+    # (An Optuna sampler's repeats of the GRU block are trials outside every slot too.)
+    rejected = [r for r in records if r.outcome is TrialOutcome.REJECTED]
     # Turned-down proposals take no slot: all six slots trained the GRU block.
     assert sorted(r.slot for r in trained) == list(range(6))
     for r in trained:
