@@ -235,7 +235,8 @@ class Campaign:
     # ---- rebuilding from the store
     def _rebuild(self, records: list[TrialRecord]) -> None:
         # Finished slots and the proposals turned down over --max-params, in completion order.
-        finished = [r for r in records if r.outcome.finished or r.outcome is TrialOutcome.REJECTED]
+        untrained = (TrialOutcome.REJECTED, TrialOutcome.REPEATED)
+        finished = [r for r in records if r.outcome.finished or r.outcome in untrained]
         # In the order slots finished: a staged trial's first rung, as its strategy saw it.
         finished.sort(key=_finish_order)
         done_slots = set()

@@ -101,6 +101,9 @@ def test_repeated_proposals_are_asked_again_and_take_no_trial(tmp_path, strategy
     if strategy == "tpe":  # its repeats are failed trials of its study, outside every slot
         repeats = [r for r in records if r.slot < 0]
         assert repeats and all(r.outcome is TrialOutcome.REPEATED for r in repeats)
+    store.close()
+    with open_for_resume(store.root, 1, None) as resumed:  # counted on from the stored count
+        assert Campaign(resumed).stats.repeated == info["repeated"]
 
 
 TINY_MQAR = {"vocab": 16, "length": 16, "pairs": 2, "n_valid": 32, "n_test": 32}

@@ -238,7 +238,7 @@ def test_ctrl_c_during_a_promotion_keeps_it_waiting_and_resume_finishes(tmp_path
     its saved state (not failed, not re-run from scratch); resume completes the campaign."""
     runs, run = tmp_path / "runs", tmp_path / "runs" / "i"
     cmd = [sys.executable, "-m", "gatesearch.cli.app", "run", "--address", ray_local,
-           "--task", "null", "--budget", "2.7s", "--schedule", "asha", "--min-budget", "0.3s",
+           "--task", "null", "--budget", "0.9s", "--schedule", "asha", "--min-budget", "0.1s",
            "--trials", "12", "--workers", "2", "--runs-dir", runs, "--name", "i"]  # fmt: skip
     proc = subprocess.Popen(
         cmd,
