@@ -571,6 +571,10 @@ class Campaign:
         """A stint's result: the trial waits at its rung, completes at the top, or failed."""
         assert self.rungs is not None and item.rung is not None
         top = self.rungs.is_top(item.bracket, item.rung)
+        # What the trial cost over all its stints, for `status` and benchmarks.
+        item.cpu_seconds += float(metrics.get("cpu_seconds") or 0.0)
+        if metrics:
+            metrics = {**metrics, "cpu_seconds_total": item.cpu_seconds}
         if values is not None:
             self.rungs.report(item.number, item.bracket, item.rung, values)
         if values is None or top:

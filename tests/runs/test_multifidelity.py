@@ -108,6 +108,10 @@ def test_a_promoted_trial_trains_on_and_costs_exactly_its_rung(tmp_path):
     for r in records:
         if r.duplicate_of is None:  # weight steps = the rung's budget: continued, not redone
             assert r.metrics["steps"] == (3, 9, 27)[len(r.rung_values) - 1], r.number
+            # CPU over every stint, the last stint's within it.
+            assert r.metrics["cpu_seconds_total"] >= r.metrics["cpu_seconds"] > 0
+            if len(r.rung_values) > 1:
+                assert r.metrics["cpu_seconds_total"] > r.metrics["cpu_seconds"]
     assert no_states_left(store)
 
 
