@@ -237,9 +237,10 @@ def status(
         )
     if "rungs" in info:
         reached = " · ".join(f"{b} {n}" for b, n in zip(info["rungs"], info["reached"]))
+        peak = info["states_peak_bytes"] / 2**20
         out.print(
             f"  rungs reached: {reached}; {info['paused']} waiting for a promotion, "
-            f"{info['pruned']} pruned",
+            f"{info['pruned']} pruned; saved states took at most {peak:.1f} MiB",
             markup=False,
         )
     for reason, n in info["failure_reasons"].items():

@@ -222,6 +222,7 @@ class Campaign:
         self.paused: dict[int, _InFlight] = {}
         self.repromote: list[Promotion] = []
         self.best_rung = -1
+        self.states_peak = store.states_peak if self.staged else 0
         self.rejected_untracked = self.rejected_saved = store.rejected_untracked
         self.stats.rejected = self.rejected_untracked
         self.repeated_untracked = self.repeated_saved = store.repeated_untracked
@@ -582,8 +583,17 @@ class Campaign:
             self.store.remove_state(item.number)
         else:
             self.paused[item.number] = item
+            self._measure_states()
         self._record(item, values, metrics, reason, None)
         self._prune_hopeless()
+
+    def _measure_states(self) -> None:
+        """Keep the peak of the saved states' size (what the disk must hold), stored when it
+        grows: a new state is the only thing that grows it."""
+        size = self.store.states_bytes()
+        if size > self.states_peak:
+            self.states_peak = size
+            self.store.set_states_peak(size)
 
     def _prune_hopeless(self) -> None:
         """Waiting trials that can never be promoted now end, PRUNED; their states go."""

@@ -174,7 +174,7 @@ def summary(store: RunStore) -> dict[str, Any]:
         # Proposals of an architecture already evaluated, asked again (no trial slot).
         "repeated": store.repeated_untracked + outcomes[TrialOutcome.REPEATED],
         "running": outcomes[TrialOutcome.RUNNING] + outcomes[TrialOutcome.CONTINUING],
-        **(_rungs_summary(config, records, outcomes) if config.schedule.staged else {}),
+        **(_rungs_summary(store, records, outcomes) if config.schedule.staged else {}),
         "duplicates": sum(1 for r in records if r.duplicate_of is not None),
         "failure_reasons": dict(failures.most_common()),
         "best": board[0] if board else None,
@@ -183,10 +183,11 @@ def summary(store: RunStore) -> dict[str, Any]:
 
 
 def _rungs_summary(
-    config: Any, records: list[TrialRecord], outcomes: Counter[TrialOutcome]
+    store: RunStore, records: list[TrialRecord], outcomes: Counter[TrialOutcome]
 ) -> dict[str, Any]:
     """Under a multi-fidelity schedule: the rungs, how many trials reached each (duplicates
     aside), how many wait for a promotion and how many were pruned."""
+    config = store.config
     rungs = config.schedule.rungs(config.budget)
     reached = [0] * len(rungs)
     for r in records:
@@ -200,4 +201,5 @@ def _rungs_summary(
         "reached": reached,
         "paused": outcomes[TrialOutcome.PAUSED],
         "pruned": outcomes[TrialOutcome.PRUNED],
+        "states_peak_bytes": store.states_peak,
     }

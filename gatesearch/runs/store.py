@@ -71,6 +71,7 @@ TARGET_ATTR = "trials_target"
 # Proposals over --max-params that were never trials (see Campaign._reject): a count only.
 REJECTED_ATTR = "rejected_proposals"
 REPEATED_ATTR = "repeated_proposals"
+STATES_PEAK_ATTR = "states_peak_bytes"
 
 
 class StoreError(GatesearchError):
@@ -507,6 +508,18 @@ class RunStore:
         folder = self.root / STATES
         remove_temps(folder)
         return sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+    def states_bytes(self) -> int:
+        """Bytes the waiting trials' saved states take on disk now."""
+        return sum(f.stat().st_size for folder in self.state_folders() for f in folder.iterdir())
+
+    @property
+    def states_peak(self) -> int:
+        """The most bytes the saved states ever took at once in this run."""
+        return int(self.storage.get_study_user_attrs(self.study_id).get(STATES_PEAK_ATTR, 0))
+
+    def set_states_peak(self, n: int) -> None:
+        self.storage.set_study_user_attr(self.study_id, STATES_PEAK_ATTR, n)
 
     def continue_trial(self, trial_id: int) -> None:
         """A paused trial promoted: it trains on toward the next rung."""

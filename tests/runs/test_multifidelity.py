@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 from gatesearch.budget import parse_budget
 from gatesearch.runs.campaign import Campaign
 from gatesearch.runs.outcomes import TrialOutcome
-from gatesearch.runs.ranking import leaderboard
+from gatesearch.runs.ranking import leaderboard, summary
 from gatesearch.runs.request import RunRequest, package_versions, prepare_run
 from gatesearch.runs.schedule import Ladder, Schedule, ScheduleKind
 from gatesearch.runs.store import STATES, RunStore
@@ -113,6 +113,9 @@ def test_a_promoted_trial_trains_on_and_costs_exactly_its_rung(tmp_path):
             if len(r.rung_values) > 1:
                 assert r.metrics["cpu_seconds_total"] > r.metrics["cpu_seconds"]
     assert no_states_left(store)
+    # The disk's peak: at least one state, weights and Adam's two moments in float32 each.
+    smallest = min(r.metrics["params"] for r in records)
+    assert summary(store)["states_peak_bytes"] >= 12 * smallest
 
 
 def test_duplicates_copy_the_first_rung_and_never_train_again(tmp_path):
