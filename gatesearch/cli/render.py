@@ -12,8 +12,8 @@ from rich.table import Table
 from rich.text import Text
 
 from gatesearch.evaluate import objective_label
-from gatesearch.runs.campaign import Stats
 from gatesearch.runs.config import Direction, RunConfig
+from gatesearch.runs.inflight import Stats
 from gatesearch.runs.ranking import leaderboard
 from gatesearch.runs.store import RunStore
 from gatesearch.tasks import TaskSpec

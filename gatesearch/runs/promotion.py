@@ -8,13 +8,19 @@ campaign's trial numbers on them and rebuilds them from the stored trials on res
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from gatesearch.budget import Budget
+from gatesearch.arch.space import Architecture
+from gatesearch.budget import Budget, BudgetUnit
+from gatesearch.grammar import Grammar, replay
+from gatesearch.proxy.stint import Stint
+from gatesearch.runs.inflight import InFlight
 from gatesearch.runs.outcomes import TrialOutcome
 from gatesearch.runs.schedule import Ladder, Schedule
-from gatesearch.runs.store import TrialRecord
+from gatesearch.runs.store import RunStore, TrialRecord
 
 
 @dataclass(frozen=True)
@@ -110,3 +116,150 @@ class Rungs:
                 self.ladders[b].promoted[len(r.rung_values) - 1].add(r.number)
             if r.outcome in (TrialOutcome.COMPLETE, TrialOutcome.FAILED, TrialOutcome.PRUNED):
                 self.close(r.number)
+
+
+class Staged:
+    """A campaign's trials under a schedule, with the run folder: who waits at which rung
+    (with its saved state), which promotions a stopped driver left to redo, what a trial's
+    stint trains, and the ends of waiting — pruned, or closed with the campaign."""
+
+    def __init__(self, store: RunStore, signs: Sequence[float]) -> None:
+        config = store.config
+        self.store = store
+        self.rungs = Rungs(config.schedule, config.budget, signs)
+        self.paused: dict[int, InFlight] = {}  # waiting at a rung, by trial number
+        self.repromote: list[Promotion] = []  # cut off when the driver stopped: first
+        self.states_peak = store.states_peak
+
+    # ---- rebuilding
+    def rebuild(self, records: Sequence[TrialRecord], grammar: Grammar, causal: bool) -> None:
+        """The ladders, the waiting trials and the promotions to redo; states of trials that
+        no longer wait (a killed driver's leftovers) deleted."""
+        brackets = {r.slot: self.rungs.bracket_for(r.slot) for r in records if r.slot >= 0}
+        self.rungs.rebuild(records, brackets)
+        for r in records:
+            if r.outcome not in (TrialOutcome.PAUSED, TrialOutcome.CONTINUING):
+                continue
+            b, rung = brackets[r.slot], len(r.rung_values) - 1  # the rung in its bracket
+            arch = Architecture.from_derivation(replay(grammar, r.choices, causal))
+            item = InFlight(r.slot, r.seed, r.trial_id, r.number, arch, b, rung)
+            item.rung_values = [list(v) for v in r.rung_values]
+            item.cpu_seconds = float(r.metrics.get("cpu_seconds_total") or 0.0)
+            self.paused[r.number] = item
+            if r.outcome is TrialOutcome.CONTINUING:  # its state is the rung's it left from
+                self.repromote.append(Promotion(r.number, b, rung + 1))
+        for folder in self.store.state_folders():
+            if not folder.name.isdigit() or int(folder.name) not in self.paused:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    # ---- what a free worker does
+    def next_promotion(self, peek: bool = False) -> Promotion | None:
+        """The promotion a free worker runs (a stopped driver's first), or None."""
+        if self.repromote:
+            return self.repromote[0] if peek else self.repromote.pop(0)
+        return self.rungs.next_promotion()
+
+    def start(self, item: InFlight) -> None:
+        """A new trial: its bracket, at the bracket's first rung."""
+        item.bracket, item.rung = self.rungs.bracket_for(item.slot), 0
+
+    def promote(self, p: Promotion) -> InFlight:
+        """The waiting trial `p` names, on its way to the next rung."""
+        item = self.paused.pop(p.number)
+        item.rung = p.rung
+        self.rungs.start_promotion(p)
+        self.store.continue_trial(item.trial_id)
+        return item
+
+    def stint(self, item: InFlight) -> Stint:
+        """What the trial's task trains: up to its rung, from the state saved at the rung
+        below, saving its own unless it is the top."""
+        b, rung = item.bracket, item.rung or 0
+        state = self.store.state_path(item.number)
+        return Stint(
+            stop=self.rungs.budget(b, rung),
+            resume=state if rung > 0 else None,
+            save=None if self.rungs.is_top(b, rung) else state,
+        )
+
+    def overall(self, item: InFlight) -> int:
+        return self.rungs.overall(item.bracket, item.rung or 0)
+
+    # ---- results
+    def finished(
+        self, item: InFlight, values: tuple[float, ...] | None, metrics: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A stint's result: the trial waits at its rung, or (top, failed) is done with its
+        state. The metrics with the CPU of all its stints."""
+        assert item.rung is not None
+        item.cpu_seconds += float(metrics.get("cpu_seconds") or 0.0)
+        if metrics:
+            metrics = {**metrics, "cpu_seconds_total": item.cpu_seconds}
+        if values is not None:
+            self.rungs.report(item.number, item.bracket, item.rung, values)
+        if values is None or self.rungs.is_top(item.bracket, item.rung):
+            self.rungs.close(item.number)
+            self.store.remove_state(item.number)
+        else:
+            self.paused[item.number] = item
+            self._measure_states()
+        return metrics
+
+    def store_result(
+        self,
+        item: InFlight,
+        values: tuple[float, ...],
+        compact: dict[str, Any],
+        seq: int,
+        duplicate_of: int | None,
+    ) -> None:
+        """A staged trial's score at its rung: an intermediate value (one objective), then
+        waiting (paused), complete at the top rung, or — a duplicate of a trial still on the
+        ladder — pruned at the copied rung."""
+        rung = item.rung or 0
+        item.rung_values.append(list(values))
+        if duplicate_of is None and len(values) == 1:
+            stop = self.rungs.budget(item.bracket, rung)
+            self.store.report_curve(item.trial_id, [(curve_step(stop), values[0])])
+        self.store.pause_trial(item.trial_id, self.overall(item), item.rung_values, compact, seq)
+        if duplicate_of is not None:
+            self.store.mark_duplicate(item.trial_id, duplicate_of)
+            self.store.prune_trial(item.trial_id)
+        elif self.rungs.is_top(item.bracket, rung):
+            self.store.complete_trial(item.trial_id, list(values), compact, seq)
+
+    def prune_hopeless(self, trials: int) -> None:
+        """Waiting trials that can never be promoted when `trials` start in all end, PRUNED;
+        their states go."""
+        again = {p.number for p in self.repromote}
+        waiting = [(n, it.rung or 0) for n, it in self.paused.items() if n not in again]
+        for number in self.rungs.hopeless(waiting, trials):
+            self._prune(number)
+
+    def close(self) -> None:
+        """The campaign is over: what still waits for a promotion will not get one. Any state
+        left (a task of a killed driver that finished after it) goes too."""
+        for number in list(self.paused):
+            self._prune(number)
+        for folder in self.store.state_folders():
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _prune(self, number: int) -> None:
+        item = self.paused.pop(number)
+        self.store.prune_trial(item.trial_id)
+        self.store.remove_state(number)
+        self.rungs.close(number)
+
+    def _measure_states(self) -> None:
+        """Keep the peak of the saved states' size (what the disk must hold), stored when it
+        grows: a new state is the only thing that grows it."""
+        size = self.store.states_bytes()
+        if size > self.states_peak:
+            self.states_peak = size
+            self.store.set_states_peak(size)
+
+
+def curve_step(stop: Budget) -> int:
+    """A rung's step on the trial's learning curve: its budget in its unit (milliseconds for
+    seconds), so the steps of one trial's rungs are distinct and increasing."""
+    return round(stop.amount * 1000) if stop.unit is BudgetUnit.SECONDS else int(stop.amount)
