@@ -57,6 +57,7 @@ from gatesearch.runs.store import (
     compact_metrics,
 )
 from gatesearch.strategies import Observation, Strategy
+from gatesearch.strategies.optuna_samplers import optuna_params
 from gatesearch.strategies.presets import make_strategy, parse_preset
 from gatesearch.tasks import TaskSpec
 
@@ -301,7 +302,13 @@ class Campaign:
             raise
         choices = dict(proposal.derivation.choices)
         self.proposer.save_counts()
-        trial_id, number = self.store.start_trial(slot, seed, arch.hash, choices, proposal.trial)
+        # Every trial carries its choices as Optuna parameters, whoever proposed it.
+        params = None
+        if proposal.trial is None:
+            params = optuna_params(self.grammar, choices, self.causal)
+        trial_id, number = self.store.start_trial(
+            slot, seed, arch.hash, choices, proposal.trial, params
+        )
         item = InFlight(slot, seed, trial_id, number, arch)
         if arch.hash in self.results:
             self._finish_duplicate(item)

@@ -428,10 +428,12 @@ class RunStore:
         arch_hash: str,
         choices: dict[str, Any] | None,
         trial: optuna.trial.Trial | None,
+        params: tuple[dict[str, Any], dict[str, Any]] | None = None,
     ) -> tuple[int, int]:
         """Record a RUNNING trial; returns (trial_id, number). With `trial` (asked through an
-        Optuna sampler) the attrs are added to it, else one new trial holds everything.
-        `choices` None stores none (a proposal turned down: nothing will replay it)."""
+        Optuna sampler) the attrs are added to it, else one new trial holds everything, with
+        `params` (Optuna parameters and their distributions) when given. `choices` None
+        stores none (a proposal turned down: nothing will replay it)."""
         attrs: dict[str, Any] = {"slot": slot, "seed": seed, "arch_hash": arch_hash}
         if choices is not None:
             attrs["choices"] = _pack(choices)
@@ -446,8 +448,8 @@ class RunStore:
             value=None,
             datetime_start=datetime.now(),
             datetime_complete=None,
-            params={},
-            distributions={},
+            params=params[0] if params else {},
+            distributions=params[1] if params else {},
             user_attrs=attrs,
             system_attrs={},
             intermediate_values={},

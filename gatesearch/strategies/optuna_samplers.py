@@ -19,8 +19,9 @@ from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 
-from gatesearch.grammar import ChoicePoint, Chooser, expand
+from gatesearch.grammar import ChoicePoint, Chooser, Grammar, expand
 from gatesearch.registry import Value
 from gatesearch.strategies.base import Proposal, Strategy
 
@@ -57,6 +58,40 @@ class OptunaChooser(Chooser):
         suggested = self.trial.suggest_categorical(point.path, list(universe))
         assert suggested is not None  # a grammar's options never include None
         return feasible(point, suggested)
+
+
+class _RecordingReplay(Chooser):
+    """Replays a derivation's choices, noting each as an Optuna parameter with the
+    distribution an Optuna sampler would have suggested it from."""
+
+    def __init__(self, choices: dict[str, Any]) -> None:
+        self.choices = choices
+        self.params: dict[str, Any] = {}
+        self.distributions: dict[str, BaseDistribution] = {}
+
+    def choose(self, point: ChoicePoint) -> Value:
+        value = self.choices[point.path]
+        if point.options is None:
+            dist: BaseDistribution = FloatDistribution(point.low, point.high, log=point.log)
+        else:
+            universe = point.universe if point.universe is not None else point.options
+            dist = CategoricalDistribution(list(universe))
+        self.params[point.path] = value
+        self.distributions[point.path] = dist
+        return value
+
+
+def optuna_params(
+    grammar: Grammar, choices: dict[str, Any], causal: bool
+) -> tuple[dict[str, Any], dict[str, BaseDistribution]]:
+    """A derivation's choices as Optuna parameters with their distributions (the grammar's
+    universe at each choice point, as the Optuna strategies suggest from): what a trial that
+    no Optuna sampler proposed (evolution, random, a seed architecture) is stored with, so
+    TPE or NSGA-II continuing the study learn from it and optuna-dashboard's parameter plots
+    and importances cover every trial."""
+    recorder = _RecordingReplay(choices)
+    expand(grammar, recorder, causal)
+    return recorder.params, recorder.distributions
 
 
 class _OptunaStrategy(Strategy):
