@@ -128,7 +128,7 @@ def run(
         str | None,
         typer.Option(
             help="Multi-fidelity: none (every trial trains the whole budget), asha (trials "
-            "start at the lowest rung; the best third go on, continuing their training) or "
+            "start at the lowest rung; the best 1/η go on, continuing their training) or "
             "hyperband (ASHA in brackets) [default: the preset's, else none]."
         ),
     ] = None,
