@@ -110,6 +110,8 @@ def test_every_trial_carries_its_choices_as_optuna_parameters(tmp_path):
     """Evolution's and random search's trials too (not only an Optuna sampler's), with the
     distributions an Optuna sampler suggests from: a TPE continuing the study, and
     optuna-dashboard's parameter plots and importances, see every trial."""
+    import warnings
+
     import optuna
 
     store = run_campaign(tmp_path, task="null", trials=6, strategy="evolution")
@@ -119,10 +121,10 @@ def test_every_trial_carries_its_choices_as_optuna_parameters(tmp_path):
         assert t.params == r.choices and t.params  # every choice point, as chosen
         for path, dist in t.distributions.items():
             assert dist._contains(dist.to_internal_repr(t.params[path])), path
-    # Optuna's own analysis runs over them.
-    assert optuna.importance.get_param_importances(
-        store.study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
-    )
+    # Optuna's own analysis runs over them (its default evaluator; fANOVA needs sklearn).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "some regimes have less than 2 trials": 6 trials
+        assert optuna.importance.get_param_importances(store.study)
 
 
 TINY_MQAR = {"vocab": 16, "length": 16, "pairs": 2, "n_valid": 32, "n_test": 32}
