@@ -7,7 +7,7 @@ campaign:
 
 - its total CPU-seconds (every stint of every trial, measured in the trials),
 - its pick (the best at the highest fidelity it reached), retrained once at one common full
-  budget (the proxy's tuned hyperparameters, best validation point kept): the pick's
+  budget (`retrain`'s default dropouts, best validation point kept): the pick's
   validation and test metric,
 - the CPU-seconds it took to first reach, at the top rung, the median final proxy score of
   random search with `none` (an upper bound for ASHA: a trial's cost is counted whole
@@ -34,7 +34,7 @@ from pathlib import Path
 
 from gatesearch.budget import parse_budget
 from gatesearch.evaluate import parse_proxy_options, parse_task_params
-from gatesearch.experiments.retrain import retrain
+from gatesearch.experiments.retrain import DEFAULT_DROPOUTS, parse_dropouts, retrain
 from gatesearch.runs.campaign import Campaign
 from gatesearch.runs.outcomes import TrialOutcome
 from gatesearch.runs.ranking import ranked
@@ -95,7 +95,13 @@ def run_one(args: argparse.Namespace, root: Path, strategy: str, schedule: str, 
         cpu += float(r.metrics.get("cpu_seconds_total", r.metrics.get("cpu_seconds", 0.0)))
         at_top = r.outcome is TrialOutcome.COMPLETE and (r.rung is None or r.rung == top)
         timeline.append((cpu, r.values[0] if at_top and r.values else None))
-    rows = retrain(root / name, 1, budget=args.full_budget, workers=args.workers, dropouts=[None])
+    rows = retrain(
+        root / name,
+        1,
+        budget=args.full_budget,
+        workers=args.workers,
+        dropouts=parse_dropouts(args.retrain_dropout),
+    )
     m = rows[0].get("metrics") or {}
     return {
         "strategy": strategy,
@@ -171,6 +177,11 @@ def main() -> None:
     p.add_argument("--schedules", default=",".join(SCHEDULES))
     p.add_argument("--full-budget", default="810steps")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument(
+        "--retrain-dropout",
+        default=DEFAULT_DROPOUTS,
+        help="the picks' retrain dropouts, as `retrain --dropout` takes them (its default)",
+    )
     p.add_argument("--runs-dir", type=Path, default=None)
     args = p.parse_args()
     root = args.runs_dir or Path(tempfile.mkdtemp(prefix="search-efficiency-"))
