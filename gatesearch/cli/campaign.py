@@ -46,16 +46,37 @@ def _drive(store: RunStore) -> None:
                 stats = campaign.run()
             except KeyboardInterrupt:
                 display.__exit__()
-                out.print(f"interrupted: continue with `gatesearch resume {store.root}`")
+                out.print(
+                    f"interrupted: continue with `gatesearch resume {escape(str(store.root))}`",
+                    soft_wrap=True,
+                )
                 raise typer.Exit(130) from None
         print_board(store)
         out.print(
             f"{stats.done} trials ({stats.failed} failed, {stats.duplicates} duplicates) in "
-            f"{clock(stats.elapsed)}. next: `gatesearch report {store.root}` (plots, HTML), "
-            f"`gatesearch retrain {store.root} --top 1` then `gatesearch export "
-            f"{store.root} -o best.py --weights`, or `gatesearch resume {store.root} "
-            "--trials N` to search further"
+            f"{clock(stats.elapsed)}."
         )
+        print_next(store.root, found=stats.best is not None)
+
+
+def print_next(root: Path, found: bool) -> None:
+    """What to do next, one command a line and never wrapped: a command broken across
+    lines at the terminal's width cannot be copied whole."""
+    if found:
+        steps = [
+            (f"gatesearch report {root}", "plots and an HTML page"),
+            (f"gatesearch retrain {root} --top 1", "the best at full budget"),
+            (f"gatesearch export {root} -o best.py --weights", "as PyTorch code"),
+            (f"gatesearch resume {root} --trials N", "search N more"),
+        ]
+    else:  # nothing to retrain or export: what went wrong comes first
+        steps = [
+            (f"gatesearch status {root}", "why no trial completed"),
+            (f"gatesearch resume {root} --trials N", "try N more"),
+        ]
+    out.print("next:")
+    for command, why in steps:
+        out.print(f"  {escape(command)}    [dim]# {why}[/dim]", soft_wrap=True)
 
 
 def run(
@@ -220,10 +241,14 @@ def status(
         if info["running"] and not info["driver_alive"]
         else f"{info['running']} running"
     )
+    interrupted = ""
+    if info["interrupted"]:
+        waiting = info["interrupted"] - info["interrupted_rerun"]
+        interrupted = f", {info['interrupted']} interrupted ({info['interrupted_rerun']} re-run"
+        interrupted += f", {waiting} to run again on resume)" if waiting else ")"
     out.print(
         f"{info['finished']}/{info['target']} finished: {info['complete']} complete "
-        f"({info['duplicates']} duplicates), {info['failed']} failed, {running}, "
-        f"{info['interrupted']} interrupted and re-run"
+        f"({info['duplicates']} duplicates), {info['failed']} failed, {running}{interrupted}"
     )
     if info["rejected"]:
         out.print(

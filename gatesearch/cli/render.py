@@ -13,7 +13,7 @@ from rich.text import Text
 
 from gatesearch.evaluate import objective_label
 from gatesearch.runs.config import Direction, RunConfig
-from gatesearch.runs.inflight import Stats
+from gatesearch.runs.inflight import Phase, Stats
 from gatesearch.runs.ranking import leaderboard
 from gatesearch.runs.store import RunStore
 from gatesearch.tasks import TaskSpec
@@ -45,6 +45,7 @@ class Display:
         self.live: Live | None = None
         self.last_print = 0.0
         self.last_done = -1
+        self.last_phase: Phase | None = None
 
     def __enter__(self) -> Display:
         if self.console.is_terminal:
@@ -57,21 +58,34 @@ class Display:
             self.live.__exit__(None, None, None)
 
     def render(self, s: Stats) -> Text:
-        width = 24
-        filled = int(width * s.done / max(1, s.target))
+        """The progress line, fitted to the console's width (a wrapped line scrolls a live
+        display); counts that are zero are left out, the bar goes first when space is short."""
+        parts = [f"{s.done}/{s.target} done", f"{s.running} running"]
+        if s.failed:
+            parts.append(f"{s.failed} failed")
+        for n, what in (
+            (s.duplicates, "dup"),
+            (s.rejected, "over --max-params"),
+            (s.repeated, "repeats asked again"),
+            (s.promoted, "promoted"),
+        ):
+            if n:
+                parts.append(f"{n} {what}")
+        parts.append(f"{clock(s.elapsed)} elapsed")
+        if s.phase is not Phase.SEARCHING:
+            parts.append(f"{s.phase.value}…")
+        elif s.eta is None:
+            parts.append(f"ETA after {s.eta_after} trial{'s' * (s.eta_after > 1)}")
+        else:
+            parts.append(f"ETA {clock(s.eta)}")
+        line = " · ".join(parts)
+        bar = min(24, self.console.width - len(line) - 2)
         text = Text()
-        text.append("━" * filled, style="green")
-        text.append("━" * (width - filled), style="grey37")
-        text.append(f" {s.done}/{s.target} done · {s.running} running · ")
-        text.append(f"{s.failed} failed", style="red" if s.failed else "")
-        text.append(f" · {s.duplicates} dup")
-        if s.rejected:
-            text.append(f" · {s.rejected} over --max-params")
-        if s.repeated:
-            text.append(f" · {s.repeated} repeats asked again")
-        if s.promoted:
-            text.append(f" · {s.promoted} promoted")
-        text.append(f" · {clock(s.elapsed)} elapsed · ETA {clock(s.eta)}")
+        if bar >= 8:
+            filled = int(bar * s.done / max(1, s.target))
+            text.append("━" * filled, style="green")
+            text.append("━" * (bar - filled) + " ", style="grey37")
+        text.append(line, style="red" if s.failed and s.failed == s.done else "")
         if s.best is not None:
             what = ", ".join(self.labels) + " " if self.labels else ""
             head = f"best {what}{values_text(s.best)} (trial {s.best_number}): "
@@ -86,8 +100,9 @@ class Display:
             self.live.update(self.render(s))
             return
         now = time.monotonic()
-        if s.done != self.last_done and (now - self.last_print > 5 or s.done == s.target):
-            self.last_print, self.last_done = now, s.done
+        changed = s.done != self.last_done or s.phase is not self.last_phase
+        if changed and (now - self.last_print > 5 or s.done == s.target or s.done == 0):
+            self.last_print, self.last_done, self.last_phase = now, s.done, s.phase
             self.console.print(self.render(s).plain.replace("━", "").strip(), markup=False)
 
 

@@ -40,7 +40,7 @@ from gatesearch.evaluate import (
 from gatesearch.grammar import Grammar
 from gatesearch.proxy.stint import Stint
 from gatesearch.runs.dispatch import Dispatcher, EventKind
-from gatesearch.runs.inflight import InFlight, Stats
+from gatesearch.runs.inflight import InFlight, Phase, Stats
 from gatesearch.runs.outcomes import (
     TrialOutcome,
     interrupted_reason,
@@ -169,7 +169,7 @@ class Campaign:
         self.requeue: list[tuple[int, dict[str, Any]]] = []
         self.next_slot = 0
         self.seq = 0
-        self.stats = Stats(target=store.target)
+        self.stats = Stats(target=store.target, workers=config.workers)
         # Multi-fidelity: the rungs and the trials waiting at one (None without a schedule).
         self.staged = Staged(store, self.sign) if config.schedule.staged else None
         self.proposer = Proposer(
@@ -248,6 +248,8 @@ class Campaign:
     def run(self) -> Stats:
         workers = self.config.workers
         self.dispatch = Dispatcher(self.config.trial, workers, self.config.address)
+        self.stats.phase = Phase.WAITING
+        self._show()
         with _DeferredInterrupt() as ctrl_c:
             try:
                 while True:
@@ -350,6 +352,8 @@ class Campaign:
     def _collect(self) -> None:
         assert self.dispatch is not None  # collected from `run`
         for event in self.dispatch.poll(timeout=1.0):
+            if event.kind is EventKind.STARTED:
+                self.stats.trial_started()
             if not event.kind.done:  # started (the dispatcher times it) or progress
                 continue
             item = self.inflight.pop(event.key)

@@ -168,6 +168,8 @@ def summary(store: RunStore) -> dict[str, Any]:
         "complete": outcomes[TrialOutcome.COMPLETE],
         "failed": outcomes[TrialOutcome.FAILED],
         "interrupted": outcomes[TrialOutcome.INTERRUPTED],
+        # Of those, how many slots a later trial already took up again (the rest run on resume).
+        "interrupted_rerun": _rerun(records),
         # Optuna samplers' proposals over the limit are stored as trials; the others counted.
         "rejected": store.rejected_untracked + outcomes[TrialOutcome.REJECTED],
         "max_params": config.max_params,
@@ -180,6 +182,12 @@ def summary(store: RunStore) -> dict[str, Any]:
         "best": board[0] if board else None,
         "leaderboard": board,
     }
+
+
+def _rerun(records: list[TrialRecord]) -> int:
+    """Interrupted trials whose slot a later trial has taken up again."""
+    later = {r.slot for r in records if r.outcome is not TrialOutcome.INTERRUPTED}
+    return sum(1 for r in records if r.outcome is TrialOutcome.INTERRUPTED and r.slot in later)
 
 
 def _rungs_summary(

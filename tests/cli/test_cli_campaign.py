@@ -52,8 +52,13 @@ def test_each_strategy_runs_a_campaign(tmp_path, capsys, strategy):
     text = capsys.readouterr().out
     assert code == 0, text
     assert "next:" in text and "best of c" in text
-    flat = " ".join(text.split())  # Rich wraps long lines
-    assert f"`gatesearch report {tmp_path / 'runs' / 'c'}`" in flat and "--weights" in flat
+    # Each next command whole on a line of its own (never wrapped), to be copied.
+    lines = [line.strip() for line in text.splitlines()]
+    run_dir = tmp_path / "runs" / "c"
+    assert any(line.startswith(f"gatesearch report {run_dir}    #") for line in lines), text
+    assert any(
+        line.startswith(f"gatesearch export {run_dir} -o best.py --weights") for line in lines
+    )
     info = status_json(tmp_path / "runs" / "c", capsys)
     assert info["finished"] == 10 and info["complete"] == 10 and info["failed"] == 0
     assert info["best"]["values"].keys() == set(objectives.split(","))
@@ -317,10 +322,18 @@ def test_ctrl_c_stops_with_status_130_and_resume_finishes(tmp_path, capsys, ray_
     assert 2 <= len(before) < trials
     info = status_json(run, capsys)
     assert info["running"] == 0 and info["interrupted"] >= 1
+    n = info["interrupted"]
+    # Nothing was re-run yet: status must not say it was.
+    assert cli("status", run) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert f"{n} interrupted (0 re-run, {n} to run again on resume)" in said, said
     assert cli("resume", run) == 0
     after = finished_by_slot(run)
     assert sorted(after) == list(range(trials))
     assert all(after[slot] == record for slot, record in before.items())
+    capsys.readouterr()
+    assert cli("status", run) == 0
+    assert f"{n} interrupted ({n} re-run)" in " ".join(capsys.readouterr().out.split())
 
 
 def test_serial_resume_repeats_an_uninterrupted_campaign(tmp_path, ray_local):
