@@ -295,7 +295,7 @@ def ls(
             root.name,
             info["state"],
             info["strategy"],
-            info["task"],
+            info["task_label"],
             f"{info['finished']}/{info['target']}",
             str(info["failed"]),
             " ".join(

@@ -22,6 +22,7 @@ from gatesearch.runs.store import (
     TrialRecord,
     campaign_state,
 )
+from gatesearch.tasks import task_label
 
 # ------------------------------------------------------------------------------- summaries
 
@@ -154,6 +155,7 @@ def summary(store: RunStore) -> dict[str, Any]:
         "path": str(store.root),
         "strategy": config.strategy,
         "task": spec.name,
+        "task_label": task_label(spec),
         "task_spec": spec.to_dict(),
         "metric_name": metric_name,
         "higher_is_better": config.higher_is_better,

@@ -38,6 +38,7 @@ DEFAULT_TASK = TaskSpec(
     "mqar", {"vocab": 64, "length": 32, "pairs": 4, "n_valid": 256, "n_test": 256}
 )
 DEFAULT_CAMPAIGN_BUDGET = "20s"
+DEFAULT_TASK_LABEL = "mqar-small"  # in the default campaign's run name
 
 
 class CampaignError(GatesearchError):
@@ -169,7 +170,9 @@ def prepare_run(req: RunRequest) -> tuple[RunConfig, Path, Preset]:
         except DerivationError as exc:
             raise CampaignError(f"--seed-arch {path} does not fit {space_path}: {exc}") from None
         seeds.append({"file": str(path), "choices": arch.derivation.choices})
-    name = req.name or default_run_name(preset.strategy, evaluator.spec.name)
+    # The default campaign's smaller MQAR is named apart from `--task mqar`'s.
+    task_name = evaluator.spec.name if req.task is not None else DEFAULT_TASK_LABEL
+    name = req.name or default_run_name(preset.strategy, task_name)
     if not RUN_NAME.match(name):
         raise CampaignError(f"--name {name!r}: use letters, digits, '.', '_' and '-'")
     timeout = req.timeout if req.timeout is not None else preset.trial.timeout

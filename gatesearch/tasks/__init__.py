@@ -15,7 +15,7 @@ from gatesearch.tasks.base import (
     split_scores,
 )
 from gatesearch.tasks.files import ClassifyTask, FramesTask, TokensTask
-from gatesearch.tasks.registry import available_tasks, make_task, resolve_factory
+from gatesearch.tasks.registry import available_tasks, make_task, resolve_factory, task_label
 from gatesearch.tasks.synthetic import MQAR, FlipFlop, Parity, SelectiveCopy
 from gatesearch.tasks.text import CharLM
 
@@ -39,4 +39,5 @@ __all__ = [
     "model_inputs",
     "resolve_factory",
     "split_scores",
+    "task_label",
 ]

@@ -128,3 +128,24 @@ def make_task(spec: TaskSpec | str, **params: Any) -> Task:
         # A custom task's own name may differ from how it was found; keep the way back.
         task._spec = spec  # type: ignore[attr-defined]
     return task
+
+
+def task_label(spec: TaskSpec) -> str:
+    """The task as a user tells it apart in a list: its name and the params that differ from
+    the task's own defaults. `--task mqar` shows as `mqar`; the default campaign's smaller MQAR
+    as `mqar(vocab=64, length=32, ...)` — under one bare name the two were confused. A custom
+    task's params are all shown (its defaults are not known without importing it)."""
+    defaults: dict[str, Any] = {}
+    factory = builtin_tasks().get(spec.name)
+    if factory is not None:
+        defaults = {
+            p.name: p.default
+            for p in inspect.signature(factory).parameters.values()
+            if p.default is not p.empty
+        }
+    shown = [
+        f"{k}={v}"
+        for k, v in spec.params.items()
+        if v is not None and (k not in defaults or defaults[k] != v)
+    ]
+    return f"{spec.name}({', '.join(shown)})" if shown else spec.name

@@ -120,3 +120,12 @@ def test_a_schedule_is_stored_and_read_back_only_when_staged(old_run):
     ]:
         with pytest.raises(RunConfigError, match=re.escape(needle)):
             RunConfig.from_dict({**doc, "schedule": bad}, "new")
+
+
+def test_the_default_campaign_is_named_apart_from_task_mqar(tmp_path):
+    from gatesearch.runs.request import RunRequest, prepare_run
+
+    default, _, _ = prepare_run(RunRequest(runs_dir=tmp_path))
+    full, _, _ = prepare_run(RunRequest(runs_dir=tmp_path, task="mqar"))
+    assert default.name.startswith("evolution-mqar-small-")
+    assert full.name.startswith("evolution-mqar-2")  # a date follows

@@ -110,3 +110,15 @@ def test_spec_json_rejects_unknown_keys() -> None:
         TaskSpec.from_dict({"name": "parity", "param": {}})
     with pytest.raises(TaskError, match="params"):
         TaskSpec.from_dict({"name": "parity", "params": [1]})
+
+
+def test_a_task_label_names_the_params_that_differ_from_the_defaults():
+    from gatesearch.runs.request import DEFAULT_TASK
+    from gatesearch.tasks import task_label
+
+    assert task_label(TaskSpec("mqar", {})) == "mqar"
+    full = make_task(TaskSpec("mqar", {})).spec  # every param spelled out, all defaults
+    assert task_label(full) == "mqar"
+    small = make_task(DEFAULT_TASK).spec
+    assert task_label(small) == "mqar(vocab=64, length=32, n_valid=256, n_test=256)"
+    assert task_label(TaskSpec("my.module:task", {"n": 3})) == "my.module:task(n=3)"
