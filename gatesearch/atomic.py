@@ -14,8 +14,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import threading
 import uuid
 from pathlib import Path
+
+# Held while a write that is not atomic is under way (the study journal's append). A thread
+# that must end the process at once (the dispatcher's watch on a cluster) takes it first: half
+# a journal record would keep the run from opening again.
+WRITE_GUARD = threading.Lock()
 
 # What temp_path_beside makes: .NAME.PID.HEX32.tmp
 _TEMP = re.compile(r"^\..+\.(\d+)\.[0-9a-f]{32}\.tmp$")

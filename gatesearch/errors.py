@@ -9,9 +9,15 @@ every exception class of the package is either one or named there as internal).
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class GatesearchError(Exception):
     """An error caused by the user's input, reported as one line (exit status 2)."""
+
+    # True where the process cannot end normally after it: the CLI then leaves at once after
+    # the line (a lost Ray cluster leaves Ray's threads waiting on it at interpreter exit).
+    exit_at_once: ClassVar[bool] = False
 
 
 __all__ = ["GatesearchError"]

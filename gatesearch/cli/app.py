@@ -7,6 +7,7 @@ exit status 2; a traceback means a bug in gatesearch.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -241,6 +242,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except GatesearchError as exc:  # the user's input, not a bug: one line
         err.print(f"error: {exc}", markup=False)
+        if exc.exit_at_once:  # whatever had to be stored is closed by now
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(2)
         sys.exit(2)
     except _cli_errors() as exc:
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)

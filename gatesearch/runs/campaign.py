@@ -247,7 +247,13 @@ class Campaign:
     # ---- the loop
     def run(self) -> Stats:
         workers = self.config.workers
-        self.dispatch = Dispatcher(self.config.trial, workers, self.config.address)
+        self.dispatch = Dispatcher(
+            self.config.trial,
+            workers,
+            self.config.address,
+            on_lost=f"once it is back, `gatesearch resume {self.store.root} --address "
+            f"{self.config.address}`",
+        )
         self.stats.phase = Phase.WAITING
         self._show()
         with _DeferredInterrupt() as ctrl_c:
@@ -265,6 +271,8 @@ class Campaign:
             except KeyboardInterrupt:
                 self._abandon(interrupted_reason("Ctrl-C"))
                 raise
+            finally:
+                self.dispatch.close()
         if self.staged is not None:
             self.staged.close()
         return self.stats

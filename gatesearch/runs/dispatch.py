@@ -11,12 +11,17 @@ on a busy cluster a task may queue for minutes), any number of `{"progress": val
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Generic, TypeVar
 
+from gatesearch.atomic import WRITE_GUARD
 from gatesearch.errors import GatesearchError
 from gatesearch.runs.config import TrialResources
 
@@ -27,12 +32,80 @@ class DispatchError(GatesearchError):
     """Ray could not be started or reached (one line)."""
 
 
-def ensure_ray(address: str | None, num_cpus: int) -> bool:
-    """Connect to `address` or start a local Ray; returns whether this call started it."""
+class ClusterLost(DispatchError):
+    """The Ray cluster's head stopped answering mid-run (what is stored is intact)."""
+
+    # Measured: after the line, a normal exit spent ~25 s in Ray's teardown, waiting on the
+    # lost cluster, and then crashed (SIGSEGV).
+    exit_at_once = True
+
+
+# How the watch on a cluster's head decides it is gone: no TCP connection to its GCS at
+# CHECK_EVERY_S intervals, MISSES times in a row. Left to itself, Ray ends the driver after its
+# own 60 s reconnection timeout with its internal log lines and exit status 1.
+CHECK_EVERY_S = 2.0
+MISSES = 3
+# Seconds the watch gives the driver's loop (which polls at least once a second) to leave by
+# itself before it ends the process: the loop can be stuck in a call to the lost cluster.
+GRACE_S = 10.0
+LOST_EXIT = 1
+
+
+class ClusterWatch:
+    """A daemon thread that notices a cluster's head is gone long before Ray's own timeout.
+
+    `lost` is set once the head has not answered MISSES checks in a row; the dispatcher then
+    raises ClusterLost at its next poll. If the loop does not get there within GRACE_S (it is
+    blocked in Ray), the thread prints `message` and ends the process itself, holding
+    WRITE_GUARD so that no journal record is cut in half: resume then finds the run as a
+    SIGKILL would leave it, which it is built to continue.
+    """
+
+    def __init__(self, host: str, port: int, message: str) -> None:
+        self.host, self.port, self.message = host, port, message
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="cluster-watch", daemon=True)
+        self._thread.start()
+
+    def answers(self) -> bool:
+        try:
+            with socket.create_connection((self.host, self.port), timeout=CHECK_EVERY_S):
+                return True
+        except OSError:
+            return False
+
+    def _loop(self) -> None:
+        misses = 0
+        while not self._stop.wait(CHECK_EVERY_S):
+            misses = 0 if self.answers() else misses + 1
+            if misses < MISSES:
+                continue
+            self.lost.set()
+            if self._stop.wait(GRACE_S):
+                return  # the driver left by itself
+            with WRITE_GUARD:
+                sys.stderr.write(f"error: {self.message}\n")
+                sys.stderr.flush()
+                os._exit(LOST_EXIT)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def gcs_endpoint(address_info: dict[str, Any]) -> tuple[str, int] | None:
+    """(host, port) of the cluster's GCS from `ray.init`'s address info, if it says."""
+    host, sep, port = str(address_info.get("gcs_address") or "").rpartition(":")
+    return (host, int(port)) if sep and host and port.isdigit() else None
+
+
+def ensure_ray(address: str | None, num_cpus: int) -> dict[str, Any] | None:
+    """Connect to `address` or start a local Ray; Ray's address info when this call started
+    or connected it, None when Ray was already initialised in this process."""
     import ray
 
     if ray.is_initialized():
-        return False
+        return None
     kwargs: dict[str, Any] = {
         "include_dashboard": False,
         "logging_level": logging.ERROR,
@@ -40,15 +113,16 @@ def ensure_ray(address: str | None, num_cpus: int) -> bool:
     }
     try:
         if address:
-            ray.init(address=address, **kwargs)
+            context = ray.init(address=address, **kwargs)
         else:
             # "local" always starts a private instance: without it Ray would join whatever
             # RAY_ADDRESS or a `ray start` on this machine points at, with our num_cpus refused.
-            ray.init(address="local", num_cpus=num_cpus, **kwargs)
+            context = ray.init(address="local", num_cpus=num_cpus, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = address or "a local instance"
         raise DispatchError(f"cannot start Ray ({where}): {str(exc).splitlines()[0]}") from None
-    return True
+    # A RayContext; Ray's client mode (ray://) returns another kind, without it.
+    return dict(getattr(context, "address_info", None) or {})
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -99,9 +173,25 @@ class Dispatcher(Generic[K]):
     exception (Ctrl-C included) cancels whatever is still pending, so nothing keeps training on
     the cluster for a driver that is gone."""
 
-    def __init__(self, resources: TrialResources, workers: int, address: str | None = None) -> None:
+    def __init__(
+        self,
+        resources: TrialResources,
+        workers: int,
+        address: str | None = None,
+        on_lost: str = "rerun the command once the cluster is back",
+    ) -> None:
+        """`on_lost`: what the user should do if the cluster (`address`) is lost, for the
+        one line that says so."""
         self.cpus = int(resources.cpus)
-        ensure_ray(address, workers * self.cpus)
+        info = ensure_ray(address, workers * self.cpus)
+        self.watch: ClusterWatch | None = None
+        endpoint = gcs_endpoint(info) if address and info else None
+        if endpoint is not None:  # a cluster of someone else's: its head may go away
+            self.lost_message = (
+                f"lost the Ray cluster at {address} (its head has not answered for "
+                f"{CHECK_EVERY_S * MISSES:g} s); everything stored so far is intact: {on_lost}"
+            )
+            self.watch = ClusterWatch(*endpoint, self.lost_message)
         self.options: dict[str, Any] = {"num_cpus": self.cpus, "max_retries": resources.retries}
         if resources.gpus:
             self.options["num_gpus"] = float(resources.gpus)
@@ -115,6 +205,21 @@ class Dispatcher(Generic[K]):
     def __exit__(self, exc_type: object, *rest: object) -> None:
         if exc_type is not None:
             self.cancel()
+        self.close()
+
+    def close(self) -> None:
+        """Stop watching the cluster: what follows (tables, messages) needs no cluster."""
+        if self.watch is not None:
+            self.watch.stop()
+
+    @property
+    def lost(self) -> bool:
+        return self.watch is not None and self.watch.lost.is_set()
+
+    def _check_lost(self) -> None:
+        if self.lost:
+            self.close()
+            raise ClusterLost(self.lost_message)
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -133,6 +238,7 @@ class Dispatcher(Generic[K]):
         event; returns those that arrived and the tasks that ran past the timeout."""
         import ray
 
+        self._check_lost()
         now = time.monotonic()
         if self.timeout:
             started = [t.started for t in self._pending.values() if t.started is not None]
@@ -142,6 +248,7 @@ class Dispatcher(Generic[K]):
         ready: list[Any] = []  # ObjectRefGenerators: Ray's stubs type them as ObjectRefs
         if self._pending:
             ready, _ = ray.wait(list(self._pending), num_returns=1, timeout=timeout)
+        self._check_lost()  # a wait on a lost cluster returns nothing: not an idle spell
         for gen in ready:
             task = self._pending[gen]
             try:
@@ -175,7 +282,8 @@ class Dispatcher(Generic[K]):
 
         keys = []
         for gen, task in self._pending.items():
-            ray.cancel(gen, force=True)
+            if not self.lost:  # a call to a lost cluster blocks until Ray gives up on it
+                ray.cancel(gen, force=True)
             keys.append(task.key)
         self._pending.clear()
         return keys

@@ -53,7 +53,7 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
 from gatesearch.arch.graph import write_graph
-from gatesearch.atomic import AtomicFolder, remove_temps, write_atomic
+from gatesearch.atomic import WRITE_GUARD, AtomicFolder, remove_temps, write_atomic
 from gatesearch.errors import GatesearchError
 from gatesearch.runs.config import FORMAT, RunConfig, RunConfigError
 from gatesearch.runs.outcomes import TrialOutcome, classify
@@ -98,8 +98,9 @@ class DriverJournalBackend(JournalFileBackend):
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
         data = "".join(json.dumps(log, separators=(",", ":")) + "\n" for log in logs).encode()
         view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view) :]
+        with WRITE_GUARD:  # never cut in half by a watchdog's exit
+            while view:
+                view = view[os.write(self._fd, view) :]
         now = time.monotonic()
         if now - self._last_sync >= self._fsync_interval:
             os.fsync(self._fd)

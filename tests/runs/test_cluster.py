@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,8 +56,9 @@ class RayCluster:
     raylets: dict[int, str]  # raylet pid -> node name ("head", "worker")
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[RayCluster]:
+@contextmanager
+def private_cluster(workers: int = 1) -> Iterator[tuple[Cluster, RayCluster]]:
+    """A head (one CPU) and `workers` one-CPU nodes, seen by no other test or session."""
     # A Cluster writes its address to <RAY_TMPDIR>/ray/ray_current_cluster, where every plain
     # `ray.init()` on this machine (other tests, other sessions) would find it and connect to
     # it while it is up; a private temp dir keeps it to this module. Short, because Ray's unix
@@ -69,13 +71,15 @@ def cluster() -> Iterator[RayCluster]:
         nodes = Cluster(
             initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False}
         )
-        worker = nodes.add_node(num_cpus=1)
+        added = [nodes.add_node(num_cpus=1) for _ in range(workers)]
         nodes.wait_for_nodes(timeout=NODES_UP_S)
 
         def raylet(node) -> int:
             return node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid
 
-        yield RayCluster(nodes.address, {raylet(nodes.head_node): "head", raylet(worker): "worker"})
+        names = {raylet(nodes.head_node): "head"}
+        names.update({raylet(node): "worker" for node in added})
+        yield nodes, RayCluster(nodes.address, names)
     finally:
         if nodes is not None:
             nodes.shutdown()  # removes the address file: RAY_TMPDIR must still point at tmp
@@ -84,6 +88,12 @@ def cluster() -> Iterator[RayCluster]:
         else:
             os.environ["RAY_TMPDIR"] = previous
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RayCluster]:
+    with private_cluster() as (_, ray_cluster):
+        yield ray_cluster
 
 
 # ------------------------------------------------------------------------ watching workers
@@ -352,3 +362,56 @@ def test_a_killed_drivers_local_ray_and_its_trial_workers_end_with_it(tmp_path):
         assert time.monotonic() < deadline, f"still running {GONE_S:g}s after the kill: {left}"
         time.sleep(0.5)
     shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_a_lost_head_ends_the_driver_with_one_line_and_resume_completes(tmp_path):
+    """The head of the cluster dies mid-campaign (its GCS and raylet SIGKILLed, as `ray stop
+    --force` on the head does): the driver says so in one line within seconds — not Ray's own
+    log lines after its 60 s reconnection timeout — with the resume command, and a resume on
+    the cluster once it is back finishes the campaign to its budget with nothing lost."""
+    runs, run = tmp_path / "runs", tmp_path / "runs" / "lost"
+    log, n = tmp_path / "run.log", 16
+    with private_cluster(workers=0) as (nodes, ray_cluster):
+        proc = gatesearch(
+            "run", "--address", ray_cluster.address, "--task", "null", "--budget", "0.4s",
+            "--trials", n, "--workers", 1, "--runs-dir", runs, "--name", run.name, log=log,
+        )  # fmt: skip
+        deadline = time.monotonic() + FIRST_TRIAL_S
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (run / "study.journal").exists() and trials_of(run)[0]["finished"] >= 3:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, (
+            f"the campaign ended before its head was killed:\n{log.read_text()}"
+        )
+        head = nodes.head_node.all_processes
+        for kind in (ray_constants.PROCESS_TYPE_GCS_SERVER, ray_constants.PROCESS_TYPE_RAYLET):
+            for process in head[kind]:
+                os.kill(process.process.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        try:
+            code = proc.wait(timeout=50)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail(f"the driver did not end 50 s after its head died:\n{log.read_text()}")
+        took = time.monotonic() - killed
+    said = log.read_text()
+    assert code == 2 and took < 30, (code, took, said)
+    last = said.strip().splitlines()[-1]
+    assert last.startswith(f"error: lost the Ray cluster at {ray_cluster.address}"), said
+    assert f"`gatesearch resume {run} --address {ray_cluster.address}`" in last, said
+    assert "Traceback" not in said and "GCS" not in said, said
+    info, trials = trials_of(run)
+    assert 3 <= info["finished"] < n
+    before = {t.number: (t.state, t.values) for t in trials if t.state.is_finished()}
+
+    with private_cluster(workers=0) as (_, back):  # the head again, at a new address
+        proc = gatesearch("resume", run, "--address", back.address, log=tmp_path / "resume.log")
+        finish(proc, tmp_path / "resume.log")
+    info, trials = trials_of(run)
+    # The trial the lost driver had running is stored as interrupted; its slot ran again.
+    assert info["interrupted"] == 1 and info["interrupted_rerun"] == 1, info
+    with RunStore.open(run, writer=False) as store:
+        slots = sorted(r.slot for r in store.records() if r.outcome.finished)
+    assert slots == list(range(n)) and info["finished"] == n and info["running"] == 0
+    assert all(before[t.number] == (t.state, t.values) for t in trials if t.number in before)
