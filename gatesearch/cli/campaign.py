@@ -11,6 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from gatesearch.budget import Budget
 from gatesearch.cli.fidelity import fidelity_row
 from gatesearch.cli.options import (
     AddressOpt,
@@ -28,7 +29,7 @@ from gatesearch.cli.render import (
     print_board,
     task_text,
 )
-from gatesearch.evaluate import parse_proxy_options, parse_task_params
+from gatesearch.evaluate import Evaluator, ProxyEvaluator, parse_proxy_options, parse_task_params
 from gatesearch.runs.campaign import Campaign, open_for_resume
 from gatesearch.runs.outcomes import TrialOutcome
 from gatesearch.runs.ranking import count_finished, summary
@@ -36,9 +37,46 @@ from gatesearch.runs.request import RunRequest, package_versions, prepare_run
 from gatesearch.runs.store import RunStore, StoreError, list_runs
 
 
-def _drive(store: RunStore) -> None:
+def _header(store: RunStore, evaluator: Evaluator) -> None:
+    """What a new campaign will do, before its first trial; for a task on a data file, how
+    many epochs of it a trial trains (what users plan training in)."""
+    config = store.config
+    out.print(
+        f"campaign {store.root}: {config.strategy} on {task_text(config.task)}, "
+        f"{config.trials} trials × {config.budget}, {config.workers} workers",
+        markup=False,
+    )
+    if config.schedule.staged:
+        out.print(f"schedule: {config.schedule.describe(config.budget)}", markup=False)
+    epochs = _epochs_text(evaluator, config.budget)
+    if epochs is not None:
+        out.print(epochs, markup=False)
+
+
+def _epochs_text(evaluator: Evaluator, budget: Budget) -> str | None:
+    """`data: 120 training sequences, 9,310 positions an epoch; 2e5tokens ≈ 21.5 epochs a
+    trial`, for a task whose data has epochs (None otherwise)."""
+    if not isinstance(evaluator, ProxyEvaluator):
+        return None
+    epoch = evaluator.task.train_epoch()
+    if epoch is None:
+        return None
+    size = (
+        f"data: {epoch.sequences:,} training sequences, {epoch.positions:,} positions an epoch "
+        "(padding not counted)"
+    )
+    epochs = epoch.epochs(budget, evaluator.proxy.batch_size)
+    if epochs is None:
+        return f"{size}; epochs a trial of {budget} depend on each model's speed"
+    return f"{size}; {budget} ≈ {epochs:.3g} epochs a trial"
+
+
+def _drive(store: RunStore, new: bool = False) -> None:
+    """Drive the campaign to its target; `new`: print the header of a campaign starting."""
     with store:
         campaign = Campaign(store)
+        if new:
+            _header(store, campaign.evaluator)
         with Display(out, store.config.name, objective_labels(store.config)) as display:
             campaign.display = display
             display.update(campaign.stats)
@@ -85,8 +123,8 @@ def run(
     budget: Annotated[
         str | None,
         typer.Option(
-            help="Per-trial training budget: 200steps, 30s or 1e6tokens [default: 20s; "
-            "at once for null]."
+            help="Per-trial training budget: 200steps, 30s or 1e6tokens (tokens: the real "
+            "positions fed to the model, padding not counted) [default: 20s; at once for null]."
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Campaign seed; per-trial seeds derive from it.")] = 0,
@@ -168,14 +206,7 @@ def run(
     store = RunStore.create(
         runs_dir / config.name, config, space_path, preset.text, package_versions()
     )
-    out.print(
-        f"campaign {store.root}: {config.strategy} on {task_text(config.task)}, "
-        f"{config.trials} trials × {config.budget}, {config.workers} workers",
-        markup=False,
-    )
-    if config.schedule.staged:
-        out.print(f"schedule: {config.schedule.describe(config.budget)}", markup=False)
-    _drive(store)
+    _drive(store, new=True)
 
 
 def resume(

@@ -22,8 +22,17 @@ from taskdata import (
     write_parquet,
 )
 
+from gatesearch.budget import parse_budget
 from gatesearch.registry import InputKind
-from gatesearch.tasks import ClassifyTask, FramesTask, Split, TaskError, TokensTask, make_task
+from gatesearch.tasks import (
+    ClassifyTask,
+    EpochSize,
+    FramesTask,
+    Split,
+    TaskError,
+    TokensTask,
+    make_task,
+)
 
 
 def rows_of(split: Split, rows: list) -> list:
@@ -166,6 +175,47 @@ def test_max_len_windows_score_every_position_once(tokens_parquet: Path) -> None
         assert sum(int(b.mask.sum()) for b in cut_batches) == n_whole
     train = next(cut.batches(Split.TRAIN, 16, seed=0))
     assert train.mask.shape == (16, 3)
+
+
+# ------------------------------------------------------------------- what a budget counts
+
+
+@pytest.mark.parametrize("name", ["frames", "tokens", "classify"])
+def test_batches_count_their_real_positions_not_the_padding(
+    name: str, frames_parquet: Path, tokens_parquet: Path, classify_parquet: Path
+) -> None:
+    """A token budget counts `Batch.tokens`: on ragged data the positions read, not B·T."""
+    path = {"frames": frames_parquet, "tokens": tokens_parquet, "classify": classify_parquet}
+    task = make_task(name, path=str(path[name]))
+    train = task.batches(Split.TRAIN, 4, seed=0)
+    batches = [next(train) for _ in range(5)] + list(task.batches(Split.VALID, 4))
+    for b in batches:
+        # Every position a file task reads is scored (next step, or the class at the end).
+        assert b.tokens == int(b.mask.sum())
+    assert sum(b.tokens for b in batches) < sum(
+        b.inputs.shape[0] * b.inputs.shape[1] for b in batches
+    )
+    moved = batches[0].to("cpu")
+    assert moved.tokens == batches[0].tokens
+
+
+@pytest.mark.parametrize("max_len", [None, 3])
+def test_an_epoch_is_each_training_sequence_once(frames_parquet: Path, max_len: int | None) -> None:
+    task = make_task("frames", path=str(frames_parquet), max_len=max_len)
+    epoch = task.train_epoch()
+    train_rows = rows_of(Split.TRAIN, frame_rows())
+    window = len(max(train_rows, key=len)) if max_len is None else max_len + 1
+    assert epoch == EpochSize(len(train_rows), sum(min(len(r), window) - 1 for r in train_rows))
+    # One batch of all training sequences is one sampler epoch.
+    assert next(task.batches(Split.TRAIN, len(train_rows), seed=3)).tokens == epoch.positions
+
+
+def test_epochs_a_budget_makes() -> None:
+    epoch = EpochSize(sequences=10, positions=400)
+    assert epoch.epochs(parse_budget("1000tokens"), 32) == 2.5
+    assert epoch.epochs(parse_budget("5steps"), 4) == 2.0
+    assert epoch.epochs(parse_budget("30s"), 4) is None
+    assert make_task("mqar").train_epoch() is None  # generated afresh: no epochs
 
 
 # ------------------------------------------------------------------------------ bad data
