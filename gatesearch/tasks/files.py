@@ -1,6 +1,7 @@
 """Tasks on the user's own sequences, read from a Parquet or NPZ file (schema: docs/tasks.md).
 
-One file holds all three splits, told apart by a `split` field ("train", "valid", "test").
+One file holds all three splits, told apart by a `split` field ("train", "valid", "test") or,
+in an NPZ, by per-split array names (`train_frames`, `valid_frames`, …).
 Each row is a sequence — `tokens` (integers) or `frames` (rows of numbers of one width) —
 plus, for classification, an integer `label`. Sequences may differ in length; a batch is
 padded at the end to its longest sequence and `Batch.mask` marks the real positions.
