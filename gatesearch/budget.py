@@ -1,8 +1,8 @@
 """Training budgets as users write them: `200steps`, `30s`, `1e6tokens`.
 
 A budget bounds one trial's training by optimiser steps, wall-clock seconds or training
-tokens; the evaluator turns tokens into steps from its own batch shape. `BudgetClock` follows
-one training's progress through its budget.
+tokens — the real positions fed to the model, padding not counted (`tasks.Batch.tokens`).
+`BudgetClock` follows one training's progress through its budget.
 """
 
 from __future__ import annotations

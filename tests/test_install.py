@@ -50,6 +50,17 @@ def test_the_wheel_carries_spaces_and_strategies(wheel: Path) -> None:
                 assert f"gatesearch/_bundled/{rel}" in names, rel
 
 
+def test_the_wheel_offers_the_analysis_extra(wheel: Path) -> None:
+    """The README's pandas and DuckDB examples: `pip install "gatesearch[analysis]"`."""
+    with zipfile.ZipFile(wheel) as archive:
+        (meta,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+        lines = archive.read(meta).decode().splitlines()
+    assert "Provides-Extra: analysis" in lines
+    wanted = {line.split(":", 1)[1].split(">=")[0].strip() for line in lines
+              if line.startswith("Requires-Dist:") and 'extra == "analysis"' in line}  # fmt: skip
+    assert wanted == {"pandas", "duckdb"}
+
+
 def test_the_wheel_carries_the_report_template(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     templates = REPO / "gatesearch" / "report" / "templates"

@@ -61,7 +61,9 @@ class UsageFailure(GatesearchError):
     """A user error the CLI itself detects (bad option value, missing file)."""
 
 
-SpaceArg = Annotated[Path, typer.Argument(help="A space file, e.g. spaces/gated_lm.space.")]
+SpaceArg = Annotated[
+    Path, typer.Argument(metavar="SPACE_FILE", help="A space file, e.g. spaces/gated_lm.space.")
+]
 
 
 def _space(path: Path) -> Grammar:
@@ -146,14 +148,17 @@ def _expr_text(expr: object) -> str:
 @space_app.command("sample")
 def space_sample(
     path: SpaceArg,
-    n: Annotated[int, typer.Option("-n", "--num", min=1, help="How many architectures.")] = 3,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    n: Annotated[
+        int, typer.Option("-n", "--num", min=1, metavar="N", help="How many architectures.")
+    ] = 3,
+    seed: Annotated[int, typer.Option("--seed", metavar="N", help="Random seed.")] = 0,
     noncausal: Annotated[
         bool, typer.Option("--noncausal", help="Sample for a non-causal task.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
     seq_len: Annotated[
-        int, typer.Option("--seq-len", min=1, help="Context length for FLOPs per token.")
+        int,
+        typer.Option("--seq-len", min=1, metavar="N", help="Context length for FLOPs per token."),
     ] = 128,
 ) -> None:
     """Draw architectures; print each as a tree with its parameters, size and FLOPs per token."""

@@ -11,6 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from gatesearch.budget import Budget
 from gatesearch.cli.fidelity import fidelity_row
 from gatesearch.cli.options import (
     AddressOpt,
@@ -28,7 +29,7 @@ from gatesearch.cli.render import (
     print_board,
     task_text,
 )
-from gatesearch.evaluate import parse_proxy_options, parse_task_params
+from gatesearch.evaluate import Evaluator, ProxyEvaluator, parse_proxy_options, parse_task_params
 from gatesearch.runs.campaign import Campaign, open_for_resume
 from gatesearch.runs.outcomes import TrialOutcome
 from gatesearch.runs.ranking import count_finished, summary
@@ -36,9 +37,46 @@ from gatesearch.runs.request import RunRequest, package_versions, prepare_run
 from gatesearch.runs.store import RunStore, StoreError, list_runs
 
 
-def _drive(store: RunStore) -> None:
+def _header(store: RunStore, evaluator: Evaluator) -> None:
+    """What a new campaign will do, before its first trial; for a task on a data file, how
+    many epochs of it a trial trains (what users plan training in)."""
+    config = store.config
+    out.print(
+        f"campaign {store.root}: {config.strategy} on {task_text(config.task)}, "
+        f"{config.trials} trials × {config.budget}, {config.workers} workers",
+        markup=False,
+    )
+    if config.schedule.staged:
+        out.print(f"schedule: {config.schedule.describe(config.budget)}", markup=False)
+    epochs = _epochs_text(evaluator, config.budget)
+    if epochs is not None:
+        out.print(epochs, markup=False)
+
+
+def _epochs_text(evaluator: Evaluator, budget: Budget) -> str | None:
+    """`data: 120 training sequences, 9,310 positions an epoch; 2e5tokens ≈ 21.5 epochs a
+    trial`, for a task whose data has epochs (None otherwise)."""
+    if not isinstance(evaluator, ProxyEvaluator):
+        return None
+    epoch = evaluator.task.train_epoch()
+    if epoch is None:
+        return None
+    size = (
+        f"data: {epoch.sequences:,} training sequences, {epoch.positions:,} positions an epoch "
+        "(padding not counted)"
+    )
+    epochs = epoch.epochs(budget, evaluator.proxy.batch_size)
+    if epochs is None:
+        return f"{size}; epochs a trial of {budget} depend on each model's speed"
+    return f"{size}; {budget} ≈ {epochs:.3g} epochs a trial"
+
+
+def _drive(store: RunStore, new: bool = False) -> None:
+    """Drive the campaign to its target; `new`: print the header of a campaign starting."""
     with store:
         campaign = Campaign(store)
+        if new:
+            _header(store, campaign.evaluator)
         with Display(out, store.config.name, objective_labels(store.config)) as display:
             campaign.display = display
             display.update(campaign.stats)
@@ -84,82 +122,99 @@ def run(
     strategy: Annotated[
         str | None,
         typer.Option(
-            help="Strategy preset: a .toml file or random|tpe|nsga2|evolution [default: evolution]."
+            metavar="PRESET",
+            help="Strategy preset: a .toml file or random|tpe|nsga2|evolution [default: evolution].",
         ),
     ] = None,
     task: Annotated[
         str | None,
         typer.Option(
+            metavar="TASK",
             help="Task: a built-in (mqar, selective_copy, parity, flip_flop, charlm, frames, "
             "classify, tokens), module:function, an entry point, or null (no training) "
-            "[default: a small MQAR, vocab=64 length=32 pairs=4]."
+            "[default: a small MQAR, vocab=64 length=32 pairs=4].",
         ),
     ] = None,
     task_param: TaskParamOpt = None,
-    trials: Annotated[int, typer.Option(help="How many trials.")] = 12,
-    workers: Annotated[int, typer.Option(help="Trials evaluated at once.")] = 2,
+    trials: Annotated[int, typer.Option(metavar="N", help="How many trials.")] = 12,
+    workers: Annotated[int, typer.Option(metavar="N", help="Trials evaluated at once.")] = 2,
     address: AddressOpt = None,
     name: Annotated[
-        str | None, typer.Option(help="Run name [default: strategy-task-time].")
+        str | None, typer.Option(metavar="NAME", help="Run name [default: strategy-task-time].")
     ] = None,
     runs_dir: RunsDirOpt = Path("runs"),
     budget: Annotated[
         str | None,
         typer.Option(
-            help="Per-trial training budget: 200steps, 30s or 1e6tokens [default: 20s; "
-            "at once for null]."
+            metavar="BUDGET",
+            help="Per-trial training budget: 200steps, 30s or 1e6tokens (tokens: the real "
+            "positions fed to the model, padding not counted) [default: 20s; at once for null].",
         ),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Campaign seed; per-trial seeds derive from it.")] = 0,
+    seed: Annotated[
+        int, typer.Option(metavar="N", help="Campaign seed; per-trial seeds derive from it.")
+    ] = 0,
     objectives: Annotated[
         str,
         typer.Option(
+            metavar="NAMES",
             help="Comma-separated: metric (the task's; maximised when higher is better, e.g. "
-            "MQAR accuracy), loss, params, flops, latency (minimised). Two or more: Pareto."
+            "MQAR accuracy), loss, params, flops, latency (minimised). Two or more: Pareto.",
         ),
     ] = "metric",
     seed_arch: Annotated[
         list[Path] | None,
         typer.Option(
-            help="A known architecture (spaces/known/*.toml) for the first trials; repeatable."
+            metavar="FILE",
+            help="A known architecture (spaces/known/*.toml) for the first trials; repeatable.",
         ),
     ] = None,
     storage: Annotated[
         str | None,
         typer.Option(
-            help="Optuna RDB URL (e.g. postgresql://...) instead of the run's journal file."
+            metavar="URL",
+            help="Optuna RDB URL (e.g. postgresql://...) instead of the run's journal file.",
         ),
     ] = None,
     timeout: Annotated[
         float | None,
         typer.Option(
+            metavar="SECONDS",
             help="Seconds a trial may run, counted from when a worker starts it (not while it "
-            "queues for a free CPU), before it is failed [default: the preset's]."
+            "queues for a free CPU), before it is failed [default: the preset's].",
         ),
     ] = None,
     max_params: Annotated[
         int | None,
         typer.Option(
+            metavar="N",
             help="Parameter limit: a proposal whose model (built for the task) is larger is "
-            "turned down untrained and not counted among the trials [default: no limit]."
+            "turned down untrained and not counted among the trials [default: no limit].",
         ),
     ] = None,
     proxy_option: ProxyOptionOpt = None,
     schedule: Annotated[
         str | None,
         typer.Option(
+            metavar="none|asha|hyperband",
             help="Multi-fidelity: none (every trial trains the whole budget), asha (trials "
             "start at the lowest rung; the best 1/η go on, continuing their training) or "
-            "hyperband (ASHA in brackets) [default: the preset's, else none]."
+            "hyperband (ASHA in brackets) [default: the preset's, else none].",
         ),
     ] = None,
     min_budget: Annotated[
         str | None,
-        typer.Option(help="The lowest rung, in the budget's unit [default: the budget / η²]."),
+        typer.Option(
+            metavar="BUDGET",
+            help="The lowest rung, in the budget's unit [default: the budget / η²].",
+        ),
     ] = None,
     eta: Annotated[
         int | None,
-        typer.Option(help="Rungs grow by this factor and 1/η of a rung is promoted [default: 3]."),
+        typer.Option(
+            metavar="N",
+            help="Rungs grow by this factor and 1/η of a rung is promoted [default: 3].",
+        ),
     ] = None,
 ) -> None:
     """Run a search campaign into RUNS_DIR/NAME."""
@@ -189,20 +244,17 @@ def run(
     store = RunStore.create(
         runs_dir / config.name, config, space_path, preset.text, package_versions()
     )
-    out.print(
-        f"campaign {store.root}: {config.strategy} on {task_text(config.task)}, "
-        f"{config.trials} trials × {config.budget}, {config.workers} workers",
-        markup=False,
-    )
-    if config.schedule.staged:
-        out.print(f"schedule: {config.schedule.describe(config.budget)}", markup=False)
-    _drive(store)
+    _drive(store, new=True)
 
 
 def resume(
     run_dir: RunDirArg,
-    trials: Annotated[int | None, typer.Option(help="Run N more trials than are finished.")] = None,
-    address: Annotated[str | None, typer.Option(help="Ray cluster address to continue on.")] = None,
+    trials: Annotated[
+        int | None, typer.Option(metavar="N", help="Run N more trials than are finished.")
+    ] = None,
+    address: Annotated[
+        str | None, typer.Option(metavar="ADDRESS", help="Ray cluster address to continue on.")
+    ] = None,
 ) -> None:
     """Continue an interrupted campaign: finished trials kept, unfinished ones run again."""
     store = open_for_resume(run_dir, trials, address)
@@ -274,7 +326,9 @@ def status(
 
 
 def ls(
-    runs_dir: Annotated[Path, typer.Argument(help="Folder holding runs.")] = Path("runs"),
+    runs_dir: Annotated[
+        Path, typer.Argument(metavar="RUNS_DIR", help="Folder holding runs.")
+    ] = Path("runs"),
 ) -> None:
     """List campaigns (state, strategy, task, progress, best) and fidelity results."""
     table = Table(

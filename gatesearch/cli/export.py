@@ -15,22 +15,33 @@ out = Console(highlight=False)
 
 
 def export_command(
-    run_dir: Annotated[Path, typer.Argument(help="A campaign directory, e.g. runs/NAME.")],
+    run_dir: Annotated[
+        Path, typer.Argument(metavar="RUN_DIR", help="A campaign directory, e.g. runs/NAME.")
+    ],
     output: Annotated[
         Path,
-        typer.Option("-o", "--output", help="The file to write: .py, or .onnx with --format onnx."),
+        typer.Option(
+            "-o",
+            "--output",
+            metavar="FILE",
+            help="The file to write: .py, or .onnx with --format onnx.",
+        ),
     ],
     rank: Annotated[
         int | None,
         typer.Option(
             "--rank",
             min=1,
+            metavar="K",
             help="Export the K-th best (default 1): by retrained validation score once "
             "retrained, else the campaign's rank.",
         ),
     ] = None,
     arch: Annotated[
-        str | None, typer.Option("--arch", help="Export the architecture with this hash (prefix).")
+        str | None,
+        typer.Option(
+            "--arch", metavar="HASH", help="Export the architecture with this hash (prefix)."
+        ),
     ] = None,
     weights: Annotated[
         bool,
@@ -42,13 +53,16 @@ def export_command(
     ] = False,
     fmt: Annotated[
         ExportFormat,
-        typer.Option("--format", help="py: readable PyTorch source; onnx: an ONNX graph."),
+        typer.Option(
+            "--format", metavar="py|onnx", help="py: readable PyTorch source; onnx: an ONNX graph."
+        ),
     ] = ExportFormat.PY,
     seq_len: Annotated[
         int | None,
         typer.Option(
             "--seq-len",
             min=1,
+            metavar="N",
             help="ONNX only: the fixed sequence length of its input [default: the task's].",
         ),
     ] = None,

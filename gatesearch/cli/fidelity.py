@@ -153,42 +153,53 @@ def fidelity_lines(result: dict[str, Any]) -> list[str]:
 def fidelity(
     space: SpaceOpt = None,
     task: Annotated[
-        str, typer.Option(help="Task: a built-in, module:function or an entry point.")
+        str,
+        typer.Option(metavar="TASK", help="Task: a built-in, module:function or an entry point."),
     ] = "mqar",
     task_param: TaskParamOpt = None,
-    archs: Annotated[int, typer.Option(help="How many architectures to sample.")] = 20,
+    archs: Annotated[int, typer.Option(metavar="N", help="How many architectures to sample.")] = 20,
     proxy_budget: Annotated[
-        str | None, typer.Option(help="Budget of the proxy runs (a) and (b) [default: 20s].")
+        str | None,
+        typer.Option(metavar="BUDGET", help="Budget of the proxy runs (a) and (b) [default: 20s]."),
     ] = None,
     full_budget: Annotated[
         str | None,
-        typer.Option(help="Budget of the reference runs [default: 10x the proxy budget]."),
+        typer.Option(
+            metavar="BUDGET", help="Budget of the reference runs [default: 10x the proxy budget]."
+        ),
     ] = None,
     full_trainer: Annotated[
         str,
         typer.Option(
+            metavar="self-tuning|fixed",
             help="How the reference runs train: self-tuning (hyperparameters tuned as they "
-            "train) or fixed (defaults)."
+            "train) or fixed (defaults).",
         ),
     ] = "self-tuning",
     runs_dir: RunsDirOpt = Path("runs"),
     name: Annotated[
-        str | None, typer.Option(help="Result folder name [default: fidelity-task-time].")
+        str | None,
+        typer.Option(metavar="NAME", help="Result folder name [default: fidelity-task-time]."),
     ] = None,
-    workers: Annotated[int, typer.Option(help="Trainings at once (local Ray).")] = 2,
+    workers: Annotated[int, typer.Option(metavar="N", help="Trainings at once (local Ray).")] = 2,
     cpus: Annotated[
-        int, typer.Option(help="CPUs per training; torch in it uses this many threads.")
+        int,
+        typer.Option(metavar="N", help="CPUs per training; torch in it uses this many threads."),
     ] = 1,
     gpus: Annotated[
-        float, typer.Option(help="GPUs per training, fractions allowed (e.g. 0.25).")
+        float,
+        typer.Option(metavar="GPUS", help="GPUs per training, fractions allowed (e.g. 0.25)."),
     ] = 0.0,
-    seed: Annotated[int, typer.Option(help="Seed of the sampling and the trainings.")] = 0,
+    seed: Annotated[
+        int, typer.Option(metavar="N", help="Seed of the sampling and the trainings.")
+    ] = 0,
     address: AddressOpt = None,
     max_params: Annotated[
         int | None,
         typer.Option(
+            metavar="N",
             help="Sample only architectures with at most this many parameters, as a "
-            "campaign with --max-params would train [default: no limit]."
+            "campaign with --max-params would train [default: no limit].",
         ),
     ] = None,
     repeat_full: Annotated[
@@ -201,24 +212,27 @@ def fidelity(
     proxy_option: Annotated[
         list[str] | None,
         typer.Option(
+            metavar="KEY=VALUE",
             help=f"{PROXY_OPTION_HELP} Applies to (a) and (b); the full runs take "
-            "--full-option instead."
+            "--full-option instead.",
         ),
     ] = None,
     full_option: Annotated[
         list[str] | None,
         typer.Option(
+            metavar="KEY=VALUE",
             help="A setting of the trainer for the full-budget runs as key=value; "
             "repeatable. They decay the learning rate (lr_schedule=cosine) unless told "
-            "lr_schedule=constant."
+            "lr_schedule=constant.",
         ),
     ] = None,
     reference: Annotated[
         Path | None,
         typer.Option(
+            metavar="DIR",
             help="An earlier fidelity run (its folder) on the same task, space, seed, "
             "--archs, --max-params, full budget and full options: its full-budget runs are "
-            "reused, not trained again."
+            "reused, not trained again.",
         ),
     ] = None,
 ) -> None:

@@ -13,19 +13,27 @@ PROXY_OPTION_HELP = (
     "train_per_hyper, centred, response, ...; see ProxyConfig); repeatable."
 )
 
-RunDirArg = Annotated[Path, typer.Argument(help="The run directory, e.g. runs/NAME.")]
+RunDirArg = Annotated[
+    Path, typer.Argument(metavar="RUN_DIR", help="The run directory, e.g. runs/NAME.")
+]
 SpaceOpt = Annotated[
-    Path | None, typer.Option(help="Search space file [default: spaces/gated_lm.space].")
+    Path | None,
+    typer.Option(metavar="FILE", help="Search space file [default: spaces/gated_lm.space]."),
 ]
 TaskParamOpt = Annotated[
     list[str] | None,
     typer.Option(
-        help="A task parameter as key=value (e.g. vocab=64, path=data.parquet); repeatable."
+        metavar="KEY=VALUE",
+        help="A task parameter as key=value (e.g. vocab=64, path=data.parquet); repeatable.",
     ),
 ]
 AddressOpt = Annotated[
     str | None,
-    typer.Option(help="Ray cluster address (auto, ray://host:port); default: a local Ray."),
+    typer.Option(
+        metavar="ADDRESS", help="Ray cluster address (auto, ray://host:port); default: a local Ray."
+    ),
 ]
-RunsDirOpt = Annotated[Path, typer.Option(help="Where runs are written.")]
-ProxyOptionOpt = Annotated[list[str] | None, typer.Option(help=PROXY_OPTION_HELP)]
+RunsDirOpt = Annotated[Path, typer.Option(metavar="DIR", help="Where runs are written.")]
+ProxyOptionOpt = Annotated[
+    list[str] | None, typer.Option(metavar="KEY=VALUE", help=PROXY_OPTION_HELP)
+]

@@ -25,44 +25,53 @@ from gatesearch.runs.store import RunStore
 
 def retrain(
     run_dir: RunDirArg,
-    top: Annotated[int, typer.Option(help="How many of the best trials to retrain.")] = 1,
+    top: Annotated[
+        int, typer.Option(metavar="N", help="How many of the best trials to retrain.")
+    ] = 1,
     budget: Annotated[
         str | None,
         typer.Option(
+            metavar="BUDGET",
             help="Most training per architecture: 2000steps, 600s or 1e7tokens "
-            "[default: 10x the campaign's per-trial budget]."
+            "[default: 10x the campaign's per-trial budget].",
         ),
     ] = None,
     eval_points: Annotated[
         int,
         typer.Option(
+            metavar="N",
             help="Score the validation split at this many evenly spaced points of the budget; "
-            "the best point's weights are kept."
+            "the best point's weights are kept.",
         ),
     ] = DEFAULT_EVAL_POINTS,
     patience: Annotated[
         int,
         typer.Option(
+            metavar="N",
             help="Stop after this many validation points in a row without a better score "
-            "(0: train the whole budget)."
+            "(0: train the whole budget).",
         ),
     ] = DEFAULT_PATIENCE,
     dropout: Annotated[
         str,
         typer.Option(
+            metavar="RATES",
             help="Dropout for every rate: 'tuned' (the proxy's values), a rate such as 0.25, "
             "'self-tune' (the proxy's values as the start, tuned on as the retrain goes), or "
             "several, comma-separated: each architecture is then trained once per value and "
             "the best on validation kept. The default trains the proxy's values and 0.25: a "
             "retrain 10x the proxy's length wants more dropout than the proxy tuned for its "
-            "own on small data, and validation keeps the proxy's where it does not."
+            "own on small data, and validation keeps the proxy's where it does not.",
         ),
     ] = DEFAULT_DROPOUTS,
     workers: Annotated[
-        int | None, typer.Option(help="Trainings at once [default: the campaign's].")
+        int | None, typer.Option(metavar="N", help="Trainings at once [default: the campaign's].")
     ] = None,
     address: Annotated[
-        str | None, typer.Option(help="Ray cluster address [default: the campaign's, or local].")
+        str | None,
+        typer.Option(
+            metavar="ADDRESS", help="Ray cluster address [default: the campaign's, or local]."
+        ),
     ] = None,
 ) -> None:
     """Train the campaign's best K at the full budget (by default once with the proxy's tuned

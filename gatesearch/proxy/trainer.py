@@ -13,8 +13,9 @@ they oscillate, so no trial needs a learning-rate grid. The fixed-hyperparameter
 (`self_tuning=False`) trains the same model for the same budget with the hyperparameters'
 defaults, a constant learning rate and no STN layers.
 
-Budgets count weight steps, training tokens (inputs fed to weight steps) or wall-clock
-seconds of the training loop; scoring after the loop is not charged.
+Budgets count weight steps, training tokens (the real positions fed to weight steps, padding
+not counted: `Batch.tokens`) or wall-clock seconds of the training loop; scoring after the loop
+is not charged.
 """
 
 from __future__ import annotations

@@ -166,12 +166,18 @@ def _print(console: Console, rep: Report) -> None:
 
 
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="The run directory, e.g. runs/NAME.")],
+    run_dir: Annotated[
+        Path, typer.Argument(metavar="RUN_DIR", help="The run directory, e.g. runs/NAME.")
+    ],
     top: Annotated[
-        int, typer.Option("--top", min=1, help="Leaderboard size; the top-k of the choices plot.")
+        int,
+        typer.Option(
+            "--top", min=1, metavar="N", help="Leaderboard size; the top-k of the choices plot."
+        ),
     ] = DEFAULT_TOP,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Report folder [default: RUN_DIR/report].")
+        Path | None,
+        typer.Option("--out", metavar="DIR", help="Report folder [default: RUN_DIR/report]."),
     ] = None,
 ) -> None:
     """Leaderboard in the terminal; plots and one self-contained HTML page in RUN_DIR/report."""

@@ -283,6 +283,14 @@ class RunStore:
         root = Path(root)
         parent = root.parent
         if root.exists():
+            driver = running_driver(root)
+            if driver is not None:
+                # `resume` would be refused too while the driver holds the lock: point to
+                # what works now.
+                raise StoreError(
+                    f"{root} is {driver}: watch it with `gatesearch status {root}`, "
+                    "or choose another --name"
+                )
             raise StoreError(
                 f"{root} already exists: resume it with `gatesearch resume {root}` "
                 "or choose another --name"
@@ -630,26 +638,34 @@ class DriverState:
         return f"running on {self.host}" if self.host else self.state.value
 
 
-def campaign_state(root: Path, finished: int, target: int) -> DriverState:
-    """Running, finished or stopped, without touching the lock: a driver writes
-    `pid N on HOST` into driver.lock while it holds it and empties the file when it lets go,
-    so a named pid that is alive on this host (or any pid on another host) is a running
-    driver; a dead one was killed."""
+def running_driver(root: Path) -> DriverState | None:
+    """The driver at work on the run in `root`, None when there is none — read without
+    touching the lock: a driver writes `pid N on HOST` into driver.lock while it holds it and
+    empties the file when it lets go, so a named pid that is alive on this host (or any pid
+    on another host) is a running driver; a dead one was killed."""
     try:
         holder = (root / LOCK).read_text().strip()
     except OSError:
         holder = ""
     m = re.fullmatch(r"pid (\d+) on (\S+)", holder)
-    if m:
-        if m.group(2) != os.uname().nodename:
-            return DriverState(RunState.RUNNING, m.group(2))
-        try:
-            os.kill(int(m.group(1)), 0)
-            return DriverState(RunState.RUNNING)
-        except PermissionError:  # alive, someone else's
-            return DriverState(RunState.RUNNING)
-        except (ProcessLookupError, OverflowError):
-            pass
+    if m is None:
+        return None
+    if m.group(2) != os.uname().nodename:
+        return DriverState(RunState.RUNNING, m.group(2))
+    try:
+        os.kill(int(m.group(1)), 0)
+    except PermissionError:  # alive, someone else's
+        pass
+    except (ProcessLookupError, OverflowError):
+        return None
+    return DriverState(RunState.RUNNING)
+
+
+def campaign_state(root: Path, finished: int, target: int) -> DriverState:
+    """Running (`running_driver`), finished or stopped."""
+    driver = running_driver(root)
+    if driver is not None:
+        return driver
     return DriverState(RunState.FINISHED if finished >= target else RunState.STOPPED)
 
 

@@ -6,6 +6,7 @@ names are built-ins (`available_tasks()`), `module:function`, or `gatesearch.tas
 
 from gatesearch.tasks.base import (
     Batch,
+    EpochSize,
     Split,
     Task,
     TaskError,
@@ -24,6 +25,7 @@ __all__ = [
     "Batch",
     "CharLM",
     "ClassifyTask",
+    "EpochSize",
     "FlipFlop",
     "FramesTask",
     "Parity",

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gatesearch.budget import Budget, BudgetUnit
 from gatesearch.errors import GatesearchError
 from gatesearch.registry import Context, InputKind
 
@@ -45,17 +46,22 @@ class Batch:
     inputs: token ids (B, T) int64, or features (B, T, n_in) float32.
     targets: per task — (B, T) int64 class ids, (B, T, n_out) float32 frames, or (B,) labels.
     mask: (B, T) bool, the positions that count; padding and unscored positions are False.
+    real: how many of the B·T input positions hold data rather than padding; None when all
+    do. Set by tasks that pad (the file tasks): the mask cannot say it, since it also leaves
+    out real positions that are not scored (MQAR's non-queries).
     """
 
     inputs: torch.Tensor
     targets: torch.Tensor
     mask: torch.Tensor
+    real: int | None = None
 
     def to(self, device: torch.device | str) -> Batch:
         return Batch(
             self.inputs.to(device, non_blocking=True),
             self.targets.to(device, non_blocking=True),
             self.mask.to(device, non_blocking=True),
+            self.real,
         )
 
     @property
@@ -64,8 +70,30 @@ class Batch:
 
     @property
     def tokens(self) -> int:
-        """Positions fed to the model, padding included (what a token budget counts)."""
+        """Real positions fed to the model, padding not counted (what a token budget counts):
+        on padded, variable-length data a budget counted in padded positions would train on
+        about half the frames it was planned for."""
+        if self.real is not None:
+            return self.real
         return int(self.inputs.shape[0] * self.inputs.shape[1])
+
+
+@dataclass(frozen=True)
+class EpochSize:
+    """One pass of a task's training sampler over its data: every training sequence once
+    (a window of it under `max_len`), feeding `positions` real positions to the model."""
+
+    sequences: int
+    positions: int
+
+    def epochs(self, budget: Budget, batch_size: int) -> float | None:
+        """Epochs one training of `budget` makes at `batch_size`; None for a seconds budget,
+        whose reach depends on each model's speed."""
+        if budget.unit is BudgetUnit.TOKENS:
+            return budget.amount / max(1, self.positions)
+        if budget.unit is BudgetUnit.STEPS:
+            return budget.amount * batch_size / max(1, self.sequences)
+        return None
 
 
 @dataclass(frozen=True)
@@ -134,6 +162,11 @@ class Task(ABC):
         """(sum, count) of the task's metric on this batch; a split's metric is Σsum / Σcount."""
 
     # ------------------------------------------------------------------ provided
+
+    def train_epoch(self) -> EpochSize | None:
+        """The size of one epoch of the training data; None for a task without epochs (data
+        generated afresh, or windows drawn anywhere in a text)."""
+        return None
 
     def context(self, d_model: int, causal: bool | None = None) -> Context:
         """The build context of a model of width `d_model` for this task."""

@@ -1,6 +1,7 @@
 """Tasks on the user's own sequences, read from a Parquet or NPZ file (schema: docs/tasks.md).
 
-One file holds all three splits, told apart by a `split` field ("train", "valid", "test").
+One file holds all three splits, told apart by a `split` field ("train", "valid", "test") or,
+in an NPZ, by per-split array names (`train_frames`, `valid_frames`, …).
 Each row is a sequence — `tokens` (integers) or `frames` (rows of numbers of one width) —
 plus, for classification, an integer `label`. Sequences may differ in length; a batch is
 padded at the end to its longest sequence and `Batch.mask` marks the real positions.
@@ -31,6 +32,7 @@ import torch.nn.functional as F
 from gatesearch.registry import InputKind
 from gatesearch.tasks.base import (
     Batch,
+    EpochSize,
     Split,
     Task,
     TaskError,
@@ -137,6 +139,17 @@ class FileTask(Task):
         span = np.minimum(window, lengths[row] - start)
         return np.stack([row, start, span], axis=1)
 
+    def _fed(self, span: np.ndarray) -> np.ndarray:
+        """Real positions the model reads from items of `span` steps: a next-step task reads
+        all but the last step, whose frame is only a target."""
+        return span - 1 if self.next_step else span
+
+    def train_epoch(self) -> EpochSize:
+        lengths = self._splits()[Split.TRAIN].seqs.lengths
+        window = self._window()
+        span = lengths if window is None else np.minimum(lengths, window)
+        return EpochSize(len(lengths), int(self._fed(span).sum()))
+
     def _longest(self, lengths: np.ndarray) -> int:
         longest = int(lengths.max())
         window = self._window()
@@ -185,11 +198,12 @@ class FileTask(Task):
         values[~real] = 0
         steps = torch.from_numpy(values)
         mask = torch.from_numpy(real)
+        fed = int(self._fed(span).sum())  # what a token budget counts, padding left out
         if self.next_step:
-            return Batch(steps[:, :-1], steps[:, 1:], mask[:, 1:])
+            return Batch(steps[:, :-1], steps[:, 1:], mask[:, 1:], fed)
         assert data.labels is not None  # a classify file always carries labels
         labels = torch.from_numpy(data.labels[rows])  # (B,)
-        return Batch(steps, labels, mask)
+        return Batch(steps, labels, mask, fed)
 
 
 class FramesTask(FileTask):

@@ -1,10 +1,13 @@
 """Reading a task's data file (Parquet or NPZ) into checked arrays: one split field, one
-sequence field (`tokens` or `frames`, ragged), an optional label. Every problem names the file
+sequence field (`tokens` or `frames`, ragged), an optional label. An NPZ may instead hold
+each split's arrays under its own prefix (`train_frames`, `train_lengths`, `train_labels`,
+`valid_…`, `test_…`), a layout common in published data sets. Every problem names the file
 and the field (TaskError); NPZ files are read with `np.load(allow_pickle=False)`, never
 unpickled."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,20 +57,25 @@ class Table:
 
 
 class FileFail:
-    """Builds TaskErrors that name the file and the field."""
+    """Builds TaskErrors that name the file and the field — as the file spells it (`names`:
+    `label` is `train_labels` in a per-split NPZ)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, names: Mapping[str, str] | None = None) -> None:
         self.path = path
+        self.names = dict(names or {})
 
     def __call__(self, field: str, problem: str) -> TaskError:
-        return TaskError(f"{self.path}: field {field}: {problem}")
+        return TaskError(f"{self.path}: field {self.names.get(field, field)}: {problem}")
 
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-def _read_parquet(path: Path, wanted: list[str], fail: FileFail) -> dict[str, Any]:
+def _read_parquet(
+    path: Path, wanted: list[str], fail: FileFail
+) -> tuple[dict[str, Any], list[str]]:
+    """The wanted columns of a Parquet file, checked, and the names of all its columns."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -125,7 +133,7 @@ def _read_parquet(path: Path, wanted: list[str], fail: FileFail) -> dict[str, An
                 raise fail(name, "contains null values")
             values = flat.to_numpy(zero_copy_only=False).astype(np.float32)
             out[name] = Sequences(values.reshape(len(widths), width), _offsets(lengths))
-    return out
+    return out, list(schema.names)
 
 
 def _is_list(t: Any) -> bool:
@@ -155,7 +163,8 @@ def _common_width(widths: np.ndarray, lengths: np.ndarray, name: str, fail: File
     return int(widths[0])
 
 
-def _read_npz(path: Path, wanted: list[str], fail: FileFail) -> dict[str, Any]:
+def _read_npz(path: Path, wanted: list[str], fail: FileFail) -> tuple[dict[str, Any], list[str]]:
+    """The wanted fields of an NPZ in either layout, and the names of all its arrays."""
     import zipfile
 
     try:
@@ -172,20 +181,66 @@ def _read_npz(path: Path, wanted: list[str], fail: FileFail) -> dict[str, Any]:
     if not isinstance(archive, np.lib.npyio.NpzFile):
         archive_type = type(archive).__name__
         raise TaskError(f"{path}: not an NPZ archive of named arrays (found {archive_type})")
-    raw: dict[str, np.ndarray] = {}
     with archive:
-        for name in [*wanted, LENGTHS_FIELD]:
-            if name not in archive.files:
-                continue
-            try:
-                raw[name] = archive[name]
-            except ValueError:
-                raise fail(
-                    name, "is an object array; save numbers or fixed-width strings (no pickle)"
-                ) from None
-            except (OSError, zipfile.BadZipFile) as exc:
-                raise fail(name, f"cannot be read ({_first_line(exc)})") from None
+        names = list(archive.files)
+        sequence_fields = [f for f in wanted if f in (TOKENS_FIELD, FRAMES_FIELD)]
+        per_split = [f"{s.value}_{f}" for s in Split for f in sequence_fields]
+        found = [n for n in per_split if n in names]
+        if not found:
+            spelled = {n: n for n in [*wanted, LENGTHS_FIELD]}
+            return _npz_columns(_npz_arrays(archive, spelled, fail), fail), names
+        one_table = [n for n in (SPLIT_FIELD, *sequence_fields) if n in names]
+        if one_table:
+            # Which rows belong to which split would depend on which layout we believed.
+            raise TaskError(
+                f"{path}: holds both {one_table[0]} and per-split arrays ({found[0]}); "
+                "keep one layout"
+            )
+        parts = {}
+        for split in Split:
+            spelled = _split_spelling(split, names, wanted, path)
+            split_fail = FileFail(path, spelled)
+            cols = _npz_columns(_npz_arrays(archive, spelled, split_fail), split_fail)
+            parts[split] = (cols, split_fail)
+    return _join_splits(parts, path), names
 
+
+def _split_spelling(
+    split: Split, names: list[str], wanted: list[str], path: Path
+) -> dict[str, str]:
+    """Field name → the array holding it for `split` in a per-split NPZ: `train_frames`,
+    `train_lengths`, and the label as `train_label` or `train_labels`."""
+    prefix = f"{split.value}_"
+    spelled = {f: prefix + f for f in [*wanted, LENGTHS_FIELD] if f != SPLIT_FIELD}
+    if LABEL_FIELD in spelled:
+        both = [n for n in (prefix + LABEL_FIELD, prefix + LABEL_FIELD + "s") if n in names]
+        if len(both) > 1:
+            raise TaskError(f"{path}: field {' and '.join(both)}: both present; keep one")
+        spelled[LABEL_FIELD] = both[0] if both else prefix + LABEL_FIELD + "s"
+    return spelled
+
+
+def _npz_arrays(archive: Any, spelled: Mapping[str, str], fail: FileFail) -> dict[str, np.ndarray]:
+    """The arrays `spelled` names that the archive holds, by field name."""
+    import zipfile
+
+    raw: dict[str, np.ndarray] = {}
+    for name, stored in spelled.items():
+        if stored not in archive.files:
+            continue
+        try:
+            raw[name] = archive[stored]
+        except ValueError:
+            raise fail(
+                name, "is an object array; save numbers or fixed-width strings (no pickle)"
+            ) from None
+        except (OSError, zipfile.BadZipFile) as exc:
+            raise fail(name, f"cannot be read ({_first_line(exc)})") from None
+    return raw
+
+
+def _npz_columns(raw: dict[str, np.ndarray], fail: FileFail) -> dict[str, Any]:
+    """Checked columns from an NPZ's arrays: ragged fields as Sequences (via `lengths`)."""
     out: dict[str, Any] = {}
     lengths = raw.get(LENGTHS_FIELD)
     if lengths is not None:
@@ -213,6 +268,45 @@ def _read_npz(path: Path, wanted: list[str], fail: FileFail) -> dict[str, Any]:
             if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
                 raise fail(name, f"must be numbers, found {arr.dtype}")
             out[name] = _npz_sequences(arr.astype(np.float32), lengths, 2, name, fail)
+    return out
+
+
+def _join_splits(parts: dict[Split, tuple[dict[str, Any], FileFail]], path: Path) -> dict[str, Any]:
+    """One table from a per-split NPZ's splits, with the `split` field they imply; each split
+    holds the same fields, labels row for row and frames of one width."""
+    fields = sorted({f for cols, _ in parts.values() for f in cols})
+    for cols, fail in parts.values():
+        for name in fields:
+            if name not in cols:
+                raise fail(name, "missing (the other splits have it)")
+    seq_fields = [f for f in fields if f in (TOKENS_FIELD, FRAMES_FIELD)]
+    if len(seq_fields) != 1:  # none, or both: read_table names the problem
+        return {f: parts[Split.TRAIN][0][f] for f in fields}
+    field = seq_fields[0]
+    train_values = parts[Split.TRAIN][0][field].values
+    for cols, fail in parts.values():
+        n = len(cols[field])
+        if LABEL_FIELD in cols and len(cols[LABEL_FIELD]) != n:
+            raise fail(
+                LABEL_FIELD, f"has {len(cols[LABEL_FIELD])} rows but {fail.names[field]} has {n}"
+            )
+        values = cols[field].values
+        if values.shape[1:] != train_values.shape[1:]:
+            raise fail(
+                field,
+                f"frames have width {values.shape[1]}, but {parts[Split.TRAIN][1].names[field]}"
+                f" has {train_values.shape[1]}",
+            )
+    seqs = [cols[field] for cols, _ in parts.values()]
+    out: dict[str, Any] = {
+        field: Sequences(
+            np.concatenate([q.values for q in seqs]),
+            _offsets(np.concatenate([q.lengths for q in seqs])),
+        ),
+        SPLIT_FIELD: np.repeat([s.value for s in parts], [len(q) for q in seqs]),
+    }
+    if LABEL_FIELD in fields:
+        out[LABEL_FIELD] = np.concatenate([cols[LABEL_FIELD] for cols, _ in parts.values()])
     return out
 
 
@@ -260,16 +354,21 @@ def read_table(path: Path, sequence_fields: tuple[str, ...], need_label: bool) -
         raise TaskError(f"{path}: is a directory, not a data file")
     suffix = path.suffix.lower()
     wanted = [SPLIT_FIELD, *sequence_fields, *([LABEL_FIELD] if need_label else [])]
+    npz = suffix in NPZ_SUFFIXES
     if suffix in PARQUET_SUFFIXES:
-        cols = _read_parquet(path, wanted, fail)
-    elif suffix in NPZ_SUFFIXES:
-        cols = _read_npz(path, wanted, fail)
+        cols, names = _read_parquet(path, wanted, fail)
+    elif npz:
+        cols, names = _read_npz(path, wanted, fail)
     else:
         raise TaskError(f"{path}: unknown format {suffix or '(no suffix)'}; use .parquet or .npz")
 
+    # A file in some other layout: say what it holds and what is expected, so the fix is
+    # a rename, not a guess.
+    holds = f"the file holds {', '.join(names) or 'nothing'}"
+    expected = expected_layout(sequence_fields, need_label, npz)
     present = [f for f in sequence_fields if f in cols]
     if not present:
-        raise fail(" or ".join(sequence_fields), "missing")
+        raise fail(" or ".join(sequence_fields), f"missing; {holds}; {expected}")
     if len(present) > 1:
         raise fail(" and ".join(present), "both present; keep one")
     field = present[0]
@@ -277,12 +376,12 @@ def read_table(path: Path, sequence_fields: tuple[str, ...], need_label: bool) -
     n = len(seqs)
     for required in (SPLIT_FIELD, *([LABEL_FIELD] if need_label else [])):
         if required not in cols:
-            raise fail(required, "missing")
+            raise fail(required, f"missing; {holds}; {expected}")
         if len(cols[required]) != n:
             raise fail(required, f"has {len(cols[required])} rows but {field} has {n}")
     split = cols[SPLIT_FIELD]
-    names = {s.value for s in Split}
-    bad = np.flatnonzero(~np.isin(split, sorted(names)))
+    split_names = sorted(s.value for s in Split)
+    bad = np.flatnonzero(~np.isin(split, split_names))
     if len(bad):
         row = int(bad[0])
         raise fail(SPLIT_FIELD, f"row {row} is {str(split[row])!r}; expected train, valid or test")
@@ -296,6 +395,24 @@ def read_table(path: Path, sequence_fields: tuple[str, ...], need_label: bool) -
             row = int(np.searchsorted(seqs.offsets, step, side="right") - 1)
             raise fail(field, f"row {row} has a NaN or infinite value")
     return Table(field, seqs, cols.get(LABEL_FIELD), split)
+
+
+def expected_layout(sequence_fields: tuple[str, ...], need_label: bool, npz: bool) -> str:
+    """The layouts a task reads, in a few words (docs/tasks.md has them in full)."""
+    seq = " or ".join(sequence_fields)
+    label = ", label" if need_label else ""
+    if not npz:
+        return f"expected columns {seq}, split{label} (one row per sequence); see docs/tasks.md"
+    each = (
+        sequence_fields[0] if len(sequence_fields) == 1 else "{" + "|".join(sequence_fields) + "}"
+    )
+    per_split = ", ".join(f"{s.value}_{each}" for s in Split)
+    labels = ", train_labels" if need_label else ""
+    return (
+        f"expected {seq}, lengths, split{label} (one row per sequence; lengths may be left out"
+        f" when padded), or per-split arrays {per_split} with train_lengths{labels} and so"
+        " on; see docs/tasks.md"
+    )
 
 
 def check_range(

@@ -130,3 +130,39 @@ def test_run_help_says_over_the_limit_is_turned_down() -> None:
     res = run("run", "--help")
     text = " ".join(res.stdout.split())
     assert "is turned down untrained and not counted" in text and "fails at once" not in text
+
+
+def _command_paths() -> list[tuple[str, ...]]:
+    """Every command and group of the app, as the words that name it."""
+    import typer
+
+    from gatesearch.cli.app import app
+
+    found: list[tuple[str, ...]] = [()]
+    todo: list[tuple[tuple[str, ...], object]] = [((), typer.main.get_command(app))]
+    while todo:
+        path, cmd = todo.pop()
+        for name, sub in getattr(cmd, "commands", {}).items():
+            found.append((*path, name))
+            todo.append(((*path, name), sub))
+    return sorted(found)
+
+
+@pytest.mark.parametrize("path", _command_paths(), ids=lambda p: " ".join(p) or "gatesearch")
+def test_every_command_takes_h_and_its_metavars_say_what_to_type(path: tuple[str, ...]) -> None:
+    res = run(*path, "-h")  # in this process the program's name is pytest's: not checked
+    assert res.returncode == 0 and res.stdout.startswith("Usage: "), res.stderr
+    assert res.stdout == run(*path, "--help").stdout
+    options = res.stdout.split("Options:")[1]
+    # `<int>`, `<list[str]>`, `<int range>`, `<path>` read as syntax to new users.
+    assert "<" not in options and "list[" not in options, options
+    usage = res.stdout.splitlines()[0]
+    assert "run_dir" not in usage and "{path}" not in usage, usage
+
+
+def test_metavars_name_what_an_option_takes() -> None:
+    text = run("run", "-h").stdout
+    for shown in ("--task-param KEY=VALUE", "--trials N", "--budget BUDGET", "--name NAME",
+                  "--timeout SECONDS", "--proxy-option KEY=VALUE", "--space FILE"):  # fmt: skip
+        assert shown in text, shown
+    assert "{RUN_DIR}" in run("resume", "-h").stdout

@@ -13,6 +13,7 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 from clitools import cli
 
@@ -360,3 +361,27 @@ def test_seed_archs_are_the_first_trials(tmp_path, capsys):
     with RunStore.open(tmp_path / "runs" / "s", writer=False) as store:
         by_slot = {r.slot: r.arch_hash for r in store.records()}
     assert [by_slot[0], by_slot[1]] == [load_known(p).hash for p in known]
+
+
+def test_the_run_header_shows_epochs_a_trial_on_a_data_file(tmp_path, capsys):
+    """Users plan training in epochs of their data: the header says what the budget buys,
+    counted in real positions (frames here are zero-padded to 9 steps)."""
+    lengths = [3, 9, 5, 4] * 3
+    frames = np.zeros((len(lengths), 9, 4), dtype=np.float32)
+    for i, n in enumerate(lengths):
+        frames[i, :n, i % 4] = 1.0
+    data = tmp_path / "padded.npz"
+    split = ["train"] * 8 + ["valid"] * 2 + ["test"] * 2
+    np.savez(data, frames=frames, lengths=np.array(lengths), split=np.array(split))
+    code = cli(
+        "run", "--task", "frames", "--task-param", f"path={data}", "--budget", "60tokens",
+        "--trials", "1", "--workers", "1", "--strategy", "random",
+        "--proxy-option", "batch_size=4", "--runs-dir", tmp_path / "runs", "--name", "f",
+    )  # fmt: skip
+    text = " ".join(capsys.readouterr().out.split())
+    assert code == 0, text
+    positions = sum(n - 1 for n in lengths[:8])  # a frame is predicted from the one before
+    assert (
+        f"data: 8 training sequences, {positions} positions an epoch (padding not counted); "
+        f"60tokens ≈ {60 / positions:.3g} epochs a trial"
+    ) in text

@@ -11,6 +11,7 @@ import re
 import time
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 from proxydata import NoisyLookup, stack_graph
@@ -19,6 +20,7 @@ from torch import nn
 import gatesearch.proxy.trainer as trainer_module
 from gatesearch.arch.build import GraphModel, build_model, flops_per_token
 from gatesearch.arch.graph import arch_hash
+from gatesearch.budget import parse_budget
 from gatesearch.proxy import (
     HyperError,
     LRSchedule,
@@ -34,7 +36,7 @@ from gatesearch.proxy import (
 )
 from gatesearch.proxy.stn import fold_stn
 from gatesearch.proxy.trainer import task_context
-from gatesearch.tasks import Batch
+from gatesearch.tasks import Batch, make_task
 from gatesearch.tasks.base import Split
 
 FOLD_ATOL = 1e-5  # float32 model: folding reassociates W_e x + g⊙(W_h x)
@@ -336,6 +338,37 @@ def test_step_and_token_budgets_stop_where_they_should(
     assert (m["steps"], m["tokens"]) == (steps, tokens)  # 8 sequences × 8 tokens a step
     assert m["trajectory"][-1]["step"] == steps
     assert m["hyper_steps"] == sum(1 for s in range(1, steps) if s % 5 == 0 and s / steps >= 0.1)
+
+
+def test_a_token_budget_on_padded_data_trains_the_real_positions_planned(tmp_path) -> None:
+    """Frames zero-padded to 40 steps, most sequences short: a token budget must buy that
+    many real frames, not that many padded positions (about half as many real ones)."""
+    rng = torch.Generator().manual_seed(0)
+    lengths = [3, 40, 5, 4, 40, 6, 3, 5] * 2
+    frames = (torch.rand(len(lengths), 40, 4, generator=rng) < 0.3).float().numpy()
+    for i, n in enumerate(lengths):
+        frames[i, n:] = 0
+    path = tmp_path / "padded.npz"
+    np.savez(
+        path,
+        frames=frames,
+        lengths=np.array(lengths),
+        split=np.array(["train"] * 12 + ["valid"] * 2 + ["test"] * 2),
+    )
+    task = make_task("frames", path=str(path))
+    budget, config = 400, replace(SMALL, batch_size=4)
+    m = proxy_evaluate(small_graph(), task, f"{budget}tokens", seed=0, config=config)
+    # The same training stream, replayed: the real (scored) positions of each step's batch.
+    stream = task.batches(Split.TRAIN, config.batch_size, seed=0)
+    batches = [next(stream) for _ in range(int(m["steps"]))]
+    real = [int(b.mask.sum()) for b in batches]
+    padded = [b.inputs.shape[0] * b.inputs.shape[1] for b in batches]
+    assert m["tokens"] == sum(real)
+    assert sum(real[:-1]) < budget <= sum(real)  # stopped at the first step past the budget
+    assert sum(padded[:-1]) > 1.5 * budget  # counting padding would have stopped far sooner
+    assert task.train_epoch().epochs(parse_budget(f"{budget}tokens"), 4) == budget / sum(
+        n - 1 for n in lengths[:12]
+    )
 
 
 def test_training_loss_means_cover_every_step_and_the_second_half() -> None:

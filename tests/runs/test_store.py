@@ -11,6 +11,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from clitools import cli
 from optuna.trial import TrialState
 
 from gatesearch.runs.request import RunRequest, package_versions, prepare_run
@@ -112,6 +113,23 @@ def test_existing_run_is_never_overwritten(tmp_path):
     make(tmp_path).close()
     with pytest.raises(StoreError, match="already exists"):
         make(tmp_path)
+
+
+def test_run_with_the_name_of_a_running_campaign_says_it_is_running(tmp_path, capsys):
+    """`resume`, which an existing run's message suggests, would be refused while a driver
+    holds the run: the message says it runs and how to watch it instead."""
+    with make(tmp_path) as store:  # a driver holding the run
+        before = sorted((p.name, p.stat().st_mtime_ns) for p in store.root.rglob("*"))
+        capsys.readouterr()
+        code = cli("run", "--task", "null", "--runs-dir", tmp_path, "--name", "r")
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1, err
+        assert f"{store.root} is running" in err and f"gatesearch status {store.root}" in err
+        assert "resume" not in err
+        assert sorted((p.name, p.stat().st_mtime_ns) for p in store.root.rglob("*")) == before
+    # Its driver gone, the run is one to resume again.
+    assert cli("run", "--task", "null", "--runs-dir", tmp_path, "--name", "r") == 2
+    assert f"resume it with `gatesearch resume {tmp_path / 'r'}`" in capsys.readouterr().err
 
 
 def test_a_fidelity_folder_is_refused_as_what_it_is(tmp_path):

@@ -22,8 +22,17 @@ from taskdata import (
     write_parquet,
 )
 
+from gatesearch.budget import parse_budget
 from gatesearch.registry import InputKind
-from gatesearch.tasks import ClassifyTask, FramesTask, Split, TaskError, TokensTask, make_task
+from gatesearch.tasks import (
+    ClassifyTask,
+    EpochSize,
+    FramesTask,
+    Split,
+    TaskError,
+    TokensTask,
+    make_task,
+)
 
 
 def rows_of(split: Split, rows: list) -> list:
@@ -60,6 +69,32 @@ def write_npz_padded(path: Path, columns: dict) -> Path:
     return path
 
 
+def write_npz_per_split(path: Path, columns: dict) -> Path:
+    """Each split's arrays under its own prefix, as many published data sets ship them:
+    `train_frames` zero-padded (rows, T, D) or `train_tokens` flat, with `train_lengths`,
+    and `train_labels`; no `split` array."""
+    arrays = {}
+    for split in Split:
+        keep = [i for i, s in enumerate(columns["split"]) if s == split.value]
+        for name, value in columns.items():
+            prefix = f"{split.value}_"
+            rows = [value[i] for i in keep]
+            if name == "frames":
+                T = max(len(r) for r in rows)
+                padded = np.zeros((len(rows), T, np.shape(rows[0])[1]), dtype=np.float32)
+                for i, r in enumerate(rows):
+                    padded[i, : len(r)] = r
+                arrays[prefix + name] = padded
+                arrays[prefix + "lengths"] = np.array([len(r) for r in rows])
+            elif name == "tokens":
+                arrays[prefix + name] = np.concatenate(rows)
+                arrays[prefix + "lengths"] = np.array([len(r) for r in rows])
+            elif name == "label":
+                arrays[prefix + "labels"] = np.array(rows)
+    np.savez(path, **arrays)
+    return path
+
+
 def write_as(fmt: str, path: Path, columns: dict) -> Path:
     if fmt == "parquet":
         cols = {
@@ -69,10 +104,12 @@ def write_as(fmt: str, path: Path, columns: dict) -> Path:
         return write_parquet(path.with_suffix(".parquet"), cols)
     if fmt == "npz-flat":
         return write_npz_flat(path.with_suffix(".npz"), columns)
+    if fmt == "npz-per-split":
+        return write_npz_per_split(path.with_suffix(".npz"), columns)
     return write_npz_padded(path.with_suffix(".npz"), columns)
 
 
-FORMATS = ["parquet", "npz-flat", "npz-padded"]
+FORMATS = ["parquet", "npz-flat", "npz-padded", "npz-per-split"]
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -166,6 +203,47 @@ def test_max_len_windows_score_every_position_once(tokens_parquet: Path) -> None
         assert sum(int(b.mask.sum()) for b in cut_batches) == n_whole
     train = next(cut.batches(Split.TRAIN, 16, seed=0))
     assert train.mask.shape == (16, 3)
+
+
+# ------------------------------------------------------------------- what a budget counts
+
+
+@pytest.mark.parametrize("name", ["frames", "tokens", "classify"])
+def test_batches_count_their_real_positions_not_the_padding(
+    name: str, frames_parquet: Path, tokens_parquet: Path, classify_parquet: Path
+) -> None:
+    """A token budget counts `Batch.tokens`: on ragged data the positions read, not B·T."""
+    path = {"frames": frames_parquet, "tokens": tokens_parquet, "classify": classify_parquet}
+    task = make_task(name, path=str(path[name]))
+    train = task.batches(Split.TRAIN, 4, seed=0)
+    batches = [next(train) for _ in range(5)] + list(task.batches(Split.VALID, 4))
+    for b in batches:
+        # Every position a file task reads is scored (next step, or the class at the end).
+        assert b.tokens == int(b.mask.sum())
+    assert sum(b.tokens for b in batches) < sum(
+        b.inputs.shape[0] * b.inputs.shape[1] for b in batches
+    )
+    moved = batches[0].to("cpu")
+    assert moved.tokens == batches[0].tokens
+
+
+@pytest.mark.parametrize("max_len", [None, 3])
+def test_an_epoch_is_each_training_sequence_once(frames_parquet: Path, max_len: int | None) -> None:
+    task = make_task("frames", path=str(frames_parquet), max_len=max_len)
+    epoch = task.train_epoch()
+    train_rows = rows_of(Split.TRAIN, frame_rows())
+    window = len(max(train_rows, key=len)) if max_len is None else max_len + 1
+    assert epoch == EpochSize(len(train_rows), sum(min(len(r), window) - 1 for r in train_rows))
+    # One batch of all training sequences is one sampler epoch.
+    assert next(task.batches(Split.TRAIN, len(train_rows), seed=3)).tokens == epoch.positions
+
+
+def test_epochs_a_budget_makes() -> None:
+    epoch = EpochSize(sequences=10, positions=400)
+    assert epoch.epochs(parse_budget("1000tokens"), 32) == 2.5
+    assert epoch.epochs(parse_budget("5steps"), 4) == 2.0
+    assert epoch.epochs(parse_budget("30s"), 4) is None
+    assert make_task("mqar").train_epoch() is None  # generated afresh: no epochs
 
 
 # ------------------------------------------------------------------------------ bad data
@@ -428,7 +506,98 @@ BAD = {
         "label",
         "1-D integer array",
     ),
+    "npz-other-layout": (
+        "classify",
+        {},
+        npz({"x_train": np.ones((3, 4)), "y_train": np.arange(3)}),
+        "tokens or frames",
+        "the file holds x_train, y_train; expected tokens or frames, lengths, split, label (one"
+        " row per sequence; lengths may be left out when padded), or per-split arrays"
+        " train_{tokens|frames}, valid_{tokens|frames}, test_{tokens|frames} with"
+        " train_lengths, train_labels and so on",
+    ),
+    "npz-no-split": (
+        "frames",
+        {},
+        npz({"frames": np.zeros((3, 2, 2))}),
+        "split",
+        "missing; the file holds frames; expected frames, lengths, split",
+    ),
+    "parquet-other-layout": (
+        "tokens",
+        {},
+        parquet({"text": ["a", "b", "c"], "split": S3}),
+        "tokens",
+        "missing; the file holds text, split; expected columns tokens, split (one row",
+    ),
+    "npz-per-split-missing-split": (
+        "tokens",
+        {},
+        npz(
+            {"train_tokens": np.ones((2, 3), dtype=int), "test_tokens": np.ones((1, 3), dtype=int)}
+        ),
+        "valid_tokens",
+        "missing (the other splits have it)",
+    ),
+    "npz-per-split-label-rows": (
+        "classify",
+        {},
+        npz(
+            {
+                **{f"{s}_tokens": np.ones((2, 3), dtype=int) for s in S3},
+                **{f"{s}_labels": np.zeros(2, dtype=int) for s in S3[:2]},
+                "test_labels": np.zeros(3, dtype=int),
+            }
+        ),
+        "test_labels",
+        "has 3 rows but test_tokens has 2",
+    ),
+    "npz-per-split-frame-widths": (
+        "frames",
+        {},
+        npz(
+            {
+                "train_frames": np.zeros((2, 3, 4)),
+                **{f"{s}_frames": np.zeros((2, 3, 5)) for s in S3[1:]},
+            }
+        ),
+        "valid_frames",
+        "frames have width 5, but train_frames has 4",
+    ),
+    "npz-per-split-bad-lengths": (
+        "frames",
+        {},
+        npz({**{f"{s}_frames": np.zeros((2, 3, 4)) for s in S3}, "test_lengths": np.array([2, 9])}),
+        "test_lengths",
+        "row 1 is 9, longer than 3",
+    ),
+    "npz-per-split-label-twice": (
+        "classify",
+        {},
+        npz(
+            {
+                **{f"{s}_tokens": np.ones((2, 3), dtype=int) for s in S3},
+                **{f"{s}_labels": np.zeros(2, dtype=int) for s in S3},
+                "train_label": np.zeros(2, dtype=int),
+            }
+        ),
+        "train_label and train_labels",
+        "both present; keep one",
+    ),
 }
+
+
+def test_a_file_in_both_npz_layouts_is_refused(tmp_path: Path) -> None:
+    """Rows would belong to splits by whichever layout we believed: neither is guessed."""
+    path = npz(
+        {
+            "tokens": np.ones((3, 2), dtype=int),
+            "split": np.array(S3),
+            **{f"{s}_tokens": np.ones((1, 2), dtype=int) for s in S3},
+        }
+    )(tmp_path)
+    with pytest.raises(TaskError, match=r"holds both split and per-split arrays \(train_tokens\)"):
+        make_task("tokens", path=str(path))
 
 
 @pytest.mark.parametrize("case", list(BAD), ids=list(BAD))
