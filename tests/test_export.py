@@ -21,8 +21,10 @@ from gatesearch.arch.build import GraphModel, build_model, prune_model
 from gatesearch.arch.graph import INPUT_OP
 from gatesearch.arch.space import (
     DEFAULT_SPACE,
+    SPACES_DIR,
     Architecture,
     graph_context,
+    load_known,
     load_space,
     sample_architectures,
 )
@@ -228,6 +230,37 @@ def test_torch_export_known_limit(archs: list[Architecture], tmp_path: Path) -> 
     exported = _exported_model(_import(path), engine)
     with torch.no_grad(), pytest.raises(Exception, match="data-dependent"):
         torch.export.export(exported, (_tokens(1),))
+
+
+# Long enough that the chunk-to-chunk state scan itself runs in chunks (its carry loop), and
+# not a multiple of the GLA chunk, so the last chunk is padded.
+GRAPH_BREAK_SEQ = 200
+
+
+# Compiling takes seconds; tests/primitives/test_scan.py compiles the same functions in the
+# fast tier.
+@pytest.mark.slow
+def test_exported_gla_compiles_without_graph_breaks(tmp_path: Path) -> None:
+    """The chunked GLA picks its in-chunk formula by the decays' size; a data-dependent Python
+    branch there broke torch.compile's graph at every GLA layer (a `.item()`), as did `out=`
+    views in the scans. An exported file carries the engine's scans: compiling it is what a
+    user of the export does."""
+    arch = load_known(
+        SPACES_DIR / "known" / "gla_transformer.toml",
+        {"$width": 64, "$heads": 2, "model.stack.block#count": 2},
+    )
+    engine = _engine(arch, seed=6)
+    path = tmp_path / "model.py"
+    path.write_text(_export(arch, engine), encoding="utf-8")
+    exported = _exported_model(_import(path), engine)
+    x = _tokens(6, GRAPH_BREAK_SEQ)
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(exported)(x)
+    assert explained.graph_break_count == 0, [b.reason for b in explained.break_reasons]
+    # fullgraph=True refuses any break; with gradients on, dynamo also traces the scans'
+    # hand-written backward.
+    compiled = torch.compile(exported, backend="eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x), engine(x), atol=ATOL, rtol=0)
 
 
 # ------------------------------------------------------------------------ pruning, weights
