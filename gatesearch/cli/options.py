@@ -15,7 +15,11 @@ PROXY_OPTION_HELP = (
 
 RunDirArg = Annotated[Path, typer.Argument(help="The run directory, e.g. runs/NAME.")]
 SpaceOpt = Annotated[
-    Path | None, typer.Option(help="Search space file [default: spaces/gated_lm.space].")
+    Path | None,
+    typer.Option(
+        help="Search space file [default: spaces/gated_lm.space; for --task classify, "
+        "spaces/gated_classify.space]."
+    ),
 ]
 TaskParamOpt = Annotated[
     list[str] | None,
