@@ -18,11 +18,14 @@ import pytest
 import torch
 
 from gatesearch.arch.build import GraphModel, build_model, prune_model
+from gatesearch.arch.describe import describe
 from gatesearch.arch.graph import INPUT_OP
 from gatesearch.arch.space import (
     DEFAULT_SPACE,
+    SPACES_DIR,
     Architecture,
     graph_context,
+    load_known,
     load_space,
     sample_architectures,
 )
@@ -37,6 +40,7 @@ from gatesearch.export import (
 )
 from gatesearch.primitives import attention
 from gatesearch.primitives.pruning import HardConcreteGate, PruningGate, TrainableGate
+from gatesearch.registry import Context, InputKind
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_SEED = 2024
@@ -228,6 +232,138 @@ def test_torch_export_known_limit(archs: list[Architecture], tmp_path: Path) -> 
     exported = _exported_model(_import(path), engine)
     with torch.no_grad(), pytest.raises(Exception, match="data-dependent"):
         torch.export.export(exported, (_tokens(1),))
+
+
+# Long enough that the chunk-to-chunk state scan itself runs in chunks (its carry loop), and
+# not a multiple of the GLA chunk, so the last chunk is padded.
+GRAPH_BREAK_SEQ = 200
+
+
+# Compiling takes seconds; tests/primitives/test_scan.py compiles the same functions in the
+# fast tier.
+@pytest.mark.slow
+def test_exported_gla_compiles_without_graph_breaks(tmp_path: Path) -> None:
+    """The chunked GLA picks its in-chunk formula by the decays' size; a data-dependent Python
+    branch there broke torch.compile's graph at every GLA layer (a `.item()`), as did `out=`
+    views in the scans. An exported file carries the engine's scans: compiling it is what a
+    user of the export does."""
+    arch = load_known(
+        SPACES_DIR / "known" / "gla_transformer.toml",
+        {"$width": 64, "$heads": 2, "model.stack.block#count": 2},
+    )
+    engine = _engine(arch, seed=6)
+    path = tmp_path / "model.py"
+    path.write_text(_export(arch, engine), encoding="utf-8")
+    exported = _exported_model(_import(path), engine)
+    x = _tokens(6, GRAPH_BREAK_SEQ)
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(exported)(x)
+    assert explained.graph_break_count == 0, [b.reason for b in explained.break_reasons]
+    # fullgraph=True refuses any break; with gradients on, dynamo also traces the scans'
+    # hand-written backward.
+    compiled = torch.compile(exported, backend="eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x), engine(x), atol=ATOL, rtol=0)
+
+
+# ------------------------------------------------------------------------ the classify space
+
+CHANNELS, CLASSES = 4, 3  # multichannel frames in, class logits out
+
+
+def _classify_ctx(arch: Architecture) -> Context:
+    return graph_context(arch.graph, InputKind.CONTINUOUS, n_in=CHANNELS, n_out=CLASSES)
+
+
+def _features(arch: Architecture) -> set[str]:
+    """What a classify architecture exercises in the export: each merge of a bidirectional
+    mixer, each cell op, each pooling head."""
+    found = set()
+    for _, attrs in arch.graph.nodes(data=True):
+        params = attrs["params"]
+        if attrs["op"] == "bidirectional":
+            found |= {f"merge={params['merge']}", f"cell={params['cell']['op']}"}
+        elif attrs["op"] == "pool_head":
+            found.add(f"pool={params.get('pool', 'mean')}")
+    return found
+
+
+@pytest.fixture(scope="module")
+def classify_archs() -> list[Architecture]:
+    """Few samples of the classify space that together use every merge, every pool and as
+    many cells as 120 samples hold (smallest first, each adding something new)."""
+    space = load_space(SPACES_DIR / "gated_classify.space")
+    pool = sorted(
+        sample_architectures(space, 120, seed=SAMPLE_SEED, causal=False),
+        key=lambda a: (len(a.graph), a.hash),
+    )
+    chosen, covered = [], set()
+    for arch in pool:
+        if _features(arch) - covered:
+            chosen.append(arch)
+            covered |= _features(arch)
+    assert {f"merge={m}" for m in ("add", "concat", "gate")} <= covered
+    assert {f"pool={p}" for p in ("mean", "max", "attention")} <= covered
+    return chosen
+
+
+def test_classify_space_exports_compute_the_engines_function(
+    classify_archs: list[Architecture], tmp_path: Path
+) -> None:
+    """Bidirectional mixers (their cells through the exported lookup table) and pooling
+    heads export: same outputs as the engine on padded multichannel frames, and the files
+    pass ruff."""
+    x = torch.randn(BATCH, 11, CHANNELS, generator=torch.Generator().manual_seed(8))
+    x[0, 7:] = 0.0  # a shorter sequence, padded as classify pads
+    for i, arch in enumerate(classify_archs):
+        ctx = _classify_ctx(arch)
+        torch.manual_seed(i)
+        engine = build_model(arch.graph, ctx).eval()
+        source = export_source(
+            arch.graph, ctx, title="classify", arch_hash=arch.hash, metrics={}, model=engine
+        )
+        assert {m.split(".")[0] for m in _imports(source)} <= ALLOWED_IMPORTS
+        path = tmp_path / f"classify{i:02d}.py"
+        path.write_text(source, encoding="utf-8")
+        exported = _exported_model(_import(path), engine)
+        with torch.no_grad():
+            expected, got = engine(x), exported(x)
+        assert got.shape == (BATCH, 11, CLASSES)
+        where = describe(arch.graph)
+        torch.testing.assert_close(
+            got, expected, atol=ATOL, rtol=0, msg=lambda m, where=where: f"{where}: {m}"
+        )
+    ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
+    if Path(ruff).exists():
+        config = ["--config", str(REPO / "pyproject.toml"), "--no-cache"]
+        for command in (["check"], ["format", "--check"]):
+            result = subprocess.run(
+                [ruff, *command, *config, str(tmp_path)], capture_output=True, text=True
+            )
+            assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_classify_space_exports_compile_and_torch_export(
+    classify_archs: list[Architecture], tmp_path: Path
+) -> None:
+    x = torch.randn(BATCH, COMPILE_SEQ, CHANNELS)
+    for i, arch in enumerate(classify_archs[:4]):
+        ctx = _classify_ctx(arch)
+        torch.manual_seed(i)
+        engine = build_model(arch.graph, ctx).eval()
+        path = tmp_path / f"classify{i:02d}.py"
+        path.write_text(
+            export_source(arch.graph, ctx, title="c", arch_hash=arch.hash, metrics={}),
+            encoding="utf-8",
+        )
+        exported = _exported_model(_import(path), engine)
+        with torch.no_grad():
+            expected = engine(x)
+            torch._dynamo.reset()
+            compiled = torch.compile(exported, backend="eager", fullgraph=True)
+            torch.testing.assert_close(compiled(x), expected, atol=ATOL, rtol=0)
+            program = torch.export.export(exported, (x,))
+            torch.testing.assert_close(program.module()(x), expected, atol=ATOL, rtol=0)
 
 
 # ------------------------------------------------------------------------ pruning, weights

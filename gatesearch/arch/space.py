@@ -35,6 +35,10 @@ from gatesearch.shipped import shipped_dir
 
 SPACES_DIR = shipped_dir("spaces")
 DEFAULT_SPACE = SPACES_DIR / "gated_lm.space"
+# Tasks searched in another space than DEFAULT_SPACE when the user names none. gated_lm is
+# causal; a classifier may read the whole sequence, and its space offers what only that allows
+# (bidirectional recurrences, attention without a mask, pooling heads).
+TASK_SPACES: dict[str, Path] = {"classify": SPACES_DIR / "gated_classify.space"}
 
 
 @dataclass
@@ -49,6 +53,12 @@ class Architecture:
     def from_derivation(cls, derivation: Derivation) -> Architecture:
         graph = derivation_to_graph(derivation)
         return cls(derivation, graph, arch_hash(graph))
+
+
+def default_space(task: str) -> Path:
+    """The space a campaign (or a fidelity study) on the task named `task` searches when no
+    space is given: the task's own from TASK_SPACES, else DEFAULT_SPACE."""
+    return TASK_SPACES.get(task, DEFAULT_SPACE)
 
 
 def graph_context(

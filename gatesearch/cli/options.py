@@ -18,7 +18,11 @@ RunDirArg = Annotated[
 ]
 SpaceOpt = Annotated[
     Path | None,
-    typer.Option(metavar="FILE", help="Search space file [default: spaces/gated_lm.space]."),
+    typer.Option(
+        metavar="FILE",
+        help="Search space file [default: spaces/gated_lm.space; for --task classify, "
+        "spaces/gated_classify.space].",
+    ),
 ]
 TaskParamOpt = Annotated[
     list[str] | None,

@@ -1,6 +1,7 @@
 """Stand-ins, in an exported file, for the engine functions that look primitives up by name.
 
-The engine finds an activation, a pruning gate or an expert block through the registry. An
+The engine finds an activation, a pruning gate, an expert block or a bidirectional mixer's
+cell through the registry. An
 exported file has no registry: each of these functions looks the name up in a table of the
 classes the file defines, and the exporter writes each table with only the entries the
 architecture uses (`TABLES`). The definitions below are copied as they are; the tables' values
@@ -21,6 +22,8 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {}
 PRUNING_GATES: dict[str, type[nn.Module]] = {}
 # Expert blocks by name, with the context arguments each constructor takes.
 EXPERTS: dict[str, tuple[type[nn.Module], tuple[str, ...]]] = {}
+# Mixers by name, with the context arguments each constructor takes (bidirectional cells).
+CELLS: dict[str, tuple[type[nn.Module], tuple[str, ...]]] = {}
 
 
 def make_activation(name: str, width: int) -> nn.Module:
@@ -42,12 +45,21 @@ def build_expert(expert: dict[str, Any], d_model: int, causal: bool) -> nn.Modul
     return module(**{name: given[name] for name in context}, **expert.get("params", {}))
 
 
+def build_cell(cell: dict[str, Any], d_model: int) -> nn.Module:
+    """One direction of a bidirectional mixer from its description {"op": <a name in CELLS>,
+    "params": {...}}; each direction reads one way, so it is built causal."""
+    module, context = CELLS[cell["op"]]
+    given = {"d_model": d_model, "causal": True}
+    return module(**{name: given[name] for name in context}, **cell.get("params", {}))
+
+
 # Engine function (module, name) -> the stand-in of the same name defined above.
 BRIDGED: frozenset[tuple[str, str]] = frozenset(
     {
         ("gatesearch.primitives.activations", "make_activation"),
         ("gatesearch.primitives.pruning", "make_gate"),
         ("gatesearch.primitives.moe", "build_expert"),
+        ("gatesearch.primitives.bidirectional", "build_cell"),
     }
 )
 
@@ -57,10 +69,12 @@ TABLES: dict[str, tuple[Role, bool]] = {
     "ACTIVATIONS": (Role.ACTIVATION, False),
     "PRUNING_GATES": (Role.PRUNING_GATE, False),
     "EXPERTS": (Role.CHANNEL, True),
+    "CELLS": (Role.MIXER, True),
 }
 
 EXPORT_DEPS: dict[str, tuple[str, ...]] = {
     "make_activation": ("ACTIVATIONS",),
     "make_gate": ("PRUNING_GATES",),
     "build_expert": ("EXPERTS",),
+    "build_cell": ("CELLS",),
 }

@@ -17,6 +17,7 @@ standard library, and the generated class contains nothing but the expected stat
 
 from __future__ import annotations
 
+import ast
 import itertools
 import keyword
 import math
@@ -277,11 +278,31 @@ def _branch_names() -> Iterator[str]:
 
 
 def _call(head: str, args: list[str], indent: str) -> list[str]:
-    """`head(args)` on one line, or one argument per line when it would be too long."""
+    """`head(args)` on one line, or one argument per line when it would be too long (an
+    argument still too long spread as `_spread` does), as `ruff format` writes calls."""
     one = f"{indent}{head}({', '.join(args)})"
     if len(one) <= LINE_CHARS:
         return [one]
-    return [f"{indent}{head}(", *(f"{indent}    {a}," for a in args), f"{indent})"]
+    lines = [f"{indent}{head}("]
+    for arg in args:
+        name, _, value = arg.partition("=")
+        lines += _spread(value, ast.parse(value, mode="eval").body, f"{indent}    ", f"{name}=")
+    return [*lines, f"{indent})"]
+
+
+def _spread(source: str, node: ast.expr, indent: str, head: str) -> list[str]:
+    """`head` + the expression `node` of `source` + ",": on one line when it fits, else a dict
+    literal (a nested primitive's description, such as a bidirectional mixer's cell) opened
+    one item per line, each item spread in turn."""
+    text = ast.get_source_segment(source, node)
+    one = f"{indent}{head}{text},"
+    if len(one) <= LINE_CHARS or not isinstance(node, ast.Dict):
+        return [one]
+    lines = [f"{indent}{head}{{"]
+    for key, value in zip(node.keys, node.values, strict=True):
+        assert key is not None  # the exporter writes no `**` in its literals
+        lines += _spread(source, value, f"{indent}    ", f"{ast.get_source_segment(source, key)}: ")
+    return [*lines, f"{indent}}},"]
 
 
 def _model_class(

@@ -3,6 +3,7 @@
 from gatesearch.primitives import (  # noqa: F401
     activations,
     attention,
+    bidirectional,
     channel,
     moe,
     pruning,

@@ -33,7 +33,9 @@ Gated linear attention (per head, state S_t ∈ R^{d_k×d_v}):
   dtype's exponent range, the in-chunk term is computed instead with the exponent of the
   *difference* A_t − A_s (masked to s ≤ t, so ≤ 0): exact for any decay, C× the memory. With
   C = 16 and log α = logsigmoid(·)/16 the fallback needs pre-activations below about −44 all
-  along a chunk. All other exponents are of non-positive numbers.
+  along a chunk. All other exponents are of non-positive numbers. Under torch.compile and
+  torch.export the guard is a `torch.cond` over both formulas, so the traced graph does not
+  break at a data-dependent branch; eager code keeps the plain `if`, which runs one formula.
   The chunk-to-chunk state recurrence is itself diagonal (per key row), so `linear_scan` runs it.
 """
 
@@ -116,11 +118,10 @@ def _two_level_scan(a: torch.Tensor, b: torch.Tensor, chunk: int, reverse: bool)
         entering = torch.zeros_like(h[:, :, :1])  # (B, nc, 1, ...b)
         chunks = range(nc - 2, -1, -1) if reverse else range(1, nc)
         for n in chunks:
-            torch.addcmul(
-                h[:, n + prev, edge],
-                prod[:, n + prev, edge],
-                entering[:, n + prev, 0],
-                out=entering[:, n, 0],
+            # copy_ then addcmul_, not addcmul(out=view): torch.compile breaks its graph at
+            # an `out=` that is not contiguous. Same kernel, same values, no allocation.
+            entering[:, n, 0].copy_(h[:, n + prev, edge]).addcmul_(
+                prod[:, n + prev, edge], entering[:, n + prev, 0]
             )
         h.addcmul_(prod, entering)
     out = h.reshape(b.shape[0], nc * chunk, *h.shape[3:])  # (B, T + pad, ...)
@@ -151,11 +152,12 @@ class _LinearScan(torch.autograd.Function):
         a_next = torch.cat([a[:, 1:], torch.zeros_like(a[:, :1])], dim=1)  # a_{t+1}
         delta = _two_level_scan(a_next, grad.expand(ctx.b_shape), ctx.chunk, reverse=True)
         grad_a = torch.empty_like(delta)
-        torch.mul(delta[:, 1:], h[:, :-1], out=grad_a[:, 1:])
+        # In place into views rather than `out=` views, which break torch.compile's graph.
+        grad_a[:, 1:].copy_(delta[:, 1:]).mul_(h[:, :-1])
         if h0 is None:
             grad_a[:, 0].zero_()
         else:
-            torch.mul(delta[:, 0], h0, out=grad_a[:, 0])
+            grad_a[:, 0].copy_(delta[:, 0]).mul_(h0)
         grad_h0 = None if h0 is None else (a[:, 0] * delta[:, 0]).sum_to_size(h0.shape)
         return grad_a.sum_to_size(a.shape), delta, grad_h0, None
 
@@ -185,19 +187,19 @@ def _two_level_log_scan(log_a: torch.Tensor, log_b: torch.Tensor, chunk: int) ->
     # Pad with finite values (a = b = 1); padded steps come after the real ones.
     la = _chunk(_pad_time(log_a, pad, 0.0), nc, chunk)  # (B, nc, C, ...)
     lh = _chunk(_pad_time(log_b, pad, 0.0), nc, chunk).clone()  # (B, nc, C, ...)
+    # Assignments into views, not `out=` views: torch.compile breaks its graph at an `out=`
+    # that is not contiguous. logaddexp has no in-place form, so each step writes a copy.
     for t in range(1, chunk):
-        torch.logaddexp(la[:, :, t] + lh[:, :, t - 1], lh[:, :, t], out=lh[:, :, t])
+        lh[:, :, t] = torch.logaddexp(la[:, :, t] + lh[:, :, t - 1], lh[:, :, t])
     if nc > 1:
         decay = la.cumsum(dim=2)  # (B, nc, C, ...) log of the running product
         # Chunk 0 enters with log 0 = −inf; logaddexp(x, −inf) = x.
         entering = torch.full_like(lh[:, :, :1], -math.inf)  # (B, nc, 1, ...)
         for n in range(1, nc):
-            torch.logaddexp(
-                decay[:, n - 1, -1] + entering[:, n - 1, 0],
-                lh[:, n - 1, -1],
-                out=entering[:, n, 0],
+            entering[:, n, 0] = torch.logaddexp(
+                decay[:, n - 1, -1] + entering[:, n - 1, 0], lh[:, n - 1, -1]
             )
-        torch.logaddexp(lh, decay + entering, out=lh)
+        lh = torch.logaddexp(lh, decay + entering)
     return lh.reshape(log_b.shape[0], nc * chunk, *lh.shape[3:])[:, :T]
 
 
@@ -218,7 +220,7 @@ class _LogLinearScan(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> Any:
         log_a, log_b, log_h = ctx.saved_tensors
         w = torch.zeros_like(log_h)
-        torch.exp(log_a[:, 1:] + log_h[:, :-1] - log_h[:, 1:], out=w[:, 1:])
+        w[:, 1:] = torch.exp(log_a[:, 1:] + log_h[:, :-1] - log_h[:, 1:])  # no `out=` view
         w_next = torch.cat([w[:, 1:], torch.zeros_like(w[:, :1])], dim=1)  # w_{t+1}
         delta = _two_level_scan(w_next, grad, ctx.chunk, reverse=True)
         return delta * w, delta * (log_b - log_h).exp(), None
@@ -329,8 +331,10 @@ def gla_chunked(
     vc = _chunk(_pad_time(v, pad, 0.0), nc, C)  # (B, nc, C, H, V)
     gc = _chunk(_pad_time(log_g, pad, 0.0), nc, C)  # (B, nc, C, H, K)
     A = gc.cumsum(dim=2)  # (B, nc, C, H, K) in-chunk cumulative log decay, ≤ 0
-    if torch.compiler.is_exporting():
-        # torch.export cannot branch on data: the traced program carries both formulas.
+    if torch.compiler.is_compiling():
+        # Neither torch.export nor torch.compile can branch on data without leaving the graph
+        # (torch.compile would break it at the `.item()` of the guard, once per chunked call):
+        # the traced program carries both formulas and picks one at run time, as eager does.
         # Each branch returns its result flat, since torch.cond compares the branches' strides
         # and symbolic shapes can make equal layouts look different.
         def factorised(*args: torch.Tensor) -> torch.Tensor:

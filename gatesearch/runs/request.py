@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from gatesearch.arch.space import DEFAULT_SPACE, load_space
+from gatesearch.arch.space import default_space, load_space
 from gatesearch.budget import Budget, parse_budget
 from gatesearch.errors import GatesearchError
 from gatesearch.evaluate import (
@@ -144,10 +144,11 @@ def default_run_name(strategy: str, task: str) -> str:
 
 def prepare_run(req: RunRequest) -> tuple[RunConfig, Path, Preset]:
     """Check every input and resolve the config; nothing is written."""
-    space_path = Path(req.space) if req.space else DEFAULT_SPACE
+    task_spec = task_spec_of(req)
+    space_path = Path(req.space) if req.space else default_space(task_spec.name)
     grammar = load_space(space_path)
     preset = load_preset(resolve_preset_path(req.strategy))
-    evaluator = resolve_task(task_spec_of(req), req.proxy)
+    evaluator = resolve_task(task_spec, req.proxy)
     default_budget = DEFAULT_CAMPAIGN_BUDGET if req.task is None else evaluator.default_budget
     budget = parse_budget(req.budget or default_budget)
     objectives = parse_objectives(req.objectives, evaluator.metric_name)

@@ -7,18 +7,27 @@ from pathlib import Path
 
 import pytest
 import torch
+from classifydata import write_classify_npz
 
 from gatesearch.arch.build import aux_losses, build_model, count_params
 from gatesearch.arch.describe import describe
 from gatesearch.arch.space import (
     DEFAULT_SPACE,
     SPACES_DIR,
+    default_space,
     graph_context,
     load_known,
     load_space,
     sample_architectures,
 )
-from gatesearch.grammar import DerivationError
+from gatesearch.grammar import Causality, DerivationError, Grammar
+from gatesearch.grammar.checks import primitive_calls
+from gatesearch.grammar.model import Choose, Fixed, RuleRef, Slot
+from gatesearch.primitives.attention import GATE_POSITIONS
+from gatesearch.primitives.recurrent import LINEAR_RECURRENCES
+from gatesearch.primitives.structure import POOLS
+from gatesearch.tasks import Split, make_task, model_inputs
+from gatesearch.tasks.registry import builtin_tasks
 
 VOCAB = 256  # graph_context's default token vocabulary and output width
 
@@ -50,6 +59,85 @@ def test_narrow_space_samples_build(causal: bool) -> None:
     grammar = load_space(SPACES_DIR / "recurrent_cells.space")
     for arch in sample_architectures(grammar, 40, seed=1, causal=causal):
         _forward_backward(arch)
+
+
+CLASSIFY_SPACE = SPACES_DIR / "gated_classify.space"
+
+
+def _values(grammar: Grammar, op: str, param: str) -> set:
+    """Every value the space may give `param` of `op`, wherever `op` is called."""
+    found: set = set()
+    for rule in grammar.rules.values():
+        for alt in rule.alts:
+            for call in primitive_calls(alt.items):
+                for name, expr in call.params:
+                    if call.op != op or name != param:
+                        continue
+                    if isinstance(expr, Fixed):
+                        found.add(expr.value)
+                    elif isinstance(expr, Choose):
+                        found.update(expr.domain.finite_values() or ())
+    return found
+
+
+def _slot_ops(grammar: Grammar, op: str, param: str) -> set[str]:
+    """The primitives a slot `param` of `op` may derive (through one rule)."""
+    found: set[str] = set()
+    for rule in grammar.rules.values():
+        for alt in rule.alts:
+            for call in primitive_calls(alt.items):
+                for name, expr in call.params:
+                    if call.op == op and name == param and isinstance(expr, Slot):
+                        assert isinstance(expr.item, RuleRef)
+                        for inner in grammar.rules[expr.item.rule].alts:
+                            found.update(c.op for c in primitive_calls(inner.items))
+    return found
+
+
+def test_the_classify_space_offers_what_a_noncausal_task_allows() -> None:
+    """Non-causal; bidirectional copies of every recurrence; attention with every gate
+    position; every pooling head beside the plain head."""
+    grammar = load_space(CLASSIFY_SPACE)
+    assert grammar.causality is Causality.NONCAUSAL
+    recurrences = {"lstm", "gru", "mgu", "indrnn", "lem", *LINEAR_RECURRENCES}
+    assert _slot_ops(grammar, "bidirectional", "cell") == recurrences
+    assert _values(grammar, "bidirectional", "merge") == {"add", "concat", "gate"}
+    assert _values(grammar, "attention", "gate") == set(GATE_POSITIONS)
+    assert _values(grammar, "pool_head", "pool") == set(POOLS)
+    assert "head" in {c.op for a in grammar.rules["readout"].alts for c in primitive_calls(a.items)}
+
+
+def test_classify_space_samples_build_and_train_a_step_on_a_classify_batch(
+    tmp_path: Path,
+) -> None:
+    """Every sample builds for a real `classify` task (multichannel frames, padded batches)
+    and gives finite class logits, loss and gradients."""
+    task = make_task("classify", path=str(write_classify_npz(tmp_path / "cls.npz")))
+    batch = next(task.batches(Split.TRAIN, 4, seed=0))
+    assert not batch.mask.all()  # lengths differ: the batch is padded
+    archs = sample_architectures(load_space(CLASSIFY_SPACE), 40, seed=7, causal=False)
+    ops = {op for a in archs for _, op in a.graph.nodes(data="op")}
+    assert {"bidirectional", "pool_head", "head", "attention"} <= ops
+    torch.manual_seed(0)
+    for arch in archs:
+        ctx = task.context(graph_context(arch.graph).d_model)
+        assert not ctx.causal
+        model = build_model(arch.graph, ctx)
+        out = model(model_inputs(batch, next(model.parameters())))
+        assert out.shape == (batch.size, batch.inputs.shape[1], task.n_out)
+        loss = task.loss(out, batch) + sum(aux_losses(model).values(), torch.zeros(()))
+        assert torch.isfinite(loss), describe(arch.graph)
+        loss.backward()
+        assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_classify_is_the_one_task_with_its_own_default_space() -> None:
+    assert default_space("classify") == CLASSIFY_SPACE
+    others = [name for name in builtin_tasks() if name != "classify"]
+    assert others and all(default_space(name) == DEFAULT_SPACE for name in others)
+    assert default_space("my_package.tasks:make_task") == DEFAULT_SPACE
+    # The causal default suits them: every other built-in task is causal.
+    assert all(builtin_tasks()[name].causal for name in others)
 
 
 def test_every_shipped_space_validates() -> None:

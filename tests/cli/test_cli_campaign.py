@@ -4,6 +4,7 @@ real files; the driver killed with SIGKILL in a subprocess and resumed."""
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import signal
@@ -15,8 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from classifydata import CHANNELS, N_CLASSES, write_classify_npz
 from clitools import cli
 
+from gatesearch.arch.space import SPACES_DIR
 from gatesearch.runs.store import SPACE_COPY, RunStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
@@ -385,3 +389,35 @@ def test_the_run_header_shows_epochs_a_trial_on_a_data_file(tmp_path, capsys):
         f"data: 8 training sequences, {positions} positions an epoch (padding not counted); "
         f"60tokens ≈ {60 / positions:.3g} epochs a trial"
     ) in text
+
+
+def test_a_classify_campaign_searches_the_noncausal_space_by_default(tmp_path, capsys):
+    """The user's case: multichannel frames and a label per sequence, no --space. The
+    campaign trains architectures of gated_classify.space and its best exports and runs."""
+    data = write_classify_npz(tmp_path / "sensors.npz")
+    code = cli(
+        "run", "--task", "classify", "--task-param", f"path={data}", "--trials", "4",
+        "--workers", "2", "--budget", "6steps", "--strategy", small_preset(tmp_path, "random"),
+        "--runs-dir", tmp_path / "runs", "--name", "cls",
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().out
+    run = tmp_path / "runs" / "cls"
+    info = status_json(run, capsys)
+    assert info["finished"] == 4 and info["failed"] == 0, info["failure_reasons"]
+    assert info["metric_name"] == "accuracy"
+    config = json.loads((run / "config.json").read_text())
+    space = SPACES_DIR / "gated_classify.space"
+    assert config["space"] == str(space) and config["causal"] is False
+    assert (run / SPACE_COPY).read_text() == space.read_text()
+    with RunStore.open(run, writer=False) as store:
+        values = [r.values for r in store.records()]
+    assert len(values) == 4 and all(v is not None and 0.0 <= v[0] <= 1.0 for v in values)
+
+    assert cli("export", run, "--rank", "1", "-o", tmp_path / "best.py") == 0
+    spec = importlib.util.spec_from_file_location("classify_best", tmp_path / "best.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with torch.no_grad():
+        logits = module.Model()(torch.randn(2, 9, CHANNELS))
+    assert logits.shape == (2, 9, N_CLASSES)

@@ -1,13 +1,21 @@
-"""The fidelity config: typed, checked once, old folders still read, unknown keys refused."""
+"""The fidelity config: typed, checked once, old folders still read, unknown keys refused;
+the space a task is studied in by default."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+from classifydata import write_classify_npz
 
+from gatesearch.arch.space import SPACES_DIR
 from gatesearch.budget import parse_budget
-from gatesearch.experiments.fidelity import FidelityConfig, FidelityError
+from gatesearch.experiments.fidelity import (
+    FidelityConfig,
+    FidelityError,
+    FidelityRequest,
+    prepare,
+)
 from gatesearch.runs.config import TrialResources
 from gatesearch.tasks import TaskSpec
 
@@ -72,3 +80,11 @@ def test_a_missing_key_is_named() -> None:
     doc = {k: v for k, v in FIRST.items() if k != "seed"}
     with pytest.raises(FidelityError, match="missing key\\(s\\) 'seed'"):
         FidelityConfig.from_dict(doc, "config.json")
+
+
+def test_fidelity_on_classify_samples_the_noncausal_space_by_default(tmp_path) -> None:
+    data = str(write_classify_npz(tmp_path / "cls.npz"))
+    req = FidelityRequest(task="classify", task_params={"path": data}, archs=3, runs_dir=tmp_path)
+    config, _, archs = prepare(req)
+    assert config.space == str(SPACES_DIR / "gated_classify.space") and config.causal is False
+    assert len(archs) == 3 and not any(a.derivation.causal for a in archs)

@@ -15,7 +15,7 @@ import networkx as nx
 
 from gatesearch.arch.describe import describe
 from gatesearch.arch.graph import write_graph
-from gatesearch.arch.space import DEFAULT_SPACE, Architecture, load_space
+from gatesearch.arch.space import Architecture, default_space, load_space
 from gatesearch.atomic import AtomicFolder, write_atomic
 from gatesearch.budget import Budget, parse_budget
 from gatesearch.evaluate import ProxyEvaluator, resolve_task
@@ -183,7 +183,7 @@ def prepare(req: FidelityRequest) -> tuple[FidelityConfig, Grammar, list[Archite
     from gatesearch.runs.request import RUN_NAME, causal_for, default_run_name
 
     _check(req)
-    space_path = Path(req.space) if req.space else DEFAULT_SPACE
+    space_path = Path(req.space) if req.space else default_space(req.task)
     grammar = load_space(space_path)
     evaluator = resolve_task(TaskSpec(req.task, dict(req.task_params)), req.proxy)
     full_options = {**DEFAULT_FULL_OPTIONS, **req.full}
