@@ -68,13 +68,17 @@ def test_directions_follow_the_task():
 def test_the_default_campaign_is_a_small_mqar():
     config = prepare_run(RunRequest())[0].to_dict()
     assert config["task"]["name"] == "mqar" and config["task"]["params"]["vocab"] == 64
-    assert config["budget"] == "20s" and config["objectives"] == ["metric"]
+    assert config["budget"] == "400steps" and config["objectives"] == ["metric"]
+    assert config["max_params"] == 200_000  # a CPU campaign finds something under a limit
     # --task-param without --task adjusts the default task.
     config = prepare_run(RunRequest(task_params={"pairs": 2}))[0].to_dict()
     assert config["task"]["params"]["pairs"] == 2 and config["task"]["params"]["vocab"] == 64
     # --task alone takes the task's own defaults.
     config = prepare_run(RunRequest(task="mqar"))[0].to_dict()
     assert config["task"]["params"]["vocab"] == 256
+    assert config.get("max_params") is None  # a task of the user's: no limit unless asked
+    config = prepare_run(RunRequest(max_params=5000))[0].to_dict()
+    assert config["max_params"] == 5000
 
 
 @pytest.mark.parametrize(

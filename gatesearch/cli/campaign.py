@@ -43,7 +43,8 @@ def _header(store: RunStore, evaluator: Evaluator) -> None:
     config = store.config
     out.print(
         f"campaign {store.root}: {config.strategy} on {task_text(config.task)}, "
-        f"{config.trials} trials × {config.budget}, {config.workers} workers",
+        f"{config.trials} trials × {config.budget}, {config.workers} workers"
+        + (f", at most {config.max_params:,} parameters" if config.max_params else ""),
         markup=False,
     )
     if config.schedule.staged:
@@ -189,7 +190,8 @@ def run(
         typer.Option(
             metavar="N",
             help="Parameter limit: a proposal whose model (built for the task) is larger is "
-            "turned down untrained and not counted among the trials [default: no limit].",
+            "turned down untrained and not counted among the trials [default: 200000 for "
+            "the default campaign (no --task), else no limit].",
         ),
     ] = None,
     proxy_option: ProxyOptionOpt = None,
