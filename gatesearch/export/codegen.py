@@ -435,10 +435,10 @@ class _Doc:
 
 
 def _wrapped_summary(graph: nx.DiGraph, indent: str) -> list[str]:
-    """`describe(graph)` broken at " > " into lines of at most LINE_CHARS."""
+    """The complete `describe(graph)` broken at " > " into lines of at most LINE_CHARS."""
     lines: list[str] = []
     current = ""
-    for i, part in enumerate(describe(graph).split(" > ")):
+    for i, part in enumerate(describe(graph, complete=True).split(" > ")):
         piece = part if i == 0 else f" > {part}"
         if current and len(indent) + len(current) + len(piece) > LINE_CHARS:
             lines.append(current)
