@@ -11,9 +11,11 @@ from gatesearch.formats import (
     count,
     metric,
     objective_header,
+    rank_text,
     score,
     whole,
 )
+from gatesearch.runs.ranking import joint_ranks
 
 
 @pytest.mark.parametrize(
@@ -59,3 +61,11 @@ def test_objective_heads_name_the_metric_and_the_better_direction():
     assert objective_header("metric", "loss", False) == "metric (loss) ↓"
     assert objective_header("params", "accuracy", False) == "params ↓"
     assert objective_header("metric", "metric", False) == "metric ↓"
+
+
+def test_tied_scores_share_the_rank_of_the_first_and_are_marked():
+    keys = [(0.9,), (0.8,), (0.8,), (0.7,), (0.6,), (0.6,), (0.6,)]
+    joint = joint_ranks(keys)
+    assert joint == [(1, False), (2, True), (2, True), (4, False), (5, True), (5, True), (5, True)]
+    texts = [rank_text(k, j, t) for k, (j, t) in enumerate(joint, start=1)]
+    assert texts == ["1", "=2", "=2", "4", "=5", "=5", "=5"]

@@ -19,6 +19,7 @@ from gatesearch.cli.options import (
     RunsDirOpt,
     SpaceOpt,
     TaskParamOpt,
+    WideOpt,
 )
 from gatesearch.cli.render import (
     Display,
@@ -29,6 +30,7 @@ from gatesearch.cli.render import (
     task_text,
 )
 from gatesearch.evaluate import parse_proxy_options, parse_task_params
+from gatesearch.formats import metric
 from gatesearch.runs.campaign import Campaign, open_for_resume
 from gatesearch.runs.outcomes import TrialOutcome
 from gatesearch.runs.ranking import count_finished, summary
@@ -36,10 +38,11 @@ from gatesearch.runs.request import RunRequest, package_versions, prepare_run
 from gatesearch.runs.store import RunStore, StoreError, list_runs
 
 
-def _drive(store: RunStore) -> None:
+def _drive(store: RunStore, wide: bool = False) -> None:
     with store:
         campaign = Campaign(store)
-        with Display(out, store.config.name, objective_labels(store.config)) as display:
+        labels = objective_labels(store.config)
+        with Display(out, store.config.name, labels, store.config.objectives) as display:
             campaign.display = display
             display.update(campaign.stats)
             try:
@@ -48,7 +51,7 @@ def _drive(store: RunStore) -> None:
                 display.__exit__()
                 out.print(f"interrupted: continue with `gatesearch resume {store.root}`")
                 raise typer.Exit(130) from None
-        print_board(store)
+        print_board(store, wide)
         out.print(
             f"{stats.done} trials ({stats.failed} failed, {stats.duplicates} duplicates) in "
             f"{clock(stats.elapsed)}. next: `gatesearch report {store.root}` (plots, HTML), "
@@ -140,6 +143,7 @@ def run(
         int | None,
         typer.Option(help="Rungs grow by this factor and 1/η of a rung is promoted [default: 3]."),
     ] = None,
+    wide: WideOpt = False,
 ) -> None:
     """Run a search campaign into RUNS_DIR/NAME."""
     request = RunRequest(
@@ -175,13 +179,14 @@ def run(
     )
     if config.schedule.staged:
         out.print(f"schedule: {config.schedule.describe(config.budget)}", markup=False)
-    _drive(store)
+    _drive(store, wide)
 
 
 def resume(
     run_dir: RunDirArg,
     trials: Annotated[int | None, typer.Option(help="Run N more trials than are finished.")] = None,
     address: Annotated[str | None, typer.Option(help="Ray cluster address to continue on.")] = None,
+    wide: WideOpt = False,
 ) -> None:
     """Continue an interrupted campaign: finished trials kept, unfinished ones run again."""
     store = open_for_resume(run_dir, trials, address)
@@ -196,12 +201,13 @@ def resume(
         )
         return
     out.print(f"resuming {store.root}")
-    _drive(store)
+    _drive(store, wide)
 
 
 def status(
     run_dir: RunDirArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    wide: WideOpt = False,
 ) -> None:
     """Progress, best trial and failure reasons of a campaign."""
     store = RunStore.open(run_dir, writer=False)
@@ -245,7 +251,7 @@ def status(
         )
     for reason, n in info["failure_reasons"].items():
         out.print(f"  failed ×{n}: {reason}", markup=False)
-    print_board(store)
+    print_board(store, wide)
 
 
 def ls(
@@ -274,7 +280,8 @@ def ls(
             f"{info['finished']}/{info['target']}",
             str(info["failed"]),
             " ".join(
-                f"{label}={v:.4g}" for label, v in zip(info["labels"], best["values"].values())
+                f"{label}={metric(key, v)}"
+                for label, (key, v) in zip(info["labels"], best["values"].items())
             )
             if best
             else "-",

@@ -29,3 +29,11 @@ AddressOpt = Annotated[
 ]
 RunsDirOpt = Annotated[Path, typer.Option(help="Where runs are written.")]
 ProxyOptionOpt = Annotated[list[str] | None, typer.Option(help=PROXY_OPTION_HELP)]
+WideOpt = Annotated[
+    bool,
+    typer.Option(
+        "--wide",
+        help="Print tables whole: each architecture complete, on one line however long "
+        "(else short, and cut to the terminal's width).",
+    ),
+]
