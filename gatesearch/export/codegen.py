@@ -36,6 +36,7 @@ from gatesearch.arch.graph import INPUT_OP, OUTPUT_OP, GraphError, canonical_ord
 from gatesearch.arch.graph import arch_hash as compute_arch_hash
 from gatesearch.export import bridges
 from gatesearch.export.checks import check_source
+from gatesearch.export.docinfo import About
 from gatesearch.export.errors import ExportError
 from gatesearch.export.sources import Collected, HeaderImport, collect
 from gatesearch.registry import REGISTRY, Context, InputKind, PrimitiveSpec, TensorKind
@@ -455,6 +456,8 @@ def _module_doc(
     metrics: Mapping[str, Any],
     class_name: str,
     weights_name: str,
+    about: About,
+    n_out: int,
 ) -> _Doc:
     doc = _Doc()
     doc.line(
@@ -464,6 +467,12 @@ def _module_doc(
     own = compute_arch_hash(graph)
     if own != given_hash:
         doc.line((f"The exported graph (pruned) hashes to {own}.", True))
+    # Scores and the output's reading come first: what a user of the file asks before all.
+    # Both are the exporter's own text around numbers it formatted (docinfo).
+    for block in about.blocks(n_out):
+        doc.line()
+        for line in block:
+            doc.line((line, True))
     doc.line()
     doc.line(("Metrics:", True))
     if not metrics:
@@ -515,11 +524,13 @@ def export_source(
     class_name: str = "Model",
     weights_name: str = "model.safetensors",
     model: GraphModel | None = None,
+    about: About | None = None,
 ) -> str:
     """The standalone Python source of the model for `graph` in context `ctx`.
 
     `title` (the campaign), `arch_hash` and `metrics` are written into the module docstring,
-    with a usage example that loads `weights_name`. `model`, the engine's model of `graph`
+    with a usage example that loads `weights_name`; `about`, the model's scores and where the
+    task reads its output, first. `model`, the engine's model of `graph`
     when at hand, saves building one (on the meta device) to see which classes it uses.
     Raises ExportError when the graph is invalid, holds a value that cannot be written safely,
     or uses a primitive whose export is not declared.
@@ -550,7 +561,9 @@ def export_source(
         raise ExportError(f"class name {class_name!r} clashes with a definition in the export")
     model_lines, _ = _model_class(graph, ctx, class_name, exported)
 
-    doc = _module_doc(title, arch_hash, graph, metrics, class_name, weights_name)
+    doc = _module_doc(
+        title, arch_hash, graph, metrics, class_name, weights_name, about or About(), ctx.n_out
+    )
     out = [f'"""{"".join(doc.source)}"""', "", *_header_lines(collected.header)]
     module = None
     for definition in collected.definitions:

@@ -6,6 +6,7 @@ names are built-ins (`available_tasks()`), `module:function`, or `gatesearch.tas
 
 from gatesearch.tasks.base import (
     Batch,
+    Readout,
     Split,
     Task,
     TaskError,
@@ -27,6 +28,7 @@ __all__ = [
     "FlipFlop",
     "FramesTask",
     "Parity",
+    "Readout",
     "SelectiveCopy",
     "Split",
     "Task",
