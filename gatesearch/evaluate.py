@@ -30,6 +30,7 @@ import networkx as nx
 
 from gatesearch.arch.graph import arch_hash
 from gatesearch.budget import Budget
+from gatesearch.formats import objective_name
 from gatesearch.tasks import TaskError, TaskSpec
 
 if TYPE_CHECKING:
@@ -68,10 +69,9 @@ def objective_value(metrics: dict[str, Any], objective: str) -> float | None:
 
 
 def objective_label(objective: str, metric_name: str) -> str:
-    """How a table heads an objective column: `metric` shows as the task's metric name."""
-    if objective == "metric" and metric_name != "metric":
-        return metric_name if metric_name != "loss" else "metric (loss)"
-    return objective
+    """An objective in words: `metric` shows as the task's metric name (formats.objective_name;
+    a table's head adds the direction, formats.objective_header)."""
+    return objective_name(objective, metric_name)
 
 
 class Evaluator(ABC):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import copy
 import importlib.util
+import math
 import shutil
 import subprocess
 import sys
@@ -30,7 +31,10 @@ from gatesearch.arch.space import (
     sample_architectures,
 )
 from gatesearch.export import (
+    About,
     ExportError,
+    Scores,
+    ScoreSource,
     codegen,
     export_source,
     export_state_dict,
@@ -41,6 +45,7 @@ from gatesearch.export import (
 from gatesearch.primitives import attention
 from gatesearch.primitives.pruning import HardConcreteGate, PruningGate, TrainableGate
 from gatesearch.registry import Context, InputKind
+from gatesearch.tasks import Readout
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_SEED = 2024
@@ -687,3 +692,60 @@ def test_attribute_names_are_sanitised() -> None:
         "c": "rmsnorm",
         "d": "rmsnorm_2",
     }
+
+
+# ------------------------------------------------------------------------ what it says
+
+
+def _docstring(arch: Architecture, about: About | None) -> str:
+    source = export_source(
+        arch.graph,
+        graph_context(arch.graph),
+        title="t",
+        arch_hash=arch.hash,
+        metrics={"loss": 1.0},
+        about=about,
+    )
+    doc = ast.get_docstring(ast.parse(source), clean=False)
+    assert doc is not None
+    return doc
+
+
+def test_the_docstring_states_scores_and_where_the_class_logits_are(
+    archs: list[Architecture],
+) -> None:
+    scores = Scores(
+        "accuracy", ScoreSource.RETRAINED, valid=0.53125, valid_loss=1.2345, test=0.5, test_loss=2.0
+    )
+    doc = _docstring(archs[0], About(scores, Readout.LAST_POSITION))
+    assert "Scores (retrained at the full budget, at its best validation point):" in doc
+    assert "    validation accuracy: 0.5312 (loss 1.234)\n    test accuracy: 0.5 (loss 2)" in doc
+    # graph_context's output is 256 wide: the classes are counted from the model's output.
+    assert "The class logits are y[b, n_b - 1, :], the output\nat the last real position" in doc
+    assert "argmax over the 256 classes" in doc
+    proxy = Scores("nll", ScoreSource.PROXY, valid=4.25)
+    doc = _docstring(archs[0], About(proxy, Readout.NEXT_FRAME))
+    assert "    validation nll: 4.25\n    test nll: not measured (`gatesearch retrain`" in doc
+    assert "Bernoulli logit for each of the 256 dimensions" in doc
+    assert "Scores" not in _docstring(archs[0], None)  # nothing claimed when nothing is known
+
+
+@pytest.mark.parametrize("readout", list(Readout))
+def test_each_readout_is_said_in_lines_that_fit(archs: list[Architecture], readout) -> None:
+    doc = _docstring(archs[0], About(None, readout))
+    assert "Output:" in doc and max(len(line) for line in doc.splitlines()) <= 100
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        pytest.param({"metric_name": 'acc"""\nimport os'}, "plain name", id="metric-name"),
+        pytest.param({"valid": math.nan}, "finite", id="nan-score"),
+        pytest.param({"test": "0.5"}, "finite", id="string-score"),
+        pytest.param({"source": "retrained"}, "ScoreSource", id="source-string"),
+    ],
+)
+def test_scores_take_only_numbers_and_a_plain_name(kwargs: dict, message: str) -> None:
+    args = {"metric_name": "accuracy", "source": ScoreSource.PROXY} | kwargs
+    with pytest.raises(ExportError, match=message):
+        Scores(**args)

@@ -54,61 +54,9 @@ def _trunk(g: nx.DiGraph) -> list[_Item]:
 
 
 def _shown_params(op: str, params: dict[str, Any]) -> list[tuple[str, Any]]:
-    """Parameters that differ from the registry default (all when the op has no spec)."""
-    spec = REGISTRY.get(op)
-    shown = []
-    for name, value in params.items():
-        p = spec.param(name) if spec is not None else None
-        if p is None or p.default != value or type(p.default) is not type(value):
-            shown.append((name, value))
-    return shown
-
-
-def _short_value(value: Any) -> str:
-    if isinstance(value, dict) and isinstance(value.get("op"), str):
-        return _short_label(value["op"], value.get("params") or {})
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, dict | list):
-        return "…"
-    return str(value)
-
-
-def _short_label(op: str, params: dict[str, Any], max_values: int = 2) -> str:
-    values = [_short_value(v) for _, v in _shown_params(op, params)]
-    if not values:
-        return op
-    if len(values) > max_values:
-        values = [*values[:max_values], "…"]
-    return f"{op}({','.join(values)})"
-
-
-def _full_label(op: str, params: dict[str, Any]) -> str:
-    shown = _shown_params(op, params)
-    if not shown:
-        return op
-    text = ", ".join(
-        f"{k}={json.dumps(v, ensure_ascii=False, sort_keys=True)}"
-        if isinstance(v, dict | list)
-        else f"{k}={v}"
-        for k, v in shown
-    )
-    return f"{op}({text})"
-
-
-def _value_text(value: Any) -> str:
-    if isinstance(value, dict) and isinstance(value.get("op"), str):
-        return node_label(value["op"], value.get("params") or {}, max_params=2)
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, dict | list):
-        return json.dumps(value, sort_keys=True)
-    return str(value)
-
-
-def node_label(op: str, params: dict[str, Any], max_params: int = 4) -> str:
-    """`op(k=v, ...)` for a drawing's box: the parameters that differ from the registry
-    defaults and are active, a combine op with the wrapper it closes."""
+    """Parameters that differ from the registry default and play a part (all when the op has
+    no spec): what a label shows. An inactive parameter (a gate's activation without a gate)
+    takes its default and would only be noise."""
     spec = REGISTRY.get(op)
     shown = []
     for name, value in params.items():
@@ -116,14 +64,51 @@ def node_label(op: str, params: dict[str, Any], max_params: int = 4) -> str:
         if p is not None and p.active is not None and not p.active(params):
             continue
         if p is None or p.default != value or type(p.default) is not type(value):
-            shown.append(f"{name}={_value_text(value)}")
-    if spec is not None and spec.role is Role.COMBINE:
-        op = f"{op}  [{wrapper_of(op)}]"
+            shown.append((name, value))
+    return shown
+
+
+def _value_text(value: Any, limit: int | None) -> str:
+    """One parameter's value in a label. A nested primitive (a mixture's expert) is labelled
+    the same way; with a `limit` (a short label) any other nested value is `…`, without one it
+    is written out as JSON. Floats as `%g` in a short label, exactly in a complete one."""
+    if isinstance(value, dict) and isinstance(value.get("op"), str):
+        return primitive_label(value["op"], value.get("params") or {}, limit)
+    if isinstance(value, dict | list):
+        if limit is not None:
+            return "…"
+        return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    if isinstance(value, float):
+        return f"{value:g}" if limit is not None else repr(value)
+    return str(value)
+
+
+def primitive_label(op: str, params: dict[str, Any], limit: int | None = None) -> str:
+    """`op(name=value, ...)`: the parameters that differ from the registry defaults, each
+    named (a bare `True` or `2` says nothing). With `limit`, at most that many, then `…` (a
+    short label, for tight columns); without, all of them."""
+    shown = [f"{k}={_value_text(v, limit)}" for k, v in _shown_params(op, params)]
     if not shown:
         return op
-    if len(shown) > max_params:
-        shown = [*shown[:max_params], "…"]
+    if limit is not None and len(shown) > limit:
+        shown = [*shown[:limit], "…"]
     return f"{op}({', '.join(shown)})"
+
+
+# A short label's parameters per primitive: enough to tell most architectures apart in a
+# terminal's column; `describe(..., complete=True)` and the tree have them all.
+SHORT_PARAMS = 2
+
+
+def node_label(op: str, params: dict[str, Any], max_params: int = 4) -> str:
+    """`op(k=v, ...)` for a drawing's box: at most `max_params` parameters, a combine op with
+    the wrapper it closes."""
+    spec = REGISTRY.get(op)
+    label = primitive_label(op, params, max_params)
+    if spec is not None and spec.role is Role.COMBINE:
+        head = f"{op}  [{wrapper_of(op)}]"
+        return head + label[len(op) :]
+    return label
 
 
 def wrapper_of(combine_op: str) -> str:
@@ -150,15 +135,15 @@ def _groups(keys: list[str]) -> Iterable[tuple[int, int, int]]:
         i += best_period * best_count
 
 
-def _render_line(g: nx.DiGraph, items: list[_Item], sep: str) -> str:
+def _render_line(g: nx.DiGraph, items: list[_Item], sep: str, limit: int | None) -> str:
     tokens = []
     for item in items:
         attrs = g.nodes[item.node]
-        label = _short_label(attrs["op"], attrs["params"])
+        label = primitive_label(attrs["op"], attrs["params"], limit)
         if item.body is not None:
             wrapper = wrapper_of(attrs["op"])
             head = wrapper if label == attrs["op"] else f"{wrapper}[{label}]"
-            body = _render_line(g, item.body, " ")
+            body = _render_line(g, item.body, " ", limit)
             inner = f"… {body}" if item.partial and body else ("…" if item.partial else body)
             tokens.append(f"{head}({inner})")
         else:
@@ -174,19 +159,22 @@ def _render_line(g: nx.DiGraph, items: list[_Item], sep: str) -> str:
     return sep.join(parts)
 
 
-def describe(g: nx.DiGraph) -> str:
-    """One line: `embed > 4×[residual(rmsnorm attention(g1,…)) > residual(rmsnorm glu)] >
-    rmsnorm > head`. The trunk is the chain of skip inputs (port 0) from the output back; a
-    combine node shows as its wrapper around the body that feeds port 1; repeated blocks are
-    folded; only parameters that differ from the registry defaults are shown, at most two."""
-    return _render_line(g, _trunk(g), " > ")
+def describe(g: nx.DiGraph, complete: bool = False) -> str:
+    """One line: `embed > 4×[residual(rmsnorm attention(heads=2, gate=g1, …)) >
+    residual(rmsnorm glu)] > rmsnorm > head`. The trunk is the chain of skip inputs (port 0)
+    from the output back; a combine node shows as its wrapper around the body that feeds
+    port 1; repeated blocks are folded; only parameters that differ from the registry
+    defaults are shown, each by name. Short (the default, for a terminal's column): at most
+    SHORT_PARAMS per primitive. `complete`: every one, nested values written out — what a
+    file (CSV, JSON, the report page) or `--wide` shows."""
+    return _render_line(g, _trunk(g), " > ", None if complete else SHORT_PARAMS)
 
 
 def _render_tree(g: nx.DiGraph, items: list[_Item], indent: str) -> list[str]:
     blocks: list[list[str]] = []
     for item in items:
         attrs = g.nodes[item.node]
-        label = _full_label(attrs["op"], attrs["params"])
+        label = primitive_label(attrs["op"], attrs["params"])
         if item.body is not None:
             wrapper = wrapper_of(attrs["op"])
             head = wrapper if label == attrs["op"] else f"{wrapper} [{label}]"

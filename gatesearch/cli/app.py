@@ -166,6 +166,7 @@ def space_sample(
     from gatesearch.arch.describe import tree_lines
     from gatesearch.arch.graph import graph_to_table
     from gatesearch.arch.space import graph_context, sample_architectures
+    from gatesearch.formats import count
 
     g = _space(path)
     if noncausal and False not in g.causality.admits():
@@ -190,17 +191,10 @@ def space_sample(
             continue
         out.print(
             f"[bold]#{i}[/bold] {arch.hash}  width {ctx.d_model}  "
-            f"params {_si(params)}  FLOPs/token {_si(flops)} (T={seq_len})"
+            f"params {count(params)}  FLOPs/token {count(flops)} (T={seq_len})"
         )
         for line in tree_lines(arch.graph):
             out.print("  " + line, markup=False)
-
-
-def _si(x: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(x) >= scale:
-            return f"{x / scale:.2f}{unit}"
-    return f"{x:.0f}"
 
 
 from gatesearch.cli.campaign import register as _register_campaign  # noqa: E402

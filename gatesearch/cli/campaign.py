@@ -20,6 +20,7 @@ from gatesearch.cli.options import (
     RunsDirOpt,
     SpaceOpt,
     TaskParamOpt,
+    WideOpt,
 )
 from gatesearch.cli.render import (
     Display,
@@ -30,6 +31,7 @@ from gatesearch.cli.render import (
     task_text,
 )
 from gatesearch.evaluate import Evaluator, ProxyEvaluator, parse_proxy_options, parse_task_params
+from gatesearch.formats import metric
 from gatesearch.runs.campaign import Campaign, open_for_resume
 from gatesearch.runs.outcomes import TrialOutcome
 from gatesearch.runs.ranking import count_finished, summary
@@ -72,13 +74,14 @@ def _epochs_text(evaluator: Evaluator, budget: Budget) -> str | None:
     return f"{size}; {budget} ≈ {epochs:.3g} epochs a trial"
 
 
-def _drive(store: RunStore, new: bool = False) -> None:
+def _drive(store: RunStore, new: bool = False, wide: bool = False) -> None:
     """Drive the campaign to its target; `new`: print the header of a campaign starting."""
     with store:
         campaign = Campaign(store)
         if new:
             _header(store, campaign.evaluator)
-        with Display(out, store.config.name, objective_labels(store.config)) as display:
+        labels = objective_labels(store.config)
+        with Display(out, store.config.name, labels, store.config.objectives) as display:
             campaign.display = display
             display.update(campaign.stats)
             try:
@@ -90,7 +93,7 @@ def _drive(store: RunStore, new: bool = False) -> None:
                     soft_wrap=True,
                 )
                 raise typer.Exit(130) from None
-        print_board(store)
+        print_board(store, wide)
         out.print(
             f"{stats.done} trials ({stats.failed} failed, {stats.duplicates} duplicates) in "
             f"{clock(stats.elapsed)}."
@@ -218,6 +221,7 @@ def run(
             help="Rungs grow by this factor and 1/η of a rung is promoted [default: 3].",
         ),
     ] = None,
+    wide: WideOpt = False,
 ) -> None:
     """Run a search campaign into RUNS_DIR/NAME."""
     request = RunRequest(
@@ -246,7 +250,7 @@ def run(
     store = RunStore.create(
         runs_dir / config.name, config, space_path, preset.text, package_versions()
     )
-    _drive(store, new=True)
+    _drive(store, new=True, wide=wide)
 
 
 def resume(
@@ -257,6 +261,7 @@ def resume(
     address: Annotated[
         str | None, typer.Option(metavar="ADDRESS", help="Ray cluster address to continue on.")
     ] = None,
+    wide: WideOpt = False,
 ) -> None:
     """Continue an interrupted campaign: finished trials kept, unfinished ones run again."""
     store = open_for_resume(run_dir, trials, address)
@@ -271,12 +276,13 @@ def resume(
         )
         return
     out.print(f"resuming {store.root}")
-    _drive(store)
+    _drive(store, wide=wide)
 
 
 def status(
     run_dir: RunDirArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    wide: WideOpt = False,
 ) -> None:
     """Progress, best trial and failure reasons of a campaign."""
     store = RunStore.open(run_dir, writer=False)
@@ -324,7 +330,7 @@ def status(
         )
     for reason, n in info["failure_reasons"].items():
         out.print(f"  failed ×{n}: {reason}", markup=False)
-    print_board(store)
+    print_board(store, wide)
 
 
 def ls(
@@ -355,7 +361,8 @@ def ls(
             f"{info['finished']}/{info['target']}",
             str(info["failed"]),
             " ".join(
-                f"{label}={v:.4g}" for label, v in zip(info["labels"], best["values"].values())
+                f"{label}={metric(key, v)}"
+                for label, (key, v) in zip(info["labels"], best["values"].items())
             )
             if best
             else "-",

@@ -41,3 +41,11 @@ RunsDirOpt = Annotated[Path, typer.Option(metavar="DIR", help="Where runs are wr
 ProxyOptionOpt = Annotated[
     list[str] | None, typer.Option(metavar="KEY=VALUE", help=PROXY_OPTION_HELP)
 ]
+WideOpt = Annotated[
+    bool,
+    typer.Option(
+        "--wide",
+        help="Print tables whole: each architecture complete, on one line however long "
+        "(else short, and cut to the terminal's width).",
+    ),
+]

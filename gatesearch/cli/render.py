@@ -4,6 +4,7 @@ progress line of a campaign and its leaderboard."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
@@ -11,7 +12,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from gatesearch.evaluate import objective_label
+from gatesearch.formats import MISSING, TIE_NOTE, metric, objective_header, rank_text
 from gatesearch.runs.config import Direction, RunConfig
 from gatesearch.runs.inflight import Phase, Stats
 from gatesearch.runs.ranking import leaderboard
@@ -29,19 +30,57 @@ def clock(seconds: float | None) -> str:
     return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
 
 
-def values_text(values: Any) -> str:
+def values_text(values: Any, objectives: Sequence[str] = ()) -> str:
+    """A trial's objective values, each as every table writes it (a count for `params`)."""
     if values is None:
-        return "-"
-    return " ".join(f"{v:.4g}" for v in values)
+        return MISSING
+    keys = list(objectives) or [""] * len(values)
+    return " ".join(metric(key, v) for key, v in zip(keys, values))
+
+
+# Wider than any row: a `--wide` table is drawn at its natural width, every cell whole, and
+# the terminal (or the file it is piped to) takes lines longer than its own width.
+WIDE_WIDTH = 100_000
+
+
+def print_table(console: Console, table: Table, wide: bool = False) -> None:
+    """Print `table` to fit the console, or with `wide` whole: no column shrunk or cut."""
+    if not wide:
+        console.print(table)
+        return
+    table.expand = False
+    whole = Console(
+        file=console.file,
+        width=WIDE_WIDTH,
+        highlight=False,
+        force_terminal=console.is_terminal,
+        color_system=console.color_system,  # type: ignore[arg-type]
+    )
+    whole.print(table)
+
+
+def arch_cell(short: str, complete: str, wide: bool) -> Text:
+    """An architecture cell: with `wide` the complete line, whole; else the short one, cut
+    to one line with … when the column is narrower."""
+    if wide:
+        return Text(complete, no_wrap=True, overflow="ignore")
+    return Text(short, no_wrap=True, overflow="ellipsis")
 
 
 class Display:
     """One live status line and the best architecture, or plain lines when not a terminal."""
 
-    def __init__(self, console: Console, name: str, labels: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        console: Console,
+        name: str,
+        labels: list[str] | None = None,
+        objectives: Sequence[str] = (),
+    ) -> None:
         self.console = console
         self.name = name
         self.labels = labels or []  # objective names as shown, e.g. "accuracy ↑"
+        self.objectives = tuple(objectives)  # their keys, for how each value is written
         self.live: Live | None = None
         self.last_print = 0.0
         self.last_done = -1
@@ -88,7 +127,7 @@ class Display:
         text.append(line, style="red" if s.failed and s.failed == s.done else "")
         if s.best is not None:
             what = ", ".join(self.labels) + " " if self.labels else ""
-            head = f"best {what}{values_text(s.best)} (trial {s.best_number}): "
+            head = f"best {what}{values_text(s.best, self.objectives)} (trial {s.best_number}): "
             room = max(20, self.console.width - len(head) - 1)
             arch = s.best_arch if len(s.best_arch) <= room else s.best_arch[: room - 1] + "…"
             text.append("\n" + head, style="bold")
@@ -114,14 +153,16 @@ def task_text(spec: TaskSpec) -> str:
 
 def objective_labels(config: RunConfig) -> list[str]:
     """Objective column heads: the task's metric name for `metric`, with its direction."""
-    labels = []
-    for objective, way in zip(config.objectives, config.directions):
-        arrow = "↑" if way is Direction.MAXIMIZE else "↓"
-        labels.append(f"{objective_label(objective, config.metric_name)} {arrow}")
-    return labels
+    return [
+        objective_header(objective, config.metric_name, way is Direction.MAXIMIZE)
+        for objective, way in zip(config.objectives, config.directions)
+    ]
 
 
-def print_board(store: RunStore) -> None:
+def print_board(store: RunStore, wide: bool = False) -> None:
+    """The best five: rank (`=2` for a tie, with a line under the table saying so), trial,
+    the objectives, and the architecture (short, cut to the terminal; complete with
+    `wide`)."""
     rows = leaderboard(store, top=5)
     if not rows:
         out.print("no completed trial yet")
@@ -135,15 +176,17 @@ def print_board(store: RunStore) -> None:
         table.add_column("at", justify="right", no_wrap=True)
     for label in objective_labels(store.config):
         table.add_column(label, justify="right", no_wrap=True, min_width=len(label) + 2)
-    # Only the architecture column shrinks, to the terminal's width.
+    # Only the architecture column shrinks, to the terminal's width (unless wide).
     table.add_column("architecture", overflow="ellipsis", no_wrap=True, ratio=1)
     for r in rows:
         at = [str(rungs[r["rung"]])] if staged and r["rung"] is not None else []
         table.add_row(
-            str(r["rank"]),
+            rank_text(r["rank"], r["joint_rank"], r["tied"]),
             str(r["number"]),
             *at,
-            *(f"{v:.4g}" for v in r["values"].values()),
-            Text(r["arch"]),
+            *(metric(key, v) for key, v in r["values"].items()),
+            arch_cell(r["arch_short"], r["arch"], wide),
         )
-    out.print(table)
+    print_table(out, table, wide)
+    if any(r["tied"] for r in rows):
+        out.print(TIE_NOTE, markup=False, soft_wrap=True)  # one line, however narrow

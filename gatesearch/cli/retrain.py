@@ -9,17 +9,20 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from gatesearch.cli.options import RunDirArg
-from gatesearch.cli.render import clock, out
+from gatesearch.arch.describe import describe
+from gatesearch.cli.options import RunDirArg, WideOpt
+from gatesearch.cli.render import arch_cell, clock, out, print_table
 from gatesearch.experiments.retrain import (
     DEFAULT_DROPOUTS,
     DEFAULT_EVAL_POINTS,
     DEFAULT_PATIENCE,
+    Placed,
     RetrainJob,
     final_order,
     parse_dropouts,
 )
 from gatesearch.experiments.retrain import retrain as run_retrain
+from gatesearch.formats import MISSING, count, metric, objective_header, rank_text, score, whole
 from gatesearch.runs.store import RunStore
 
 
@@ -73,6 +76,7 @@ def retrain(
             metavar="ADDRESS", help="Ray cluster address [default: the campaign's, or local]."
         ),
     ] = None,
+    wide: WideOpt = False,
 ) -> None:
     """Train the campaign's best K at the full budget (by default once with the proxy's tuned
     dropout and once with dropout 0.25, the better on validation kept), keeping each one's
@@ -96,8 +100,8 @@ def retrain(
     # The rank `export --rank` and `report` give: every retrained architecture of the run
     # counts, earlier retrains too.
     with RunStore.open(run_dir, writer=False) as store:
-        final = {p.arch_hash: p.rank for p in final_order(store)}
-    out.print(_table(run_dir, rows, final))
+        final = {p.arch_hash: p for p in final_order(store)}
+        print_table(out, _table(run_dir, rows, store, final, wide), wide)
     failed = sum("error" in r for r in rows)
     if failed:
         out.print(f"{failed} of {len(rows)} retrainings failed")
@@ -120,8 +124,8 @@ class _Printer:
         eta = event["elapsed"] * (1.0 - frac) / frac if frac > 0 else None
         out.print(
             f"  {self.label(job)}: step {point['step']:,} "
-            f"({frac:.0%}), valid {event['metric_name']} {point['valid_metric']:.4g} "
-            f"(loss {point['valid_loss']:.4g}), best {best['valid_metric']:.4g} at step "
+            f"({frac:.0%}), valid {event['metric_name']} {score(point['valid_metric'])} "
+            f"(loss {score(point['valid_loss'])}), best {score(best['valid_metric'])} at step "
             f"{best['step']:,}, ETA {clock(eta)} at most",
             markup=False,
         )
@@ -136,63 +140,85 @@ class _Printer:
         kept = f"kept of {len(m['variants'])} variants: " if "variants" in m else ""
         out.print(
             f"{self.label(job)}: {kept}valid {m['metric_name']} "
-            f"{m['valid']['metric']:.4g}, test {m['test']['metric']:.4g} "
+            f"{score(m['valid']['metric'])}, test {score(m['test']['metric'])} "
             f"({stop}best of {len(m['curve'])} points at step {m['best_step']:,.0f}) "
             f"-> {row['path']}",
             markup=False,
         )
 
 
-_HEADS = (
-    "rank",
-    "campaign",
-    "trial",
-    "proxy",
-    "valid metric",
-    "test metric",
-    "valid loss",
-    "params",
-    "best step",
-    "where",
-)
+def _heads(store: RunStore) -> list[str]:
+    """Column heads: the scores named and pointed as every table does (`valid` over
+    `accuracy ↑`), on two lines so that the numbers leave the paths and architectures room."""
+    name, hib = store.config.metric_name, store.config.higher_is_better
+    return [
+        "rank",
+        "campaign",
+        "trial",
+        "proxy",
+        f"valid\n{objective_header('metric', name, hib)}",
+        f"test\n{objective_header('metric', name, hib)}",
+        f"valid\n{objective_header('loss', name, False)}",
+        "params",
+        "best\nstep",
+        "where",
+        "architecture",
+    ]
 
 
-def _table(run_dir: Path, rows: list[dict[str, Any]], final: dict[str, int]) -> Table:
-    """The retrained models, best validation score first, with their final rank."""
+def _table(
+    run_dir: Path,
+    rows: list[dict[str, Any]],
+    store: RunStore,
+    final: dict[str, Placed],
+    wide: bool,
+) -> Table:
+    """The retrained models, best validation score first, with their final rank (`=2` when
+    their retrained scores tie), and the architecture as searched (short, or complete with
+    `wide`)."""
     table = Table(
         title=f"retrained from {run_dir}, best validation score first",
         box=None,
         pad_edge=False,
     )
-    for head in _HEADS:
-        table.add_column(head, justify="left" if head == "where" else "right")
+    for head in _heads(store):
+        if head in ("where", "architecture"):  # these take what width the numbers leave
+            table.add_column(head, justify="left")
+        else:  # numbers are never cut
+            width = max(map(len, head.splitlines()))
+            table.add_column(head, justify="right", no_wrap=True, min_width=width)
+    objectives = store.config.objectives
     for row in rows:
         job = row["job"]
-        proxy = " ".join(f"{v:.4g}" for v in job.record.values or ())
+        proxy = " ".join(metric(o, v) for o, v in zip(objectives, job.record.values or ()))
+        arch = arch_cell(describe(job.graph), describe(job.graph, complete=True), wide)
         if "error" in row:
             blank = [""] * 4
             table.add_row(
-                "-",
+                MISSING,
                 f"#{job.rank}",
                 str(job.record.number),
                 proxy,
                 "failed",
                 *blank,
                 Text(row["error"]),
+                arch,
             )
             continue
         m = row["metrics"]
+        placed = final.get(job.record.arch_hash)
         table.add_row(
-            str(final.get(job.record.arch_hash, "-")),
+            rank_text(placed.rank, placed.joint_rank, placed.tied) if placed else MISSING,
             f"#{job.rank}",
             str(job.record.number),
             proxy,
-            f"{m['valid']['metric']:.4g}",
-            f"{m['test']['metric']:.4g}",
-            f"{m['valid']['loss']:.4g}",
-            f"{m['params']:.4g}",
-            f"{m['best_step']:,.0f}/{m['steps']:,.0f}",
+            score(m["valid"]["metric"]),
+            score(m["test"]["metric"]),
+            score(m["valid"]["loss"]),
+            count(m["params"]),
+            f"{whole(m['best_step'])}/{whole(m['steps'])}",
             Text(str(row["path"])),
+            arch,
         )
     return table
 

@@ -58,7 +58,7 @@ from gatesearch.errors import GatesearchError
 from gatesearch.evaluate import resolve_task, spec_of
 from gatesearch.proxy.hyper import DROPOUT_PREFIX
 from gatesearch.runs.dispatch import Dispatcher, EventKind
-from gatesearch.runs.ranking import ranked
+from gatesearch.runs.ranking import joint_ranks, rank_records, ranked, tie_key
 from gatesearch.runs.request import trial_seed
 from gatesearch.runs.store import RunStore, StoreError, TrialRecord
 
@@ -500,13 +500,18 @@ def sort_retrained(items: list[Any], doc: Callable[[Any], dict[str, Any]], hib: 
 @dataclass(frozen=True)
 class Placed:
     """One architecture in the order a user should take them: `rank` (1 = best),
-    `campaign_rank` (its proxy rank), `retrained` (its retrained metrics.json, or None)."""
+    `campaign_rank` (its proxy rank), `retrained` (its retrained metrics.json, or None).
+    `joint_rank` and `tied`: the rank it shares with others whose scores equal its own (the
+    retrained ones by validation metric and loss, the rest by their campaign scores); the
+    trial number orders a tie."""
 
     rank: int
     campaign_rank: int
     arch_hash: str
     record: TrialRecord
     retrained: dict[str, Any] | None
+    joint_rank: int = 0
+    tied: bool = False
 
 
 def _score(doc: Any, split: str, key: str) -> float:
@@ -543,11 +548,26 @@ def final_order(store: RunStore) -> list[Placed]:
     by their retrained validation score (the proxy's order is only a forecast of it), then the
     others in the campaign's order."""
     hib = store.config.higher_is_better
-    rows = ranked(store)
-    placed = [(k, r, read_retrained(store.root, r.arch_hash)) for k, r in enumerate(rows, start=1)]
-    done = sort_retrained([p for p in placed if p[2] is not None], lambda p: p[2], hib)
-    rest = [p for p in placed if p[2] is None]
-    return [Placed(i, k, r.arch_hash, r, doc) for i, (k, r, doc) in enumerate(done + rest, start=1)]
+    rows = rank_records(store.records(), store.config.directions)
+    placed = [
+        (k, level, r, read_retrained(store.root, r.arch_hash))
+        for k, (level, r) in enumerate(rows, start=1)
+    ]
+    done = sort_retrained([p for p in placed if p[3] is not None], lambda p: p[3], hib)
+    rest = [p for p in placed if p[3] is None]
+    # A retrained score and a campaign score never tie: they are not the same measurement.
+    keys = [
+        ("retrained", *retrained_key(doc, bool(hib)))
+        if doc is not None
+        else ("campaign", *tie_key(level, r))
+        for _, level, r, doc in done + rest
+    ]
+    return [
+        Placed(i, k, r.arch_hash, r, doc, joint_rank, tied)
+        for i, ((k, _, r, doc), (joint_rank, tied)) in enumerate(
+            zip(done + rest, joint_ranks(keys)), start=1
+        )
+    ]
 
 
 __all__ = [

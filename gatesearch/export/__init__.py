@@ -9,13 +9,17 @@ exported class's names.
 """
 
 from gatesearch.export.codegen import attribute_names, export_source
+from gatesearch.export.docinfo import About, Scores, ScoreSource
 from gatesearch.export.errors import ExportError
 from gatesearch.export.weights import export_state_dict, export_weights
 from gatesearch.export.write import ExportPaths, write_export
 
 __all__ = [
+    "About",
     "ExportError",
     "ExportPaths",
+    "ScoreSource",
+    "Scores",
     "attribute_names",
     "export_source",
     "export_state_dict",

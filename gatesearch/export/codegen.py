@@ -37,6 +37,7 @@ from gatesearch.arch.graph import INPUT_OP, OUTPUT_OP, GraphError, canonical_ord
 from gatesearch.arch.graph import arch_hash as compute_arch_hash
 from gatesearch.export import bridges
 from gatesearch.export.checks import check_source
+from gatesearch.export.docinfo import About
 from gatesearch.export.errors import ExportError
 from gatesearch.export.sources import Collected, HeaderImport, collect
 from gatesearch.registry import REGISTRY, Context, InputKind, PrimitiveSpec, TensorKind
@@ -456,10 +457,10 @@ class _Doc:
 
 
 def _wrapped_summary(graph: nx.DiGraph, indent: str) -> list[str]:
-    """`describe(graph)` broken at " > " into lines of at most LINE_CHARS."""
+    """The complete `describe(graph)` broken at " > " into lines of at most LINE_CHARS."""
     lines: list[str] = []
     current = ""
-    for i, part in enumerate(describe(graph).split(" > ")):
+    for i, part in enumerate(describe(graph, complete=True).split(" > ")):
         piece = part if i == 0 else f" > {part}"
         if current and len(indent) + len(current) + len(piece) > LINE_CHARS:
             lines.append(current)
@@ -476,6 +477,8 @@ def _module_doc(
     metrics: Mapping[str, Any],
     class_name: str,
     weights_name: str,
+    about: About,
+    n_out: int,
 ) -> _Doc:
     doc = _Doc()
     doc.line(
@@ -485,6 +488,12 @@ def _module_doc(
     own = compute_arch_hash(graph)
     if own != given_hash:
         doc.line((f"The exported graph (pruned) hashes to {own}.", True))
+    # Scores and the output's reading come first: what a user of the file asks before all.
+    # Both are the exporter's own text around numbers it formatted (docinfo).
+    for block in about.blocks(n_out):
+        doc.line()
+        for line in block:
+            doc.line((line, True))
     doc.line()
     doc.line(("Metrics:", True))
     if not metrics:
@@ -536,11 +545,13 @@ def export_source(
     class_name: str = "Model",
     weights_name: str = "model.safetensors",
     model: GraphModel | None = None,
+    about: About | None = None,
 ) -> str:
     """The standalone Python source of the model for `graph` in context `ctx`.
 
     `title` (the campaign), `arch_hash` and `metrics` are written into the module docstring,
-    with a usage example that loads `weights_name`. `model`, the engine's model of `graph`
+    with a usage example that loads `weights_name`; `about`, the model's scores and where the
+    task reads its output, first. `model`, the engine's model of `graph`
     when at hand, saves building one (on the meta device) to see which classes it uses.
     Raises ExportError when the graph is invalid, holds a value that cannot be written safely,
     or uses a primitive whose export is not declared.
@@ -571,7 +582,9 @@ def export_source(
         raise ExportError(f"class name {class_name!r} clashes with a definition in the export")
     model_lines, _ = _model_class(graph, ctx, class_name, exported)
 
-    doc = _module_doc(title, arch_hash, graph, metrics, class_name, weights_name)
+    doc = _module_doc(
+        title, arch_hash, graph, metrics, class_name, weights_name, about or About(), ctx.n_out
+    )
     out = [f'"""{"".join(doc.source)}"""', "", *_header_lines(collected.header)]
     module = None
     for definition in collected.definitions:

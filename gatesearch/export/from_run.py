@@ -10,7 +10,7 @@ weights the proxy does not keep.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import networkx as nx
 
 from gatesearch.errors import GatesearchError
+from gatesearch.export.docinfo import About, Scores, ScoreSource, finite, plain_name
 from gatesearch.registry import Context
 from gatesearch.runs.store import RunStore
 from gatesearch.tasks import Task, TaskError
@@ -62,6 +63,10 @@ class ExportRequest:
             raise ExportCommandError(f"{self.output.parent}: no such directory")
 
 
+# How the title names where the exported graph comes from.
+_SOURCE_WORD = {ScoreSource.RETRAINED: "retrained", ScoreSource.PROXY: "searched"}
+
+
 @dataclass(frozen=True)
 class Chosen:
     """The architecture to export, as found in the run."""
@@ -70,17 +75,22 @@ class Chosen:
     placed: Placed | None  # its place in the final order; None when it has none
     graph: nx.DiGraph
     metrics: dict[str, Any]
-    source: str  # "retrained" or "searched"
+    source: ScoreSource  # retrained, or only searched (scored by the campaign's proxy)
     weights: Path | None  # the retrained weights, when there are any
     task: Task | None  # None: the null task, a model-less evaluator or a moved data file
     task_name: str
     ctx: Context
+    tie: list[Placed] = field(default_factory=list)  # the places it ties with, itself included
 
 
-def pick(store: RunStore, rank: int | None, arch: str | None) -> tuple[str, Placed | None]:
-    """(architecture hash, its place in `final_order` or None) of the requested architecture:
-    retrained architectures rank first, by their retrained validation score, then the rest
-    in the campaign's order."""
+def pick(
+    store: RunStore, rank: int | None, arch: str | None
+) -> tuple[str, Placed | None, list[Placed]]:
+    """(architecture hash, its place in `final_order` or None, the places it ties with, itself
+    included: empty when its scores are its own) of the requested architecture: retrained
+    architectures rank first, by their retrained validation score, then the rest in the
+    campaign's order. A tie is taken in that order, so `--rank K` always means one
+    architecture."""
     from gatesearch.experiments.retrain import final_order
 
     rows = final_order(store)
@@ -90,18 +100,36 @@ def pick(store: RunStore, rank: int | None, arch: str | None) -> tuple[str, Plac
             what = "no architecture" if not matches else f"{len(matches)} architectures"
             raise ExportCommandError(f"{store.root}: {what} with a hash starting {arch!r}")
         full = matches[0]
-        return full, next((p for p in rows if p.arch_hash == full), None)
-    k = rank or 1
-    if not rows:
-        raise ExportCommandError(f"{store.root}: no completed trial to export yet")
-    if not 1 <= k <= len(rows):
-        raise ExportCommandError(f"--rank {k}: the campaign has {len(rows)} ranked architectures")
-    return rows[k - 1].arch_hash, rows[k - 1]
+        placed = next((p for p in rows if p.arch_hash == full), None)
+    else:
+        k = rank or 1
+        if not rows:
+            raise ExportCommandError(f"{store.root}: no completed trial to export yet")
+        if not 1 <= k <= len(rows):
+            raise ExportCommandError(
+                f"--rank {k}: the campaign has {len(rows)} ranked architectures"
+            )
+        full, placed = rows[k - 1].arch_hash, rows[k - 1]
+    tie = [p for p in rows if placed and placed.tied and p.joint_rank == placed.joint_rank]
+    return full, placed, tie
 
 
-def scalars(metrics: dict[str, Any]) -> dict[str, Any]:
-    """The metrics worth printing in a docstring: numbers and short names, not trajectories."""
-    keep = {}
+def tie_line(placed: Placed, tie: list[Placed]) -> str:
+    """What `export` prints when the architecture it took shares its scores with others."""
+    ranks = ", ".join(str(p.rank) for p in tie)
+    trials = ", ".join(str(p.record.number) for p in tie)
+    scores = "retrained validation scores" if placed.retrained is not None else "campaign scores"
+    order = "the campaign's order" if placed.retrained is not None else "trial-number order"
+    return (
+        f"ranks {ranks} tie (trials {trials}, equal {scores}); rank {placed.rank} is trial "
+        f"{placed.record.number}, number {tie.index(placed) + 1} of the tie in {order}"
+    )
+
+
+def scalars(metrics: dict[str, Any]) -> dict[str, float | int]:
+    """The metrics worth printing in a docstring: numbers under plain names, not
+    trajectories, and no text (the docstring's text is the exporter's own)."""
+    keep: dict[str, float | int] = {}
     # A retrained result holds its scores per split: {"valid": {"loss", "metric"}, "test": …}.
     flat = dict(metrics)
     for split in ("valid", "test"):
@@ -109,12 +137,33 @@ def scalars(metrics: dict[str, Any]) -> dict[str, Any]:
         if isinstance(scores, dict):
             flat.update({f"{split}_{k}": v for k, v in scores.items()})
     for key, value in flat.items():
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
-            continue
-        if isinstance(value, str) and len(value) > 40:
-            continue
-        keep[key] = value
+        if type(value) in (int, float) and isinstance(key, str) and key.isidentifier():
+            keep[key] = value
     return keep
+
+
+def about(chosen: Chosen, metric_name: str) -> About:
+    """The scores and output reading the docstring states: the task's metric name (or the
+    campaign's, without a task; `metric` when it is not a plain word), the retrained
+    validation and test scores, or without a retrain the proxy's validation score."""
+    name = chosen.task.metric_name if chosen.task is not None else metric_name
+    name = name if plain_name(name) else "metric"
+    m = chosen.metrics
+    if chosen.source is ScoreSource.RETRAINED:
+        valid, test = m.get("valid") or {}, m.get("test") or {}
+        scores = Scores(
+            name,
+            chosen.source,
+            valid=finite(valid.get("metric")),
+            valid_loss=finite(valid.get("loss")),
+            test=finite(test.get("metric")),
+            test_loss=finite(test.get("loss")),
+        )
+    else:  # a trial's metrics: `metric` and `loss` are its validation scores
+        scores = Scores(
+            name, chosen.source, valid=finite(m.get("metric")), valid_loss=finite(m.get("loss"))
+        )
+    return About(scores, chosen.task.readout if chosen.task is not None else None)
 
 
 def choose(store: RunStore, req: ExportRequest) -> Chosen:
@@ -125,15 +174,16 @@ def choose(store: RunStore, req: ExportRequest) -> Chosen:
     from gatesearch.experiments.retrain import GRAPH, RETRAINED, WEIGHTS, read_retrained
     from gatesearch.tasks import make_task
 
-    arch_hash, placed = pick(store, req.rank, req.arch)
+    arch_hash, placed, tie = pick(store, req.rank, req.arch)
     retrained = store.root / RETRAINED / arch_hash
     doc = placed.retrained if placed else read_retrained(store.root, arch_hash)
     if doc is not None:  # checked by read_retrained, the graph beside it included
-        graph, metrics, source = read_graph(retrained / GRAPH), dict(doc), "retrained"
+        graph, metrics = read_graph(retrained / GRAPH), dict(doc)
+        source = ScoreSource.RETRAINED
     else:
         graph = read_graph(store.graph_path(arch_hash))
         metrics = dict(placed.record.metrics) if placed else {}
-        source = "searched"
+        source = ScoreSource.PROXY
     weights = retrained / WEIGHTS if doc is not None and (retrained / WEIGHTS).is_file() else None
     if req.weights and weights is None:
         campaign_rank = placed.campaign_rank if placed else None
@@ -151,7 +201,7 @@ def choose(store: RunStore, req: ExportRequest) -> Chosen:
         else graph_context(graph)
     )
     return Chosen(
-        arch_hash, placed, graph, metrics, source, weights, task, store.config.task.name, ctx
+        arch_hash, placed, graph, metrics, source, weights, task, store.config.task.name, ctx, tie
     )
 
 
@@ -213,7 +263,8 @@ def export_from_run(req: ExportRequest) -> list[str]:
         placed = chosen.placed
         title = (
             f"gatesearch campaign {store.root.name}, rank {placed.rank if placed else '-'} "
-            f"({chosen.source}; campaign rank {placed.campaign_rank if placed else '-'})"
+            f"({_SOURCE_WORD[chosen.source]}; campaign rank "
+            f"{placed.campaign_rank if placed else '-'})"
         )
         paths = write_export(
             chosen.graph,
@@ -224,9 +275,12 @@ def export_from_run(req: ExportRequest) -> list[str]:
             title=title,
             arch_hash=chosen.arch_hash,
             metrics=scalars(chosen.metrics),
+            about=about(chosen, store.config.metric_name),
         )
     usage = f"load('{paths.weights.name}')" if paths.weights else "Model()"
+    lines = [] if placed is None or not chosen.tie else [tie_line(placed, chosen.tie)]
     return [
+        *lines,
         f"wrote {paths.source}" + (f" and {paths.weights}" if paths.weights else ""),
         f"use: from {paths.source.stem} import load, Model; model = {usage}",
     ]

@@ -16,6 +16,7 @@ from gatesearch.arch.build import GraphModel, prune_model
 from gatesearch.arch.graph import arch_hash as compute_arch_hash
 from gatesearch.atomic import write_atomic
 from gatesearch.export.codegen import export_source
+from gatesearch.export.docinfo import About
 from gatesearch.export.errors import ExportError
 from gatesearch.export.weights import export_weights
 from gatesearch.registry import Context
@@ -39,13 +40,15 @@ def write_export(
     arch_hash: str | None = None,
     metrics: Mapping[str, Any] | None = None,
     class_name: str = "Model",
+    about: About | None = None,
 ) -> ExportPaths:
     """Write the standalone source for `graph` to `out_path` and, with `weights`, `model`'s
     weights as safetensors beside it (same stem).
 
     `prune`: prune a copy of `model` first (closed gates removed, open ones folded into the
     weights; see `gatesearch.arch.build.prune_model`) and export the architecture that remains, so
-    the file has no pruning gates. `arch_hash` defaults to the hash of `graph`.
+    the file has no pruning gates. `arch_hash` defaults to the hash of `graph`. `about`: the
+    scores and output reading the docstring states (see `export_source`).
     Both files are written to temporary files and moved into place.
     """
     if weights and model is None:
@@ -73,6 +76,7 @@ def write_export(
         class_name=class_name,
         weights_name=target.with_suffix(".safetensors").name,
         model=model if isinstance(model, GraphModel) else None,
+        about=about,
     )
     write_atomic(target, source.encode("utf-8"))
     weights_path = None

@@ -1,41 +1,22 @@
-"""The leaderboard's rows, and the labels and numbers it shows."""
+"""The leaderboard's rows: what the terminal's table and the page's show of each trial."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import networkx as nx
 
 from gatesearch.arch.describe import describe
 from gatesearch.arch.graph import INPUT_OP
+from gatesearch.formats import rank_text
 
 if TYPE_CHECKING:
     pass
 
 from gatesearch.report.data import Ranked, RunData
 
-# ------------------------------------------------------------------------------ labels
-
-
-def fmt_value(value: Any) -> str:
-    """An objective or metric: 4 significant digits, SI prefixes for counts (params, FLOPs);
-    `-` for anything that is not a finite number (absent, or a task's non-scalar metric)."""
-    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
-        return "-"
-    if abs(value) >= 1e4:
-        return _si(value)
-    return f"{value:.4g}"
-
-
-def _si(x: float | None) -> str:
-    if x is None:
-        return "-"
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(x) >= scale:
-            return f"{x / scale:.2f}{unit}"
-    return f"{x:.0f}"
+# ------------------------------------------------------------------------------ rows
 
 
 def _width(g: nx.DiGraph | None) -> int | None:
@@ -65,7 +46,15 @@ class BoardRow:
     metrics: dict[str, float]
     width: int | None
     arch_hash: str
-    arch: str
+    arch: str  # complete: the page and `--wide` show it whole
+    arch_short: str  # what a terminal's column shows
+    joint_rank: int = 0  # the rank a tie shares (see formats.rank_text)
+    tied: bool = False
+
+    @property
+    def rank_cell(self) -> str:
+        """`3`, or `=2` when it ties (formats.rank_text)."""
+        return rank_text(self.rank, self.joint_rank, self.tied)
 
 
 def board(data: RunData, ranked: list[Ranked], top: int) -> list[BoardRow]:
@@ -73,6 +62,7 @@ def board(data: RunData, ranked: list[Ranked], top: int) -> list[BoardRow]:
     for x in ranked[:top]:
         r = x.record
         g = data.graph(r.arch_hash)
+        note = data.graph_note(r.arch_hash) if g is None else ""
         rows.append(
             BoardRow(
                 rank=x.rank,
@@ -82,7 +72,10 @@ def board(data: RunData, ranked: list[Ranked], top: int) -> list[BoardRow]:
                 metrics=dict(r.metrics),
                 width=_width(g),
                 arch_hash=r.arch_hash,
-                arch=describe(g) if g is not None else data.graph_note(r.arch_hash),
+                arch=describe(g, complete=True) if g is not None else note,
+                arch_short=describe(g) if g is not None else note,
+                joint_rank=x.joint_rank,
+                tied=x.tied,
             )
         )
     return rows

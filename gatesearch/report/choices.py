@@ -133,9 +133,21 @@ class FamilyShares:
 
 @dataclass(frozen=True)
 class ChoiceShares:
-    top_n: int
+    top_n: int  # 0: too few architectures for a top that is a strict minority
     all_n: int
     families: dict[str, FamilyShares]
+    asked: int = 0  # the top-k asked for (--top); top_n is less when that is no minority
+
+    @property
+    def capped(self) -> bool:
+        return 0 < self.top_n < self.asked
+
+
+def top_minority(asked: int, ranked: int, evaluated: int) -> int:
+    """How many of the best to set against all `evaluated`: `asked`, but always a strict
+    minority (fewer than half), so the comparison can show something — the top 6 of 6 is
+    the whole field. 0 when even one is no minority (two architectures or fewer)."""
+    return max(0, min(asked, ranked, (evaluated - 1) // 2))
 
 
 def _mean_shares(
@@ -157,9 +169,10 @@ def choice_shares(data: RunData, ranked: list[Ranked], top: int) -> ChoiceShares
     everyone = [
         choices_of(g) for r in data.evaluated() if (g := data.graph(r.arch_hash)) is not None
     ]
-    best = [
-        choices_of(g) for x in ranked[:top] if (g := data.graph(x.record.arch_hash)) is not None
-    ]
+    k = top_minority(top, len(ranked), len(everyone))
+    best = [choices_of(g) for x in ranked[:k] if (g := data.graph(x.record.arch_hash)) is not None]
+    if not best:  # nothing to set against the field: no panel, the page says why
+        return ChoiceShares(0, len(everyone), {}, top)
     families: dict[str, FamilyShares] = {}
     for family in FAMILIES:
         all_with, all_share = _mean_shares(everyone, family.title)
@@ -170,7 +183,7 @@ def choice_shares(data: RunData, ranked: list[Ranked], top: int) -> ChoiceShares
         rows = [(v, top_share[v], all_share[v]) for v in values]
         rows.sort(key=lambda row: (-row[1], -row[2], row[0]))
         families[family.title] = FamilyShares(top_with, all_with, rows)
-    return ChoiceShares(len(best), len(everyone), families)
+    return ChoiceShares(len(best), len(everyone), families, top)
 
 
 # ------------------------------------------------------------------------- failures

@@ -16,15 +16,18 @@ from gatesearch.atomic import remove_temps, write_atomic
 if TYPE_CHECKING:
     pass
 
-from gatesearch.report.board import board, fmt_value, size_columns
+from gatesearch.cli.options import WideOpt
+from gatesearch.cli.render import arch_cell, print_table
+from gatesearch.formats import TIE_NOTE, metric
+from gatesearch.report.board import board, size_columns
 from gatesearch.report.choices import choice_shares, failure_kinds
 from gatesearch.report.csvfile import trials_csv
 from gatesearch.report.data import DEFAULT_TOP, REPORT_DIR, ReportError, load_run, rank_trials
 from gatesearch.report.page import (
-    RETRAINED_HEAD,
     Report,
     render_html,
     retrained_cells,
+    retrained_head,
     retrained_rows,
 )
 from gatesearch.report.plots import (
@@ -67,7 +70,10 @@ def write_report(run_dir: Path, top: int = DEFAULT_TOP, out: Path | None = None)
             plot_architecture(
                 best_graph,
                 f"best: trial {rows[0].number}  {rows[0].arch_hash}  "
-                + "  ".join(f"{o}={fmt_value(v)}" for o, v in zip(data.labels, rows[0].values)),
+                + "  ".join(
+                    f"{name}={metric(key, v)}"
+                    for name, key, v in zip(data.names, data.objectives, rows[0].values)
+                ),
             )
             if best_graph is not None
             else None
@@ -111,20 +117,24 @@ def write_report(run_dir: Path, top: int = DEFAULT_TOP, out: Path | None = None)
         data.target,
         retrained,
         data.skipped(),
+        keys=data.objectives,
     )
 
 
 # ------------------------------------------------------------------------------------- CLI
 
 
-def _print(console: Console, rep: Report) -> None:
+def _print(console: Console, rep: Report, wide: bool = False) -> None:
     c = rep.counts
     objectives = rep.objectives
     console.print(Text(rep.name, style="bold"), end="")
+    # Proposals over --max-params were never trained: a count beside the trials, not one of
+    # them (the page shows the same card).
+    rejected = f" · {c['rejected']} over --max-params, not trained" if c["rejected"] else ""
     console.print(
         f": {rep.finished}/{rep.target} finished · {c['complete']} "
         f"complete · {c['failed']} failed · {c['running']} running · {c['duplicates']} "
-        f"duplicates · {c['interrupted']} interrupted",
+        f"duplicates · {c['interrupted']} interrupted{rejected}",
         highlight=False,
     )
     if rep.rows:
@@ -132,31 +142,34 @@ def _print(console: Console, rep: Report) -> None:
         table = Table(box=None, pad_edge=False)
         # Numbers never wrap or shrink; the architecture takes what width is left, one line.
         heads = ["rank", *(["front"] if multi else []), "trial", *objectives]
-        sizes = size_columns(objectives)
+        sizes = size_columns(rep.keys)
         for head in [*heads, *(label for _, label in sizes)]:
             table.add_column(head, justify="right", no_wrap=True, min_width=len(head))
         table.add_column("architecture")
         for r in rep.rows:
-            cells = [str(r.rank)] + ([str(r.level)] if multi else []) + [str(r.number)]
-            cells += [fmt_value(v) for v in r.values]
-            cells += [fmt_value(r.metrics.get(key)) for key, _ in sizes]
-            # Wrappable for the table's width sums, cut to one line with … when drawn.
-            table.add_row(*cells, Text(r.arch, no_wrap=True, overflow="ellipsis"))
-        console.print(table)
+            cells = [r.rank_cell] + ([str(r.level)] if multi else []) + [str(r.number)]
+            cells += [metric(key, v) for key, v in zip(rep.keys, r.values)]
+            cells += [metric(key, r.metrics.get(key)) for key, _ in sizes]
+            table.add_row(*cells, arch_cell(r.arch_short, r.arch, wide))
+        print_table(console, table, wide)
+        if any(r.tied for r in rep.rows):
+            console.print(Text(TIE_NOTE), soft_wrap=True)  # one line, however narrow
     else:
         console.print("no completed trial yet")
     if rep.retrained:
-        metric = rep.retrained[0].doc.get("metric_name", "metric")
+        metric_name = rep.retrained[0].doc.get("metric_name", "metric")
         table = Table(
-            title=f"retrained: best validation {metric} first (the order export --rank follows)",
+            title=f"retrained: best validation {metric_name} first (the order export --rank "
+            "follows)",
             box=None,
             pad_edge=False,
         )
-        for head in RETRAINED_HEAD:
-            table.add_column(head, justify="right", no_wrap=True)
+        for head in retrained_head(rep.retrained):
+            width = max(map(len, head.splitlines()))  # numbers are never cut
+            table.add_column(head, justify="right", no_wrap=True, min_width=width)
         for row in rep.retrained:
             table.add_row(*retrained_cells(row))
-        console.print(table)
+        print_table(console, table, wide)
     for kind, n in rep.kinds[:10]:
         console.print(Text(f"  failed ×{n}: {kind}"))
     if len(rep.kinds) > 10:
@@ -172,18 +185,23 @@ def report(
     top: Annotated[
         int,
         typer.Option(
-            "--top", min=1, metavar="N", help="Leaderboard size; the top-k of the choices plot."
+            "--top",
+            min=1,
+            metavar="N",
+            help="Leaderboard size; the top-k of the choices plot (fewer when that would not "
+            "be under half of the evaluated architectures).",
         ),
     ] = DEFAULT_TOP,
     out: Annotated[
         Path | None,
         typer.Option("--out", metavar="DIR", help="Report folder [default: RUN_DIR/report]."),
     ] = None,
+    wide: WideOpt = False,
 ) -> None:
     """Leaderboard in the terminal; plots and one self-contained HTML page in RUN_DIR/report."""
     rep = write_report(run_dir, top, out)
     console = Console(highlight=False)
-    _print(console, rep)
+    _print(console, rep, wide)
     pngs = sum(1 for f in rep.files if f.suffix == ".png")
     console.print(
         Text(f"report: {rep.folder / 'index.html'} ({pngs} plots, trials.csv)"), highlight=False

@@ -1,4 +1,5 @@
-"""trials.csv: one row per trial, every metric a column."""
+"""trials.csv: one row per trial, every metric a column, the architecture complete on one
+line (the last column)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     pass
 
+from gatesearch.arch.describe import describe
 from gatesearch.report.data import RunData
 
 # ---------------------------------------------------------------------------------- files
@@ -24,8 +26,18 @@ def _cell(value: Any) -> Any:
     return value
 
 
+def _architecture(data: RunData, arch_hash: str, seen: dict[str, str]) -> str:
+    """The complete one-line description, once per architecture (duplicates share it);
+    empty when the trial has no readable graph (the report's `skipped` line names those)."""
+    if arch_hash not in seen:
+        g = data.graph(arch_hash) if arch_hash else None
+        seen[arch_hash] = describe(g, complete=True) if g is not None else ""
+    return seen[arch_hash]
+
+
 def trials_csv(data: RunData) -> bytes:
     metric_names = sorted({k for r in data.records for k in r.metrics})
+    described: dict[str, str] = {}
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(
@@ -38,6 +50,7 @@ def trials_csv(data: RunData) -> bytes:
             *(f"metric_{m}" for m in metric_names),
             "duplicate_of",
             "fail_reason",
+            "architecture",
         ]
     )
     for r in data.records:
@@ -52,6 +65,7 @@ def trials_csv(data: RunData) -> bytes:
                 *(_cell(r.metrics.get(m)) for m in metric_names),
                 "" if r.duplicate_of is None else r.duplicate_of,
                 r.fail_reason or "",
+                _architecture(data, r.arch_hash, described),
             ]
         )
     return buf.getvalue().encode()

@@ -15,9 +15,10 @@ import numpy as np
 
 from gatesearch.arch.graph import GraphError, read_graph
 from gatesearch.errors import GatesearchError
-from gatesearch.runs.config import RunConfig
+from gatesearch.formats import objective_header, objective_name
+from gatesearch.runs.config import Direction, RunConfig
 from gatesearch.runs.outcomes import TrialOutcome
-from gatesearch.runs.ranking import rank_records
+from gatesearch.runs.ranking import joint_ranks, rank_records, tie_key
 from gatesearch.runs.store import JOURNAL, RunStore, StoreError, TrialRecord
 
 if TYPE_CHECKING:
@@ -48,6 +49,8 @@ class Ranked:
     rank: int
     record: TrialRecord
     level: int  # Pareto level, 1 = non-dominated; 1 for every trial of a single objective
+    joint_rank: int = 0  # the rank it shares when its scores tie with others' (else `rank`)
+    tied: bool = False
 
 
 @dataclass
@@ -68,14 +71,26 @@ class RunData:
         return list(self.config.objectives)
 
     @property
-    def labels(self) -> list[str]:
-        """Column heads for the objectives: `metric` named after the task's metric when the
-        trials say which it is (`metric (accuracy)`)."""
+    def metric_name(self) -> str:
+        """The task's metric (`accuracy`): the config's, or for a run whose config predates
+        it (`metric`), the one its trials name when they agree."""
+        if self.config.metric_name != "metric":
+            return self.config.metric_name
         names = {r.metrics.get("metric_name") for r in self.records} - {None}
         named = next(iter(names)) if len(names) == 1 else None
+        return named if isinstance(named, str) else "metric"
+
+    @property
+    def names(self) -> list[str]:
+        """The objectives in words (`accuracy`), for sentences and plot axes."""
+        return [objective_name(o, self.metric_name) for o in self.objectives]
+
+    @property
+    def labels(self) -> list[str]:
+        """Column heads for the objectives, as every table writes them (`accuracy ↑`)."""
         return [
-            f"{o} ({named})" if o == "metric" and isinstance(named, str) and named != o else o
-            for o in self.objectives
+            objective_header(o, self.metric_name, d is Direction.MAXIMIZE)
+            for o, d in zip(self.objectives, self.config.directions)
         ]
 
     @property
@@ -197,4 +212,8 @@ def rank_trials(data: RunData, need: int | None = None) -> list[Ranked]:
     exists; then the retrained table's)."""
     rows = [r for r in data.completed() if r.duplicate_of is None]
     placed = rank_records(rows, data.config.directions, need)
-    return [Ranked(k + 1, record, level) for k, (level, record) in enumerate(placed)]
+    joint = joint_ranks([tie_key(level, record) for level, record in placed])
+    return [
+        Ranked(k + 1, record, level, joint_rank, tied)
+        for k, ((level, record), (joint_rank, tied)) in enumerate(zip(placed, joint))
+    ]

@@ -15,7 +15,16 @@ import jinja2
 from markupsafe import Markup
 
 from gatesearch.experiments.retrain import read_retrained, sort_retrained
-from gatesearch.report.board import BoardRow, fmt_value, size_columns
+from gatesearch.formats import (
+    MISSING,
+    TIE_NOTE,
+    count,
+    metric,
+    objective_header,
+    score,
+    whole,
+)
+from gatesearch.report.board import BoardRow, size_columns
 from gatesearch.report.choices import ChoiceShares
 from gatesearch.report.data import Ranked, RunData
 from gatesearch.runs.store import RunState, campaign_state
@@ -97,6 +106,7 @@ class BoardView:
     ranking: str  # how the rows are ordered, in words
     head: list[str]
     rows: list[TableRow]
+    tie: str | None = None  # the line saying what `=N` means, when a rank is shared
 
 
 @dataclass(frozen=True)
@@ -150,7 +160,7 @@ class Report:
     """What was drawn and written, for the terminal summary and tests."""
 
     name: str
-    objectives: list[str]
+    objectives: list[str]  # their column heads (`accuracy ↑`)
     folder: Path
     files: list[Path]
     rows: list[BoardRow]
@@ -160,6 +170,7 @@ class Report:
     target: int
     retrained: list[RetrainedRow] = field(default_factory=list)
     skipped: str | None = None  # what could not be read and was left out
+    keys: list[str] = field(default_factory=list)  # the objectives' keys (`metric`, `params`)
 
 
 @dataclass(frozen=True)
@@ -185,17 +196,24 @@ def retrained_rows(data: RunData, ranked: list[Ranked]) -> list[RetrainedRow]:
     ]
 
 
-RETRAINED_HEAD = (
-    "rank",
-    "campaign",
-    "trial",
-    "valid",
-    "test",
-    "valid loss",
-    "params",
-    "best step",
-    "budget",
-)
+def retrained_head(rows: list[RetrainedRow]) -> list[str]:
+    """The retrained table's heads, the scores named and pointed as every table does
+    (`valid accuracy ↑`), on two lines in a terminal (a page reads the break as a space)."""
+    doc = rows[0].doc if rows else {}
+    name = doc.get("metric_name")
+    name = name if isinstance(name, str) else "metric"
+    hib = bool(doc.get("higher_is_better", False))
+    return [
+        "rank",
+        "campaign",
+        "trial",
+        f"valid\n{objective_header('metric', name, hib)}",
+        f"test\n{objective_header('metric', name, hib)}",
+        f"valid\n{objective_header('loss', name, False)}",
+        "params",
+        "best\nstep",
+        "budget",
+    ]
 
 
 def retrained_cells(r: RetrainedRow) -> list[str]:
@@ -204,12 +222,12 @@ def retrained_cells(r: RetrainedRow) -> list[str]:
         str(r.rank),
         f"#{r.campaign_rank}",
         str(r.number),
-        fmt_value(d["valid"]["metric"]),
-        fmt_value(d["test"]["metric"]),
-        fmt_value(d["valid"]["loss"]),
-        fmt_value(d.get("params")),
-        f"{fmt_value(d.get('best_step'))}/{fmt_value(d.get('steps'))}",
-        str(d.get("budget", "-")),
+        score(d["valid"]["metric"]),
+        score(d["test"]["metric"]),
+        score(d["valid"]["loss"]),
+        count(d.get("params")),
+        f"{whole(d.get('best_step'))}/{whole(d.get('steps'))}",
+        str(d.get("budget", MISSING)),
     ]
 
 
@@ -238,7 +256,7 @@ def render_html(
         root=str(data.root),
         top=top,
         campaign=_campaign(data, rows, counts),
-        board=_board(data.labels, rows),
+        board=_board(data, rows),
         retrained=_retrained(retrained or []),
         progress=Figure.of(
             plots.get("best_so_far"),
@@ -247,7 +265,7 @@ def render_html(
             + (" Red ticks: failed trials." if counts["failed"] else ""),
             "No completed trial yet.",
         ),
-        curves=_curves(plots.get("learning_curves"), data.labels),
+        curves=_curves(plots.get("learning_curves"), data.names),
         pareto=_pareto(plots.get("pareto")) if len(data.labels) > 1 else None,
         choices=_choices(plots.get("choices"), shares),
         failures=_failures(kinds, plots.get("failures")),
@@ -263,7 +281,7 @@ def _campaign(data: RunData, rows: list[BoardRow], counts: dict[str, int]) -> Ca
         ("strategy", f"{cfg.strategy} ({cfg.preset})"),
         ("task", data.task),
         ("budget per trial", cfg.budget),
-        ("objectives", ", ".join(f"{o} ({d})" for o, d in zip(objectives, cfg.directions))),
+        ("objectives", ", ".join(f"{o} ({d})" for o, d in zip(data.names, cfg.directions))),
         ("trials (target)", data.target),
         ("workers", cfg.workers),
         ("campaign seed", cfg.seed),
@@ -282,32 +300,37 @@ def _campaign(data: RunData, rows: list[BoardRow], counts: dict[str, int]) -> Ca
     ]
     best = None
     if rows:
-        scores = ", ".join(f"{o} = {fmt_value(v)}" for o, v in zip(objectives, rows[0].values))
+        scores = ", ".join(
+            f"{name} = {metric(key, v)}"
+            for name, key, v in zip(data.names, data.objectives, rows[0].values)
+        )
         label = "Rank 1" if len(objectives) > 1 else "Best"
         best = BestLine(label, rows[0].number, scores, rows[0].arch_hash)
     return CampaignView(cards, best, data.skipped(), [(k, str(v)) for k, v in config])
 
 
-def _board(objectives: list[str], rows: list[BoardRow]) -> BoardView:
+def _board(data: RunData, rows: list[BoardRow]) -> BoardView:
+    objectives = data.labels
     multi = len(objectives) > 1
-    sizes = size_columns(objectives)
+    sizes = size_columns(data.objectives)
     head = ["rank", *(["front"] if multi else []), "trial", *objectives]
     head += [label for _, label in sizes] + ["width", "hash", "architecture"]
     table = []
     for r in rows:
-        numbers = [str(r.rank), *([str(r.level)] if multi else []), str(r.number)]
-        numbers += [fmt_value(v) for v in r.values]
-        numbers += [fmt_value(r.metrics.get(key)) for key, _ in sizes]
-        numbers.append(str(r.width) if r.width is not None else "-")
+        numbers = [r.rank_cell, *([str(r.level)] if multi else []), str(r.number)]
+        numbers += [metric(key, v) for key, v in zip(data.objectives, r.values)]
+        numbers += [metric(key, r.metrics.get(key)) for key, _ in sizes]
+        numbers.append(str(r.width) if r.width is not None else MISSING)
         cells = [("num", text) for text in numbers] + [("hash", r.arch_hash), ("arch", r.arch)]
         table.append(TableRow(r.rank == 1, cells))
     ranking = (
         "Ranked by Pareto level (front 1 = not dominated by any other trial), then by "
-        + ", ".join(objectives)
+        + ", ".join(data.names)
         if multi
-        else f"Ranked by {objectives[0]}"
+        else f"Ranked by {data.names[0]}"
     )
-    return BoardView(ranking, head, table)
+    tie = TIE_NOTE if any(r.tied for r in rows) else None
+    return BoardView(ranking, head, table, tie)
 
 
 def _retrained(rows: list[RetrainedRow]) -> RetrainedView | None:
@@ -317,8 +340,8 @@ def _retrained(rows: list[RetrainedRow]) -> RetrainedView | None:
         TableRow(r.rank == 1, [("num", c) for c in retrained_cells(r)] + [("hash", r.arch_hash)])
         for r in rows
     ]
-    metric = str(rows[0].doc.get("metric_name", "metric"))
-    return RetrainedView(metric, [*RETRAINED_HEAD, "hash"], table)
+    name = str(rows[0].doc.get("metric_name", "metric"))
+    return RetrainedView(name, [*retrained_head(rows), "hash"], table)
 
 
 def _curves(png: bytes | None, objectives: list[str]) -> Figure:
@@ -345,16 +368,28 @@ def _pareto(png: bytes | None) -> Figure:
 
 
 def _choices(png: bytes | None, shares: ChoiceShares) -> Figure:
+    capped = (
+        f" (not the {shares.asked} asked: a top must be fewer than half of the "
+        f"{shares.all_n} evaluated to tell anything from them)"
+        if shares.capped
+        else ""
+    )
+    missing = (
+        f"Too few architectures to compare: {shares.all_n} evaluated, and a top set against "
+        "them must be fewer than half (at least 3 evaluated)."
+        if shares.all_n
+        else "No evaluated architecture yet."
+    )
     return Figure.of(
         png,
         "gating choices in the top-k against all trials",
         "How each family of choices divides its uses: of the attention layers in an "
         "architecture, the share gated at each position; of its pruning gates, the "
         "share of each kind; and so on, averaged over the architectures that use the "
-        f"family (each counts once). Coloured: the top {shares.top_n}; grey: all "
+        f"family (each counts once). Coloured: the top {shares.top_n}{capped}; grey: all "
         f"{shares.all_n} evaluated. A choice far more common in the top than overall is "
         "one the search found to help.",
-        "No evaluated architecture yet.",
+        missing,
     )
 
 

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 from gatesearch.arch.describe import node_label
-from gatesearch.report.board import fmt_value
+from gatesearch.formats import count, metric
 from gatesearch.report.choices import ChoiceShares
 from gatesearch.report.data import Ranked, RunData
 
@@ -55,16 +55,16 @@ def _png(fig: Figure) -> bytes:
 
 
 def _scale_axis(ax: Any, axis: str, values: np.ndarray) -> None:
-    """Log scale for positive values spanning more than two decades, and 250k rather than
-    2.5e5 on the ticks of counts (params, FLOPs)."""
-    from matplotlib.ticker import EngFormatter
+    """Log scale for positive values spanning more than two decades, and counts (params,
+    FLOPs) on the ticks as the tables write them: 250.0k rather than 2.5e5."""
+    from matplotlib.ticker import FuncFormatter
 
     if not len(values):
         return
     if values.min() > 0 and values.max() / values.min() > 100:
         getattr(ax, f"set_{axis}scale")("log")
     if np.abs(values).max() >= 1e4:
-        getattr(ax, f"{axis}axis").set_major_formatter(EngFormatter(sep=""))
+        getattr(ax, f"{axis}axis").set_major_formatter(FuncFormatter(lambda v, _: count(v)))
 
 
 def _shorten(text: str, n: int) -> str:
@@ -76,17 +76,18 @@ def _plain(text: str) -> str:
     return text.replace("$", r"\$")
 
 
-def plot_best_so_far(data: RunData) -> bytes | None:
+def best_so_far_figure(data: RunData) -> Figure | None:
+    """Each objective against trial number: every trial, the best so far, the failures."""
     done = sorted(data.completed(), key=lambda r: r.number)
     if not done:
         return None
-    objectives = data.labels
-    fig = _figure(9, 2.2 + 2.0 * len(objectives))
-    axes = fig.subplots(len(objectives), 1, sharex=True, squeeze=False)[:, 0]
+    names = data.names
+    fig = _figure(9, 2.2 + 2.0 * len(names))
+    axes = fig.subplots(len(names), 1, sharex=True, squeeze=False)[:, 0]
     numbers = np.array([r.number for r in done])
     values = np.array([r.values for r in done], dtype=float)  # (n, d)
     fails = [r.number for r in data.failed()]
-    for j, (ax, name) in enumerate(zip(axes, objectives)):
+    for j, (ax, name) in enumerate(zip(axes, names)):
         sign = data.signs[j]
         best = sign * np.minimum.accumulate(sign * values[:, j])
         ax.scatter(numbers, values[:, j], s=14, color=_GREY, alpha=0.7, label="trial", zorder=2)
@@ -108,14 +109,21 @@ def plot_best_so_far(data: RunData) -> bytes | None:
         direction = "lower" if sign > 0 else "higher"
         ax.set_ylabel(f"{name} ({direction} is better)")
         ax.grid(alpha=0.3)
-        ax.legend(loc="upper right", fontsize=8, frameon=False)
+    # One legend, outside the axes on the right: inside, whichever corner it took, the best
+    # line (which ends in the top or bottom right) or the trials could run under it.
+    axes[0].legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     axes[-1].set_xlabel("trial number")
     axes[0].set_title(
-        f"best so far: {objectives[0]} = {fmt_value(_best_value(data, 0))} after {len(done)} "
-        "completed trials",
+        f"best so far: {names[0]} = {metric(data.objectives[0], _best_value(data, 0))} after "
+        f"{len(done)} completed trials",
         fontsize=11,
     )
-    return _png(fig)
+    return fig
+
+
+def plot_best_so_far(data: RunData) -> bytes | None:
+    fig = best_so_far_figure(data)
+    return _png(fig) if fig is not None else None
 
 
 # Learning curves drawn in colour at most: past ten the colours repeat and the legend
@@ -149,7 +157,7 @@ def plot_learning_curves(data: RunData, ranked: list[Ranked]) -> bytes | None:
     _scale_axis(ax, "y", points[:, 1])
     direction = "lower" if data.signs[0] > 0 else "higher"
     ax.set_xlabel("weight steps")
-    ax.set_ylabel(f"{data.labels[0]} ({direction} is better)")
+    ax.set_ylabel(f"{data.names[0]} ({direction} is better)")
     ax.grid(alpha=0.3)
     if top:
         # Outside the axes: curves of the best trials crowd the corner a legend would take.
@@ -197,7 +205,7 @@ def _best_value(data: RunData, j: int) -> float | None:
 
 
 def plot_pareto(data: RunData, ranked: list[Ranked]) -> bytes | None:
-    objectives = data.labels
+    objectives = data.names
     if len(objectives) < 2 or not ranked:
         return None
     values = np.array([x.record.values for x in ranked], dtype=float)  # (n, d)
@@ -251,7 +259,7 @@ def plot_pareto(data: RunData, ranked: list[Ranked]) -> bytes | None:
 
 def plot_choices(shares: ChoiceShares) -> bytes | None:
     families = list(shares.families.items())
-    if not families or shares.all_n == 0:
+    if not families or shares.top_n == 0:  # no top that is a minority of the field
         return None
     cols = 2
     rows = math.ceil(len(families) / cols)

@@ -4,7 +4,7 @@ counts `status` shows."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numpy as np
@@ -107,18 +107,47 @@ def ranked(store: RunStore) -> list[TrialRecord]:
     return [r for _, r in rank_records(store.records(), store.config.directions)]
 
 
+def tie_key(level: int, record: TrialRecord) -> tuple[Any, ...]:
+    """What two ranked trials must share to tie: the rung they were scored at, their Pareto
+    level and every scored value. Only the trial number then orders them, and that says
+    nothing about the architectures."""
+    return (record.rung or 0, level, *(record.scored or ()))
+
+
+def joint_ranks(keys: Sequence[Hashable]) -> list[tuple[int, bool]]:
+    """For keys in ranking order: (the rank of the first with the same key, whether it has
+    company) — the rank a tie shares (`=2` for the second and third of [a, b, b]) and
+    whether to mark it."""
+    sizes = Counter(keys)
+    first: dict[Hashable, int] = {}
+    return [
+        (first.setdefault(key, position), sizes[key] > 1)
+        for position, key in enumerate(keys, start=1)
+    ]
+
+
 def leaderboard(store: RunStore, top: int = 5) -> list[dict[str, Any]]:
-    """The best completed, non-duplicate trials by the first objective (then the others)."""
+    """The best completed, non-duplicate trials by the first objective (then the others).
+
+    `rank` is the trial's place in the order (what `export --rank` and `retrain --top`
+    count); `joint_rank` and `tied` say when its scores equal another's (`=2`), which small
+    validation splits make common. `arch` is the complete one-line description, `arch_short`
+    the one a terminal's column shows."""
+    placed = rank_records(store.records(), store.config.directions)
+    joint = joint_ranks([tie_key(level, r) for level, r in placed])
     out = []
-    for rank, r in enumerate(ranked(store)[:top], start=1):
+    for rank, ((_, r), (joint_rank, tied)) in enumerate(zip(placed[:top], joint), start=1):
         path = store.graph_path(r.arch_hash)
         try:
-            arch = describe(read_graph(path))
+            g = read_graph(path)
+            arch, short = describe(g, complete=True), describe(g)
         except GraphError:
-            arch = "(graph file unreadable)" if path.exists() else "(graph file missing)"
+            arch = short = "(graph file unreadable)" if path.exists() else "(graph file missing)"
         out.append(
             {
                 "rank": rank,
+                "joint_rank": joint_rank,
+                "tied": tied,
                 "number": r.number,
                 "slot": r.slot,
                 "values": dict(zip(store.config.objectives, r.scored or ())),
@@ -128,6 +157,7 @@ def leaderboard(store: RunStore, top: int = 5) -> list[dict[str, Any]]:
                 "params": r.metrics.get("params"),
                 "arch_hash": r.arch_hash,
                 "arch": arch,
+                "arch_short": short,
             }
         )
     return out

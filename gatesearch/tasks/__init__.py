@@ -7,6 +7,7 @@ names are built-ins (`available_tasks()`), `module:function`, or `gatesearch.tas
 from gatesearch.tasks.base import (
     Batch,
     EpochSize,
+    Readout,
     Split,
     Task,
     TaskError,
@@ -29,6 +30,7 @@ __all__ = [
     "FlipFlop",
     "FramesTask",
     "Parity",
+    "Readout",
     "SelectiveCopy",
     "Split",
     "Task",

@@ -39,6 +39,15 @@ class Split(Enum):
     TEST = "test"
 
 
+class Readout(Enum):
+    """Where in the model's output (B, T, n_out) the task reads its predictions: what a user
+    of an exported model needs to know to use it the way it was scored."""
+
+    EVERY_POSITION = "every_position"  # class logits at each position; the mask picks those scored
+    LAST_POSITION = "last_position"  # one label a sequence: the logits at its last real position
+    NEXT_FRAME = "next_frame"  # one Bernoulli logit per dimension of the next frame
+
+
 @dataclass
 class Batch:
     """One batch of a task.
@@ -138,6 +147,8 @@ class Task(ABC):
     seq_len: int  # the longest T a batch has (for FLOPs per token and memory estimates)
     metric_name: str  # e.g. "accuracy", "loss", "nll"
     higher_is_better: bool
+    # How the loss reads the output; None for a task that does not say (a user's own).
+    readout: ClassVar[Readout | None] = None
 
     # ------------------------------------------------------------------ the three abstract methods
 

@@ -33,6 +33,7 @@ from gatesearch.registry import InputKind
 from gatesearch.tasks.base import (
     Batch,
     EpochSize,
+    Readout,
     Split,
     Task,
     TaskError,
@@ -219,6 +220,7 @@ class FramesTask(FileTask):
     input_kind = InputKind.CONTINUOUS
     metric_name = "nll"
     higher_is_better = False
+    readout = Readout.NEXT_FRAME
     sequence_fields = (FRAMES_FIELD,)
 
     def __init__(self, path: str, width: int | None = None, max_len: int | None = None) -> None:
@@ -266,6 +268,7 @@ class TokensTask(FileTask):
     input_kind = InputKind.TOKENS
     metric_name = "loss"
     higher_is_better = False
+    readout = Readout.EVERY_POSITION
     sequence_fields = (TOKENS_FIELD,)
 
     def __init__(self, path: str, vocab: int | None = None, max_len: int | None = None) -> None:
@@ -300,6 +303,7 @@ class ClassifyTask(FileTask):
     causal = False
     metric_name = "accuracy"
     higher_is_better = True
+    readout = Readout.LAST_POSITION  # see _logits
     sequence_fields = (TOKENS_FIELD, FRAMES_FIELD)
     need_label = True
     next_step = False

@@ -18,6 +18,7 @@ import torch
 from gatesearch.registry import InputKind
 from gatesearch.tasks.base import (
     Batch,
+    Readout,
     Split,
     Task,
     TaskError,
@@ -38,6 +39,7 @@ class SyntheticTask(Task):
     input_kind = InputKind.TOKENS
     metric_name = "accuracy"
     higher_is_better = True
+    readout = Readout.EVERY_POSITION
 
     data_seed: int
     n_valid: int

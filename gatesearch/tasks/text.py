@@ -24,6 +24,7 @@ import torch
 from gatesearch.registry import InputKind
 from gatesearch.tasks.base import (
     Batch,
+    Readout,
     Split,
     Task,
     TaskError,
@@ -60,6 +61,7 @@ class CharLM(Task):
     input_kind = InputKind.TOKENS
     metric_name = "loss"
     higher_is_better = False
+    readout = Readout.EVERY_POSITION
 
     def __init__(self, path: str | None = None, seq_len: int = 64) -> None:
         if path is not None and not isinstance(path, str):

@@ -577,11 +577,16 @@ def test_describe_folds_repeated_blocks() -> None:
     )
 
 
-def test_describe_shows_few_non_default_params() -> None:
+def test_describe_names_few_non_default_params_and_all_when_complete() -> None:
     g = lm_graph(n_blocks=1, mixer_params={"gate": "g1", "heads": 4, "qk_norm": True})
-    assert "layernorm(g1,4,…)" in describe(g)
+    # Every value by its name: a bare `True` would say nothing.
+    assert "layernorm(gate=g1, heads=4, …)" in describe(g)
+    assert "layernorm(gate=g1, heads=4, qk_norm=True)" in describe(g, complete=True)
     g = lm_graph(n_blocks=1, mixer_params={"expert": {"op": "glu", "params": {"v": "swiglu"}}})
-    assert "layernorm(glu(swiglu))" in describe(g)
+    assert "layernorm(expert=glu(v=swiglu))" in describe(g)
+    g = lm_graph(n_blocks=1, mixer_params={"sizes": [1, 2], "scale": 1 / 3})
+    assert "layernorm(sizes=…, scale=0.333333)" in describe(g)
+    assert "layernorm(sizes=[1,2], scale=0.3333333333333333)" in describe(g, complete=True)
 
 
 def test_describe_nested_wrappers_and_odd_shapes() -> None:

@@ -3,6 +3,7 @@ structure and parameter count their papers describe."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 from classifydata import write_classify_npz
 
 from gatesearch.arch.build import aux_losses, build_model, count_params
-from gatesearch.arch.describe import describe
+from gatesearch.arch.describe import describe, tree_lines
 from gatesearch.arch.space import (
     DEFAULT_SPACE,
     SPACES_DIR,
@@ -192,12 +193,12 @@ EXPECTED = {
 }
 
 STRUCTURE = {
-    "llama": "embed > 4×[residual(rmsnorm attention) > residual(rmsnorm glu(2.667))] > rmsnorm > head",
-    "qwen3_gated_attention": "attention(True,g1)",
-    "hawk": "3×[residual(rmsnorm rglru) > residual(rmsnorm glu(geglu,3))]",
-    "griffin": "2×[residual(rmsnorm rglru) > residual(rmsnorm glu(geglu,3))] > residual(rmsnorm attention(32))",
-    "gla_transformer": "4×[residual(rmsnorm gla) > residual(rmsnorm glu(2.667))]",
-    "switch_transformer": "residual(layernorm moe(mlp(4,relu)))",
+    "llama": "embed > 4×[residual(rmsnorm attention) > residual(rmsnorm glu(expand=2.667))] > rmsnorm > head",
+    "qwen3_gated_attention": "attention(qk_norm=True, gate=g1)",
+    "hawk": "3×[residual(rmsnorm rglru) > residual(rmsnorm glu(variant=geglu, expand=3))]",
+    "griffin": "2×[residual(rmsnorm rglru) > residual(rmsnorm glu(variant=geglu, expand=3))] > residual(rmsnorm attention(window=32))",
+    "gla_transformer": "4×[residual(rmsnorm gla) > residual(rmsnorm glu(expand=2.667))]",
+    "switch_transformer": "residual(layernorm moe(expert=mlp(expand=4, act=relu)))",
     "gcnn_lm": "6×residual(layernorm gcnn)",
 }
 
@@ -240,8 +241,23 @@ def test_known_file_with_overrides_is_the_same_design_at_another_size() -> None:
     hidden = round(2.667 * 64)
     block = 4 * 64**2 + 3 * 64 * hidden + 2 * 64
     assert count_params(model) == 2 * block + _ends(64)
-    assert "2×[residual(rmsnorm attention(2)) > residual(rmsnorm glu(2.667))]" in describe(
-        arch.graph
+    assert (
+        "2×[residual(rmsnorm attention(heads=2)) > residual(rmsnorm glu(expand=2.667))]"
+        in describe(arch.graph)
     )
     with pytest.raises(DerivationError, match="never used"):
         load_known(path, overrides={"model.stack.blocks#count": 2})
+
+
+def test_labels_name_every_value_and_never_show_a_bare_boolean() -> None:
+    """The default space's booleans (qk_norm, ...) are read by name in every form: a short
+    line, a complete line and the tree."""
+    seen_bool = False
+    for arch in sample_architectures(load_space(DEFAULT_SPACE), 40, 0, causal=True):
+        lines = [describe(arch.graph), describe(arch.graph, complete=True)]
+        for line in [*lines, *tree_lines(arch.graph)]:
+            assert not re.search(r"[(,] ?(True|False)\b", line), line
+        seen_bool |= "=True" in lines[1] or "=False" in lines[1]
+        assert "…" not in lines[1]  # complete: nothing left out
+        assert len(lines[0]) <= len(lines[1])
+    assert seen_bool  # the check met a boolean parameter

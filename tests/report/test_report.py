@@ -245,7 +245,7 @@ def test_learning_curves_are_drawn_from_the_studys_intermediate_values(curved):
     text = (folder / "index.html").read_text()
     section = text[text.index("<h2>Learning curves</h2>") :].split("</section>")[0]
     assert '<figure><img alt="learning curves" src="data:image/png;base64,' in section
-    assert "<figcaption>Each trial&#x27;s validation metric (accuracy)" in section
+    assert "<figcaption>Each trial&#x27;s validation accuracy" in section
     assert "No trial has a learning curve" not in text
     # What was drawn: every trained trial's curve, read back from the study in step order.
     data = load_run(curved)

@@ -13,7 +13,16 @@ import torch
 from gatesearch.arch.build import build_model
 from gatesearch.arch.space import load_known
 from gatesearch.registry import InputKind
-from gatesearch.tasks import Batch, Split, Task, TaskSpec, available_tasks, evaluate, make_task
+from gatesearch.tasks import (
+    Batch,
+    Readout,
+    Split,
+    Task,
+    TaskSpec,
+    available_tasks,
+    evaluate,
+    make_task,
+)
 
 SPACES = Path(__file__).resolve().parents[2] / "spaces"
 SMALL_SETS = {"n_valid": 40, "n_test": 24}
@@ -149,3 +158,18 @@ def test_evaluate_runs_a_built_model_over_a_split(task: Task, llama_graph) -> No
         assert 0.0 <= value <= 1.0
     else:
         assert 0.0 < value < 50.0
+
+
+def test_the_readout_a_task_declares_is_the_shape_of_its_targets(task: Task) -> None:
+    """What the exported docstring says of the output is what the loss reads: a label per
+    sequence, a class per position, or a frame per position."""
+    batch = next(task.batches(Split.VALID, BATCH))
+    B, T = batch.mask.shape
+    expected = {
+        Readout.LAST_POSITION: ((B,), torch.int64),
+        Readout.EVERY_POSITION: ((B, T), torch.int64),
+        Readout.NEXT_FRAME: ((B, T, task.n_out), torch.float32),
+    }
+    assert task.readout is not None, f"{task.name} does not say how it reads the output"
+    shape, dtype = expected[task.readout]
+    assert tuple(batch.targets.shape) == shape and batch.targets.dtype == dtype
