@@ -324,8 +324,8 @@ def status(
         reached = " · ".join(f"{b} {n}" for b, n in zip(info["rungs"], info["reached"]))
         peak = info["states_peak_bytes"] / 2**20
         out.print(
-            f"  rungs reached: {reached}; {info['paused']} waiting for a promotion, "
-            f"{info['pruned']} pruned; saved states took at most {peak:.1f} MiB",
+            f"  rungs reached: {reached}; {info['promotions']} promotions, {info['paused']} "
+            f"waiting for one, {info['pruned']} pruned; saved states took at most {peak:.1f} MiB",
             markup=False,
         )
     for reason, n in info["failure_reasons"].items():

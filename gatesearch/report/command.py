@@ -118,6 +118,7 @@ def write_report(run_dir: Path, top: int = DEFAULT_TOP, out: Path | None = None)
         retrained,
         data.skipped(),
         keys=data.objectives,
+        rungs=data.rungs.line() if data.rungs is not None else None,
     )
 
 
@@ -137,6 +138,8 @@ def _print(console: Console, rep: Report, wide: bool = False) -> None:
         f"duplicates · {c['interrupted']} interrupted{rejected}",
         highlight=False,
     )
+    if rep.rungs is not None:
+        console.print(f"  {rep.rungs}", highlight=False, markup=False)
     if rep.rows:
         multi = len(objectives) > 1
         table = Table(box=None, pad_edge=False)
@@ -206,10 +209,11 @@ def report(
     console.print(
         Text(f"report: {rep.folder / 'index.html'} ({pngs} plots, trials.csv)"), highlight=False
     )
-    nxt = "next: open the page in a browser, or share it (it is one self-contained file)"
+    console.print(Text("next: open the page in a browser, or share it (one self-contained file)"))
     if rep.rows and _has_command("export"):
-        nxt += f"; `gatesearch export {run_dir} --rank 1 -o model.py` writes the best as PyTorch"
-    console.print(Text(nxt))
+        # A command on a line of its own, never wrapped: it is there to be copied.
+        command = f"gatesearch export {run_dir} --rank 1 -o model.py"
+        console.print(Text(f"  {command}    # the best as PyTorch code"), soft_wrap=True)
 
 
 _APP: typer.Typer | None = None

@@ -18,7 +18,7 @@ from gatesearch.errors import GatesearchError
 from gatesearch.formats import objective_header, objective_name
 from gatesearch.runs.config import Direction, RunConfig
 from gatesearch.runs.outcomes import TrialOutcome
-from gatesearch.runs.ranking import joint_ranks, rank_records, tie_key
+from gatesearch.runs.ranking import RungCounts, joint_ranks, rank_records, rung_counts, tie_key
 from gatesearch.runs.store import JOURNAL, RunStore, StoreError, TrialRecord
 
 if TYPE_CHECKING:
@@ -63,6 +63,7 @@ class RunData:
     records: list[TrialRecord]
     graphs: dict[str, nx.DiGraph | None] = field(default_factory=dict)
     rejected: int = 0  # proposals over --max-params, not in `records`
+    rungs: RungCounts | None = None  # under a multi-fidelity schedule
     # Why a graph file could not be read, by hash (missing, or not a readable graph).
     graph_errors: dict[str, str] = field(default_factory=dict)
 
@@ -198,7 +199,8 @@ def load_run(root: Path) -> RunData:
         rejected = store.rejected_untracked + sum(
             r.outcome is TrialOutcome.REJECTED for r in records
         )
-        return RunData(root, store.config, store.target, kept, rejected=rejected)
+        rungs = rung_counts(store.config, kept)
+        return RunData(root, store.config, store.target, kept, rejected=rejected, rungs=rungs)
     finally:
         store.close()  # a reader holds no lock; this only drops the storage handle
 

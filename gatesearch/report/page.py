@@ -171,6 +171,7 @@ class Report:
     retrained: list[RetrainedRow] = field(default_factory=list)
     skipped: str | None = None  # what could not be read and was left out
     keys: list[str] = field(default_factory=list)  # the objectives' keys (`metric`, `params`)
+    rungs: str | None = None  # the rungs line, under a multi-fidelity schedule
 
 
 @dataclass(frozen=True)
@@ -298,6 +299,17 @@ def _campaign(data: RunData, rows: list[BoardRow], counts: dict[str, int]) -> Ca
         Card(counts["interrupted"], "interrupted, re-run", False),
         Card(counts["rejected"], "over --max-params, not trained", False),
     ]
+    if data.rungs is not None:  # a multi-fidelity campaign: its rungs and promotions
+        budgets = cfg.schedule.rungs(cfg.budget)
+        config.insert(3, ("schedule", cfg.schedule.describe(cfg.budget)))
+        reached = zip(data.rungs.rungs, data.rungs.reached)
+        config.insert(4, ("trials per rung", " · ".join(f"{b}: {n}" for b, n in reached)))
+        cards += [
+            Card(data.rungs.reached[-1], f"reached the top rung ({budgets[-1]})", False),
+            Card(data.rungs.promotions, "promotions", False),
+            Card(data.rungs.paused, "waiting for a promotion", False),
+            Card(data.rungs.pruned, "pruned below the top", False),
+        ]
     best = None
     if rows:
         scores = ", ".join(

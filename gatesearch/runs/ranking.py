@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,7 @@ from gatesearch.arch.graph import GraphError, read_graph
 from gatesearch.evaluate import (
     objective_label,
 )
-from gatesearch.runs.config import Direction
+from gatesearch.runs.config import Direction, RunConfig
 from gatesearch.runs.outcomes import TrialOutcome
 from gatesearch.runs.store import (
     RunState,
@@ -208,7 +209,7 @@ def summary(store: RunStore) -> dict[str, Any]:
         # Proposals of an architecture already evaluated, asked again (no trial slot).
         "repeated": store.repeated_untracked + outcomes[TrialOutcome.REPEATED],
         "running": outcomes[TrialOutcome.RUNNING] + outcomes[TrialOutcome.CONTINUING],
-        **(_rungs_summary(store, records, outcomes) if config.schedule.staged else {}),
+        **(_rungs_summary(store, records) if config.schedule.staged else {}),
         "duplicates": sum(1 for r in records if r.duplicate_of is not None),
         "failure_reasons": dict(failures.most_common()),
         "best": board[0] if board else None,
@@ -222,24 +223,58 @@ def _rerun(records: list[TrialRecord]) -> int:
     return sum(1 for r in records if r.outcome is TrialOutcome.INTERRUPTED and r.slot in later)
 
 
-def _rungs_summary(
-    store: RunStore, records: list[TrialRecord], outcomes: Counter[TrialOutcome]
-) -> dict[str, Any]:
-    """Under a multi-fidelity schedule: the rungs, how many trials reached each (duplicates
-    aside), how many wait for a promotion and how many were pruned."""
-    config = store.config
+@dataclass(frozen=True)
+class RungCounts:
+    """A multi-fidelity campaign's rungs as `status` and `report` show them."""
+
+    rungs: tuple[str, ...]  # each rung's budget, lowest first
+    reached: tuple[int, ...]  # distinct trials that were scored at each rung
+    promotions: int  # stints that continued a trial to a higher rung
+    paused: int  # trials waiting at a rung for a promotion
+    pruned: int  # trials stopped below the top for good
+
+    def line(self) -> str:
+        reached = " · ".join(f"{b} {n}" for b, n in zip(self.rungs, self.reached))
+        return (
+            f"rungs reached: {reached}; {self.promotions} promotions, {self.paused} waiting "
+            f"for one, {self.pruned} pruned"
+        )
+
+
+def rung_counts(config: RunConfig, records: list[TrialRecord]) -> RungCounts | None:
+    """The rungs of a campaign under a schedule (None without one), duplicates aside."""
+    if not config.schedule.staged:
+        return None
     rungs = config.schedule.rungs(config.budget)
     reached = [0] * len(rungs)
+    promotions = 0
     for r in records:
         if r.duplicate_of is None and r.rung is not None:
             first = r.rung - len(r.rung_values) + 1  # Hyperband's brackets start higher
             for k in range(first, r.rung + 1):
                 reached[k] += 1
+            promotions += len(r.rung_values) - 1
+    outcomes = Counter(r.outcome for r in records)
+    return RungCounts(
+        rungs=tuple(str(b) for b in rungs),
+        reached=tuple(reached),
+        promotions=promotions,
+        paused=outcomes[TrialOutcome.PAUSED],
+        pruned=outcomes[TrialOutcome.PRUNED],
+    )
+
+
+def _rungs_summary(store: RunStore, records: list[TrialRecord]) -> dict[str, Any]:
+    """Under a multi-fidelity schedule: the rungs, how many trials reached each (duplicates
+    aside), the promotions, how many wait for one and how many were pruned."""
+    counts = rung_counts(store.config, records)
+    assert counts is not None  # called for staged campaigns only
     return {
-        "schedule": config.schedule.to_dict(),
-        "rungs": [str(b) for b in rungs],
-        "reached": reached,
-        "paused": outcomes[TrialOutcome.PAUSED],
-        "pruned": outcomes[TrialOutcome.PRUNED],
+        "schedule": store.config.schedule.to_dict(),
+        "rungs": list(counts.rungs),
+        "reached": list(counts.reached),
+        "promotions": counts.promotions,
+        "paused": counts.paused,
+        "pruned": counts.pruned,
         "states_peak_bytes": store.states_peak,
     }

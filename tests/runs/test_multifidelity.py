@@ -74,7 +74,7 @@ def replay_asha(records: list) -> dict[int, int]:
         reached[number] = rung
 
 
-def test_asha_promotes_as_its_rule_says_and_leaves_nothing_waiting(tmp_path):
+def test_asha_promotes_as_its_rule_says_and_leaves_nothing_waiting(tmp_path, capsys):
     store = run_campaign(
         tmp_path, task="null", budget="9steps", trials=18, workers=1, strategy="random", **ASHA
     )
@@ -92,6 +92,18 @@ def test_asha_promotes_as_its_rule_says_and_leaves_nothing_waiting(tmp_path):
     # The leaderboard ranks by the rung reached first.
     board = [r["rung"] for r in leaderboard(store, top=18)]
     assert board == sorted(board, reverse=True)
+    # status and report count the trials per rung and the promotions, from the records.
+    reached = [sum(len(r.rung_values) > k for r in records) for k in range(3)]
+    promotions = sum(len(r.rung_values) - 1 for r in records)
+    info = summary(store)
+    assert info["reached"] == reached and info["promotions"] == promotions > 0
+    line = f"rungs reached: 1steps {reached[0]} · 3steps {reached[1]} · 9steps {reached[2]}"
+    assert cli("report", store.root) == 0
+    said = " ".join(capsys.readouterr().out.split())  # Rich wraps at 80 columns
+    assert f"{line}; {promotions} promotions, 0 waiting for one" in said, said
+    page = (store.root / "report" / "index.html").read_text()
+    assert f"1steps: {reached[0]} · 3steps: {reached[1]} · 9steps: {reached[2]}" in page
+    assert "promotions" in page and "reached the top rung (9steps)" in page
 
 
 def test_a_promoted_trial_trains_on_and_costs_exactly_its_rung(tmp_path):
