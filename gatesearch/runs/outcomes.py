@@ -59,6 +59,10 @@ def classify(
     if state is TrialState.COMPLETE:
         return TrialOutcome.COMPLETE
     if state is TrialState.PRUNED:
+        # An Optuna sampler's proposal over --max-params is stored PRUNED (see
+        # `RunStore.reject_trial`); older runs stored it FAIL, read below.
+        if (fail_reason or "").startswith(OVER_LIMIT):
+            return TrialOutcome.REJECTED
         return TrialOutcome.PRUNED
     if state is TrialState.FAIL:
         reason = fail_reason or ""

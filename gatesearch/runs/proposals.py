@@ -102,7 +102,7 @@ class Proposer:
             )
             assert self.max_params is not None  # only a limit turns a proposal down
             reason = rejected_reason(params, self.max_params)
-            self.store.fail_trial(trial_id, reason, self.next_seq(), None)
+            self.store.reject_trial(trial_id, reason, self.next_seq())
         else:
             self.rejected_untracked += 1
         choices = dict(proposal.derivation.choices)

@@ -207,7 +207,7 @@ def test_max_params_turns_larger_models_down_untrained_and_keeps_the_rest(tmp_pa
     """The limit is checked on the model built for the task (here MQAR's vocabulary of 16):
     the LSTM block is larger than the GRU block, so with the limit between them every LSTM
     proposal is turned down at once and every GRU proposal trains. Turned-down proposals are
-    a count in the study; one an Optuna sampler made is a failed trial with its reason."""
+    a count in the study; one an Optuna sampler made is a pruned trial with its reason."""
     from gatesearch.arch.build import build_model, count_params
     from gatesearch.arch.space import Architecture, load_space
     from gatesearch.evaluate import resolve_task
@@ -248,10 +248,11 @@ def test_max_params_turns_larger_models_down_untrained_and_keeps_the_rest(tmp_pa
         assert r.state is TrialState.COMPLETE and r.metrics["steps"] == 2
     if strategy == "random":
         assert rejected == [] and store.rejected_untracked > 0
-    else:  # the sampler's own trials, failed with the reason, their choices not kept
+    else:  # the sampler's own trials, pruned with the reason, their choices not kept
         assert rejected and store.rejected_untracked == 0
     for r in rejected:
-        assert sizes[r.arch_hash] == large and r.state is TrialState.FAIL and r.choices == {}
+        # PRUNED, not FAIL: TPE learns from pruned trials (the worst of all without values).
+        assert sizes[r.arch_hash] == large and r.state is TrialState.PRUNED and r.choices == {}
         assert r.fail_reason == (
             f"over the parameter limit: {large:,} parameters > --max-params {limit:,}"
         )

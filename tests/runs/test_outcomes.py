@@ -21,7 +21,9 @@ from gatesearch.runs.outcomes import (
         (TrialState.FAIL, None, TrialOutcome.FAILED),
         (TrialState.FAIL, interrupted_reason("Ctrl-C"), TrialOutcome.INTERRUPTED),
         (TrialState.FAIL, "interrupted: driver stopped", TrialOutcome.INTERRUPTED),
-        (TrialState.FAIL, rejected_reason(200_000, 100_000), TrialOutcome.REJECTED),
+        (TrialState.FAIL, rejected_reason(200_000, 100_000), TrialOutcome.REJECTED),  # old runs
+        (TrialState.PRUNED, rejected_reason(200_000, 100_000), TrialOutcome.REJECTED),
+        (TrialState.PRUNED, None, TrialOutcome.PRUNED),
         (TrialState.RUNNING, None, TrialOutcome.RUNNING),
         (TrialState.WAITING, None, TrialOutcome.RUNNING),
     ],
