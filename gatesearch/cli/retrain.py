@@ -106,7 +106,13 @@ def retrain(
     if failed:
         out.print(f"{failed} of {len(rows)} retrainings failed")
         raise typer.Exit(1)
-    out.print(f"next: `gatesearch export {run_dir} --rank 1 -o model.py --weights`", markup=False)
+    # Where each model went is printed as it ends (above); the command on a line of its own,
+    # never wrapped: it is there to be copied.
+    out.print("next:")
+    command = f"gatesearch export {run_dir} --rank 1 -o model.py --weights"
+    out.print(
+        f"  {command}    # the best retrained model as PyTorch code", markup=False, soft_wrap=True
+    )
 
 
 class _Printer:
@@ -161,7 +167,6 @@ def _heads(store: RunStore) -> list[str]:
         f"valid\n{objective_header('loss', name, False)}",
         "params",
         "best\nstep",
-        "where",
         "architecture",
     ]
 
@@ -182,7 +187,7 @@ def _table(
         pad_edge=False,
     )
     for head in _heads(store):
-        if head in ("where", "architecture"):  # these take what width the numbers leave
+        if head == "architecture":  # it takes what width the numbers leave
             table.add_column(head, justify="left")
         else:  # numbers are never cut
             width = max(map(len, head.splitlines()))
@@ -201,8 +206,7 @@ def _table(
                 proxy,
                 "failed",
                 *blank,
-                Text(row["error"]),
-                arch,
+                Text(row["error"]),  # in the architecture's place: why comes first
             )
             continue
         m = row["metrics"]
@@ -216,8 +220,7 @@ def _table(
             score(m["test"]["metric"]),
             score(m["valid"]["loss"]),
             count(m["params"]),
-            f"{whole(m['best_step'])}/{whole(m['steps'])}",
-            Text(str(row["path"])),
+            whole(m["best_step"]),
             arch,
         )
     return table

@@ -215,6 +215,11 @@ def test_retrain_table_writes_counts_and_heads_as_every_table(retrained):
     line = next(ln for ln in out.splitlines() if re.match(r"\s*1\s+#1\s", ln))
     cells = line.split()
     assert count(doc["params"]) in cells and score(doc["valid"]["metric"]) in cells
+    # At 80 columns no number is cut: the loss, the best step (was "3.342e-…", "4,000/4,").
+    assert score(doc["valid"]["loss"]) in cells and f"{int(doc['best_step']):,}" in cells, line
+    assert any(
+        ln.strip().startswith(f"gatesearch export {run} --rank 1") for ln in out.splitlines()
+    )
     assert "e+0" not in out  # never 1.003e+05
     assert whole_on_a_line(complete(run, folder.name), out)
 
