@@ -296,7 +296,7 @@ def _campaign(data: RunData, rows: list[BoardRow], counts: dict[str, int]) -> Ca
         Card(counts["failed"], "failed", counts["failed"] > 0),
         Card(counts["running"], "running", False),
         Card(counts["duplicates"], "duplicates", False),
-        Card(counts["interrupted"], "interrupted, re-run", False),
+        Card(counts["interrupted"], "interrupted (their slots run again)", False),
         Card(counts["rejected"], "over --max-params, not trained", False),
     ]
     if data.rungs is not None:  # a multi-fidelity campaign: its rungs and promotions
