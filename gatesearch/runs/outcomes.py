@@ -1,8 +1,10 @@
 """What became of a stored trial, beyond Optuna's states: one Enum, one function.
 
-Optuna knows RUNNING, COMPLETE and FAIL. A campaign stores three more outcomes as FAIL with a
-reason: a trial its driver stopped (its slot runs again), a proposal turned down over
-`--max-params` (never trained, no slot) and a training that failed (a finished slot). Every
+Optuna knows RUNNING, COMPLETE and FAIL. A campaign stores more outcomes as FAIL with a
+reason: a trial its driver stopped (its slot runs again), an Optuna proposal that repeats an
+evaluated architecture (no slot) and a training that failed (a finished slot). An Optuna
+sampler's proposal turned down over `--max-params` (never trained, no slot) is PRUNED with its
+reason and an infeasible constraint, so that the sampler learns from it (older runs: FAIL). Every
 reader asks `classify` (or `TrialRecord.outcome`) instead of reading the reason's prefix.
 A duplicate is not an outcome of its own: it is COMPLETE or FAILED like the trial it copies,
 and marked by `duplicate_of`.

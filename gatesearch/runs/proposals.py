@@ -101,6 +101,10 @@ class Proposer:
                 REJECTED_SLOT, seed, arch.hash, None, proposal.trial
             )
             assert self.max_params is not None  # only a limit turns a proposal down
+            # Infeasible by how far it is over: TPE ranks such trials after every scored one
+            # (a pruned trial without values could land among its "good" ones while few
+            # trials are complete), the nearest-to-feasible first.
+            proposal.trial.set_constraint("params_over_limit", float(params - self.max_params))
             reason = rejected_reason(params, self.max_params)
             self.store.reject_trial(trial_id, reason, self.next_seq())
         else:

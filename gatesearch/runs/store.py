@@ -551,8 +551,9 @@ class RunStore:
         """An Optuna sampler's proposal turned down over --max-params, stored PRUNED with
         its reason. Why not FAIL: Optuna's samplers learn nothing from failed trials, and
         TPE then went on proposing models over the limit (3,336 in a row after its 10
-        random trials on MQAR 256/64/16 under 200k); a pruned trial without intermediate
-        values is the worst of all to TPE, so it learns to avoid what was turned down."""
+        random trials on MQAR 256/64/16 under 200k). Pruned, and infeasible by the
+        constraint the proposer sets, TPE ranks it after every scored trial and learns to
+        avoid what was turned down."""
         self.storage.set_trial_user_attr(trial_id, "fail_reason", reason)
         self.storage.set_trial_user_attr(trial_id, "seq", seq)
         self.storage.set_trial_state_values(trial_id, TrialState.PRUNED)

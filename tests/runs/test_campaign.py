@@ -253,6 +253,8 @@ def test_max_params_turns_larger_models_down_untrained_and_keeps_the_rest(tmp_pa
     for r in rejected:
         # PRUNED, not FAIL: TPE learns from pruned trials (the worst of all without values).
         assert sizes[r.arch_hash] == large and r.state is TrialState.PRUNED and r.choices == {}
+        # ... and infeasible by how far it is over, which TPE ranks after every scored trial.
+        assert store.study.trials[r.number].constraints == {"params_over_limit": large - limit}
         assert r.fail_reason == (
             f"over the parameter limit: {large:,} parameters > --max-params {limit:,}"
         )
