@@ -67,7 +67,7 @@ def score(value: Any) -> str:
     x = _number(value)
     if x is None:
         return MISSING
-    if abs(x) >= 1e4:
+    if abs(x) >= 9999.5:  # what `.4g` would write as 1e+04
         return count(x)
     return f"{x:.4g}"
 

@@ -69,3 +69,8 @@ def test_tied_scores_share_the_rank_of_the_first_and_are_marked():
     assert joint == [(1, False), (2, True), (2, True), (4, False), (5, True), (5, True), (5, True)]
     texts = [rank_text(k, j, t) for k, (j, t) in enumerate(joint, start=1)]
     assert texts == ["1", "=2", "=2", "4", "=5", "=5", "=5"]
+
+
+def test_a_score_just_under_ten_thousand_is_not_written_in_scientific_notation():
+    # `.4g` writes 9999.7 as 1e+04: the count form takes over there.
+    assert "e+" not in score(9999.7) and score(9999.4) == "9999"

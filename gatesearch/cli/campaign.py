@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from gatesearch.budget import Budget
 from gatesearch.cli.fidelity import fidelity_row
@@ -34,7 +35,7 @@ from gatesearch.evaluate import Evaluator, ProxyEvaluator, parse_proxy_options, 
 from gatesearch.formats import metric
 from gatesearch.runs.campaign import Campaign, open_for_resume
 from gatesearch.runs.outcomes import TrialOutcome
-from gatesearch.runs.ranking import count_finished, summary
+from gatesearch.runs.ranking import count_finished, rung_counts, summary
 from gatesearch.runs.request import RunRequest, package_versions, prepare_run
 from gatesearch.runs.store import RunStore, StoreError, list_runs
 
@@ -152,7 +153,8 @@ def run(
         typer.Option(
             metavar="BUDGET",
             help="Per-trial training budget: 200steps, 30s or 1e6tokens (tokens: the real "
-            "positions fed to the model, padding not counted) [default: 20s; at once for null].",
+            "positions fed to the model, padding not counted) [default: 400steps for the "
+            "default campaign (no --task), else the task's (20s); at once for null].",
         ),
     ] = None,
     seed: Annotated[
@@ -320,14 +322,10 @@ def status(
             f"  {info['repeated']} proposals repeated an evaluated architecture and were asked "
             "again (no trial of the --trials count)"
         )
-    if "rungs" in info:
-        reached = " · ".join(f"{b} {n}" for b, n in zip(info["rungs"], info["reached"]))
+    counts = rung_counts(store.config, store.records())
+    if counts is not None:
         peak = info["states_peak_bytes"] / 2**20
-        out.print(
-            f"  rungs reached: {reached}; {info['promotions']} promotions, {info['paused']} "
-            f"waiting for one, {info['pruned']} pruned; saved states took at most {peak:.1f} MiB",
-            markup=False,
-        )
+        out.print(f"  {counts.line()}; saved states took at most {peak:.1f} MiB", markup=False)
     for reason, n in info["failure_reasons"].items():
         out.print(f"  failed ×{n}: {reason}", markup=False)
     print_board(store, wide)
@@ -357,7 +355,7 @@ def ls(
             root.name,
             info["state"],
             info["strategy"],
-            info["task_label"],
+            Text(info["task_label"]),  # a param may hold brackets: not markup
             f"{info['finished']}/{info['target']}",
             str(info["failed"]),
             " ".join(

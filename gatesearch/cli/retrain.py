@@ -22,7 +22,16 @@ from gatesearch.experiments.retrain import (
     parse_dropouts,
 )
 from gatesearch.experiments.retrain import retrain as run_retrain
-from gatesearch.formats import MISSING, count, metric, objective_header, rank_text, score, whole
+from gatesearch.formats import (
+    MISSING,
+    TIE_NOTE,
+    count,
+    metric,
+    objective_header,
+    rank_text,
+    score,
+    whole,
+)
 from gatesearch.runs.store import RunStore
 
 
@@ -102,6 +111,8 @@ def retrain(
     with RunStore.open(run_dir, writer=False) as store:
         final = {p.arch_hash: p for p in final_order(store)}
         print_table(out, _table(run_dir, rows, store, final, wide), wide)
+        if any(p.tied for p in final.values()):
+            out.print(TIE_NOTE, markup=False, soft_wrap=True)  # one line, however narrow
     failed = sum("error" in r for r in rows)
     if failed:
         out.print(f"{failed} of {len(rows)} retrainings failed")

@@ -254,10 +254,10 @@ class Campaign:
             on_lost=f"once it is back, `gatesearch resume {self.store.root} --address "
             f"{self.config.address}`",
         )
-        self.stats.phase = Phase.WAITING
-        self._show()
         with _DeferredInterrupt() as ctrl_c:
             try:
+                self.stats.phase = Phase.WAITING
+                self._show()
                 while True:
                     while self._can_launch(workers) and not ctrl_c.pending:
                         self._launch()

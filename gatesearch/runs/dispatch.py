@@ -48,7 +48,7 @@ MISSES = 3
 # Seconds the watch gives the driver's loop (which polls at least once a second) to leave by
 # itself before it ends the process: the loop can be stuck in a call to the lost cluster.
 GRACE_S = 10.0
-LOST_EXIT = 1
+LOST_EXIT = 2  # as the CLI's own exit on ClusterLost
 
 
 class ClusterWatch:
@@ -96,6 +96,7 @@ class ClusterWatch:
 def gcs_endpoint(address_info: dict[str, Any]) -> tuple[str, int] | None:
     """(host, port) of the cluster's GCS from `ray.init`'s address info, if it says."""
     host, sep, port = str(address_info.get("gcs_address") or "").rpartition(":")
+    host = host.strip("[]")  # an IPv6 address is written [::1]:port
     return (host, int(port)) if sep and host and port.isdigit() else None
 
 
@@ -188,7 +189,7 @@ class Dispatcher(Generic[K]):
         endpoint = gcs_endpoint(info) if address and info else None
         if endpoint is not None:  # a cluster of someone else's: its head may go away
             self.lost_message = (
-                f"lost the Ray cluster at {address} (its head has not answered for "
+                f"lost the Ray cluster at {address} (its head has not answered for at least "
                 f"{CHECK_EVERY_S * MISSES:g} s); everything stored so far is intact: {on_lost}"
             )
             self.watch = ClusterWatch(*endpoint, self.lost_message)

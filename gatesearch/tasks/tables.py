@@ -402,7 +402,7 @@ def expected_layout(sequence_fields: tuple[str, ...], need_label: bool, npz: boo
     seq = " or ".join(sequence_fields)
     label = ", label" if need_label else ""
     if not npz:
-        return f"expected columns {seq}, split{label} (one row per sequence); see docs/tasks.md"
+        return f"expected columns {seq}, split{label} (one row per sequence); see the README's Tasks section"
     each = (
         sequence_fields[0] if len(sequence_fields) == 1 else "{" + "|".join(sequence_fields) + "}"
     )
@@ -411,7 +411,7 @@ def expected_layout(sequence_fields: tuple[str, ...], need_label: bool, npz: boo
     return (
         f"expected {seq}, lengths, split{label} (one row per sequence; lengths may be left out"
         f" when padded), or per-split arrays {per_split} with train_lengths{labels} and so"
-        " on; see docs/tasks.md"
+        " on; see the README's Tasks section"
     )
 
 

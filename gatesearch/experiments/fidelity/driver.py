@@ -327,10 +327,15 @@ def run_fidelity(
         else {}
     )
     root = req.runs_dir / config.name
+    # Ray first: an address that does not answer fails before the folder is written.
     dispatch = Dispatcher[tuple[int, str]](config.trial, req.workers, req.address)
-    _create_dir(root, config, Path(config.space))
-    rows = _rows(root, config, archs, reused)
-    todo = _trainings(config, rows, archs)
+    try:
+        _create_dir(root, config, Path(config.space))
+        rows = _rows(root, config, archs, reused)
+        todo = _trainings(config, rows, archs)
+    except BaseException:
+        dispatch.close()  # its watch on a cluster must not outlive the command
+        raise
     # Ctrl-C, or a failure while submitting, cancels what is already on Ray.
     with dispatch:
         for key, args in todo:
