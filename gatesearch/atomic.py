@@ -43,6 +43,12 @@ def temp_path_beside(target: Path) -> Path:
     return target.parent / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
 
 
+def is_temp(name: str) -> bool:
+    """Whether a file or folder name is one `temp_path_beside` makes (a write under way, or
+    left by a killed writer)."""
+    return _TEMP.match(name) is not None
+
+
 def remove_temps(folder: Path, dead_only: bool = False) -> int:
     """Remove the temporary files and folders that killed writers left in `folder` (only
     names temp_path_beside makes); the number removed. Without `dead_only`, call it only

@@ -53,7 +53,7 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
 from gatesearch.arch.graph import write_graph
-from gatesearch.atomic import WRITE_GUARD, AtomicFolder, remove_temps, write_atomic
+from gatesearch.atomic import WRITE_GUARD, AtomicFolder, is_temp, remove_temps, write_atomic
 from gatesearch.errors import GatesearchError
 from gatesearch.runs.config import FORMAT, RunConfig, RunConfigError
 from gatesearch.runs.outcomes import TrialOutcome, classify
@@ -359,7 +359,7 @@ class RunStore:
         if writer:
             # Only the lock's holder writes graphs and trial files: what a killed driver left
             # half-written there is garbage now.
-            for folder in (GRAPHS, TRIALS):
+            for folder in (GRAPHS, TRIALS, STATES):
                 remove_temps(root / folder)
         return store
 
@@ -515,14 +515,32 @@ class RunStore:
         self.storage.set_trial_user_attr(trial_id, "duplicate_of", duplicate_of)
 
     def state_folders(self) -> list[Path]:
-        """The trials' saved training states (see `state_path`)."""
+        """The trials' saved training states (see `state_path`), not those being written.
+
+        Why not remove the temporaries here: a worker may be writing one at this moment (a
+        stint saving its state), and removing it failed that trial; what killed writers left
+        is removed when a driver opens the run (no worker of its can be running then)."""
         folder = self.root / STATES
-        remove_temps(folder)
-        return sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+        if not folder.is_dir():
+            return []
+        return sorted(p for p in folder.iterdir() if p.is_dir() and not is_temp(p.name))
 
     def states_bytes(self) -> int:
-        """Bytes the waiting trials' saved states take on disk now."""
-        return sum(f.stat().st_size for folder in self.state_folders() for f in folder.iterdir())
+        """Bytes the waiting trials' saved states take on disk now. A worker may be
+        replacing a folder as it is read (a promoted trial saving its next rung): what
+        vanishes meanwhile is not counted."""
+        total = 0
+        for folder in self.state_folders():
+            try:
+                files = list(folder.iterdir())
+            except FileNotFoundError:
+                continue
+            for f in files:
+                try:
+                    total += f.stat().st_size
+                except FileNotFoundError:
+                    continue
+        return total
 
     @property
     def states_peak(self) -> int:

@@ -202,3 +202,24 @@ def test_a_writer_removes_what_a_killed_writer_left_half_written(tmp_path):
     with RunStore.open(root, writer=True):
         pass
     assert not any(p.exists() for p in left)
+
+
+def test_a_state_being_written_is_left_alone_while_the_campaign_runs(tmp_path):
+    """A worker saves a trial's state under a temporary name while the driver measures the
+    states on disk: the driver must not delete it (that failed the trial under load); a
+    driver opening the run later removes such leftovers, as with graphs."""
+    from gatesearch.atomic import temp_path_beside
+    from gatesearch.runs.store import STATES
+
+    with make(tmp_path) as store:
+        done = store.state_path(3)
+        done.mkdir(parents=True)
+        (done / "state.json").write_bytes(b"{}")
+        writing = temp_path_beside(store.state_path(4))
+        writing.mkdir()
+        (writing / "state.safetensors").write_bytes(b"12345")
+        assert store.state_folders() == [done] and store.states_bytes() == 2
+        assert writing.is_dir()  # still there for its writer to rename
+    with RunStore.open(tmp_path / "r", writer=True):
+        pass
+    assert not writing.exists() and (tmp_path / "r" / STATES / "3").is_dir()
