@@ -4,8 +4,11 @@ real lengths keep a batch's end padding away from real positions."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+from classifydata import write_classify_npz
 
 from gatesearch.arch.build import GraphModel, build_model
 from gatesearch.arch.describe import describe
@@ -17,6 +20,7 @@ from gatesearch.arch.space import (
     sample_architectures,
 )
 from gatesearch.registry import InputKind
+from gatesearch.tasks import ClassifyTask, Split, run_model
 
 N_ARCHS, SEED = 20, 3
 SHORT, LONG, CHANNELS, CLASSES = 5, 13, 4, 3
@@ -98,3 +102,23 @@ def test_batching_beside_a_longer_sequence(archs: list[Architecture]) -> None:
         )
         tested += 1
     assert tested >= N_ARCHS // 2
+
+
+def test_classify_batches_hand_the_model_their_lengths(
+    archs: list[Architecture], tmp_path: Path
+) -> None:
+    """A classify batch carries its lengths, and `run_model` hands them to the model: each
+    sequence's logits in one padded batch are its logits run alone."""
+    task = ClassifyTask(str(write_classify_npz(tmp_path / "c.npz")))
+    batch = next(task.batches(Split.VALID, 64))
+    assert batch.lengths is not None
+    assert torch.equal(batch.lengths, batch.mask.sum(dim=1))
+    assert len(set(batch.lengths.tolist())) > 1  # padded
+    arch = next(a for a in archs if not _batch_routed(a))
+    model = _model(arch, 0)
+    x = batch.inputs.double()
+    with torch.no_grad():
+        out = run_model(model, x, batch)  # (B, T, n_out)
+        for b, n in enumerate(batch.lengths.tolist()):
+            alone = model(x[b : b + 1, :n])[0, n - 1]
+            torch.testing.assert_close(out[b, n - 1], alone, atol=ATOL, rtol=0)
