@@ -330,9 +330,12 @@ def test_classify_space_exports_compute_the_engines_function(
         path = tmp_path / f"classify{i:02d}.py"
         path.write_text(source, encoding="utf-8")
         exported = _exported_model(_import(path), engine)
+        lengths = torch.tensor([7] + [11] * (BATCH - 1))
         with torch.no_grad():
             expected, got = engine(x), exported(x)
+            masked, got_masked = engine(x, lengths=lengths), exported(x, lengths=lengths)
         assert got.shape == (BATCH, 11, CLASSES)
+        torch.testing.assert_close(got_masked, masked, atol=ATOL, rtol=0)
         where = describe(arch.graph)
         torch.testing.assert_close(
             got, expected, atol=ATOL, rtol=0, msg=lambda m, where=where: f"{where}: {m}"

@@ -60,8 +60,8 @@ class GraphModel(nn.Module):
 
     `nodes` holds one module per primitive node (inputs are not modules), keyed by names from
     the derivation paths; `graph` is the architecture it was built from and `node_names` maps
-    graph node ids to those keys. forward(x): x is tokens (B, T) or features (B, T, n_in);
-    the result is (B, T, n_out).
+    graph node ids to those keys. forward(x, lengths=None): x is tokens (B, T) or features
+    (B, T, n_in), lengths the real length of each padded sequence; the result is (B, T, n_out).
     """
 
     def __init__(self, graph: nx.DiGraph, ctx: Context) -> None:
@@ -115,11 +115,17 @@ class GraphModel(nn.Module):
             for (node, args), free in zip(steps, frees)
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """x: tokens (B, T) or features (B, T, n_in); lengths: (B,) the real length of each
+        sequence when the batch is padded at the end (None: no padding). The primitives that
+        mix positions non-causally get `lengths` and keep padding away from real positions;
+        causal models give the same outputs with or without it."""
         values: list[torch.Tensor | None] = [None] * self._n_slots
         values[self._input_slot] = x
         for module, args, out, free in self._steps:
-            if len(args) == 1:
+            if lengths is not None and getattr(module, "takes_lengths", False):
+                values[out] = module(*[values[a] for a in args], lengths=lengths)
+            elif len(args) == 1:
                 values[out] = module(values[args[0]])
             else:
                 values[out] = module(*[values[a] for a in args])

@@ -269,6 +269,9 @@ def _forward_lines(graph: nx.DiGraph, ctx: Context, names: dict[str, str]) -> li
             name = next(v for v in _branch_names() if v not in holder)
         var[node], holder[name] = name, node
         kind = REGISTRY[op].signature[1]
+        if getattr(REGISTRY[op].module, "takes_lengths", False):
+            # As GraphModel does: the non-causal mixers keep padding away from real positions.
+            args.append("lengths=lengths")
         lines.append(f"{name} = self.{names[node]}({', '.join(args)})  # {_shape(kind, ctx)}")
     return lines
 
@@ -323,7 +326,8 @@ def _model_class(
         f'    """{summary[0]}',
         *(f"    {line}" for line in summary[1:]),
         "",
-        f"    forward(x): x is {given}; returns {_shape(TensorKind.OUTPUT, ctx)}.",
+        f"    forward(x, lengths=None): x is {given}; returns {_shape(TensorKind.OUTPUT, ctx)}.",
+        "    lengths: (B,) the real length of each sequence of a batch padded at the end.",
         '    """',
         "",
         "    def __init__(self) -> None:",
@@ -340,7 +344,7 @@ def _model_class(
         lines += _call(f"self.{names[node]} = {cls}", args, " " * 8)
     lines += [
         "",
-        "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
+        "    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:",
         *("        " + line for line in _forward_lines(graph, ctx, names)),
     ]
     return lines, names

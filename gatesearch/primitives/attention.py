@@ -224,7 +224,9 @@ class Attention(Primitive, Prunable):
         cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
         return x * cos + _rotate_half(x) * sin
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    takes_lengths = True
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         b, t, _ = x.shape
         h, dh = self.heads, self.head_dim
         q, g = self.q_proj(x).split([h * dh, self._gate_width()], dim=-1)
@@ -249,6 +251,16 @@ class Attention(Primitive, Prunable):
         mask = None
         if self.window > 0:
             mask = local_window_mask(t, self.window, self.causal, x.device)
+        if lengths is not None and not self.causal:
+            # Keys at padded positions are hidden. A query still sees itself, so a padded query
+            # beyond every key of its window gets no all-masked row (NaN that the next layer's
+            # zero weights would not cancel); real queries see only real keys either way.
+            pos = torch.arange(t, device=x.device)
+            real = pos < lengths.to(x.device)[:, None]  # (B, T_k)
+            keys = real[:, None, :] | torch.eye(t, dtype=torch.bool, device=x.device)  # (B, T, T)
+            if mask is not None:
+                keys = keys & mask
+            mask = keys[:, None]  # (B, 1, T_q, T_k), broadcast over heads
         y = F.scaled_dot_product_attention(
             q.transpose(1, 2),  # (B, H, T, d_h)
             k.transpose(1, 2),

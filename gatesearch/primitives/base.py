@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -21,7 +21,15 @@ class Primitive(nn.Module):
     Contract: unary primitives map (B, T, d_in) -> (B, T, d_out) with `forward(x)`; combine
     primitives take `forward(skip, body)`. Modules that produce auxiliary losses store them in
     `self._aux` during forward; `aux_losses()` hands them to the trainer.
+
+    Primitives that mix positions non-causally set `takes_lengths`: their forward also takes
+    `lengths` (B,) int64, the real length of each sequence of a batch padded at the end (None:
+    no padding), and never lets a real position read a padded one, so a sequence's outputs do
+    not depend on how far its batch pads it. Position-wise and causal primitives need no
+    lengths: a real position never reads a later one.
     """
+
+    takes_lengths: ClassVar[bool] = False
 
     def __init__(self) -> None:
         super().__init__()

@@ -57,6 +57,14 @@ def build_cell(cell: dict[str, Any], d_model: int) -> nn.Module:
     return build_module(cell["op"], dict(cell.get("params", {})), ctx)
 
 
+def reversed_prefix_index(lengths: torch.Tensor, t: int) -> torch.Tensor:
+    """(B, T) time indices that reverse each row's first lengths[b] positions and keep the rest:
+    idx[b, s] = lengths[b] − 1 − s for s < lengths[b], else s."""
+    pos = torch.arange(t, device=lengths.device).expand(len(lengths), t)  # (B, T)
+    last = lengths[:, None] - 1  # (B, 1)
+    return torch.where(pos <= last, last - pos, pos)
+
+
 @register(
     "bidirectional",
     Role.MIXER,
@@ -86,7 +94,8 @@ class Bidirectional(Primitive):
       | g ⊙ f + (1 − g) ⊙ r, g = σ(W_g x + b_g) (gate).
 
     Both copies are built causal whatever the task: that is what makes the pair read the whole
-    sequence, each half from one side. A batch padded at the end feeds its padding to R first.
+    sequence, each half from one side. Given `lengths`, R reads each sequence's real prefix
+    reversed (from its last real position), so end padding never reaches a real position.
     Parameters: twice the cell's, plus 2·d² (concat) or d² + d (gate).
     """
 
@@ -107,9 +116,19 @@ class Bidirectional(Primitive):
         elif merge == "gate":
             self.mix = nn.Linear(d_model, d_model)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    takes_lengths = True
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         f = self.forward_cell(x)  # (B, T, d)
-        r = self.backward_cell(x.flip(1)).flip(1)  # (B, T, d)
+        if lengths is None:
+            r = self.backward_cell(x.flip(1)).flip(1)  # (B, T, d)
+        else:
+            # Reverse each sequence's real prefix only, so R starts at its last real position;
+            # padded positions stay where they are, after the prefix, where R reads them last.
+            idx = reversed_prefix_index(lengths.to(x.device), x.shape[1])  # (B, T)
+            idx = idx.unsqueeze(-1).expand_as(x)  # (B, T, d)
+            # The permutation is its own inverse: the same gather puts R's outputs back.
+            r = self.backward_cell(x.gather(1, idx)).gather(1, idx)  # (B, T, d)
         if self.mix is None:
             return f + r
         if self.merge == "concat":
@@ -118,9 +137,11 @@ class Bidirectional(Primitive):
         return torch.lerp(r, f, g)  # g⊙f + (1−g)⊙r
 
 
-__all__ = ["MERGES", "Bidirectional", "build_cell"]
+__all__ = ["MERGES", "Bidirectional", "build_cell", "reversed_prefix_index"]
 
 
 # For the code exporter (gatesearch.export): the module-level names each definition here uses,
 # copied with it.
-EXPORT_DEPS: dict[str, tuple[str, ...]] = {"Bidirectional": ("MERGES", "build_cell")}
+EXPORT_DEPS: dict[str, tuple[str, ...]] = {
+    "Bidirectional": ("MERGES", "build_cell", "reversed_prefix_index")
+}

@@ -238,7 +238,15 @@ class GatedConv(Primitive):
         self.conv = nn.Conv1d(d_model, 2 * d_model, kernel)
         self.proj = nn.Linear(d_model, d_model, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    takes_lengths = True
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        if lengths is not None and not self.causal:
+            # A centred kernel reads up to k//2 positions ahead: zeroing the padding makes the
+            # last real positions read zeros, as the convolution's own padding gives them when
+            # the sequence is not padded.
+            real = torch.arange(x.shape[1], device=x.device) < lengths.to(x.device)[:, None]
+            x = x * real.unsqueeze(-1).to(x.dtype)  # (B, T, d)
         left = self.kernel - 1 if self.causal else (self.kernel - 1) // 2
         right = self.kernel - 1 - left
         u = F.pad(x.transpose(1, 2), (left, right))  # (B, d, T + k − 1)

@@ -489,15 +489,30 @@ class MoE(Primitive, Prunable):
         rows = (z > 0).nonzero().squeeze(1)  # (E',)
         return rows, z.index_select(0, rows) * self.out_scale.index_select(0, rows)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    takes_lengths = True
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         B, T, d = x.shape
         # Time-major, so switch's first-come capacity favours earlier positions (causal).
         tokens = x.transpose(0, 1).reshape(T * B, d)  # (T·B, d)
-        rows, scale = self._open_experts()
+        if lengths is None:
+            return self._mix(tokens).reshape(T, B, d).transpose(0, 1)  # (B, T, d)
+        # Only real tokens are routed: padding would otherwise count in the capacities
+        # (switch, expert_choice) and compete for experts' slots. Padded positions get 0, which
+        # the residual around the mixture carries as it does an overflow token.
+        real = torch.arange(T, device=x.device)[:, None] < lengths.to(x.device)[None, :]  # (T, B)
+        idx = real.reshape(T * B).nonzero().squeeze(1)  # (n,) time-major, as `tokens`
         out = torch.zeros_like(tokens)  # (T·B, d)
+        out.index_copy_(0, idx, self._mix(tokens.index_select(0, idx)))
+        return out.reshape(T, B, d).transpose(0, 1)  # (B, T, d)
+
+    def _mix(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(n, d) -> (n, d): the mixture's output for time-major tokens routed together."""
+        rows, scale = self._open_experts()
+        out = torch.zeros_like(tokens)  # (n, d)
         if rows.numel() == 0:
             self._aux = {}
-            return out.reshape(T, B, d).transpose(0, 1)  # (B, T, d)
+            return out
         routing = self.router(tokens, rows)
         # Without gates every expert is open and the loop is static, so torch.export can trace
         # it; with gates the open set is data. An expert given no tokens runs on an empty batch
@@ -510,7 +525,7 @@ class MoE(Primitive, Prunable):
             # Accumulate in the input's dtype: under autocast the experts' y is lower precision.
             out.index_add_(0, idx, (y.squeeze(0) * w.unsqueeze(1)).to(out.dtype))
         self._aux = routing.aux
-        return out.reshape(T, B, d).transpose(0, 1)  # (B, T, d)
+        return out
 
     def open_units(self) -> int:
         if self.expert_gate is None:

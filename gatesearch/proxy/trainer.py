@@ -67,7 +67,16 @@ from gatesearch.proxy.stn import (
     plain_decay_params,
 )
 from gatesearch.registry import Context, InputKind
-from gatesearch.tasks import Batch, Split, Task, TaskSpec, make_task, model_inputs, split_scores
+from gatesearch.tasks import (
+    Batch,
+    Split,
+    Task,
+    TaskSpec,
+    make_task,
+    model_inputs,
+    run_model,
+    split_scores,
+)
 
 
 def _plain(value: Any) -> Any:
@@ -215,7 +224,7 @@ class _ProxyRun:
         # Which auxiliary losses the model emits decides which weights are tuned.
         model.train()
         with torch.no_grad():
-            model(model_inputs(first, self.param0))
+            run_model(model, model_inputs(first, self.param0), first)
         aux_keys = set(aux_losses(model))
         token_inputs = InputKind(self.task.input_kind) is InputKind.TOKENS
         self.hypers = HyperSet(default_hypers(dropout_roles_of(model), aux_keys, token_inputs))
@@ -294,7 +303,7 @@ class _ProxyRun:
             hctx.values = self.hypers.values(u_tilde)
             hctx.regularise = True
         x = self.regs.noisy_inputs(model_inputs(batch, self.param0), self.task.n_in)
-        loss = self.task.loss(model(x), batch)
+        loss = self.task.loss(run_model(model, x, batch), batch)
         if not torch.isfinite(loss):
             raise TrialDiverged(tally.steps, "the training loss", float(loss.detach()))
         total = loss
@@ -336,7 +345,7 @@ class _ProxyRun:
         hctx.values = None
         # Attached: gradients reach (u, s), through the scale factors only.
         hctx.hyper_input = _response_input(state.sample(vb.size), state, self.config)
-        v_loss = self.task.loss(model(model_inputs(vb, self.param0)), vb)
+        v_loss = self.task.loss(run_model(model, model_inputs(vb, self.param0), vb), vb)
         if not torch.isfinite(v_loss):
             raise TrialDiverged(self.tally.steps, "the validation loss", float(v_loss.detach()))
         objective = v_loss - self.config.entropy_weight * state.entropy()

@@ -14,6 +14,7 @@ from gatesearch.tasks.base import (
     TaskSpec,
     evaluate,
     model_inputs,
+    run_model,
     split_scores,
 )
 from gatesearch.tasks.files import ClassifyTask, FramesTask, TokensTask
@@ -42,6 +43,7 @@ __all__ = [
     "make_task",
     "model_inputs",
     "resolve_factory",
+    "run_model",
     "split_scores",
     "task_label",
 ]

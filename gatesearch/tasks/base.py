@@ -58,12 +58,16 @@ class Batch:
     real: how many of the B·T input positions hold data rather than padding; None when all
     do. Set by tasks that pad (the file tasks): the mask cannot say it, since it also leaves
     out real positions that are not scored (MQAR's non-queries).
+    lengths: (B,) int64, the real length of each sequence, for a model that may read the whole
+    sequence (classify): handed to the model so its non-causal mixers ignore the padding. None
+    for causal tasks, whose models never read the padding after a real position.
     """
 
     inputs: torch.Tensor
     targets: torch.Tensor
     mask: torch.Tensor
     real: int | None = None
+    lengths: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> Batch:
         return Batch(
@@ -71,6 +75,7 @@ class Batch:
             self.targets.to(device, non_blocking=True),
             self.mask.to(device, non_blocking=True),
             self.real,
+            None if self.lengths is None else self.lengths.to(device, non_blocking=True),
         )
 
     @property
@@ -273,6 +278,14 @@ def model_inputs(batch: Batch, param: torch.Tensor | None) -> torch.Tensor:
     return x.to(param.dtype) if x.is_floating_point() and param is not None else x
 
 
+def run_model(model: nn.Module, x: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """The model's outputs on `x` (what it reads of `batch`), given the batch's real lengths
+    when it carries them."""
+    if batch.lengths is None:
+        return model(x)
+    return model(x, lengths=batch.lengths)
+
+
 def split_scores(
     model: nn.Module, task: Task, split: Split = Split.VALID, batch_size: int = 64
 ) -> tuple[float, float]:
@@ -295,7 +308,7 @@ def split_scores(
             for batch in task.batches(split, batch_size):
                 batch = batch.to(device)
                 n = float(batch.mask.sum()) or float(batch.size)
-                out = model(model_inputs(batch, param))
+                out = run_model(model, model_inputs(batch, param), batch)
                 total += float(task.loss(out, batch)) * n
                 weight += n
                 s, c = task.metric(out, batch)

@@ -204,7 +204,8 @@ class FileTask(Task):
             return Batch(steps[:, :-1], steps[:, 1:], mask[:, 1:], fed)
         assert data.labels is not None  # a classify file always carries labels
         labels = torch.from_numpy(data.labels[rows])  # (B,)
-        return Batch(steps, labels, mask, fed)
+        lengths = torch.from_numpy(span.astype(np.int64))  # (B,)
+        return Batch(steps, labels, mask, fed, lengths)
 
 
 class FramesTask(FileTask):
