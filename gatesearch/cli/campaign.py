@@ -29,6 +29,7 @@ from gatesearch.cli.render import (
     objective_labels,
     out,
     print_board,
+    print_table,
     task_text,
 )
 from gatesearch.evaluate import Evaluator, ProxyEvaluator, parse_proxy_options, parse_task_params
@@ -337,10 +338,13 @@ def ls(
     ] = Path("runs"),
 ) -> None:
     """List campaigns (state, strategy, task, progress, best) and fidelity results."""
-    table = Table(
-        "run", "state", "strategy", "task", "progress", "failed", "best", box=None, pad_edge=False
-    )
-    for root in list_runs(runs_dir):
+    roots = list_runs(runs_dir)
+    # Whole lines, never cut: a run's name is what a user copies into the next command (a
+    # line longer than the terminal wraps there, but nothing is lost).
+    table = Table(box=None, pad_edge=False)
+    for head in ("run", "state", "strategy", "task", "progress", "failed", "best"):
+        table.add_column(head, no_wrap=True)
+    for root in roots:
         fidelity = fidelity_row(root)
         if fidelity is not None:
             table.add_row(root.name, *fidelity)
@@ -365,7 +369,7 @@ def ls(
             if best
             else "-",
         )
-    out.print(table)
+    print_table(out, table, wide=True)
 
 
 def register(app: typer.Typer) -> None:
