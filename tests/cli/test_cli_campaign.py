@@ -80,10 +80,15 @@ def test_each_strategy_runs_a_campaign(tmp_path, capsys, strategy):
 def test_status_and_ls(tmp_path, capsys):
     runs = tmp_path / "runs"
     assert cli("run", "--task", "null", "--trials", "3", "--runs-dir", runs, "--name", "x") == 0
+    # A name as long as the default campaign's: ls at 80 columns must not cut it.
+    long = "evolution-mqar-small-20261203-055609-and-more"
+    assert cli("run", "--task", "null", "--trials", "1", "--runs-dir", runs, "--name", long) == 0
     capsys.readouterr()
     assert cli("ls", runs) == 0
     listing = capsys.readouterr().out
     assert "x" in listing and "3/3" in listing and "evolution" in listing
+    row = next(line for line in listing.splitlines() if line.startswith(long))
+    assert "finished" in row and "1/1" in row  # one line, the name whole
     assert cli("status", runs / "x") == 0
     assert "x (finished)" in (text := capsys.readouterr().out) and "3/3 finished" in text
     assert status_json(runs / "x", capsys)["state"] == "finished"
