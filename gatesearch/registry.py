@@ -341,6 +341,18 @@ def divides_width(value: Any, params: dict[str, Any], ctx: Context) -> str | Non
     return None
 
 
+def nested_error(value: Any, role: Role, what: str) -> str | None:
+    """Why `value` is not the description {"op": <a `role` primitive>, "params": {...}} of a
+    primitive held inside another (a mixture's expert, a bidirectional mixer's cell); None
+    when it is. `what` names the slot in the message."""
+    if not isinstance(value, dict) or "op" not in value:
+        return f"the {what} must be {{'op': <{role.value} primitive>, 'params': {{...}}}}"
+    spec = REGISTRY.get(value["op"])
+    if spec is None or spec.role is not role:
+        return f"{what} {value['op']!r} is not a {role.value} primitive"
+    return None
+
+
 def build_module(op: str, params: dict[str, Any], ctx: Context) -> nn.Module:
     """Construct the module for one graph node: the registry's class with resolved params."""
     spec = REGISTRY[op]

@@ -23,6 +23,7 @@ from gatesearch.registry import (
     ParamSpec,
     Role,
     build_module,
+    nested_error,
     register,
 )
 
@@ -30,11 +31,10 @@ MERGES = ("add", "concat", "gate")
 
 
 def _cell_fits(value: Any, params: dict[str, Any], ctx: Context) -> str | None:
-    if not isinstance(value, dict) or "op" not in value:
-        return "the cell must be {'op': <mixer primitive>, 'params': {...}}"
-    spec = REGISTRY.get(value["op"])
-    if spec is None or spec.role is not Role.MIXER:
-        return f"cell {value['op']!r} is not a mixer primitive"
+    why = nested_error(value, Role.MIXER, "cell")
+    if why is not None:
+        return why
+    spec = REGISTRY[value["op"]]
     if issubclass(spec.module, Bidirectional):
         return "a bidirectional cell cannot itself be bidirectional"
     if not spec.causal_ok:

@@ -41,7 +41,6 @@ from gatesearch.primitives.activations import make_activation
 from gatesearch.primitives.base import AUX_MOE_BALANCE, AUX_MOE_Z, Primitive, Prunable
 from gatesearch.primitives.pruning import make_gate, prune_param
 from gatesearch.registry import (
-    REGISTRY,
     Categorical,
     Context,
     FloatRange,
@@ -49,6 +48,7 @@ from gatesearch.registry import (
     ParamSpec,
     Role,
     build_module,
+    nested_error,
     register,
 )
 
@@ -317,12 +317,7 @@ def _k_within_experts(value: Any, params: dict[str, Any], ctx: Context) -> str |
 
 
 def _expert_is_channel(value: Any, params: dict[str, Any], ctx: Context) -> str | None:
-    if not isinstance(value, dict) or "op" not in value:
-        return "the expert must be {'op': <channel primitive>, 'params': {...}}"
-    spec = REGISTRY.get(value["op"])
-    if spec is None or spec.role is not Role.CHANNEL:
-        return f"expert {value['op']!r} is not a channel primitive"
-    return None
+    return nested_error(value, Role.CHANNEL, "expert")
 
 
 def build_expert(expert: dict[str, Any], d_model: int, causal: bool) -> nn.Module:
