@@ -36,7 +36,7 @@ from gatesearch.evaluate import Evaluator, ProxyEvaluator, parse_proxy_options, 
 from gatesearch.formats import metric
 from gatesearch.runs.campaign import Campaign, open_for_resume
 from gatesearch.runs.outcomes import TrialOutcome
-from gatesearch.runs.ranking import count_finished, rung_counts, summary
+from gatesearch.runs.ranking import count_finished, summary
 from gatesearch.runs.request import RunRequest, package_versions, prepare_run
 from gatesearch.runs.store import RunStore, StoreError, list_runs
 
@@ -323,10 +323,9 @@ def status(
             f"  {info['repeated']} proposals repeated an evaluated architecture and were asked "
             "again (no trial of the --trials count)"
         )
-    counts = rung_counts(store.config, store.records())
-    if counts is not None:
+    if "rungs_line" in info:  # a multi-fidelity campaign
         peak = info["states_peak_bytes"] / 2**20
-        out.print(f"  {counts.line()}; saved states took at most {peak:.1f} MiB", markup=False)
+        out.print(f"  {info['rungs_line']}; saved states took at most {peak:.1f} MiB", markup=False)
     for reason, n in info["failure_reasons"].items():
         out.print(f"  failed ×{n}: {reason}", markup=False)
     print_board(store, wide)

@@ -276,5 +276,6 @@ def _rungs_summary(store: RunStore, records: list[TrialRecord]) -> dict[str, Any
         "promotions": counts.promotions,
         "paused": counts.paused,
         "pruned": counts.pruned,
+        "rungs_line": counts.line(),  # as status and report print it
         "states_peak_bytes": store.states_peak,
     }

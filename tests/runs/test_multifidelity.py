@@ -101,6 +101,9 @@ def test_asha_promotes_as_its_rule_says_and_leaves_nothing_waiting(tmp_path, cap
     assert cli("report", store.root) == 0
     said = " ".join(capsys.readouterr().out.split())  # Rich wraps at 80 columns
     assert f"{line}; {promotions} promotions, 0 waiting for one" in said, said
+    assert cli("status", store.root) == 0  # the same line
+    said = " ".join(capsys.readouterr().out.split())
+    assert f"{line}; {promotions} promotions, 0 waiting for one" in said, said
     page = (store.root / "report" / "index.html").read_text()
     assert f"1steps: {reached[0]} · 3steps: {reached[1]} · 9steps: {reached[2]}" in page
     assert "promotions" in page and "reached the top rung (9steps)" in page
