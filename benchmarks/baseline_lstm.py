@@ -92,7 +92,8 @@ class LSTMBaseline(nn.Module):
         self.drop_out = nn.Dropout(DROPOUT)
         self.head = nn.Linear(hidden, n_out)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        # `lengths` (what padded file tasks pass) is not needed: the LSTM is causal.
         h, _ = self.lstm(self.drop_in(self.encode(x)))
         return self.head(self.drop_out(h))  # (B, T, n_out)
 

@@ -3,6 +3,7 @@
     pip install -e '.[bench]'                                  # aeon and music21
     python benchmarks/small_data.py --out DIR                  # every data set below
     python benchmarks/small_data.py --out DIR --only basicmotions palestrina --seed 1
+    python benchmarks/small_data.py --out DIR --only osuleaf --pool --downsample 4
 
 Writes one file per data set into DIR and prints one line per file: its name, the task that
 reads it, sequences per split, sequence lengths, frame width and classes. Every file is read
@@ -29,6 +30,8 @@ independent check.
 
     arrowhead      ArrowHead (UCR)         1         251     3        36 / 0 / 175 (pooled:
                                                                   104 / 52 / 55)
+    italypower     ItalyPowerDemand (UCR)  1         24      2        pooled: 547 / 274 / 275
+    osuleaf        OSULeaf (UCR)           1         427     6        pooled: 221 / 110 / 111
 
 With `--pool` (what benchmarks/self_tuning.py uses), the archive's TRAIN and TEST files are
 pooled and split by class, half to train, a quarter each to valid and test, drawn with the
@@ -40,7 +43,9 @@ TRAIN file, stratified by class: round(`--valid-fraction` × n) of each class's 
 the mean and standard deviation of the carved training split alone (every time step of every
 training sequence), and values are stored as float32. Labels number the classes in the order
 the `.ts` header lists them (`class_name` holds the original names). Lengths vary only in
-pickupgesture, whose sequences keep their own lengths (no padding).
+pickupgesture, whose sequences keep their own lengths (no padding). `--downsample K` replaces
+every K steps by their mean (before standardising), for problems whose length makes a training
+step slow: OSULeaf (6 classes, 442 cases pooled) at K = 4 has 107 steps.
 
 Multi-hot frames (`frames` task; `frames`, `split`, plus `piece` and `mass` columns the task
 ignores), from the Palestrina masses in music21's bundled corpus (music21 is BSD-3-Clause; the
@@ -210,6 +215,19 @@ def _load_ts(problem: str, part: str) -> tuple[list[np.ndarray], np.ndarray, lis
     return seqs, np.asarray(y).astype(str), classes
 
 
+def _downsample(seq: np.ndarray, k: int) -> np.ndarray:
+    """Means over non-overlapping windows of k steps (a last, shorter window kept)."""
+    if k == 1:
+        return seq
+    channels, steps = seq.shape
+    full = steps // k * k
+    # (channels, steps) -> (channels, steps // k, k) -> mean over the window
+    head = seq[:, :full].reshape(channels, steps // k, k).mean(axis=2)
+    if full == steps:
+        return head
+    return np.concatenate([head, seq[:, full:].mean(axis=1, keepdims=True)], axis=1)
+
+
 def convert_archive(name: str, out: Path, args: argparse.Namespace) -> Written:
     import pyarrow as pa
 
@@ -223,7 +241,7 @@ def convert_archive(name: str, out: Path, args: argparse.Namespace) -> Written:
     to_label = np.vectorize(index.__getitem__, otypes=[np.int64])
     train_label, test_label = to_label(train_y), to_label(test_y)
 
-    seqs = [*train_x, *test_x]
+    seqs = [_downsample(s, args.downsample) for s in (*train_x, *test_x)]
     labels = np.concatenate([train_label, test_label])
     rng = _rng(args.seed, name)
     if args.pool:
@@ -261,6 +279,7 @@ def convert_archive(name: str, out: Path, args: argparse.Namespace) -> Written:
             "seed": args.seed,
             "valid_fraction": None if args.pool else args.valid_fraction,
             "pooled": bool(args.pool),
+            "downsample": args.downsample,
             "classes": classes,
             "channel_mean": mean.tolist(),
             "channel_std": std.tolist(),
@@ -514,6 +533,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="classification: pool the archive's train and test files and split them "
         "50/25/25 by class (the archive's train files are too small to validate on)",
+    )
+    p.add_argument(
+        "--downsample",
+        type=_count(1),
+        default=1,
+        metavar="K",
+        help="classification: average each K steps into one (default 1: keep every step); "
+        "OSULeaf's 427 steps cost about 20x ItalyPowerDemand's per training step",
     )
     p.add_argument(
         "--pieces", type=_count(3), default=300, help="Palestrina files drawn (default 300)"
