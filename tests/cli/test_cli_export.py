@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import torch
+from clitools import captured
 from safetensors.torch import load_file
 
 from gatesearch.arch.build import build_model
@@ -89,9 +90,12 @@ def test_export_with_weights_reproduces_the_retrained_model(retrained_run: Path)
         assert stat.S_IMODE(path.stat().st_mode) == 0o777 & ~umask, path
 
 
-def test_export_by_hash_prefix_without_weights(retrained_run: Path) -> None:
+def test_export_by_hash_prefix_without_weights(
+    retrained_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (folder,) = (retrained_run / "runs/r/retrained").iterdir()
-    res = gs("export", "runs/r", "--arch", folder.name[:6], "-o", "by_hash.py", cwd=retrained_run)
+    monkeypatch.chdir(retrained_run)
+    res = captured("export", "runs/r", "--arch", folder.name[:6], "-o", "by_hash.py")
     assert res.returncode == 0, res.stderr
     model = _import(retrained_run / "by_hash.py").Model()
     assert model(torch.randint(0, 32, (1, 8))).shape == (1, 8, 32)
@@ -120,21 +124,27 @@ def test_export_by_hash_prefix_without_weights(retrained_run: Path) -> None:
         "no-weights",
     ],
 )
-def test_bad_export_requests_are_one_line(retrained_run: Path, args: tuple, message: str) -> None:
-    res = gs("export", "runs/r", *args, cwd=retrained_run)
+def test_bad_export_requests_are_one_line(
+    retrained_run: Path, args: tuple, message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(retrained_run)
+    res = captured("export", "runs/r", *args)  # in this process: ~2 s less a case
     assert res.returncode == 2, (res.stdout, res.stderr)
     assert message in res.stderr
     assert res.stderr.strip().count("\n") == 0
     assert not (retrained_run / "m.py").exists()
 
 
-def test_export_of_a_missing_run(tmp_path: Path) -> None:
-    res = gs("export", "runs/nope", "-o", "m.py", cwd=tmp_path)
+def test_export_of_a_missing_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    res = captured("export", "runs/nope", "-o", "m.py")
     assert res.returncode == 2
     assert res.stderr.startswith("error: ")
 
 
-def test_onnx_export_with_weights_runs_the_retrained_function(retrained_run: Path) -> None:
+def test_onnx_export_with_weights_runs_the_retrained_function(
+    retrained_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """--format onnx: the retrained model as an ONNX graph that ONNX Runtime runs at the task's
     sequence length and any batch, computing what the engine computes."""
     import onnxruntime
@@ -151,9 +161,10 @@ def test_onnx_export_with_weights_runs_the_retrained_function(retrained_run: Pat
         (y,) = session.run(None, {"x": x.numpy()})
         with torch.no_grad():
             torch.testing.assert_close(torch.from_numpy(y), engine(x), atol=1e-4, rtol=0)
-    # The fixed length can be chosen.
-    res = gs("export", "runs/r", "-o", "long.onnx", "--format", "onnx", "--seq-len", "40",
-             "--weights", cwd=retrained_run)  # fmt: skip
+    # The fixed length can be chosen (in this process: the console script ran above).
+    monkeypatch.chdir(retrained_run)
+    res = captured("export", "runs/r", "-o", "long.onnx", "--format", "onnx", "--seq-len", "40",
+                   "--weights")  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert (
         onnxruntime.InferenceSession(str(retrained_run / "long.onnx")).get_inputs()[0].shape[1]

@@ -336,7 +336,7 @@ def test_a_recursion_message_is_the_same_under_every_hash_seed() -> None:
         "    print(exc)\n"
     )
     seen = set()
-    for seed in ("0", "1", "2", "3", "random"):
+    for seed in ("0", "1", "random"):  # each a process: ~1.5 s
         env = {**os.environ, "PYTHONHASHSEED": seed}
         run = subprocess.run(
             [sys.executable, "-c", code], input=MUTUAL, env=env, capture_output=True, text=True
