@@ -111,7 +111,10 @@ def retrain(
     with RunStore.open(run_dir, writer=False) as store:
         final = {p.arch_hash: p for p in final_order(store)}
         print_table(out, _table(run_dir, rows, store, final, wide), wide)
-        if any(p.tied for p in final.values()):
+        # Only the rows shown: campaign trials never retrained also tie (two proxies at the
+        # same accuracy), but this table does not list them.
+        shown = (final.get(r["job"].record.arch_hash) for r in rows)
+        if any(p is not None and p.tied for p in shown):
             out.print(TIE_NOTE, markup=False, soft_wrap=True)  # one line, however narrow
     failed = sum("error" in r for r in rows)
     if failed:

@@ -222,6 +222,8 @@ def test_retrain_table_writes_counts_and_heads_as_every_table(retrained):
     )
     assert "e+0" not in out  # never 1.003e+05
     assert whole_on_a_line(complete(run, folder.name), out)
+    # The campaign's ties are among trials this table does not list: no tie note under it.
+    assert TIE_NOTE not in out.split("retrained from", 1)[1], out
 
 
 # ----------------------------------------------------------------------------- export
