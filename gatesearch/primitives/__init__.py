@@ -5,6 +5,7 @@ from gatesearch.primitives import (  # noqa: F401
     attention,
     bidirectional,
     channel,
+    deltanet,
     moe,
     pruning,
     recurrent,

@@ -1,0 +1,148 @@
+"""Delta-rule mixers (deltanet, gated_deltanet): registration, forward + backward, causality,
+parameter counts, and the chunked `forward` against the step-loop `forward_reference` in
+values and gradients (float64, fixed tolerances)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from reference import Tolerance, assert_matches_reference
+
+from gatesearch.primitives.deltanet import DELTA_RULES, DeltaNet, GatedDeltaNet
+from gatesearch.registry import REGISTRY, Context, Role, build_module
+
+F64 = Tolerance(atol=1e-10, rtol=1e-8)
+ATOL_CAUSAL = 1e-12
+
+D = 16
+CTX = Context(d_model=D, causal=True)
+CHUNK = 5  # divides none of the parity lengths: the last chunk is always padded
+
+# Settings worth a parity check of their own: the defaults, and every option moved.
+VARIANTS = {
+    "deltanet": [{}, {"heads": 2, "key_dim": 6, "conv_kernel": 0, "output_gate": True}],
+    "gated_deltanet": [
+        {},
+        {"decay": "channel"},
+        {"heads": 2, "key_dim": 3, "conv_kernel": 2, "output_gate": False, "decay": "channel"},
+    ],
+}
+CASES = [
+    pytest.param(
+        name, params, id=f"{name}-{'-'.join(f'{k}{v}' for k, v in params.items()) or 'default'}"
+    )
+    for name, variants in VARIANTS.items()
+    for params in variants
+]
+
+
+def _build(name: str, params: dict | None = None, dtype=torch.float64, **kwargs) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_module(name, {**(params or {}), **kwargs}, CTX).to(dtype)
+
+
+def test_variants_cover_every_delta_rule() -> None:
+    assert set(VARIANTS) == set(DELTA_RULES)
+
+
+@pytest.mark.parametrize("name", DELTA_RULES)
+def test_registered_as_causal_mixer_with_admissible_defaults(name: str) -> None:
+    spec = REGISTRY[name]
+    assert spec.role is Role.MIXER and spec.causal_ok
+    chosen: dict = {}
+    for param in spec.grammar_params():
+        assert param.domain is not None and param.domain.contains(param.default), param.name
+        if param.check is not None:
+            assert param.check(param.default, chosen, CTX) is None, param.name
+        chosen[param.name] = param.default
+
+
+@pytest.mark.parametrize(("name", "params"), CASES)
+def test_builds_and_runs_forward_backward(name: str, params: dict) -> None:
+    module = _build(name, params, dtype=torch.float32)
+    x = torch.randn(2, 40, D, requires_grad=True)
+    y = module(x)
+    assert y.shape == (2, 40, D)
+    y.square().mean().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    for pname, p in module.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+
+
+@pytest.mark.parametrize(("name", "params"), CASES)
+def test_causal(name: str, params: dict) -> None:
+    """Outputs up to a position do not move when later inputs change, across chunks."""
+    module = _build(name, params, chunk_size=CHUNK)
+    torch.manual_seed(1)
+    x = torch.randn(2, 16, D, dtype=torch.float64)
+    cut = 9
+    x_changed = x.clone()
+    x_changed[:, cut + 1 :] = torch.randn(2, 16 - cut - 1, D, dtype=torch.float64)
+    y, y_changed = module(x), module(x_changed)
+    torch.testing.assert_close(y[:, : cut + 1], y_changed[:, : cut + 1], atol=ATOL_CAUSAL, rtol=0)
+    assert not torch.allclose(y[:, cut + 1 :], y_changed[:, cut + 1 :])
+
+
+@pytest.mark.parametrize("T", [1, 7, 64, 257], ids=lambda t: f"B2-T{t}-D{D}-C{CHUNK}")
+@pytest.mark.parametrize(("name", "params"), CASES)
+def test_chunked_matches_step_loop_values_and_grads(name: str, params: dict, T: int) -> None:
+    module = _build(name, params, chunk_size=CHUNK)
+    torch.manual_seed(T)
+    x = torch.randn(2, T, D, dtype=torch.float64)
+    # Parameters a length-1 sequence never reaches (the decay at T = 1) get zero gradients.
+    assert_matches_reference(
+        module,
+        module.forward_reference,
+        {"x": x},
+        values=F64,
+        grads=F64,
+        module=module,
+        allow_unused=True,
+    )
+
+
+# ------------------------------------------------------------------------ parameters, sizes
+
+
+def test_heads_must_divide_the_width() -> None:
+    check = REGISTRY["deltanet"].param("heads").check
+    assert check(8, {}, CTX) is None
+    assert "does not divide" in check(16, {}, Context(d_model=24, causal=True))
+    with pytest.raises(ValueError, match="does not divide"):
+        GatedDeltaNet(d_model=24, heads=16)
+    with pytest.raises(ValueError, match="decay"):
+        GatedDeltaNet(d_model=D, decay="vector")
+
+
+def _count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_parameter_counts_by_hand() -> None:
+    """d = 16, H = 4 (d_k = d_v = 4), conv 4, no biases anywhere."""
+    d, H = D, 4
+    qkv = 3 * d
+    conv, norm, out = qkv * 4, d // H, d * d
+    assert _count(DeltaNet(d_model=d)) == d * (qkv + H) + conv + norm + out
+    # + output gate W_g (d·d), decay pre-activation W_a (d·H), A_log and dt_bias per head.
+    gated = d * (qkv + d + 2 * H) + conv + 2 * H + norm + out
+    assert _count(GatedDeltaNet(d_model=d)) == gated
+    # Channel decay: W_a is d -> d_k -> H·d_k instead, dt_bias per key channel.
+    channel = d * (qkv + d + H) + (d * 4 + 4 * d) + conv + H + d + norm + out
+    assert _count(GatedDeltaNet(d_model=d, decay="channel")) == channel
+    # key_dim widens q and k (and the conv on them) only.
+    wide = DeltaNet(d_model=d, key_dim=8, conv_kernel=0)
+    assert _count(wide) == d * (2 * H * 8 + d + H) + norm + out
+
+
+@pytest.mark.parametrize("decay", ["scalar", "channel"])
+def test_decay_starts_in_mamba2s_range(decay: str) -> None:
+    """α = e^{−A·softplus(dt_bias)} at a zero pre-activation lies in [e^{−16·0.1}, e^{−1e−3}]."""
+    module = GatedDeltaNet(d_model=64, decay=decay)
+    rate = module.A_log.detach().exp()
+    step = F.softplus(module.dt_bias.detach())
+    assert rate.min() >= 1.0 - 1e-5 and rate.max() <= 16.0 + 1e-5
+    assert step.min() >= 1e-3 * (1 - 1e-4) and step.max() <= 0.1 * (1 + 1e-4)
+    log_alpha = -rate.repeat_interleave(step.numel() // rate.numel()) * step
+    assert log_alpha.max() <= -1e-3 * (1 - 1e-4) and log_alpha.min() >= -1.6 * (1 + 1e-4)
