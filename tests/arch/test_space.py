@@ -25,6 +25,7 @@ from gatesearch.grammar import Causality, DerivationError, Grammar
 from gatesearch.grammar.checks import primitive_calls
 from gatesearch.grammar.model import Choose, Fixed, RuleRef, Slot
 from gatesearch.primitives.attention import GATE_POSITIONS
+from gatesearch.primitives.deltanet import DELTA_RULES
 from gatesearch.primitives.recurrent import LINEAR_RECURRENCES
 from gatesearch.primitives.structure import POOLS
 from gatesearch.tasks import Split, make_task, model_inputs
@@ -60,6 +61,40 @@ def test_narrow_space_samples_build(causal: bool) -> None:
     grammar = load_space(SPACES_DIR / "recurrent_cells.space")
     for arch in sample_architectures(grammar, 40, seed=1, causal=causal):
         _forward_backward(arch)
+
+
+LM_2025_SPACE = SPACES_DIR / "gated_lm_2025.space"
+
+
+def test_the_2025_space_samples_the_delta_rules_and_every_sample_builds() -> None:
+    """gated_lm_2025 is gated_lm plus the delta-rule mixers: its samples hold both, in each
+    setting the space offers, and every sample builds and runs forward and backward."""
+    archs = sample_architectures(load_space(LM_2025_SPACE), 40, seed=3)
+    nodes = [attrs for arch in archs for _, attrs in arch.graph.nodes(data=True)]
+    seen = {
+        (n["op"], n["params"].get("decay"), n["params"]["output_gate"])
+        for n in nodes
+        if n["op"] in DELTA_RULES
+    }
+    assert seen == {
+        ("deltanet", None, False),
+        ("deltanet", None, True),
+        ("gated_deltanet", "scalar", True),
+        ("gated_deltanet", "channel", True),
+    }
+    torch.manual_seed(3)
+    for arch in archs:
+        _forward_backward(arch)
+
+
+def test_the_2025_space_is_the_default_space_plus_the_delta_rules() -> None:
+    """Rule for rule the same as gated_lm but for the two added recurrences."""
+    default, new = load_space(DEFAULT_SPACE), load_space(LM_2025_SPACE)
+    assert set(default.rules) == set(new.rules)
+    for name, rule in default.rules.items():
+        ops = {c.op for a in rule.alts for c in primitive_calls(a.items)}
+        new_ops = {c.op for a in new.rules[name].alts for c in primitive_calls(a.items)}
+        assert new_ops - ops == (set(DELTA_RULES) if name == "recurrence" else set()), name
 
 
 CLASSIFY_SPACE = SPACES_DIR / "gated_classify.space"
