@@ -207,6 +207,14 @@ def _gla(d: int) -> int:
     return d * (2 * dk + 2 * d) + d * 16 + (16 * dk + dk) + d // 4 + d * d  # heads=4 norm: d/4
 
 
+def _deltanet(d: int, heads: int = 4, gated: bool = False) -> int:
+    # One projection d -> q, k, v (d each), β (one per head) and, gated, the output gate (d)
+    # and the decay (one per head); depthwise conv (kernel 4, no bias) on q, k, v; A_log and
+    # dt_bias per head (gated); RMSNorm weight d/heads shared by the heads; W_o d·d.
+    projection = d * (3 * d + heads + (d + heads if gated else 0))
+    return projection + 3 * d * 4 + (2 * heads if gated else 0) + d // heads + d * d
+
+
 EXPECTED = {
     "llama": (4 * (2 * 128 + 4 * 128**2 + _swiglu(128, 2.667)) + _ends(128)),
     "qwen3_gated_attention": (
@@ -219,6 +227,10 @@ EXPECTED = {
         + _ends(192)
     ),
     "gla_transformer": 4 * (2 * 128 + _gla(128) + _swiglu(128, 2.667)) + _ends(128),
+    "deltanet_lm": 4 * (2 * 128 + _deltanet(128) + _swiglu(128, 2.667)) + _ends(128),
+    "gated_deltanet_lm": (
+        4 * (2 * 128 + _deltanet(128, gated=True) + _swiglu(128, 2.667)) + _ends(128)
+    ),
     # LayerNorm has weight and bias; 8 ReLU experts of width 4d; router 8·d without bias.
     "switch_transformer": (
         4 * (2 * 2 * 128 + 4 * 128**2 + 8 * 128 + 8 * (2 * 128 * 512)) + _ends(128)
@@ -233,6 +245,10 @@ STRUCTURE = {
     "hawk": "3×[residual(rmsnorm rglru) > residual(rmsnorm glu(variant=geglu, expand=3))]",
     "griffin": "2×[residual(rmsnorm rglru) > residual(rmsnorm glu(variant=geglu, expand=3))] > residual(rmsnorm attention(window=32))",
     "gla_transformer": "4×[residual(rmsnorm gla) > residual(rmsnorm glu(expand=2.667))]",
+    "deltanet_lm": "4×[residual(rmsnorm deltanet) > residual(rmsnorm glu(expand=2.667))]",
+    "gated_deltanet_lm": (
+        "4×[residual(rmsnorm gated_deltanet) > residual(rmsnorm glu(expand=2.667))]"
+    ),
     "switch_transformer": "residual(layernorm moe(expert=mlp(expand=4, act=relu)))",
     "gcnn_lm": "6×residual(layernorm gcnn)",
 }
