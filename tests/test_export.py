@@ -17,6 +17,7 @@ from types import ModuleType
 import networkx as nx
 import pytest
 import torch
+from deltarules import delta_rules_arch
 
 from gatesearch.arch.build import GraphModel, build_model, prune_model
 from gatesearch.arch.describe import describe
@@ -268,6 +269,55 @@ def test_exported_gla_compiles_without_graph_breaks(tmp_path: Path) -> None:
     # hand-written backward.
     compiled = torch.compile(exported, backend="eager", fullgraph=True)
     torch.testing.assert_close(compiled(x), engine(x), atol=ATOL, rtol=0)
+
+
+# ------------------------------------------------------------------------ delta rules
+
+DELTA_SEQ = 40  # two chunks of the delta rule's 32, the last one padded
+
+
+def test_delta_rules_export_compute_the_engines_function(tmp_path: Path) -> None:
+    """deltanet and gated_deltanet (scalar and channel decay) export: the engine's outputs
+    from the chunked form, without the step loop, in a file that passes ruff."""
+    arch = delta_rules_arch()
+    assert {"deltanet", "gated_deltanet"} <= _ops(arch)
+    engine = _engine(arch, seed=7)
+    path = tmp_path / "delta.py"
+    path.write_text(_export(arch, engine), encoding="utf-8")
+    exported = _exported_model(_import(path), engine)
+    assert "def forward_reference" not in path.read_text(encoding="utf-8")  # the loop stays behind
+    x = _tokens(7, DELTA_SEQ)
+    with torch.no_grad():
+        torch.testing.assert_close(exported(x), engine(x), atol=ATOL, rtol=0)
+    ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
+    if Path(ruff).exists():
+        config = ["--config", str(REPO / "pyproject.toml"), "--no-cache"]
+        for command in (["check"], ["format", "--check"]):
+            result = subprocess.run(
+                [ruff, *command, *config, str(path)], capture_output=True, text=True
+            )
+            assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_exported_delta_rules_compile_in_one_graph_and_torch_export(tmp_path: Path) -> None:
+    """The channel decay picks its in-chunk formula by the decays' size (torch.cond when
+    traced): the exported file compiles without a graph break and torch.exports."""
+    arch = delta_rules_arch()
+    engine = _engine(arch, seed=8)
+    path = tmp_path / "delta.py"
+    path.write_text(_export(arch, engine), encoding="utf-8")
+    exported = _exported_model(_import(path), engine)
+    x = _tokens(8, DELTA_SEQ)
+    torch._dynamo.reset()
+    compiled = torch.compile(exported, backend="eager", fullgraph=True)
+    with torch.no_grad():
+        expected = engine(x)
+        torch.testing.assert_close(compiled(x), expected, atol=ATOL, rtol=0)
+        program = torch.export.export(exported, (x,))
+        torch.testing.assert_close(program.module()(x), expected, atol=ATOL, rtol=0)
+        other = _tokens(9, DELTA_SEQ)
+        torch.testing.assert_close(program.module()(other), engine(other), atol=ATOL, rtol=0)
 
 
 # ------------------------------------------------------------------------ the classify space
