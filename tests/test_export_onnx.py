@@ -9,6 +9,7 @@ from pathlib import Path
 import onnxruntime
 import pytest
 import torch
+from deltarules import delta_rules_arch
 
 from gatesearch.arch.build import build_model
 from gatesearch.arch.space import (
@@ -79,6 +80,27 @@ def test_onnx_of_gla_at_whole_chunks(archs, tmp_path: Path, seq: int) -> None:
     model = build_model(arch.graph, ctx).eval()
     result = export_onnx(model, ctx, tmp_path / "w.onnx", seq)
     assert result.max_diff is not None and result.max_diff <= ONNX_ATOL
+
+
+# Two whole chunks of the delta rule (32): the chunks are views of one projection, which
+# torch.cond (the channel decay's guard) must get as copies.
+DELTA_SEQ = 64
+
+
+@pytest.mark.slow  # ~10 s: three delta-rule layers through the exporter
+def test_onnx_of_every_delta_rule(tmp_path: Path) -> None:
+    """deltanet, gated_deltanet with a scalar decay and with a channel decay (its guard a
+    torch.cond) in one model: ONNX Runtime computes the engine's function."""
+    arch = delta_rules_arch()
+    ctx = graph_context(arch.graph)
+    torch.manual_seed(0)
+    model = build_model(arch.graph, ctx).eval()
+    path = tmp_path / "delta.onnx"
+    result = export_onnx(model, ctx, path, DELTA_SEQ)
+    assert result.max_diff is not None and result.max_diff <= ONNX_ATOL
+    x = torch.randint(0, ctx.n_in, (4, DELTA_SEQ))
+    with torch.no_grad():
+        torch.testing.assert_close(_run(path, x), model(x), atol=ONNX_ATOL, rtol=0)
 
 
 def test_onnx_with_feature_inputs(archs, tmp_path: Path) -> None:
