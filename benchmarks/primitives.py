@@ -6,10 +6,10 @@ Sections are functions called from `main()`; each returns rows and `print_table`
 
 Recurrences, three sections:
 - scan operators alone (the recurrence itself, inputs precomputed) at the shapes the default
-  modules use: parallel scan vs step loop;
-- whole linear-recurrence modules: parallel `forward` vs step-loop `forward_reference` (same
-  weights). Projections, gates and norms are shared by both, so this ratio is bounded by
-  Amdahl's law well below the operator ratio;
+  modules use: parallel scan (or chunked form) vs step loop, the delta rules included;
+- whole linear-recurrence and delta-rule modules: parallel `forward` vs step-loop
+  `forward_reference` (same weights). Projections, gates and norms are shared by both, so this
+  ratio is bounded by Amdahl's law well below the operator ratio;
 - the `lstm`/`gru` primitives vs bare torch.nn.LSTM/GRU.
 """
 
@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gatesearch.primitives.delta_rule import delta_rule_chunked, delta_rule_reference
+from gatesearch.primitives.deltanet import DELTA_CHUNK, DELTA_RULES, delta_key_dim
 from gatesearch.primitives.recurrent import (
     GLA_KEY_EXPANSION,
     HAWK_EXPAND,
@@ -95,18 +97,47 @@ def bench_scan_ops(B: int, T: int, D: int, repeats: int) -> list[Row]:
     v = torch.randn(B, T, heads, dv)
     log_g = F.logsigmoid(torch.randn(B, T, heads, dk)) / 16
     rows.append(compare("gla op", gla_chunked, gla_reference, q, k, v, log_g, repeats=repeats))
+    rows += bench_delta_rule_ops(B, T, D, repeats)
+    return rows
+
+
+def bench_delta_rule_ops(B: int, T: int, D: int, repeats: int) -> list[Row]:
+    """The delta rule's chunked form (default chunk) vs its step loop at the modules' default
+    shapes (4 heads, d_k = d_v = D/4, unit keys): no decay (deltanet), a scalar decay per head
+    (gated_deltanet) and a decay per key channel (decay=channel)."""
+    heads = 4  # the deltanet / gated_deltanet default
+    dk, dv = delta_key_dim(D, heads, 0), D // heads
+    q = F.normalize(torch.randn(B, T, heads, dk), dim=-1) * dk**-0.5
+    k = F.normalize(torch.randn(B, T, heads, dk), dim=-1)
+    v, beta = torch.randn(B, T, heads, dv), torch.rand(B, T, heads)
+
+    def chunked(*args: torch.Tensor) -> torch.Tensor:
+        return delta_rule_chunked(*args, chunk_size=DELTA_CHUNK)
+
+    rows = [compare("delta op", chunked, delta_rule_reference, q, k, v, beta, repeats=repeats)]
+    for label, shape in (("gdelta op", (B, T, heads)), ("kda op", (B, T, heads, dk))):
+        log_alpha = -0.1 * torch.rand(*shape)  # α ∈ (0.9, 1], the size Mamba-2's init gives
+        rows.append(
+            compare(label, chunked, delta_rule_reference, q, k, v, beta, log_alpha, repeats=repeats)
+        )
     return rows
 
 
 def bench_linear_recurrences(B: int, T: int, D: int, repeats: int) -> list[Row]:
-    """Every linear-recurrence module: `forward` (subject) vs `forward_reference` (baseline)."""
+    """Every linear-recurrence and delta-rule module (and gated_deltanet's channel decay):
+    `forward` (subject) vs `forward_reference` (baseline)."""
     ctx = Context(d_model=D, causal=True)
     x = torch.randn(B, T, D)
     rows = []
-    for name in LINEAR_RECURRENCES:
+    settings = [(name, {}) for name in (*LINEAR_RECURRENCES, *DELTA_RULES)]
+    settings.append(("gated_deltanet", {"decay": "channel"}))
+    for name, params in settings:
         torch.manual_seed(0)
-        module = build_module(name, {}, ctx)
-        rows.append(compare(name, module, module.forward_reference, x, repeats=repeats))
+        module = build_module(name, params, ctx)
+        label = (
+            name if not params else f"{name}({', '.join(f'{k}={v}' for k, v in params.items())})"
+        )
+        rows.append(compare(label, module, module.forward_reference, x, repeats=repeats))
     return rows
 
 
@@ -127,12 +158,12 @@ def print_table(title: str, headers: tuple[str, str, str, str], rows: Sequence[R
     which is the least disturbed by other load on the machine."""
     name_h, subject_h, baseline_h, ratio_h = headers
     print(f"\n{title}")
-    print(f"{name_h:<12} {subject_h:>14} {baseline_h:>14} {ratio_h:>10} {'(of mins)':>10}")
+    print(f"{name_h:<30} {subject_h:>14} {baseline_h:>14} {ratio_h:>10} {'(of mins)':>10}")
     for row in rows:
         subject, baseline = statistics.median(row.subject_ms), statistics.median(row.baseline_ms)
         min_ratio = min(row.baseline_ms) / min(row.subject_ms)
         print(
-            f"{row.name:<12} {subject:>14.2f} {baseline:>14.2f} "
+            f"{row.name:<30} {subject:>14.2f} {baseline:>14.2f} "
             f"{baseline / subject:>10.2f} {min_ratio:>10.2f}"
         )
 
@@ -155,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         bench_scan_ops(args.B, args.T, args.D, args.repeats),
     )
     print_table(
-        f"Linear-recurrence modules: forward vs forward_reference ({shape})",
+        f"Linear-recurrence and delta-rule modules: forward vs forward_reference ({shape})",
         ("name", "parallel ms", "step ms", "step/par"),
         bench_linear_recurrences(args.B, args.T, args.D, args.repeats),
     )

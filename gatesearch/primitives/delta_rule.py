@@ -128,7 +128,8 @@ def _chunked(x: torch.Tensor, chunk: int) -> torch.Tensor:
     the in-chunk products are batched matrix products."""
     Bn, T, H = x.shape[:3]
     x = x.reshape(Bn, T // chunk, chunk, H, *x.shape[3:])  # (B, nc, C, H, ...)
-    return x.transpose(2, 3)  # (B, nc, H, C, ...)
+    # Contiguous once here, not copied again by every batched product that reads it.
+    return x.transpose(2, 3).contiguous()  # (B, nc, H, C, ...)
 
 
 def _causal(C: int, strict: bool, device: torch.device) -> torch.Tensor:
