@@ -7,7 +7,8 @@ The batch axis is dynamic, the time axis fixed at `seq_len`. Why fixed: the chun
 gated recurrences (minLSTM, RG-LRU, GLA) size their chunks and padding from T, and with T left
 dynamic the exporter either specialised it to the traced length (minLSTM, RG-LRU: ONNX Runtime
 then refused any other T) or emitted a reshape that fails at run time (GLA). With T fixed every
-primitive of the default space exports and matches the engine to ≈ 4e-6.
+primitive of the default space exports and matches the engine to ≈ 4e-6; so do the delta rules
+(DeltaNet, Gated DeltaNet), whose chunk loop is unrolled over the fixed T.
 """
 
 from __future__ import annotations
