@@ -70,6 +70,30 @@ def test_builds_and_runs_forward_backward(name: str, params: dict) -> None:
         assert p.grad is not None and torch.isfinite(p.grad).all(), pname
 
 
+def test_every_setting_the_2025_space_offers_builds_at_every_width() -> None:
+    """gated_lm_2025 offers these mixers at widths 64–256 with 2, 4 or 8 heads, DeltaNet with
+    or without its output gate, Gated DeltaNet with either decay: each combination builds and
+    gives finite outputs and gradients (a sweep, cheaper and surer than sampling for them)."""
+    settings = [
+        ("deltanet", {"output_gate": False}),
+        ("deltanet", {"output_gate": True}),
+        ("gated_deltanet", {"decay": "scalar"}),
+        ("gated_deltanet", {"decay": "channel"}),
+    ]
+    torch.manual_seed(0)
+    for width in (64, 128, 192, 256):
+        ctx = Context(d_model=width, causal=True)
+        x = torch.randn(1, 12, width)
+        for heads in (2, 4, 8):
+            for name, params in settings:
+                module = build_module(name, {**params, "heads": heads}, ctx)
+                y = module(x)
+                y.square().mean().backward()
+                grads = [p.grad for p in module.parameters()]
+                assert y.shape == x.shape and torch.isfinite(y).all(), (name, params, width)
+                assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
 @pytest.mark.parametrize(("name", "params"), CASES)
 def test_causal(name: str, params: dict) -> None:
     """Outputs up to a position do not move when later inputs change, across chunks."""
