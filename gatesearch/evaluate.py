@@ -9,8 +9,9 @@ names are evaluators without a task behind them:
 - `null-faulty`: `null`, but some architectures raise or give NaN (failure-handling tests).
 
 Every other name is a task of `gatesearch.tasks` (built-in, `module:function` or entry
-point), evaluated by the self-tuning proxy trainer (`gatesearch.proxy.proxy_evaluate`) with
-the campaign's proxy options (a run config's `proxy` table, `--proxy-option key=value`).
+point), evaluated by the proxy trainer (`gatesearch.proxy.proxy_evaluate`) with the
+campaign's proxy options (a run config's `proxy` table, `--proxy-option key=value`; a new
+campaign's table names `self_tuning=false` unless asked otherwise).
 
 Metrics are JSON: floats (`loss`, `metric`, `params`, `flops`, `latency`, ...), plus, from the
 proxy, `metric_name`, `hyperparameters` and `trajectory`. A trial that diverges raises (the
@@ -198,7 +199,8 @@ DEFAULT_BUDGET = "20s"
 
 
 class ProxyEvaluator(Evaluator):
-    """A `gatesearch.tasks` task, trained and scored by the self-tuning proxy."""
+    """A `gatesearch.tasks` task, trained and scored by the proxy trainer (self-tuning or
+    fixed hyperparameters, as the proxy options say)."""
 
     def __init__(self, spec: TaskSpec, proxy: Mapping[str, Any] | None = None) -> None:
         from gatesearch.proxy.config import proxy_config

@@ -53,6 +53,13 @@ def _header(store: RunStore, evaluator: Evaluator) -> None:
     )
     if config.schedule.staged:
         out.print(f"schedule: {config.schedule.describe(config.budget)}", markup=False)
+    if isinstance(evaluator, ProxyEvaluator):
+        out.print(
+            "proxy: self-tuning hyperparameters (STN)"
+            if evaluator.proxy.self_tuning
+            else "proxy: fixed hyperparameters (self-tuning: --proxy-option self_tuning=true)",
+            markup=False,
+        )
     epochs = _epochs_text(evaluator, config.budget)
     if epochs is not None:
         out.print(epochs, markup=False)

@@ -68,12 +68,13 @@ def retrain(
         str,
         typer.Option(
             metavar="RATES",
-            help="Dropout for every rate: 'tuned' (the proxy's values), a rate such as 0.25, "
-            "'self-tune' (the proxy's values as the start, tuned on as the retrain goes), or "
-            "several, comma-separated: each architecture is then trained once per value and "
-            "the best on validation kept. The default trains the proxy's values and 0.25: a "
-            "retrain 10x the proxy's length wants more dropout than the proxy tuned for its "
-            "own on small data, and validation keeps the proxy's where it does not.",
+            help="Dropout for every rate: 'tuned' (the proxy's values: the fixed defaults, or "
+            "what a self-tuning campaign tuned), a rate such as 0.25, 'self-tune' (the "
+            "proxy's values as the start, tuned on as the retrain goes), or several, "
+            "comma-separated: each architecture is then trained once per value and the best "
+            "on validation kept. The default trains the proxy's values and 0.25: a retrain "
+            "10x the proxy's length wants more dropout than a proxy's short training on small "
+            "data, and validation keeps the proxy's where it does not.",
         ),
     ] = DEFAULT_DROPOUTS,
     workers: Annotated[
@@ -87,7 +88,7 @@ def retrain(
     ] = None,
     wide: WideOpt = False,
 ) -> None:
-    """Train the campaign's best K at the full budget (by default once with the proxy's tuned
+    """Train the campaign's best K at the full budget (by default once with the proxy's
     dropout and once with dropout 0.25, the better on validation kept), keeping each one's
     best validation point; store weights (safetensors), graph, validation/test
     metrics and the validation curve under RUN_DIR/retrained/<hash>/. Ranks them by their

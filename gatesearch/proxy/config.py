@@ -127,6 +127,20 @@ PROXY_OPTIONS: tuple[str, ...] = tuple(
 )
 
 
+# Options that act only on the self-tuning proxy (its hyper steps, its STN layers, the
+# learning rate's hypergradient): with self_tuning=false they would change nothing.
+SELF_TUNING_OPTIONS: tuple[str, ...] = (
+    "hd_beta",
+    "hyper_warmup",
+    "train_per_hyper",
+    "hyper_lr",
+    "entropy_weight",
+    "init_spread",
+    "centred",
+    "response",
+)
+
+
 def proxy_config(options: Mapping[str, Any] | None = None) -> ProxyConfig:
     """The defaults with `options` (a run's `proxy` table) applied. ProxyOptionError, naming
     the key, for an unknown key, a value of the wrong type or one out of range."""

@@ -82,7 +82,7 @@ def test_a_campaign_on_mqar_stores_proxy_metrics(mqar_run, capsys):
         records = [r for r in store.records() if r.duplicate_of is None]
         for r in records:
             assert r.values == (r.metrics["accuracy"],)
-            assert r.metrics["steps"] == 6 and r.metrics["self_tuning"] is True
+            assert r.metrics["steps"] == 6 and r.metrics["self_tuning"] is False
             doc = store.load_trial_metrics(r.number)
             hypers = doc["metrics"]["hyperparameters"]
             assert hypers == r.metrics["hyperparameters"] and "lr" in hypers

@@ -156,7 +156,7 @@ def test_proxy_options_reach_every_trial_and_survive_resume(tmp_path):
 
     space = tmp_path / "tiny.space"
     space.write_text(TINY_SPACE)
-    options = {"batch_size": 4, "hyper_warmup": 0.0, "train_per_hyper": 1}
+    options = {"self_tuning": True, "batch_size": 4, "hyper_warmup": 0.0, "train_per_hyper": 1}
     kw = {"task": "mqar", "task_params": TINY_MQAR, "space": space, "budget": "3steps"}
     store = run_campaign(tmp_path, trials=1, proxy=options, **kw)
     assert store.config.to_dict()["proxy"] == options
@@ -168,10 +168,52 @@ def test_proxy_options_reach_every_trial_and_survive_resume(tmp_path):
     for r in records:  # 3 steps of 4 sequences, a hyper step after each but the last
         assert r.state is TrialState.COMPLETE, r.fail_reason
         assert (r.metrics["tokens"], r.metrics["hyper_steps"]) == (3 * 4 * seq_len, 2)
-    # Without options the trainer's defaults (batch 32) apply.
+    # Without options the trainer's defaults (batch 32) apply, with fixed hyperparameters:
+    # the campaign's default, written into the run so that it stays what the run began with.
     plain = run_campaign(tmp_path / "plain", trials=1, **kw)
-    assert plain.config.to_dict()["proxy"] == {}
-    assert plain.records()[0].metrics["tokens"] == 3 * 32 * seq_len
+    assert plain.config.to_dict()["proxy"] == {"self_tuning": False}
+    (first,) = plain.records()
+    assert first.metrics["tokens"] == 3 * 32 * seq_len
+    assert first.metrics["self_tuning"] is False and first.metrics["hyper_steps"] == 0
+
+
+def test_a_run_stored_before_fixed_hyperparameters_were_the_default_resumes_self_tuning(
+    tmp_path,
+):
+    """A config.json whose proxy table does not name self_tuning was written when campaigns
+    self-tuned by default: its trials go on self-tuning, as they began."""
+    import json
+
+    from gatesearch.runs.campaign import open_for_resume
+
+    space = tmp_path / "tiny.space"
+    space.write_text(TINY_SPACE)
+    kw = {"task": "mqar", "task_params": TINY_MQAR, "space": space, "budget": "3steps"}
+    store = run_campaign(tmp_path, trials=1, proxy={"batch_size": 4}, **kw)
+    path = store.root / "config.json"
+    doc = json.loads(path.read_text())
+    assert doc["proxy"] == {"self_tuning": False, "batch_size": 4}
+    doc["proxy"] = {"batch_size": 4}  # as a run of the earlier default stored it
+    path.write_text(json.dumps(doc, indent=2))
+    with open_for_resume(store.root, trials=1, address=None) as again:
+        Campaign(again).run()
+    second = max(RunStore.open(store.root, writer=False).records(), key=lambda r: r.number)
+    assert second.state is TrialState.COMPLETE, second.fail_reason
+    assert second.metrics["self_tuning"] is True
+
+
+def test_a_self_tuning_option_without_the_self_tuning_proxy_is_refused(tmp_path):
+    space = tmp_path / "tiny.space"
+    space.write_text(TINY_SPACE)
+    with pytest.raises(CampaignError, match=r"hyper_lr acts only on the self-tuning proxy.*"
+                       r"self_tuning=true"):  # fmt: skip
+        run_campaign(tmp_path, trials=1, space=space, proxy={"hyper_lr": 0.1})
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    store = run_campaign(  # with it, the option is taken
+        tmp_path, trials=1, space=space, budget="2steps", task="mqar", task_params=TINY_MQAR,
+        proxy={"hyper_lr": 0.1, "self_tuning": True},
+    )  # fmt: skip
+    assert store.config.to_dict()["proxy"] == {"self_tuning": True, "hyper_lr": 0.1}
 
 
 def test_learning_curves_are_the_studys_intermediate_values(tmp_path):
