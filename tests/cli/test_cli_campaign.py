@@ -396,7 +396,7 @@ def test_the_run_header_shows_epochs_a_trial_on_a_data_file(tmp_path, capsys):
     ) in text
 
 
-def test_a_classify_campaign_searches_the_noncausal_space_by_default(tmp_path, capsys):
+def test_a_classify_campaign_searches_the_noncausal_space_by_default(tmp_path, capsys, monkeypatch):
     """The user's case: multichannel frames and a label per sequence, no --space. The
     campaign trains architectures of gated_classify.space and its best exports and runs."""
     data = write_classify_npz(tmp_path / "sensors.npz")
@@ -422,6 +422,9 @@ def test_a_classify_campaign_searches_the_noncausal_space_by_default(tmp_path, c
     spec = importlib.util.spec_from_file_location("classify_best", tmp_path / "best.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    # Registered as an import would: the file's dataclasses (the build context, for some
+    # architectures) look their module up there.
+    monkeypatch.setitem(sys.modules, spec.name, module)
     spec.loader.exec_module(module)
     with torch.no_grad():
         logits = module.Model()(torch.randn(2, 9, CHANNELS))
