@@ -50,9 +50,9 @@ DEFAULT_CAMPAIGN_MAX_PARAMS = 200_000
 DEFAULT_TASK_LABEL = "mqar-small"  # in the default campaign's run name
 # What a new campaign's proxy changes from the trainer's defaults, before --proxy-option: fixed
 # hyperparameters. Measured on six tasks (benchmarks/RESULTS.md, "The self-tuning proxy against
-# a per-architecture grid" and "Fixed or self-tuning campaigns, end to end"), the self-tuning
-# proxy never ranked architectures better than fixed hyperparameters and cost 1.6-1.8x as much
-# a trial; where regularisation decides (a retrain 10x longer on small data), `retrain`
+# a per-architecture grid", "OSULeaf" and "The campaign default: fixed hyperparameters"), the
+# self-tuning proxy never ranked architectures better than fixed hyperparameters and cost
+# 1.6-1.8x as much a trial; where regularisation decides (a retrain 10x longer on small data), `retrain`
 # chooses the dropout on validation. `--proxy-option self_tuning=true` brings the STN back.
 # Stored in each run's config.json, so a run made before this default resumes as it began.
 CAMPAIGN_PROXY_DEFAULTS: dict[str, Any] = {"self_tuning": False}
