@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 
 import pytest
 import torch
@@ -112,15 +113,12 @@ def test_chunked_compiles_in_one_graph(decay: str, scale: float) -> None:
     """torch.compile traces the chunked form, forward and backward, without a graph break
     (fullgraph refuses one), and computes what eager does, on either channel formula."""
     torch.manual_seed(1)
-    inputs = _inputs(37, decay, scale)
-    eager = [t.clone().requires_grad_() for t in inputs.values()]
-    traced = [t.clone().requires_grad_() for t in inputs.values()]
     torch._dynamo.reset()
     compiled = torch.compile(delta_rule_chunked, backend="eager", fullgraph=True)
-    expected, got = delta_rule_chunked(*eager, chunk_size=16), compiled(*traced, chunk_size=16)
-    weights = torch.randn_like(expected)
-    (expected * weights).sum().backward()
-    (got * weights).sum().backward()
-    torch.testing.assert_close(got, expected, atol=F64.atol, rtol=F64.rtol)
-    for e, g in zip(eager, traced, strict=True):
-        torch.testing.assert_close(g.grad, e.grad, atol=F64.atol, rtol=F64.rtol)
+    assert_matches_reference(
+        partial(compiled, chunk_size=16),
+        partial(delta_rule_chunked, chunk_size=16),
+        _inputs(37, decay, scale),
+        values=F64,
+        grads=F64,
+    )

@@ -7,13 +7,13 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from mixerchecks import assert_causal, assert_forward_backward, assert_registered_causal_mixer
 from reference import Tolerance, assert_matches_reference
 
 from gatesearch.primitives.deltanet import DELTA_RULES, DeltaNet, GatedDeltaNet
-from gatesearch.registry import REGISTRY, Context, Role, build_module
+from gatesearch.registry import REGISTRY, Context, build_module
 
 F64 = Tolerance(atol=1e-10, rtol=1e-8)
-ATOL_CAUSAL = 1e-12
 
 D = 16
 CTX = Context(d_model=D, causal=True)
@@ -48,26 +48,12 @@ def test_variants_cover_every_delta_rule() -> None:
 
 @pytest.mark.parametrize("name", DELTA_RULES)
 def test_registered_as_causal_mixer_with_admissible_defaults(name: str) -> None:
-    spec = REGISTRY[name]
-    assert spec.role is Role.MIXER and spec.causal_ok
-    chosen: dict = {}
-    for param in spec.grammar_params():
-        assert param.domain is not None and param.domain.contains(param.default), param.name
-        if param.check is not None:
-            assert param.check(param.default, chosen, CTX) is None, param.name
-        chosen[param.name] = param.default
+    assert_registered_causal_mixer(name, CTX)
 
 
 @pytest.mark.parametrize(("name", "params"), CASES)
 def test_builds_and_runs_forward_backward(name: str, params: dict) -> None:
-    module = _build(name, params, dtype=torch.float32)
-    x = torch.randn(2, 40, D, requires_grad=True)
-    y = module(x)
-    assert y.shape == (2, 40, D)
-    y.square().mean().backward()
-    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
-    for pname, p in module.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+    assert_forward_backward(_build(name, params, dtype=torch.float32), 40, D)
 
 
 def test_every_setting_the_2025_space_offers_builds_at_every_width() -> None:
@@ -97,15 +83,7 @@ def test_every_setting_the_2025_space_offers_builds_at_every_width() -> None:
 @pytest.mark.parametrize(("name", "params"), CASES)
 def test_causal(name: str, params: dict) -> None:
     """Outputs up to a position do not move when later inputs change, across chunks."""
-    module = _build(name, params, chunk_size=CHUNK)
-    torch.manual_seed(1)
-    x = torch.randn(2, 16, D, dtype=torch.float64)
-    cut = 9
-    x_changed = x.clone()
-    x_changed[:, cut + 1 :] = torch.randn(2, 16 - cut - 1, D, dtype=torch.float64)
-    y, y_changed = module(x), module(x_changed)
-    torch.testing.assert_close(y[:, : cut + 1], y_changed[:, : cut + 1], atol=ATOL_CAUSAL, rtol=0)
-    assert not torch.allclose(y[:, cut + 1 :], y_changed[:, cut + 1 :])
+    assert_causal(_build(name, params, chunk_size=CHUNK), D)
 
 
 @pytest.mark.parametrize("T", [1, 7, 64, 257], ids=lambda t: f"B2-T{t}-D{D}-C{CHUNK}")

@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from mixerchecks import assert_causal, assert_forward_backward, assert_registered_causal_mixer
 from reference import Tolerance, assert_matches_reference
 
 from gatesearch.primitives.recurrent import GLA, HGRN, LINEAR_RECURRENCES, RGLRU, IndRNN
-from gatesearch.registry import REGISTRY, Context, Role, build_module
+from gatesearch.registry import REGISTRY, Context, build_module
 
 F64 = Tolerance(atol=1e-10, rtol=1e-8)
-ATOL_CAUSAL = 1e-12
 
 D = 16
 CTX = Context(d_model=D, causal=True)
@@ -50,40 +50,17 @@ def test_linear_recurrence_variants_cover_every_linear_recurrence() -> None:
 
 @pytest.mark.parametrize("name", ALL_RECURRENCES)
 def test_registered_as_mixer_with_admissible_defaults(name: str) -> None:
-    spec = REGISTRY[name]
-    assert spec.role is Role.MIXER
-    assert spec.causal_ok
-    chosen: dict = {}
-    for param in spec.grammar_params():
-        assert param.domain is not None and param.domain.contains(param.default), param.name
-        if param.check is not None:
-            assert param.check(param.default, chosen, CTX) is None, param.name
-        chosen[param.name] = param.default
+    assert_registered_causal_mixer(name, CTX)
 
 
 @pytest.mark.parametrize("name", ALL_RECURRENCES)
 def test_forward_backward_shapes_and_finite_grads(name: str) -> None:
-    module = _build(name, dtype=torch.float32)
-    x = torch.randn(2, 16, D, requires_grad=True)
-    y = module(x)
-    assert y.shape == (2, 16, D)
-    y.square().mean().backward()
-    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
-    for pname, p in module.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+    assert_forward_backward(_build(name, dtype=torch.float32), 16, D)
 
 
 @pytest.mark.parametrize("name", ALL_RECURRENCES)
 def test_causal(name: str) -> None:
-    module = _build(name)
-    torch.manual_seed(1)
-    x = torch.randn(2, 16, D, dtype=torch.float64)
-    cut = 9
-    x_changed = x.clone()
-    x_changed[:, cut + 1 :] = torch.randn(2, 16 - cut - 1, D, dtype=torch.float64)
-    y, y_changed = module(x), module(x_changed)
-    torch.testing.assert_close(y[:, : cut + 1], y_changed[:, : cut + 1], atol=ATOL_CAUSAL, rtol=0)
-    assert not torch.allclose(y[:, cut + 1 :], y_changed[:, cut + 1 :])
+    assert_causal(_build(name), D)
 
 
 @pytest.mark.parametrize(("name", "params", "T"), PARITY_CASES)

@@ -164,14 +164,6 @@ def test_scans_compile_in_one_graph(
 ) -> None:
     """torch.compile traces each scan, forward and hand-written backward, without a graph
     break (fullgraph refuses one), and computes what eager does, on either GLA formula."""
-    eager = [t.clone().requires_grad_() for t in inputs.values()]
-    traced = [t.clone().requires_grad_() for t in inputs.values()]
     torch._dynamo.reset()
     compiled = torch.compile(scan, backend="eager", fullgraph=True)
-    expected, got = scan(*eager), compiled(*traced)
-    weights = torch.randn_like(expected)
-    (expected * weights).sum().backward()
-    (got * weights).sum().backward()
-    torch.testing.assert_close(got, expected, atol=F64.atol, rtol=F64.rtol)
-    for e, g in zip(eager, traced, strict=True):
-        torch.testing.assert_close(g.grad, e.grad, atol=F64.atol, rtol=F64.rtol)
+    assert_matches_reference(compiled, scan, inputs, values=F64, grads=F64)
