@@ -126,6 +126,26 @@ def _export(arch: Architecture, model: GraphModel | None = None) -> str:
     )
 
 
+def _ruff() -> str | None:
+    """The ruff beside this interpreter (or on PATH); None when it is not installed."""
+    ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
+    return ruff if Path(ruff).exists() else None
+
+
+def _assert_passes_ruff(path: Path) -> None:
+    """`ruff check` and `ruff format --check` pass on a file or folder, under the project's
+    settings (nothing to check when ruff is not installed)."""
+    ruff = _ruff()
+    if ruff is None:
+        return
+    config = ["--config", str(REPO / "pyproject.toml"), "--no-cache"]
+    for command in (["check"], ["format", "--check"]):
+        result = subprocess.run(
+            [ruff, *command, *config, str(path)], capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
 def _ops(arch: Architecture) -> set[str]:
     return {op for _, op in arch.graph.nodes(data="op")}
 
@@ -165,19 +185,13 @@ def test_exported_model_matches_engine(
 
 @pytest.mark.slow  # reads the files the 200 exports above wrote
 def test_exported_files_pass_ruff(archs: list[Architecture], export_dir: Path) -> None:
-    ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
-    if not Path(ruff).exists():
+    if _ruff() is None:
         pytest.skip("ruff is not installed")
     for index, arch in enumerate(archs):
         path = _source_path(export_dir, index)
         if not path.exists():  # when run alone
             path.write_text(_export(arch), encoding="utf-8")
-    config = ["--config", str(REPO / "pyproject.toml"), "--no-cache"]
-    for command in (["check"], ["format", "--check"]):
-        result = subprocess.run(
-            [ruff, *command, *config, str(export_dir)], capture_output=True, text=True
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
+    _assert_passes_ruff(export_dir)
 
 
 # ------------------------------------------------------------------------ compile, export
@@ -289,14 +303,7 @@ def test_delta_rules_export_compute_the_engines_function(tmp_path: Path) -> None
     x = _tokens(7, DELTA_SEQ)
     with torch.no_grad():
         torch.testing.assert_close(exported(x), engine(x), atol=ATOL, rtol=0)
-    ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
-    if Path(ruff).exists():
-        config = ["--config", str(REPO / "pyproject.toml"), "--no-cache"]
-        for command in (["check"], ["format", "--check"]):
-            result = subprocess.run(
-                [ruff, *command, *config, str(path)], capture_output=True, text=True
-            )
-            assert result.returncode == 0, result.stdout + result.stderr
+    _assert_passes_ruff(path)
 
 
 @pytest.mark.slow
@@ -390,14 +397,7 @@ def test_classify_space_exports_compute_the_engines_function(
         torch.testing.assert_close(
             got, expected, atol=ATOL, rtol=0, msg=lambda m, where=where: f"{where}: {m}"
         )
-    ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
-    if Path(ruff).exists():
-        config = ["--config", str(REPO / "pyproject.toml"), "--no-cache"]
-        for command in (["check"], ["format", "--check"]):
-            result = subprocess.run(
-                [ruff, *command, *config, str(tmp_path)], capture_output=True, text=True
-            )
-            assert result.returncode == 0, result.stdout + result.stderr
+    _assert_passes_ruff(tmp_path)
 
 
 @pytest.mark.slow
