@@ -140,14 +140,21 @@ class ChoiceShares:
 
     @property
     def capped(self) -> bool:
-        return 0 < self.top_n < self.asked
+        """Whether the minority rule, not a lack of ranked architectures, made the top
+        smaller than asked: only then does the caption's reason hold."""
+        return 0 < self.top_n < self.asked and self.top_n == minority_cap(self.all_n)
 
 
 def top_minority(asked: int, ranked: int, evaluated: int) -> int:
     """How many of the best to set against all `evaluated`: `asked`, but always a strict
     minority (fewer than half), so the comparison can show something — the top 6 of 6 is
     the whole field. 0 when even one is no minority (two architectures or fewer)."""
-    return max(0, min(asked, ranked, (evaluated - 1) // 2))
+    return max(0, min(asked, ranked, minority_cap(evaluated)))
+
+
+def minority_cap(evaluated: int) -> int:
+    """The largest top that is still fewer than half of `evaluated`."""
+    return max(0, (evaluated - 1) // 2)
 
 
 def _mean_shares(

@@ -24,6 +24,7 @@ from clitools import cli
 
 from gatesearch.arch.graph import read_graph, write_graph
 from gatesearch.report import load_run, rank_trials
+from gatesearch.report.choices import ChoiceShares, top_minority
 from gatesearch.runs.ranking import pareto_mask
 from gatesearch.runs.store import DriverState, RunState, RunStore, campaign_state
 
@@ -428,3 +429,20 @@ def test_unreadable_graphs_are_named_and_said_to_be_skipped(runs, tmp_path, caps
     (run / "graphs" / f"{best}.parquet").unlink()
     assert cli("status", run) == 0
     assert "(graph file missing)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("asked", "ranked", "evaluated", "top", "capped"),
+    [
+        (6, 10, 10, 4, True),  # 6 of 10 is no minority: cut to 4, and the caption says why
+        (6, 3, 30, 3, False),  # only 3 ranked: fewer than asked, but not for the minority rule
+        (3, 10, 10, 3, False),  # as asked
+        (6, 10, 2, 0, False),  # nothing to compare: no panel at all
+    ],
+)
+def test_the_choices_caption_blames_the_minority_rule_only_when_it_cut_the_top(
+    asked, ranked, evaluated, top, capped
+):
+    k = top_minority(asked, ranked, evaluated)
+    assert k == top
+    assert ChoiceShares(k, evaluated, {}, asked).capped is capped
