@@ -54,10 +54,14 @@ OBJECTIVES: dict[str, str] = {
     "params": "parameter count (after pruning, when the model has pruning gates)",
     "flops": "forward FLOPs per token (after pruning, when the model has pruning gates)",
     "latency": "forward milliseconds per batch, measured",
+    "state": (
+        "decode state per sequence in bytes at the task's length: KV caches, recurrent "
+        "states, convolution buffers (float32; causal tasks)"
+    ),
 }
 
 # The objectives a pruned model reports smaller figures for: the size that would ship.
-_PRUNED = {"params": "pruned_params", "flops": "pruned_flops"}
+_PRUNED = {"params": "pruned_params", "flops": "pruned_flops", "state": "pruned_state"}
 
 
 def objective_value(metrics: dict[str, Any], objective: str) -> float | None:
@@ -143,7 +147,7 @@ class NullEvaluator(Evaluator):
         if stop.seconds is not None:
             time.sleep(stop.seconds)
         digest = hashlib.sha256(arch_hash(graph).encode()).digest()
-        unit = [int.from_bytes(digest[i : i + 4], "big") / 2**32 for i in (0, 4, 8, 12, 16)]
+        unit = [int.from_bytes(digest[i : i + 4], "big") / 2**32 for i in (0, 4, 8, 12, 16, 20)]
         # At a lower rung the score is the final one blurred by a second draw, less the
         # further below the top: enough for a schedule's tests to see rankings change.
         loss = 1.0 + unit[0] + 0.5 * unit[4] * (1.0 - stop.amount / budget.amount)
@@ -155,6 +159,7 @@ class NullEvaluator(Evaluator):
             "params": float(int(1e4 + 1e6 * unit[1])),
             "flops": float(int(2e4 + 2e6 * unit[2])),
             "latency": 1.0 + 10.0 * unit[3],
+            "state": float(int(1e3 + 1e6 * unit[5])),
         }
 
 

@@ -14,6 +14,8 @@ from typing import Any
 # Metrics that are counts (parameters, FLOPs per token, tokens seen): shown with a unit
 # prefix, never in scientific notation.
 COUNT_METRICS = frozenset({"params", "flops", "pruned_params", "pruned_flops", "tokens"})
+# Metrics in bytes (a model's decode state): a count with its unit, `135.2kB`.
+BYTE_METRICS = frozenset({"state", "pruned_state"})
 
 # Unit prefixes from the largest down: the first a count reaches is the one it is shown in.
 _PREFIXES = (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3))
@@ -73,7 +75,11 @@ def score(value: Any) -> str:
 
 
 def metric(key: str, value: Any) -> str:
-    """A trial's metric or objective `key`: a count for the counts, a score for the rest."""
+    """A trial's metric or objective `key`: a count for the counts, bytes for the sizes in
+    bytes, a score for the rest."""
+    if key in BYTE_METRICS:
+        text = count(value)
+        return text if text == MISSING else text + "B"
     return count(value) if key in COUNT_METRICS else score(value)
 
 

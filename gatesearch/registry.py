@@ -302,6 +302,17 @@ def register(
     """Class decorator: `@register("glu", Role.CHANNEL, [ParamSpec(...)])`."""
 
     def wrap(cls: type[nn.Module]) -> type[nn.Module]:
+        # Imported here: the primitive modules import this one, and base is loaded by the
+        # time a class deriving from it is decorated.
+        from gatesearch.primitives.base import Primitive
+
+        if role is Role.MIXER and getattr(cls, "decode_state", None) in (
+            None,
+            Primitive.decode_state,
+        ):
+            # A mixer keeps something between positions; inheriting the default (what its
+            # parts keep: nothing, for plain layers) would report it as stateless.
+            raise TypeError(f"mixer {name!r} ({cls.__name__}) must define decode_state")
         doc = (cls.__doc__ or "").strip()
         REGISTRY.add(
             PrimitiveSpec(

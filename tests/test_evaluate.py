@@ -34,13 +34,22 @@ PROXY_METRICS = {
     "latency": 3.0,
     "pruned_params": 600.0,
     "pruned_flops": 1500.0,
+    "state": 4096.0,
+    "pruned_state": 2048.0,
     "hyperparameters": {"lr": 0.003},
 }
 
 
 @pytest.mark.parametrize(
     ("objective", "value"),
-    [("loss", 2.5), ("metric", 0.75), ("params", 600.0), ("flops", 1500.0), ("latency", 3.0)],
+    [
+        ("loss", 2.5),
+        ("metric", 0.75),
+        ("params", 600.0),
+        ("flops", 1500.0),
+        ("latency", 3.0),
+        ("state", 2048.0),
+    ],
     ids=lambda v: str(v),
 )
 def test_objectives_read_proxy_metrics_pruned_sizes_first(objective, value):

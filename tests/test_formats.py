@@ -54,6 +54,8 @@ def test_a_metric_is_written_by_what_it_measures():
     assert metric("params", 100_420) == "100.4k" and metric("flops", 2_512_000) == "2.51M"
     assert metric("metric", 0.53125) == "0.5312" and metric("loss", 1_000) == "1000"
     assert whole(2_000) == "2,000"
+    assert metric("state", 135_200) == "135.2kB" and metric("state", 512) == "512B"
+    assert metric("state", None) == MISSING  # a model that is not causal has none
 
 
 def test_objective_heads_name_the_metric_and_the_better_direction():

@@ -13,6 +13,8 @@ from gatesearch.errors import GatesearchError
 # Raised inside a trial and stored as its failure reason, or a registry bug: never shown raw.
 INTERNAL = {
     "gatesearch.evaluate.TrialFailure",
+    # Only causal models are asked for their decode state: asking another is a bug.
+    "gatesearch.primitives.base.NoDecodeState",
     "gatesearch.proxy.scoring.TrialDiverged",
     "gatesearch.registry.RegistryError",
 }

@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from gatesearch.arch.graph import INPUT_OP, OUTPUT_OP, canonical_order, validate_graph
-from gatesearch.primitives.base import Prunable, collect_aux_losses
+from gatesearch.primitives.base import Prunable, collect_aux_losses, decode_state
 from gatesearch.registry import Context, InputKind, build_module
 
 _NOT_NAME = re.compile(r"[^0-9A-Za-z_]+")
@@ -185,6 +185,20 @@ def flops_per_token(model: nn.Module, ctx: Context, seq_len: int = 128) -> float
     return counter.get_total_flops() / seq_len
 
 
+# Bytes per value of a decode state: float32, the dtype gatesearch trains, scores and exports.
+STATE_BYTES_PER_VALUE = 4
+
+
+def decode_state_bytes(model: nn.Module, ctx: Context, context: int) -> int | None:
+    """Bytes one sequence's decode state takes after `context` positions: what a causal
+    model keeps to produce the next position step by step (KV caches, recurrent states,
+    convolution buffers; STAR's cache size), summed over its layers. None for a model that is
+    not causal: it has no step-by-step decoding."""
+    if not ctx.causal:
+        return None
+    return STATE_BYTES_PER_VALUE * decode_state(model, context)
+
+
 def aux_losses(model: nn.Module) -> dict[str, torch.Tensor]:
     """The auxiliary losses of the last forward pass, summed by kind."""
     return collect_aux_losses(model)
@@ -231,15 +245,20 @@ def measure_latency(model: nn.Module, x: torch.Tensor, runs: int) -> float:
 def model_costs(
     model: nn.Module, ctx: Context, seq_len: int, batch: int, latency_runs: int
 ) -> dict[str, float]:
-    """What a trained model costs: its parameters, forward FLOPs per token, and the median
-    milliseconds of a forward on `batch` random sequences of `seq_len` (`latency_runs` runs)."""
+    """What a trained model costs: its parameters, forward FLOPs per token, the median
+    milliseconds of a forward on `batch` random sequences of `seq_len` (`latency_runs` runs),
+    and, for a causal model, its decode state in bytes after `seq_len` positions."""
     param = next(model.parameters())
     x = example_input(ctx, seq_len, batch=batch).to(param.device)
     if x.is_floating_point():
         x = x.to(param.dtype)
     latency = measure_latency(model, x, latency_runs)
-    return {
+    costs = {
         "params": float(count_params(model)),
         "flops": float(flops_per_token(model, ctx, seq_len=seq_len)),
         "latency": latency,
     }
+    state = decode_state_bytes(model, ctx, seq_len)
+    if state is not None:
+        costs["state"] = float(state)
+    return costs

@@ -158,15 +158,26 @@ def space_sample(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
     seq_len: Annotated[
         int,
-        typer.Option("--seq-len", min=1, metavar="N", help="Context length for FLOPs per token."),
+        typer.Option(
+            "--seq-len",
+            min=1,
+            metavar="N",
+            help="Context length for FLOPs per token and the decode state.",
+        ),
     ] = 128,
 ) -> None:
-    """Draw architectures; print each as a tree with its parameters, size and FLOPs per token."""
-    from gatesearch.arch.build import build_model, count_params, flops_per_token
+    """Draw architectures; print each as a tree with its parameters, FLOPs per token and (causal
+    models) decode state in bytes."""
+    from gatesearch.arch.build import (
+        build_model,
+        count_params,
+        decode_state_bytes,
+        flops_per_token,
+    )
     from gatesearch.arch.describe import tree_lines
     from gatesearch.arch.graph import graph_to_table
     from gatesearch.arch.space import graph_context, sample_architectures
-    from gatesearch.formats import count
+    from gatesearch.formats import count, metric
 
     g = _space(path)
     if noncausal and False not in g.causality.admits():
@@ -178,12 +189,14 @@ def space_sample(
         model = build_model(arch.graph, ctx)
         params = count_params(model)
         flops = flops_per_token(model, ctx, seq_len=seq_len)
+        state = decode_state_bytes(model, ctx, seq_len)
         if as_json:
             record = {
                 "index": i,
                 "hash": arch.hash,
                 "params": params,
                 "flops_per_token": flops,
+                "state_bytes": state,  # null: not causal
                 "choices": arch.derivation.choices,
                 "nodes": graph_to_table(arch.graph).to_pylist(),
             }
@@ -191,7 +204,9 @@ def space_sample(
             continue
         out.print(
             f"[bold]#{i}[/bold] {arch.hash}  width {ctx.d_model}  "
-            f"params {count(params)}  FLOPs/token {count(flops)} (T={seq_len})"
+            f"params {count(params)}  FLOPs/token {count(flops)}"
+            + (f"  state {metric('state', state)}" if state is not None else "")
+            + f" (T={seq_len})"
         )
         for line in tree_lines(arch.graph):
             out.print("  " + line, markup=False)

@@ -173,7 +173,8 @@ def run(
         typer.Option(
             metavar="NAMES",
             help="Comma-separated: metric (the task's; maximised when higher is better, e.g. "
-            "MQAR accuracy), loss, params, flops, latency (minimised). Two or more: Pareto.",
+            "MQAR accuracy), loss, params, flops, latency, state (decode state in bytes, "
+            "causal tasks) (minimised). Two or more: Pareto.",
         ),
     ] = "metric",
     seed_arch: Annotated[

@@ -176,6 +176,10 @@ def print_board(store: RunStore, wide: bool = False) -> None:
         table.add_column("at", justify="right", no_wrap=True)
     for label in objective_labels(store.config):
         table.add_column(label, justify="right", no_wrap=True, min_width=len(label) + 2)
+    # A causal model's decode state, beside its scores unless it is one of the objectives.
+    state = "state" not in store.config.objectives and any(r["state"] is not None for r in rows)
+    if state:
+        table.add_column("state", justify="right", no_wrap=True)
     # Only the architecture column shrinks, to the terminal's width (unless wide).
     table.add_column("architecture", overflow="ellipsis", no_wrap=True, ratio=1)
     for r in rows:
@@ -185,6 +189,7 @@ def print_board(store: RunStore, wide: bool = False) -> None:
             str(r["number"]),
             *at,
             *(metric(key, v) for key, v in r["values"].items()),
+            *([metric("state", r["state"])] if state else []),
             arch_cell(r["arch_short"], r["arch"], wide),
         )
     print_table(out, table, wide)

@@ -2,7 +2,8 @@
 
 The exported code of a primitive is the primitive: its class source, read from its module with
 `inspect`, with the registry decorator, the `Prunable` base and the engine-only methods cut out
-(pruning happens before export; reference loops stay in the engine), plus the module-level
+(pruning happens before export; reference loops and the decode-state counts stay in the
+engine), plus the module-level
 definitions it uses. Every module that defines something exportable declares those uses:
 
     EXPORT_DEPS = {"Attention": ("ROPE_BASE", "_rotate_half", ...), ...}  # name -> names it uses
@@ -34,6 +35,9 @@ _BUILTINS = frozenset(dir(builtins))
 # Engine-only parts cut from every copy: the registry decorator and the pruning interface.
 _REGISTER = ("gatesearch.registry", "register")
 _ENGINE_ONLY_BASES = {("gatesearch.primitives.base", "Prunable")}
+# Methods cut from every class: what the search measures of a model (its decode state, for the
+# `state` objective), which the exported model does not need to run.
+_ENGINE_ONLY_METHODS = frozenset({"decode_state"})
 _BRIDGES_MODULE = bridges.__name__
 
 
@@ -201,7 +205,7 @@ def _copy_class(src: _ModuleSource, node: ast.ClassDef) -> tuple[str, list[ast.e
         drop.update(range(node.lineno, header_end + 1))
 
     omit = set(src.omit.get(node.name, ()))
-    omit |= _prunable_methods()
+    omit |= _prunable_methods() | _ENGINE_ONLY_METHODS
     previous_end: int | None = None
     for stmt in node.body:
         if isinstance(stmt, ast.FunctionDef) and stmt.name in omit:
@@ -211,7 +215,8 @@ def _copy_class(src: _ModuleSource, node: ast.ClassDef) -> tuple[str, list[ast.e
             drop.update(range(first, stmt.end_lineno + 1))  # type: ignore[operator]
         else:
             previous_end = stmt.end_lineno
-    unknown = omit - _prunable_methods() - {s.name for s in node.body if hasattr(s, "name")}
+    engine_only = _prunable_methods() | _ENGINE_ONLY_METHODS
+    unknown = omit - engine_only - {s.name for s in node.body if hasattr(s, "name")}
     if unknown:
         raise ExportError(f"{src.name}: EXPORT_OMIT[{node.name!r}] names no method {unknown}")
 

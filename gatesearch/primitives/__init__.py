@@ -15,16 +15,20 @@ from gatesearch.primitives.base import (
     AUX_MOE_BALANCE,
     AUX_MOE_Z,
     AUX_SPARSITY,
+    NoDecodeState,
     Primitive,
     Prunable,
     collect_aux_losses,
+    decode_state,
 )
 
 __all__ = [
     "AUX_MOE_BALANCE",
     "AUX_MOE_Z",
     "AUX_SPARSITY",
+    "NoDecodeState",
     "Primitive",
     "Prunable",
     "collect_aux_losses",
+    "decode_state",
 ]

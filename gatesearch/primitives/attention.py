@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gatesearch.primitives.base import Primitive, Prunable
+from gatesearch.primitives.base import NoDecodeState, Primitive, Prunable
 from gatesearch.primitives.channel import shrink_linear
 from gatesearch.primitives.pruning import make_gate, prune_param
 from gatesearch.registry import (
@@ -225,6 +225,14 @@ class Attention(Primitive, Prunable):
         return x * cos + _rotate_half(x) * sin
 
     takes_lengths = True
+
+    def decode_state(self, context: int) -> int:
+        """The KV cache: keys and values of every position the next query reads besides its
+        own — all `context` of them, or the window's last `window` − 1 (pruned heads gone)."""
+        if not self.causal:
+            raise NoDecodeState("non-causal attention reads later positions")
+        kept = context if self.window == 0 else min(context, self.window - 1)
+        return 2 * kept * self.heads * self.head_dim
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         b, t, _ = x.shape

@@ -38,6 +38,16 @@ class Primitive(nn.Module):
     def aux_losses(self) -> dict[str, torch.Tensor]:
         return self._aux
 
+    def decode_state(self, context: int) -> int:
+        """How many values this module keeps per sequence, after reading `context`
+        positions, to produce the next one step by step (its decode state: a KV cache, a
+        recurrent state, a convolution's last inputs).
+
+        Position-wise modules keep nothing of their own; a container keeps what its parts
+        keep. Every sequence mixer states its own (`register` refuses one that does not), so
+        a new mixer cannot pass for stateless."""
+        return sum(decode_state(child, context) for child in self.children())
+
 
 class Prunable(ABC):
     """A primitive with trainable pruning gates on some of its units (channels, heads, experts).
@@ -53,6 +63,20 @@ class Prunable(ABC):
     @abstractmethod
     def open_units(self) -> int:
         """How many units would survive `prune_()` now."""
+
+
+class NoDecodeState(TypeError):
+    """Asked for the decode state of a module that reads later positions (bidirectional or
+    non-causal mixing): it has no step-by-step decoding, so no such state."""
+
+
+def decode_state(module: nn.Module, context: int) -> int:
+    """Values `module` keeps per sequence to decode the position after `context` ones (see
+    `Primitive.decode_state`); modules that are not primitives (an nn.Linear, a model's
+    Sequential) keep what the primitives inside them keep."""
+    if isinstance(module, Primitive):
+        return module.decode_state(context)
+    return sum(decode_state(child, context) for child in module.children())
 
 
 def collect_aux_losses(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gatesearch.primitives.base import Primitive
+from gatesearch.primitives.base import NoDecodeState, Primitive
 from gatesearch.registry import (
     REGISTRY,
     Categorical,
@@ -117,6 +117,9 @@ class Bidirectional(Primitive):
             self.mix = nn.Linear(d_model, d_model)
 
     takes_lengths = True
+
+    def decode_state(self, context: int) -> int:
+        raise NoDecodeState("a bidirectional mixer reads the whole sequence before any output")
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         f = self.forward_cell(x)  # (B, T, d)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gatesearch.primitives.activations import make_activation
-from gatesearch.primitives.base import Primitive, Prunable
+from gatesearch.primitives.base import NoDecodeState, Primitive, Prunable
 from gatesearch.primitives.pruning import PruningGate, make_gate, prune_param
 from gatesearch.registry import Categorical, FloatRange, IntRange, ParamSpec, Role, register
 
@@ -239,6 +239,12 @@ class GatedConv(Primitive):
         self.proj = nn.Linear(d_model, d_model, bias=False)
 
     takes_lengths = True
+
+    def decode_state(self, context: int) -> int:
+        """The last k − 1 inputs the causal convolution reads besides the current one."""
+        if not self.causal:
+            raise NoDecodeState("a centred convolution reads later positions")
+        return (self.kernel - 1) * self.conv.in_channels
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         if lengths is not None and not self.causal:

@@ -133,6 +133,11 @@ class _DeltaMixer(Primitive):
         self.norm_weight = nn.Parameter(torch.ones(self.head_v))
         self.out_proj = nn.Linear(d_model, d_model, bias=False)
 
+    def decode_state(self, context: int) -> int:
+        """S (d_k × d_v per head), and the short convolution's last k − 1 inputs of q, k, v."""
+        conv = (self.conv_kernel - 1) * self.qkv_width if self.conv is not None else 0
+        return self.heads * self.head_k * self.head_v + conv
+
     def _short_conv(self, u: torch.Tensor) -> torch.Tensor:
         """SiLU(causal depthwise Conv1D(u)), or SiLU(u) without a convolution. u: (B, T, w)."""
         if self.conv is not None:

@@ -49,6 +49,10 @@ class LSTM(Primitive):
         super().__init__()
         self.rnn = nn.LSTM(d_model, d_model, batch_first=True)
 
+    def decode_state(self, context: int) -> int:
+        """h and c."""
+        return 2 * self.rnn.hidden_size
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.rnn(x)[0]
 
@@ -61,6 +65,10 @@ class GRU(Primitive):
     def __init__(self, d_model: int) -> None:
         super().__init__()
         self.rnn = nn.GRU(d_model, d_model, batch_first=True)
+
+    def decode_state(self, context: int) -> int:
+        """h."""
+        return self.rnn.hidden_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.rnn(x)[0]
@@ -80,6 +88,10 @@ class MGU(Primitive):
         self.in_proj = nn.Linear(d_model, 2 * d_model)  # [W_f; W_h] with both biases
         self.u_f = nn.Linear(d_model, d_model, bias=False)
         self.u_h = nn.Linear(d_model, d_model, bias=False)
+
+    def decode_state(self, context: int) -> int:
+        """h."""
+        return self.u_f.in_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         wf, wh = self.in_proj(x).chunk(2, dim=-1)  # (B, T, d) each
@@ -109,6 +121,10 @@ class IndRNN(Primitive):
         self.in_proj = nn.Linear(d_model, d_model)
         self.u = nn.Parameter(torch.rand(d_model))
 
+    def decode_state(self, context: int) -> int:
+        """h."""
+        return self.u.numel()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         wx = self.in_proj(x)  # (B, T, d)
         u = self.u.clamp(-self.u_max, self.u_max)
@@ -137,6 +153,10 @@ class LEM(Primitive):
         self.in_proj = nn.Linear(d_model, 4 * d_model)  # [V_1; V_2; V_z; V_y] with biases
         self.w_y_prev = nn.Linear(d_model, 3 * d_model, bias=False)  # [W_1; W_2; W_z]
         self.w_z = nn.Linear(d_model, d_model, bias=False)  # W_y, applied to z_n
+
+    def decode_state(self, context: int) -> int:
+        """y and z."""
+        return 2 * self.w_z.in_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         v1, v2, vz, vy = self.in_proj(x).chunk(4, dim=-1)  # (B, T, d) each
@@ -209,6 +229,10 @@ class _ExpandedMin(Primitive):
         self.out_proj = (
             nn.Linear(self.width, d_model, bias=False) if self.width != d_model else nn.Identity()
         )
+
+    def decode_state(self, context: int) -> int:
+        """h, at the recurrence width."""
+        return self.width
 
     def _log_coefficients(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
@@ -352,6 +376,10 @@ class RGLRU(Primitive):
         self.lam = nn.Parameter(softplus_lambda + torch.log(-torch.expm1(-softplus_lambda)))
         self.out_proj = nn.Linear(width, d_model)
 
+    def decode_state(self, context: int) -> int:
+        """h, and the convolution's last k − 1 inputs."""
+        return self.width + (self.conv_kernel - 1) * self.width
+
     def _coefficients(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(a, b, y): the recurrence h_t = a_t h_{t−1} + b_t and the GELU branch y."""
         Bn, T, _ = x.shape
@@ -420,6 +448,10 @@ class HGRN(Primitive):
         self.in_proj = nn.Linear(d_model, 3 * d_model, bias=False)  # [W_f; W_i; W_g]
         self.norm_weight = nn.Parameter(torch.ones(d_model))
         self.out_proj = nn.Linear(d_model, d_model, bias=False)
+
+    def decode_state(self, context: int) -> int:
+        """h."""
+        return self.norm_weight.numel()
 
     def _coefficients(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         kf, ki, kg = self.in_proj(x).chunk(3, dim=-1)  # (B, T, d) each
@@ -491,6 +523,10 @@ class GLA(Primitive):
         self.gate_up = nn.Linear(GLA_GATE_RANK, key_width)
         self.norm_weight = nn.Parameter(torch.ones(self.head_v))
         self.out_proj = nn.Linear(d_model, d_model, bias=False)
+
+    def decode_state(self, context: int) -> int:
+        """S, d_k × d_v per head."""
+        return self.heads * self.head_k * self.head_v
 
     def _projections(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         Bn, T, d = x.shape

@@ -14,6 +14,7 @@ import torch
 from gatesearch.arch.build import (
     GraphModel,
     count_params,
+    decode_state_bytes,
     flops_per_token,
     model_costs,
     prune_model,
@@ -121,5 +122,8 @@ def score_model(
         pruned_graph = prune_model(pruned_model)
         metrics["pruned_params"] = float(count_params(pruned_model))
         metrics["pruned_flops"] = float(flops_per_token(pruned_model, ctx, seq_len=task.seq_len))
+        pruned_state = decode_state_bytes(pruned_model, ctx, task.seq_len)
+        if pruned_state is not None:  # pruned attention heads no longer cache keys and values
+            metrics["pruned_state"] = float(pruned_state)
         metrics["pruned_arch_hash"] = arch_hash(pruned_graph)
     return ProxyResult(model, metrics, final, trajectory, pruned_graph, config)

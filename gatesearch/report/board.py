@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -30,11 +31,17 @@ def _width(g: nx.DiGraph | None) -> int | None:
 
 
 # Size metrics shown beside the objectives, unless one already is an objective.
-_SIZE_METRICS = (("params", "params"), ("flops", "FLOPs/token"))
+_SIZE_METRICS = (("params", "params"), ("flops", "FLOPs/token"), ("state", "state"))
 
 
-def size_columns(objectives: list[str]) -> list[tuple[str, str]]:
-    return [(key, label) for key, label in _SIZE_METRICS if key not in objectives]
+def size_columns(objectives: list[str], rows: Sequence[BoardRow] = ()) -> list[tuple[str, str]]:
+    """(metric, column head) of the sizes shown beside `objectives`: parameters, FLOPs per
+    token, and the decode state in bytes where `rows` have one (causal models only)."""
+    return [
+        (key, label)
+        for key, label in _SIZE_METRICS
+        if key not in objectives and (key != "state" or any(key in r.metrics for r in rows))
+    ]
 
 
 @dataclass(frozen=True)

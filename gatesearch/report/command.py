@@ -145,7 +145,7 @@ def _print(console: Console, rep: Report, wide: bool = False) -> None:
         table = Table(box=None, pad_edge=False)
         # Numbers never wrap or shrink; the architecture takes what width is left, one line.
         heads = ["rank", *(["front"] if multi else []), "trial", *objectives]
-        sizes = size_columns(rep.keys)
+        sizes = size_columns(rep.keys, rep.rows)
         for head in [*heads, *(label for _, label in sizes)]:
             table.add_column(head, justify="right", no_wrap=True, min_width=len(head))
         table.add_column("architecture")

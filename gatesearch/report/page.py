@@ -324,7 +324,7 @@ def _campaign(data: RunData, rows: list[BoardRow], counts: dict[str, int]) -> Ca
 def _board(data: RunData, rows: list[BoardRow]) -> BoardView:
     objectives = data.labels
     multi = len(objectives) > 1
-    sizes = size_columns(data.objectives)
+    sizes = size_columns(data.objectives, rows)
     head = ["rank", *(["front"] if multi else []), "trial", *objectives]
     head += [label for _, label in sizes] + ["width", "hash", "architecture"]
     table = []

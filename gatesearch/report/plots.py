@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 from gatesearch.arch.describe import node_label
-from gatesearch.formats import count, metric
+from gatesearch.formats import BYTE_METRICS, count, metric
 from gatesearch.report.choices import ChoiceShares
 from gatesearch.report.data import Ranked, RunData
 
@@ -205,7 +205,11 @@ def _best_value(data: RunData, j: int) -> float | None:
 
 
 def plot_pareto(data: RunData, ranked: list[Ranked]) -> bytes | None:
-    objectives = data.names
+    # Axis names with the unit where the tables show one in the values (`135.2kB`).
+    objectives = [
+        f"{name} (bytes)" if key in BYTE_METRICS else name
+        for key, name in zip(data.objectives, data.names)
+    ]
     if len(objectives) < 2 or not ranked:
         return None
     values = np.array([x.record.values for x in ranked], dtype=float)  # (n, d)

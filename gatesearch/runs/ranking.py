@@ -12,9 +12,7 @@ import numpy as np
 
 from gatesearch.arch.describe import describe
 from gatesearch.arch.graph import GraphError, read_graph
-from gatesearch.evaluate import (
-    objective_label,
-)
+from gatesearch.evaluate import objective_label, objective_value
 from gatesearch.runs.config import Direction, RunConfig
 from gatesearch.runs.outcomes import TrialOutcome
 from gatesearch.runs.store import (
@@ -156,6 +154,7 @@ def leaderboard(store: RunStore, top: int = 5) -> list[dict[str, Any]]:
                 "metric": r.metrics.get("metric"),
                 "loss": r.metrics.get("loss"),
                 "params": r.metrics.get("params"),
+                "state": objective_value(r.metrics, "state"),  # None: not a causal model
                 "arch_hash": r.arch_hash,
                 "arch": arch,
                 "arch_short": short,

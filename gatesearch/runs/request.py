@@ -191,6 +191,12 @@ def prepare_run(req: RunRequest) -> tuple[RunConfig, Path, Preset]:
     if max_params is None and req.task is None:
         max_params = DEFAULT_CAMPAIGN_MAX_PARAMS
     causal = causal_for(grammar, evaluator, space_path)
+    if "state" in objectives and not causal and evaluator.trains:
+        raise CampaignError(
+            f"--objectives state: the decode state is what a causal model keeps to generate "
+            f"step by step; this campaign's models are not causal ({space_path}, task "
+            f"{evaluator.spec.name})"
+        )
     seeds = []
     for path in req.seed_archs:
         from gatesearch.arch.space import load_known

@@ -18,7 +18,12 @@ from proxydata import NoisyLookup, stack_graph
 from torch import nn
 
 import gatesearch.proxy.trainer as trainer_module
-from gatesearch.arch.build import GraphModel, build_model, flops_per_token
+from gatesearch.arch.build import (
+    STATE_BYTES_PER_VALUE,
+    GraphModel,
+    build_model,
+    flops_per_token,
+)
 from gatesearch.arch.graph import arch_hash
 from gatesearch.budget import parse_budget
 from gatesearch.proxy import (
@@ -433,6 +438,8 @@ def test_metrics_and_trajectory_are_json() -> None:
     assert [e["step"] for e in m["trajectory"]] == [0, 5, 10, 12]
     assert set(m["trajectory"][-1]["hypers"]) == set(m["hyperparameters"]) - {"lr"}
     assert "pruned_params" not in m
+    # The decode state of its one attention layer: keys and values of 8 positions, width 16.
+    assert m["state"] == STATE_BYTES_PER_VALUE * 2 * small_task().seq_len * 16
 
 
 def test_moe_and_pruning_gates_report_the_pruned_size() -> None:
