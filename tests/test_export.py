@@ -778,7 +778,7 @@ def test_the_docstring_states_scores_and_where_the_class_logits_are(
     assert "argmax over the 256 classes" in doc
     proxy = Scores("nll", ScoreSource.PROXY, valid=4.25)
     doc = _docstring(archs[0], About(proxy, Readout.NEXT_FRAME))
-    assert "    validation nll: 4.25\n    test nll: not measured (`gatesearch retrain`" in doc
+    assert "    validation nll: 4.25\n    test nll: not measured (the proxy scores the" in doc
     assert "Bernoulli logit for each of the 256 dimensions" in doc
     assert "Scores" not in _docstring(archs[0], None)  # nothing claimed when nothing is known
 

@@ -79,8 +79,10 @@ class Scores:
             ("test", self.test, self.test_loss),
         ):
             if value is None:
+                # Not "run `retrain`": it trains a campaign's top K, which the exported
+                # architecture (chosen by hash, or pruned) need not be among.
                 missing = (
-                    "not measured (`gatesearch retrain` measures it)"
+                    "not measured (the proxy scores the validation split only)"
                     if self.source is ScoreSource.PROXY
                     else "not recorded"
                 )
