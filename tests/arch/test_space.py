@@ -66,35 +66,40 @@ def test_narrow_space_samples_build(causal: bool) -> None:
 LM_2025_SPACE = SPACES_DIR / "gated_lm_2025.space"
 
 
-def test_the_2025_space_samples_the_delta_rules_and_every_sample_builds() -> None:
-    """gated_lm_2025 is gated_lm plus the delta-rule mixers: its samples hold both, in each
-    setting the space offers, and every sample builds and runs forward and backward."""
+NEW_IN_2025 = {*DELTA_RULES, "mamba2"}
+
+
+def test_the_2025_space_samples_the_new_mixers_and_every_sample_builds() -> None:
+    """gated_lm_2025 is gated_lm plus the delta-rule mixers and Mamba-2: its samples hold each
+    delta rule in each setting the space offers, and Mamba-2, and every sample builds and runs
+    forward and backward."""
     archs = sample_architectures(load_space(LM_2025_SPACE), 40, seed=3)
     nodes = [attrs for arch in archs for _, attrs in arch.graph.nodes(data=True)]
     seen = {
-        (n["op"], n["params"].get("decay"), n["params"]["output_gate"])
+        (n["op"], n["params"].get("decay"), n["params"].get("output_gate"))
         for n in nodes
-        if n["op"] in DELTA_RULES
+        if n["op"] in NEW_IN_2025
     }
     assert seen == {
         ("deltanet", None, False),
         ("deltanet", None, True),
         ("gated_deltanet", "scalar", True),
         ("gated_deltanet", "channel", True),
+        ("mamba2", None, None),
     }
     torch.manual_seed(3)
     for arch in archs:
         _forward_backward(arch)
 
 
-def test_the_2025_space_is_the_default_space_plus_the_delta_rules() -> None:
-    """Rule for rule the same as gated_lm but for the two added recurrences."""
+def test_the_2025_space_is_the_default_space_plus_the_new_mixers() -> None:
+    """Rule for rule the same as gated_lm but for the added recurrences."""
     default, new = load_space(DEFAULT_SPACE), load_space(LM_2025_SPACE)
     assert set(default.rules) == set(new.rules)
     for name, rule in default.rules.items():
         ops = {c.op for a in rule.alts for c in primitive_calls(a.items)}
         new_ops = {c.op for a in new.rules[name].alts for c in primitive_calls(a.items)}
-        assert new_ops - ops == (set(DELTA_RULES) if name == "recurrence" else set()), name
+        assert new_ops - ops == (NEW_IN_2025 if name == "recurrence" else set()), name
 
 
 CLASSIFY_SPACE = SPACES_DIR / "gated_classify.space"
