@@ -24,7 +24,7 @@ B_t, C_t ∈ R^N shared by the heads of a group:
   h_0^{(n)} = e^{a_Q^{(n−1)}} h_0^{(n−1)} + S^{(n−1)}, whose solution is one more masked
   product, over chunks: h_0^{(n)} = Σ_{m<n} e^{Λ_{n−1} − Λ_m} S^{(m)} with Λ_n the cumulative
   decay up to the end of chunk n. Every step is a batched matrix product: no loop over time
-  or over chunks (so torch.compile, torch.export and ONNX see one fixed graph).
+  or over chunks (so an exported graph does not grow with T).
 
 Decay factors: every exponent is a later cumulative decay minus an earlier one, masked to the
 pairs where that is ≤ 0 before `exp`, so nothing overflows however strong the decay. The steps

@@ -94,18 +94,3 @@ def test_groups_must_divide_the_heads() -> None:
     for fn in (ssd_reference, ssd_chunked):
         with pytest.raises(ValueError, match="dividing the 4 heads"):
             fn(x, dt, A, Bm, Cm, D)
-
-
-def test_chunked_compiles_in_one_graph() -> None:
-    """torch.compile traces the chunked form, forward and backward, without a graph break
-    (fullgraph refuses one), and computes what eager does."""
-    torch.manual_seed(1)
-    torch._dynamo.reset()
-    compiled = torch.compile(ssd_chunked, backend="eager", fullgraph=True)
-    assert_matches_reference(
-        partial(compiled, chunk_size=16),
-        partial(ssd_chunked, chunk_size=16),
-        _inputs(37, 2),
-        values=F64,
-        grads=F64,
-    )
