@@ -109,9 +109,10 @@ def test_onnx_of_every_delta_rule(tmp_path: Path) -> None:
 MAMBA2_SEQ = 100
 
 
+@pytest.mark.slow  # ~5 s: the exporter traces and decomposes one mamba2 block
 def test_onnx_of_mamba2(tmp_path: Path) -> None:
-    """One mamba2 block at its defaults (the other settings change shapes, not ops; the
-    exporter takes ~4 s a block): ONNX Runtime computes the engine's function."""
+    """One mamba2 block at its defaults (the other settings change shapes, not ops): ONNX
+    Runtime computes the engine's function."""
     arch = load_known(
         SPACES_DIR / "known" / "mamba2_lm.toml",
         {"$width": 64, "$heads": 2, "model.stack.block#count": 1},
