@@ -6,8 +6,9 @@ Sections are functions called from `main()`; each returns rows and `print_table`
 
 Recurrences, three sections:
 - scan operators alone (the recurrence itself, inputs precomputed) at the shapes the default
-  modules use: parallel scan (or chunked form) vs step loop, the delta rules included;
-- whole linear-recurrence and delta-rule modules: parallel `forward` vs step-loop
+  modules use: parallel scan (or chunked form) vs step loop, the delta rules and Mamba-2's SSD
+  included;
+- whole linear-recurrence, delta-rule and Mamba-2 modules: parallel `forward` vs step-loop
   `forward_reference` (same weights). Projections, gates and norms are shared by both, so this
   ratio is bounded by Amdahl's law well below the operator ratio;
 - the `lstm`/`gru` primitives vs bare torch.nn.LSTM/GRU.
@@ -27,6 +28,7 @@ from torch import nn
 
 from gatesearch.primitives.delta_rule import delta_rule_chunked, delta_rule_reference
 from gatesearch.primitives.deltanet import DELTA_CHUNK, DELTA_RULES, delta_key_dim
+from gatesearch.primitives.mamba2 import MAMBA2_CHUNK
 from gatesearch.primitives.recurrent import (
     GLA_KEY_EXPANSION,
     HAWK_EXPAND,
@@ -40,7 +42,8 @@ from gatesearch.primitives.scan import (
     linear_scan_reference,
     log_linear_scan,
 )
-from gatesearch.registry import Context, build_module
+from gatesearch.primitives.ssd import ssd_chunked, ssd_reference
+from gatesearch.registry import REGISTRY, Context, build_module
 
 Fn = Callable[..., torch.Tensor]
 
@@ -98,6 +101,7 @@ def bench_scan_ops(B: int, T: int, D: int, repeats: int) -> list[Row]:
     log_g = F.logsigmoid(torch.randn(B, T, heads, dk)) / 16
     rows.append(compare("gla op", gla_chunked, gla_reference, q, k, v, log_g, repeats=repeats))
     rows += bench_delta_rule_ops(B, T, D, repeats)
+    rows += bench_ssd_ops(B, T, D, repeats)
     return rows
 
 
@@ -123,13 +127,34 @@ def bench_delta_rule_ops(B: int, T: int, D: int, repeats: int) -> list[Row]:
     return rows
 
 
+def bench_ssd_ops(B: int, T: int, D: int, repeats: int) -> list[Row]:
+    """Mamba-2's SSD recurrence, chunked (default chunk) vs its step loop, at the mamba2
+    module's default shapes: inner width expand·D split into its heads, one group of B and C,
+    Δ and A in the ranges its initialisation gives."""
+    spec = REGISTRY["mamba2"]
+    heads, d_state, expand, groups = (
+        spec.param(name).default for name in ("heads", "d_state", "expand", "groups")
+    )
+    P = expand * D // heads
+    x = torch.randn(B, T, heads, P)
+    dt = torch.rand(B, T, heads) * 0.1 + 1e-3
+    A = -torch.rand(heads) * 15 - 1
+    Bm, Cm = torch.randn(B, T, groups, d_state), torch.randn(B, T, groups, d_state)
+    skip = torch.ones(heads)
+
+    def chunked(*args: torch.Tensor) -> torch.Tensor:
+        return ssd_chunked(*args, chunk_size=MAMBA2_CHUNK)
+
+    return [compare("ssd op", chunked, ssd_reference, x, dt, A, Bm, Cm, skip, repeats=repeats)]
+
+
 def bench_linear_recurrences(B: int, T: int, D: int, repeats: int) -> list[Row]:
-    """Every linear-recurrence and delta-rule module (and gated_deltanet's channel decay):
-    `forward` (subject) vs `forward_reference` (baseline)."""
+    """Every linear-recurrence and delta-rule module (and gated_deltanet's channel decay) and
+    mamba2: `forward` (subject) vs `forward_reference` (baseline)."""
     ctx = Context(d_model=D, causal=True)
     x = torch.randn(B, T, D)
     rows = []
-    settings = [(name, {}) for name in (*LINEAR_RECURRENCES, *DELTA_RULES)]
+    settings = [(name, {}) for name in (*LINEAR_RECURRENCES, *DELTA_RULES, "mamba2")]
     settings.append(("gated_deltanet", {"decay": "channel"}))
     for name, params in settings:
         torch.manual_seed(0)
@@ -186,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         bench_scan_ops(args.B, args.T, args.D, args.repeats),
     )
     print_table(
-        f"Linear-recurrence and delta-rule modules: forward vs forward_reference ({shape})",
+        f"Linear-recurrence, delta-rule and Mamba-2 modules: forward vs forward_reference ({shape})",
         ("name", "parallel ms", "step ms", "step/par"),
         bench_linear_recurrences(args.B, args.T, args.D, args.repeats),
     )

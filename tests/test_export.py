@@ -18,6 +18,7 @@ import networkx as nx
 import pytest
 import torch
 from deltarules import delta_rules_arch
+from statespaces import mamba2_arch
 
 from gatesearch.arch.build import GraphModel, build_model, prune_model
 from gatesearch.arch.describe import describe
@@ -325,6 +326,31 @@ def test_exported_delta_rules_compile_in_one_graph_and_torch_export(tmp_path: Pa
         torch.testing.assert_close(program.module()(x), expected, atol=ATOL, rtol=0)
         other = _tokens(9, DELTA_SEQ)
         torch.testing.assert_close(program.module()(other), engine(other), atol=ATOL, rtol=0)
+
+
+# ------------------------------------------------------------------------ Mamba-2
+
+MAMBA2_SEQ = 100  # two chunks of the SSD form's 64, the last one padded
+
+
+def test_mamba2_export_computes_the_engines_function(tmp_path: Path) -> None:
+    """mamba2 at its defaults and with every option the 2025 space offers moved exports: the
+    engine's outputs from the chunked SSD form, without the step loop, in a file that passes
+    ruff."""
+    arch = mamba2_arch()
+    engine = _engine(arch, seed=10)
+    params = [
+        attrs["params"] for _, attrs in arch.graph.nodes(data=True) if attrs["op"] == "mamba2"
+    ]
+    assert [p.get("expand", 2) for p in params] == [2, 1]
+    path = tmp_path / "mamba2.py"
+    path.write_text(_export(arch, engine), encoding="utf-8")
+    exported = _exported_model(_import(path), engine)
+    assert "def forward_reference" not in path.read_text(encoding="utf-8")  # the loop stays behind
+    x = _tokens(10, MAMBA2_SEQ)
+    with torch.no_grad():
+        torch.testing.assert_close(exported(x), engine(x), atol=ATOL, rtol=0)
+    _assert_passes_ruff(path)
 
 
 # ------------------------------------------------------------------------ the classify space

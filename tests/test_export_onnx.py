@@ -14,8 +14,10 @@ from deltarules import delta_rules_arch
 from gatesearch.arch.build import build_model
 from gatesearch.arch.space import (
     DEFAULT_SPACE,
+    SPACES_DIR,
     Architecture,
     graph_context,
+    load_known,
     load_space,
     sample_architectures,
 )
@@ -99,6 +101,29 @@ def test_onnx_of_every_delta_rule(tmp_path: Path) -> None:
     result = export_onnx(model, ctx, path, DELTA_SEQ)
     assert result.max_diff is not None and result.max_diff <= ONNX_ATOL
     x = torch.randint(0, ctx.n_in, (4, DELTA_SEQ))
+    with torch.no_grad():
+        torch.testing.assert_close(_run(path, x), model(x), atol=ONNX_ATOL, rtol=0)
+
+
+# Two chunks of the SSD form (64), the last one padded.
+MAMBA2_SEQ = 100
+
+
+@pytest.mark.slow  # ~5 s: the exporter traces and decomposes one mamba2 block
+def test_onnx_of_mamba2(tmp_path: Path) -> None:
+    """One mamba2 block at its defaults (the other settings change shapes, not ops): ONNX
+    Runtime computes the engine's function."""
+    arch = load_known(
+        SPACES_DIR / "known" / "mamba2_lm.toml",
+        {"$width": 64, "$heads": 2, "model.stack.block#count": 1},
+    )
+    ctx = graph_context(arch.graph)
+    torch.manual_seed(0)
+    model = build_model(arch.graph, ctx).eval()
+    path = tmp_path / "mamba2.onnx"
+    result = export_onnx(model, ctx, path, MAMBA2_SEQ)
+    assert result.max_diff is not None and result.max_diff <= ONNX_ATOL
+    x = torch.randint(0, ctx.n_in, (4, MAMBA2_SEQ))
     with torch.no_grad():
         torch.testing.assert_close(_run(path, x), model(x), atol=ONNX_ATOL, rtol=0)
 

@@ -6,6 +6,7 @@ from gatesearch.primitives import (  # noqa: F401
     bidirectional,
     channel,
     deltanet,
+    mamba2,
     moe,
     pruning,
     recurrent,

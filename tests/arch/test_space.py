@@ -66,35 +66,40 @@ def test_narrow_space_samples_build(causal: bool) -> None:
 LM_2025_SPACE = SPACES_DIR / "gated_lm_2025.space"
 
 
-def test_the_2025_space_samples_the_delta_rules_and_every_sample_builds() -> None:
-    """gated_lm_2025 is gated_lm plus the delta-rule mixers: its samples hold both, in each
-    setting the space offers, and every sample builds and runs forward and backward."""
+NEW_IN_2025 = {*DELTA_RULES, "mamba2"}
+
+
+def test_the_2025_space_samples_the_new_mixers_and_every_sample_builds() -> None:
+    """gated_lm_2025 is gated_lm plus the delta-rule mixers and Mamba-2: its samples hold each
+    delta rule in each setting the space offers, and Mamba-2, and every sample builds and runs
+    forward and backward."""
     archs = sample_architectures(load_space(LM_2025_SPACE), 40, seed=3)
     nodes = [attrs for arch in archs for _, attrs in arch.graph.nodes(data=True)]
     seen = {
-        (n["op"], n["params"].get("decay"), n["params"]["output_gate"])
+        (n["op"], n["params"].get("decay"), n["params"].get("output_gate"))
         for n in nodes
-        if n["op"] in DELTA_RULES
+        if n["op"] in NEW_IN_2025
     }
     assert seen == {
         ("deltanet", None, False),
         ("deltanet", None, True),
         ("gated_deltanet", "scalar", True),
         ("gated_deltanet", "channel", True),
+        ("mamba2", None, None),
     }
     torch.manual_seed(3)
     for arch in archs:
         _forward_backward(arch)
 
 
-def test_the_2025_space_is_the_default_space_plus_the_delta_rules() -> None:
-    """Rule for rule the same as gated_lm but for the two added recurrences."""
+def test_the_2025_space_is_the_default_space_plus_the_new_mixers() -> None:
+    """Rule for rule the same as gated_lm but for the added recurrences."""
     default, new = load_space(DEFAULT_SPACE), load_space(LM_2025_SPACE)
     assert set(default.rules) == set(new.rules)
     for name, rule in default.rules.items():
         ops = {c.op for a in rule.alts for c in primitive_calls(a.items)}
         new_ops = {c.op for a in new.rules[name].alts for c in primitive_calls(a.items)}
-        assert new_ops - ops == (set(DELTA_RULES) if name == "recurrence" else set()), name
+        assert new_ops - ops == (NEW_IN_2025 if name == "recurrence" else set()), name
 
 
 CLASSIFY_SPACE = SPACES_DIR / "gated_classify.space"
@@ -215,11 +220,31 @@ def _deltanet(d: int, heads: int = 4, gated: bool = False) -> int:
     return projection + 3 * d * 4 + (2 * heads if gated else 0) + d // heads + d * d
 
 
+def _mamba2(d: int, heads: int = 4, d_state: int = 64, expand: int = 2, k: int = 4) -> int:
+    # One projection d -> z and x (E = expand·d each), B and C (d_state each, one group) and Δ
+    # (one per head); depthwise conv with bias on x, B, C; A_log, dt_bias and D per head; the
+    # gated RMSNorm's weight E; W_out E·d.
+    E, conv = expand * d, expand * d + 2 * d_state
+    return d * (2 * E + 2 * d_state + heads) + conv * (k + 1) + 3 * heads + E + E * d
+
+
+def _qwen3_attention(d: int) -> int:
+    # q, k, v, o, the elementwise G1 gate d·d, QK-norm weights per head (d/heads each).
+    return 4 * d**2 + d**2 + 2 * d // 4
+
+
 EXPECTED = {
     "llama": (4 * (2 * 128 + 4 * 128**2 + _swiglu(128, 2.667)) + _ends(128)),
     "qwen3_gated_attention": (
         4 * (2 * 128 + 4 * 128**2 + 128**2 + 2 * 32 + _swiglu(128, 2.667)) + _ends(128)
     ),
+    # Gated DeltaNet, Gated DeltaNet, Gated DeltaNet, gated attention, twice; SwiGLU after each.
+    "qwen3_next": (
+        6 * (2 * 128 + _deltanet(128, gated=True) + _swiglu(128, 2.667))
+        + 2 * (2 * 128 + _qwen3_attention(128) + _swiglu(128, 2.667))
+        + _ends(128)
+    ),
+    "mamba2_lm": 8 * (128 + _mamba2(128)) + _ends(128),
     "hawk": 3 * (2 * 192 + _rglru(192, 256) + 9 * 192**2) + _ends(192),
     "griffin": (
         2 * (2 * 192 + _rglru(192, 256) + 9 * 192**2)
@@ -242,6 +267,14 @@ EXPECTED = {
 STRUCTURE = {
     "llama": "embed > 4×[residual(rmsnorm attention) > residual(rmsnorm glu(expand=2.667))] > rmsnorm > head",
     "qwen3_gated_attention": "attention(qk_norm=True, gate=g1)",
+    "qwen3_next": (
+        "2×[residual(rmsnorm gated_deltanet) > residual(rmsnorm glu(expand=2.667)) > "
+        "residual(rmsnorm gated_deltanet) > residual(rmsnorm glu(expand=2.667)) > "
+        "residual(rmsnorm gated_deltanet) > residual(rmsnorm glu(expand=2.667)) > "
+        "residual(rmsnorm attention(qk_norm=True, gate=g1)) > "
+        "residual(rmsnorm glu(expand=2.667))]"
+    ),
+    "mamba2_lm": "embed > 8×residual(rmsnorm mamba2) > rmsnorm > head",
     "hawk": "3×[residual(rmsnorm rglru) > residual(rmsnorm glu(variant=geglu, expand=3))]",
     "griffin": "2×[residual(rmsnorm rglru) > residual(rmsnorm glu(variant=geglu, expand=3))] > residual(rmsnorm attention(window=32))",
     "gla_transformer": "4×[residual(rmsnorm gla) > residual(rmsnorm glu(expand=2.667))]",

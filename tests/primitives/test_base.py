@@ -33,6 +33,8 @@ FIXED_STATES = [
     ("gated_deltanet", {"heads": 2, "decay": "channel"}, 2 * 16 * 16 + 3 * 3 * D),
     ("deltanet", {"heads": 2, "conv_kernel": 0}, 2 * 16 * 16),
     ("gcnn", {"kernel": 4}, 3 * D),  # the causal convolution's last k − 1 inputs
+    # h (d_head × d_state per head, inner width 2d), and the conv's last 3 of x, B, C.
+    ("mamba2", {"heads": 4, "d_state": 16, "expand": 2}, 4 * 16 * 16 + 3 * (2 * D + 2 * 16)),
 ]
 
 
