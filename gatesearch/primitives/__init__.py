@@ -11,6 +11,7 @@ from gatesearch.primitives import (  # noqa: F401
     pruning,
     recurrent,
     structure,
+    xlstm,
 )
 from gatesearch.primitives.base import (
     AUX_MOE_BALANCE,

@@ -35,6 +35,11 @@ FIXED_STATES = [
     ("gcnn", {"kernel": 4}, 3 * D),  # the causal convolution's last k − 1 inputs
     # h (d_head × d_state per head, inner width 2d), and the conv's last 3 of x, B, C.
     ("mamba2", {"heads": 4, "d_state": 16, "expand": 2}, 4 * 16 * 16 + 3 * (2 * D + 2 * 16)),
+    # C (d_h × d_h), n (d_h) and m per head at the inner width 2d (d_h = 2d/4 = 16), and the
+    # conv's last 3 inputs (2d wide); without the conv, the memory alone.
+    ("mlstm", {"heads": 4}, 4 * (16 * 16 + 16 + 1) + 3 * 2 * D),
+    ("mlstm", {"heads": 2, "expand": 1.0, "conv_kernel": 0}, 2 * (16 * 16 + 16 + 1)),
+    ("slstm", {"heads": 4}, 4 * D + 3 * D),  # h, c, n, m; the conv's last 3 inputs
 ]
 
 
