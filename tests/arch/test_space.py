@@ -28,6 +28,7 @@ from gatesearch.primitives.attention import GATE_POSITIONS
 from gatesearch.primitives.deltanet import DELTA_RULES
 from gatesearch.primitives.recurrent import LINEAR_RECURRENCES
 from gatesearch.primitives.structure import POOLS
+from gatesearch.primitives.xlstm import XLSTM_MIXERS
 from gatesearch.tasks import Split, make_task, model_inputs
 from gatesearch.tasks.registry import builtin_tasks
 
@@ -66,19 +67,20 @@ def test_narrow_space_samples_build(causal: bool) -> None:
 LM_2025_SPACE = SPACES_DIR / "gated_lm_2025.space"
 
 
-NEW_IN_2025 = {*DELTA_RULES, "mamba2"}
+NEW_IN_2025 = {*DELTA_RULES, "mamba2", *XLSTM_MIXERS}
+SEED_2025 = 4  # its 40 samples hold every setting of the new mixers the assertions name
 
 
 def test_the_2025_space_samples_the_new_mixers_and_every_sample_builds() -> None:
-    """gated_lm_2025 is gated_lm plus the delta-rule mixers and Mamba-2: its samples hold each
-    delta rule in each setting the space offers, and Mamba-2, and every sample builds and runs
-    forward and backward."""
-    archs = sample_architectures(load_space(LM_2025_SPACE), 40, seed=3)
+    """gated_lm_2025 is gated_lm plus the delta-rule mixers, Mamba-2 and the xLSTM mixers: its
+    samples hold each delta rule and xLSTM mixer in each setting the space offers, and
+    Mamba-2, and every sample builds and runs forward and backward."""
+    archs = sample_architectures(load_space(LM_2025_SPACE), 40, seed=SEED_2025)
     nodes = [attrs for arch in archs for _, attrs in arch.graph.nodes(data=True)]
     seen = {
         (n["op"], n["params"].get("decay"), n["params"].get("output_gate"))
         for n in nodes
-        if n["op"] in NEW_IN_2025
+        if n["op"] in {*DELTA_RULES, "mamba2"}
     }
     assert seen == {
         ("deltanet", None, False),
@@ -87,7 +89,17 @@ def test_the_2025_space_samples_the_new_mixers_and_every_sample_builds() -> None
         ("gated_deltanet", "channel", True),
         ("mamba2", None, None),
     }
-    torch.manual_seed(3)
+    xlstm = {
+        (n["op"], n["params"]["forget"], n["params"].get("expand"))
+        for n in nodes
+        if n["op"] in XLSTM_MIXERS
+    }
+    assert xlstm == {
+        *(("mlstm", forget, expand) for forget in ("sigmoid", "exp") for expand in (1.0, 2.0)),
+        ("slstm", "sigmoid", None),
+        ("slstm", "exp", None),
+    }
+    torch.manual_seed(SEED_2025)
     for arch in archs:
         _forward_backward(arch)
 
@@ -233,6 +245,21 @@ def _qwen3_attention(d: int) -> int:
     return 4 * d**2 + d**2 + 2 * d // 4
 
 
+def _mlstm(d: int, heads: int = 4, expand: int = 2, block: int = 4, k: int = 4) -> int:
+    # Up-projection d -> 2w; depthwise conv with bias; q, k, v block-diagonal (w·block each);
+    # input and forget gates from [q; k; v] (3w -> heads each, with biases); per-head norm
+    # weight and learnable skip (w each); down-projection w -> d.
+    w = expand * d
+    return d * 2 * w + (w * k + w) + 3 * w * block + 2 * (3 * w * heads + heads) + 2 * w + w * d
+
+
+def _slstm(d: int, heads: int = 4, k: int = 4) -> int:
+    # Depthwise conv with bias; per head input weights W (4 gates) and recurrent weights R,
+    # d_h × 4 d_h each; the four gates' biases; per-head norm weight.
+    dh = d // heads
+    return (d * k + d) + 2 * heads * dh * 4 * dh + 4 * d + d
+
+
 EXPECTED = {
     "llama": (4 * (2 * 128 + 4 * 128**2 + _swiglu(128, 2.667)) + _ends(128)),
     "qwen3_gated_attention": (
@@ -255,6 +282,10 @@ EXPECTED = {
     "deltanet_lm": 4 * (2 * 128 + _deltanet(128) + _swiglu(128, 2.667)) + _ends(128),
     "gated_deltanet_lm": (
         4 * (2 * 128 + _deltanet(128, gated=True) + _swiglu(128, 2.667)) + _ends(128)
+    ),
+    # LayerNorm has weight and bias. Seven mLSTM blocks alone, one sLSTM block with GeGLU.
+    "xlstm_lm": (
+        7 * (2 * 128 + _mlstm(128)) + (2 * 2 * 128 + _slstm(128) + 3 * 128 * 256) + _ends(128)
     ),
     # LayerNorm has weight and bias; 8 ReLU experts of width 4d; router 8·d without bias.
     "switch_transformer": (
@@ -281,6 +312,10 @@ STRUCTURE = {
     "deltanet_lm": "4×[residual(rmsnorm deltanet) > residual(rmsnorm glu(expand=2.667))]",
     "gated_deltanet_lm": (
         "4×[residual(rmsnorm gated_deltanet) > residual(rmsnorm glu(expand=2.667))]"
+    ),
+    "xlstm_lm": (
+        "residual(layernorm mlstm) > residual(layernorm slstm) > "
+        "residual(layernorm glu(variant=geglu, expand=2)) > 6×residual(layernorm mlstm)"
     ),
     "switch_transformer": "residual(layernorm moe(expert=mlp(expand=4, act=relu)))",
     "gcnn_lm": "6×residual(layernorm gcnn)",
