@@ -19,6 +19,7 @@ import pytest
 import torch
 from deltarules import delta_rules_arch
 from statespaces import mamba2_arch
+from xlstms import xlstm_arch
 
 from gatesearch.arch.build import GraphModel, build_model, prune_model
 from gatesearch.arch.describe import describe
@@ -348,6 +349,28 @@ def test_mamba2_export_computes_the_engines_function(tmp_path: Path) -> None:
     exported = _exported_model(_import(path), engine)
     assert "def forward_reference" not in path.read_text(encoding="utf-8")  # the loop stays behind
     x = _tokens(10, MAMBA2_SEQ)
+    with torch.no_grad():
+        torch.testing.assert_close(exported(x), engine(x), atol=ATOL, rtol=0)
+    _assert_passes_ruff(path)
+
+
+# ------------------------------------------------------------------------ xLSTM
+
+XLSTM_SEQ = 70  # two chunks of the mLSTM's 64, the last one padded
+
+
+def test_xlstm_mixers_export_compute_the_engines_function(tmp_path: Path) -> None:
+    """mlstm (either forget gate) and slstm export: the engine's outputs from the chunkwise
+    mLSTM and the stabilised sLSTM loop, without the references, in a file that passes ruff."""
+    arch = xlstm_arch()
+    assert {"mlstm", "slstm"} <= _ops(arch)
+    engine = _engine(arch, seed=10)
+    path = tmp_path / "xlstm.py"
+    path.write_text(_export(arch, engine), encoding="utf-8")
+    exported = _exported_model(_import(path), engine)
+    source = path.read_text(encoding="utf-8")
+    assert "def forward_reference" not in source and "def mlstm_reference" not in source
+    x = _tokens(10, XLSTM_SEQ)
     with torch.no_grad():
         torch.testing.assert_close(exported(x), engine(x), atol=ATOL, rtol=0)
     _assert_passes_ruff(path)

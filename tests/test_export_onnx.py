@@ -10,6 +10,7 @@ import onnxruntime
 import pytest
 import torch
 from deltarules import delta_rules_arch
+from xlstms import xlstm_arch
 
 from gatesearch.arch.build import build_model
 from gatesearch.arch.space import (
@@ -23,6 +24,7 @@ from gatesearch.arch.space import (
 )
 from gatesearch.export import ExportError
 from gatesearch.export.onnx import ONNX_ATOL, export_onnx
+from gatesearch.primitives.xlstm import MLSTM
 from gatesearch.registry import InputKind
 
 SEQ = 24
@@ -124,6 +126,29 @@ def test_onnx_of_mamba2(tmp_path: Path) -> None:
     result = export_onnx(model, ctx, path, MAMBA2_SEQ)
     assert result.max_diff is not None and result.max_diff <= ONNX_ATOL
     x = torch.randint(0, ctx.n_in, (4, MAMBA2_SEQ))
+    with torch.no_grad():
+        torch.testing.assert_close(_run(path, x), model(x), atol=ONNX_ATOL, rtol=0)
+
+
+XLSTM_SEQ, XLSTM_CHUNK = 20, 8  # three mLSTM chunks, the last one padded
+
+
+@pytest.mark.slow  # three xLSTM layers through the exporter, the sLSTM unrolled over 20 steps
+def test_onnx_of_every_xlstm_mixer(tmp_path: Path) -> None:
+    """mlstm with either forget gate (chunkwise, its chunk loop unrolled) and slstm (its step
+    loop unrolled over the fixed length) in one model: ONNX Runtime computes the engine's
+    function."""
+    arch = xlstm_arch()
+    ctx = graph_context(arch.graph)
+    torch.manual_seed(0)
+    model = build_model(arch.graph, ctx).eval()
+    for module in model.modules():
+        if isinstance(module, MLSTM):  # several chunks at a length the exporter traces quickly
+            module.chunk_size = XLSTM_CHUNK
+    path = tmp_path / "xlstm.onnx"
+    result = export_onnx(model, ctx, path, XLSTM_SEQ)
+    assert result.max_diff is not None and result.max_diff <= ONNX_ATOL
+    x = torch.randint(0, ctx.n_in, (4, XLSTM_SEQ))
     with torch.no_grad():
         torch.testing.assert_close(_run(path, x), model(x), atol=ONNX_ATOL, rtol=0)
 

@@ -8,8 +8,8 @@ gated recurrences (minLSTM, RG-LRU, GLA) size their chunks and padding from T, a
 dynamic the exporter either specialised it to the traced length (minLSTM, RG-LRU: ONNX Runtime
 then refused any other T) or emitted a reshape that fails at run time (GLA). With T fixed every
 primitive of the default space exports and matches the engine to ≈ 4e-6; so do the delta rules
-(DeltaNet, Gated DeltaNet), whose chunk loop is unrolled over the fixed T, and Mamba-2, whose
-chunked form has no loop.
+(DeltaNet, Gated DeltaNet) and the xLSTM mixers (mLSTM, sLSTM), whose chunk and step loops are
+unrolled over the fixed T, and Mamba-2, whose chunked form has no loop.
 """
 
 from __future__ import annotations
