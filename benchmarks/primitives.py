@@ -4,14 +4,15 @@ Sections are functions called from `main()`; each returns rows and `print_table`
 
     python benchmarks/primitives.py --B 8 --T 512 --D 256 --repeats 5 --threads 2
 
-Recurrences, three sections:
-- scan operators alone (the recurrence itself, inputs precomputed) at the shapes the default
-  modules use: parallel scan (or chunked form) vs step loop, the delta rules and Mamba-2's SSD
-  included;
-- whole linear-recurrence, delta-rule and Mamba-2 modules: parallel `forward` vs step-loop
-  `forward_reference` (same weights). Projections, gates and norms are shared by both, so this
-  ratio is bounded by Amdahl's law well below the operator ratio;
-- the `lstm`/`gru` primitives vs bare torch.nn.LSTM/GRU.
+Recurrences, four sections (`--sections` picks some):
+- scans: scan operators alone (the recurrence itself, inputs precomputed) at the shapes the
+  default modules use: parallel scan (or chunked form) vs step loop, the delta rules and
+  Mamba-2's SSD included;
+- modules: whole linear-recurrence, delta-rule and Mamba-2 modules: parallel `forward` vs
+  step-loop `forward_reference` (same weights). Projections, gates and norms are shared by both,
+  so this ratio is bounded by Amdahl's law well below the operator ratio;
+- xlstm: the mLSTM cell's chunkwise form vs its step loop, alone and inside the `mlstm` module;
+- fused: the `lstm`/`gru` primitives vs bare torch.nn.LSTM/GRU.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ from gatesearch.primitives.scan import (
     log_linear_scan,
 )
 from gatesearch.primitives.ssd import ssd_chunked, ssd_reference
+from gatesearch.primitives.xlstm import MLSTM_CHUNK, MLSTM_EXPAND
+from gatesearch.primitives.xlstm_cells import mlstm_chunked, mlstm_reference
 from gatesearch.registry import REGISTRY, Context, build_module
 
 Fn = Callable[..., torch.Tensor]
@@ -166,6 +169,31 @@ def bench_linear_recurrences(B: int, T: int, D: int, repeats: int) -> list[Row]:
     return rows
 
 
+def bench_xlstm(B: int, T: int, D: int, repeats: int) -> list[Row]:
+    """The mLSTM cell's chunkwise form (default chunk) vs its step loop at the `mlstm` module's
+    default shapes (width 2·D, 4 heads of 2·D/4) and gates as it initialises them (f = σ(3..6),
+    ĩ near 0; the cell sees only log f, whichever the forget gate's form); then the module,
+    `forward` vs `forward_reference`, with each forget gate."""
+    heads, dh = 4, recurrence_width(D, MLSTM_EXPAND) // 4  # the mlstm defaults
+    q, k, v = (torch.randn(B, T, heads, dh) for _ in range(3))
+    k = k * dh**-0.5
+    log_i = 0.1 * torch.randn(B, T, heads)
+    log_f = F.logsigmoid(torch.empty(B, T, heads).uniform_(3.0, 6.0))
+
+    def chunked(*args: torch.Tensor) -> torch.Tensor:
+        return mlstm_chunked(*args, chunk_size=MLSTM_CHUNK)
+
+    rows = [compare("mlstm op", chunked, mlstm_reference, q, k, v, log_i, log_f, repeats=repeats)]
+    ctx = Context(d_model=D, causal=True)
+    x = torch.randn(B, T, D)
+    for params in ({}, {"forget": "exp"}):
+        torch.manual_seed(0)
+        module = build_module("mlstm", params, ctx)
+        label = "mlstm" + ("(forget=exp)" if params else "")
+        rows.append(compare(label, module, module.forward_reference, x, repeats=repeats))
+    return rows
+
+
 def bench_fused_rnns(B: int, T: int, D: int, repeats: int) -> list[Row]:
     """lstm / gru primitives (subject) vs bare torch.nn.LSTM / GRU (baseline)."""
     ctx = Context(d_model=D, causal=True)
@@ -193,6 +221,9 @@ def print_table(title: str, headers: tuple[str, str, str, str], rows: Sequence[R
         )
 
 
+SECTIONS = ("scans", "modules", "xlstm", "fused")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--B", type=int, default=8, help="batch size")
@@ -200,26 +231,44 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--D", type=int, default=256, help="model width")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        choices=SECTIONS,
+        default=list(SECTIONS),
+        help="which tables to measure (default: all)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     shape = f"B={args.B} T={args.T} D={args.D}, fwd+bwd, median of {args.repeats} interleaved"
 
-    print_table(
-        f"Scan operators: parallel vs step loop ({shape})",
-        ("op", "parallel ms", "step ms", "step/par"),
-        bench_scan_ops(args.B, args.T, args.D, args.repeats),
-    )
-    print_table(
-        f"Linear-recurrence, delta-rule and Mamba-2 modules: forward vs forward_reference ({shape})",
-        ("name", "parallel ms", "step ms", "step/par"),
-        bench_linear_recurrences(args.B, args.T, args.D, args.repeats),
-    )
-    print_table(
-        f"Fused RNN primitives vs bare torch modules ({shape})",
-        ("name", "primitive ms", "bare ms", "bare/prim"),
-        bench_fused_rnns(args.B, args.T, args.D, args.repeats),
-    )
+    tables = {
+        "scans": (
+            f"Scan operators: parallel vs step loop ({shape})",
+            ("op", "parallel ms", "step ms", "step/par"),
+            bench_scan_ops,
+        ),
+        "modules": (
+            f"Linear-recurrence, delta-rule and Mamba-2 modules: forward vs forward_reference ({shape})",
+            ("name", "parallel ms", "step ms", "step/par"),
+            bench_linear_recurrences,
+        ),
+        "xlstm": (
+            f"mLSTM: chunkwise vs step loop, operator and module ({shape})",
+            ("name", "chunked ms", "step ms", "step/chunk"),
+            bench_xlstm,
+        ),
+        "fused": (
+            f"Fused RNN primitives vs bare torch modules ({shape})",
+            ("name", "primitive ms", "bare ms", "bare/prim"),
+            bench_fused_rnns,
+        ),
+    }
+    for section in SECTIONS:
+        if section in args.sections:
+            title, headers, bench = tables[section]
+            print_table(title, headers, bench(args.B, args.T, args.D, args.repeats))
 
 
 if __name__ == "__main__":

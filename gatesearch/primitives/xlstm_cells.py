@@ -201,11 +201,6 @@ def mlstm_chunked(
 # ------------------------------------------------------------------------------- sLSTM
 
 
-def _slstm_recurrent(h: torch.Tensor, recurrent: torch.Tensor) -> torch.Tensor:
-    """R h per head: h (B, H, d_h), recurrent (H, d_h, 4·d_h) -> (B, H, 4·d_h)."""
-    return torch.einsum("bhi,hio->bho", h, recurrent)
-
-
 def slstm_recurrence(wx: torch.Tensor, recurrent: torch.Tensor, forget: str) -> torch.Tensor:
     """The sLSTM, stabilised, by a loop over t (module docstring).
 
@@ -213,12 +208,15 @@ def slstm_recurrence(wx: torch.Tensor, recurrent: torch.Tensor, forget: str) -> 
     ĩ, f̃, z̃, õ along the last dimension; recurrent: (H, d_h, 4·d_h), R per head, same order;
     forget: "sigmoid" or "exp". h_0 = 0. Returns h: (B, T, H, d_h).
     """
-    h: torch.Tensor | None = None  # (B, H, d_h)
+    # Heads first, (T, H, B, 4·d_h): each step's W x + R h is one batched product-add over the
+    # heads (baddbmm), the fewest operations a step can take, which is what a loop pays for.
+    wx = wx.permute(1, 2, 0, 3).contiguous()
+    h: torch.Tensor | None = None  # (H, B, d_h)
     c = n = m = wx.new_zeros(())
     out = []
-    for wx_t in wx.unbind(1):  # (B, H, 4·d_h)
-        pre = wx_t if h is None else wx_t + _slstm_recurrent(h, recurrent)
-        i_pre, f_pre, z_pre, o_pre = pre.chunk(4, dim=-1)  # (B, H, d_h) each
+    for wx_t in wx.unbind(0):  # (H, B, 4·d_h)
+        pre = wx_t if h is None else torch.baddbmm(wx_t, h, recurrent)
+        i_pre, f_pre, z_pre, o_pre = pre.chunk(4, dim=-1)  # (H, B, d_h) each
         if h is None:  # empty memory: m_1 = ĩ_1
             m = i_pre.detach()
             write = (i_pre - m).exp()
@@ -232,7 +230,7 @@ def slstm_recurrence(wx: torch.Tensor, recurrent: torch.Tensor, forget: str) -> 
             m = m_new
         h = torch.sigmoid(o_pre) * c / n
         out.append(h)
-    return torch.stack(out, dim=1)  # (B, T, H, d_h)
+    return torch.stack(out).permute(2, 0, 1, 3)  # (T, H, B, d_h) -> (B, T, H, d_h)
 
 
 def slstm_reference(wx: torch.Tensor, recurrent: torch.Tensor, forget: str) -> torch.Tensor:
@@ -243,7 +241,8 @@ def slstm_reference(wx: torch.Tensor, recurrent: torch.Tensor, forget: str) -> t
     c, n = torch.zeros_like(h), torch.zeros_like(h)
     out = []
     for wx_t in wx.unbind(1):
-        i_pre, f_pre, z_pre, o_pre = (wx_t + _slstm_recurrent(h, recurrent)).chunk(4, dim=-1)
+        recurrent_part = torch.einsum("bhi,hio->bho", h, recurrent)  # R h per head
+        i_pre, f_pre, z_pre, o_pre = (wx_t + recurrent_part).chunk(4, dim=-1)  # (B, H, d_h)
         i, f = i_pre.exp(), log_forget(f_pre, forget).exp()
         c = f * c + i * torch.tanh(z_pre)
         n = f * n + i
@@ -267,5 +266,5 @@ __all__ = [
 EXPORT_DEPS: dict[str, tuple[str, ...]] = {
     "log_forget": ("FORGET_GATES",),
     "mlstm_chunked": ("_mlstm_chunks", "_mlstm_normaliser", "_mlstm_pad"),
-    "slstm_recurrence": ("_slstm_recurrent", "log_forget"),
+    "slstm_recurrence": ("log_forget",),
 }
