@@ -1,5 +1,5 @@
-"""Checks every sequence mixer owes, whatever its family (imported by the recurrent and
-delta-rule tests): registered as a causal mixer whose defaults are admissible, finite outputs
+"""Checks every sequence mixer owes, whatever its family (imported by the recurrent,
+delta-rule and xLSTM tests): registered as a causal mixer whose defaults are admissible, finite outputs
 and gradients on every parameter, and outputs that ignore the future."""
 
 from __future__ import annotations
