@@ -18,12 +18,13 @@ import networkx as nx
 import pytest
 import torch
 from deltarules import delta_rules_arch
+from stackgraph import stack_graph
 from statespaces import mamba2_arch
 from xlstms import xlstm_arch
 
 from gatesearch.arch.build import GraphModel, build_model, prune_model
 from gatesearch.arch.describe import describe
-from gatesearch.arch.graph import INPUT_OP
+from gatesearch.arch.graph import INPUT_OP, arch_hash
 from gatesearch.arch.space import (
     DEFAULT_SPACE,
     SPACES_DIR,
@@ -47,7 +48,7 @@ from gatesearch.export import (
 )
 from gatesearch.primitives import attention
 from gatesearch.primitives.pruning import HardConcreteGate, PruningGate, TrainableGate
-from gatesearch.registry import Context, InputKind
+from gatesearch.registry import REGISTRY, Context, InputKind, Role
 from gatesearch.tasks import Readout
 
 REPO = Path(__file__).resolve().parent.parent
@@ -374,6 +375,32 @@ def test_xlstm_mixers_export_compute_the_engines_function(tmp_path: Path) -> Non
     with torch.no_grad():
         torch.testing.assert_close(exported(x), engine(x), atol=ATOL, rtol=0)
     _assert_passes_ruff(path)
+
+
+# ------------------------------------------------------------------------ every mixer at once
+
+
+def test_one_model_holding_every_causal_mixer_exports(tmp_path: Path) -> None:
+    """Each mixer's file copies its module's helpers into one namespace: two modules defining
+    the same helper name (the scans' and the delta rule's padding once did) must not stop a
+    model that holds both from exporting, nor change what it computes."""
+    mixers = sorted(n for n in REGISTRY.names(Role.MIXER) if REGISTRY[n].causal_ok)
+    graph = stack_graph(32, [(name, {}) for name in mixers])
+    engine = build_model(graph, graph_context(graph))
+    source = export_source(
+        graph,
+        graph_context(graph),
+        title="every-mixer",
+        arch_hash=arch_hash(graph),
+        metrics={},
+        model=engine,
+    )
+    path = tmp_path / "every.py"
+    path.write_text(source, encoding="utf-8")
+    exported = _exported_model(_import(path), engine.eval())
+    x = _tokens(11, 20)
+    with torch.no_grad():
+        torch.testing.assert_close(exported(x), engine(x), atol=ATOL, rtol=0)
 
 
 # ------------------------------------------------------------------------ the classify space

@@ -49,6 +49,8 @@ import math
 
 import torch
 
+from gatesearch.primitives.scan import decay_limit
+
 # ------------------------------------------------------------------------------- reference
 
 
@@ -114,7 +116,7 @@ def unit_lower_inverse(n: torch.Tensor) -> torch.Tensor:
     return inverse
 
 
-def _pad_time(x: torch.Tensor, length: int) -> torch.Tensor:
+def _pad_steps_to(x: torch.Tensor, length: int) -> torch.Tensor:
     """Zeros after the real steps up to `length` along dim 1. A padded step has k = 0 and β = 0
     (no write) and comes after every real step, so it cannot reach a real output."""
     pad = length - x.shape[1]
@@ -156,7 +158,7 @@ def _scores_channel_factorised(
     a: torch.Tensor, b: torch.Tensor, A: torch.Tensor, strict: bool
 ) -> torch.Tensor:
     """[Σ_c a_tc b_sc e^{A_tc − A_sc}] masked, as (a ⊙ e^{A})(b ⊙ e^{−A})ᵀ: one matrix product.
-    a, b, A: (B, nc, H, C, K). Finite while the chunk's decay span is below `_decay_limit`."""
+    a, b, A: (B, nc, H, C, K). Finite while the chunk's decay span is below `decay_limit`."""
     causal = _causal(a.shape[-2], strict, a.device)
     scores = (a * A.exp()) @ (b * (-A).exp()).transpose(-1, -2)  # (B, nc, H, C_t, C_s)
     return scores.masked_fill(~causal, 0.0)
@@ -171,11 +173,6 @@ def _scores_channel_exact(
     diff = A[..., :, None, :] - A[..., None, :, :]  # (B, nc, H, C_t, C_s, K)
     diff = diff.masked_fill(~causal[..., None], -math.inf)
     return torch.einsum("bnhtk,bnhsk,bnhtsk->bnhts", a, b, diff.exp())  # (B, nc, H, C, C)
-
-
-def _decay_limit(dtype: torch.dtype) -> float:
-    """Half the dtype's exponent range: ≈ 44 nats in float32, 354 in float64."""
-    return 0.5 * math.log(torch.finfo(dtype).max)
 
 
 def _channel_scores(
@@ -198,12 +195,12 @@ def _channel_scores(
             M = _scores_channel_exact(k, k, A, strict=True)
             return torch.cat([P.reshape(-1), M.reshape(-1)])
 
-        safe = -A.min() < _decay_limit(A.dtype)
+        safe = -A.min() < decay_limit(A.dtype)
         # torch.cond refuses operands that share storage (chunks can be views of one tensor).
         flat = torch.cond(safe, factorised, exact, (q.clone(), k.clone(), A.clone()))
         P, M = flat.reshape(2, *q.shape[:-1], q.shape[-2])  # (B, nc, H, C, C) each
         return P, M
-    if A.numel() == 0 or -A.min() < _decay_limit(A.dtype):
+    if A.numel() == 0 or -A.min() < decay_limit(A.dtype):
         scores = _scores_channel_factorised
     else:
         scores = _scores_channel_exact
@@ -227,8 +224,8 @@ def delta_rule_chunked(
     C = chunk_size
     nc = -(-T // C)
     # (B, T, H, ·) -> (B, nc, H, C, ·) after padding T to nc·C.
-    qc, kc, vc = (_chunked(_pad_time(x, nc * C), C) for x in (q, k, v))
-    bc = _chunked(_pad_time(beta, nc * C), C)  # (B, nc, H, C)
+    qc, kc, vc = (_chunked(_pad_steps_to(x, nc * C), C) for x in (q, k, v))
+    bc = _chunked(_pad_steps_to(beta, nc * C), C)  # (B, nc, H, C)
 
     if log_alpha is None:
         A = None
@@ -238,7 +235,7 @@ def delta_rule_chunked(
         chunk_decay = None
     else:
         # In-chunk cumulative log decay, ≤ 0: (B, nc, H, C) per head, (B, nc, H, C, K) per channel.
-        A = _chunked(_pad_time(log_alpha, nc * C), C).cumsum(dim=3)
+        A = _chunked(_pad_steps_to(log_alpha, nc * C), C).cumsum(dim=3)
         A_last = A[:, :, :, -1:]  # (B, nc, H, 1[, K]): the whole chunk's decay
         if log_alpha.dim() == 3:
             P = _scores_scalar_decay(qc, kc, A, strict=False)
@@ -282,14 +279,14 @@ EXPORT_DEPS: dict[str, tuple[str, ...]] = {
     "_scores_channel_factorised": ("_causal",),
     "_scores_channel_exact": ("_causal",),
     "_channel_scores": (
-        "_decay_limit",
+        "decay_limit",
         "_scores_channel_exact",
         "_scores_channel_factorised",
     ),
     "delta_rule_chunked": (
         "_channel_scores",
         "_chunked",
-        "_pad_time",
+        "_pad_steps_to",
         "_scores_scalar_decay",
         "unit_lower_inverse",
     ),

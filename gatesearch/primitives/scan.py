@@ -276,7 +276,7 @@ def gla_reference(
     return torch.stack(out, dim=1)  # (B, T, H, V)
 
 
-def _decay_limit(dtype: torch.dtype) -> float:
+def decay_limit(dtype: torch.dtype) -> float:
     """Half the dtype's exponent range: ≈ 44 nats in float32, 354 in float64."""
     return 0.5 * math.log(torch.finfo(dtype).max)
 
@@ -285,7 +285,7 @@ def _factorisable(A: torch.Tensor) -> bool:
     """Whether e^{±A} stays finite and normal: every chunk's decay span is below half the
     dtype's exponent range, so the masked-out products e^{A_t − A_s}, s > t, cannot overflow
     either."""
-    return bool(A.numel() == 0 or -A.min() < _decay_limit(A.dtype))
+    return bool(A.numel() == 0 or -A.min() < decay_limit(A.dtype))
 
 
 def _gla_intra_factorised(
@@ -343,7 +343,7 @@ def gla_chunked(
         def exact(*args: torch.Tensor) -> torch.Tensor:
             return _gla_intra_exact(*args).reshape(-1)
 
-        safe = -A.min() < _decay_limit(A.dtype)
+        safe = -A.min() < decay_limit(A.dtype)
         # torch.cond refuses operands that share storage; without padding (T a multiple of
         # C) the chunks are views of one fused projection, so they go in as copies.
         operands = (qc.clone(), kc.clone(), vc.clone(), A)
@@ -370,6 +370,7 @@ def gla_chunked(
 
 __all__ = [
     "auto_chunk_size",
+    "decay_limit",
     "gla_chunked",
     "gla_reference",
     "linear_scan",
@@ -389,10 +390,10 @@ EXPORT_DEPS: dict[str, tuple[str, ...]] = {
     "_two_level_log_scan": ("_chunk", "_pad_time"),
     "_LogLinearScan": ("_two_level_log_scan", "_two_level_scan"),
     "log_linear_scan": ("_LogLinearScan", "_check_time", "auto_chunk_size"),
-    "_factorisable": ("_decay_limit",),
+    "_factorisable": ("decay_limit",),
     "gla_chunked": (
         "_chunk",
-        "_decay_limit",
+        "decay_limit",
         "_factorisable",
         "_gla_intra_exact",
         "_gla_intra_factorised",

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from proxydata import NoisyLookup, stack_graph
+from proxydata import NoisyLookup
+from stackgraph import stack_graph
 
 from gatesearch.budget import BudgetError, parse_budget
 from gatesearch.proxy import ProxyConfig, train_proxy

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from proxydata import stack_graph
+from stackgraph import stack_graph
 from torch import nn
 
 from gatesearch.arch.build import build_model

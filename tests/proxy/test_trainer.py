@@ -14,7 +14,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from proxydata import NoisyLookup, stack_graph
+from proxydata import NoisyLookup
+from stackgraph import stack_graph
 from torch import nn
 
 import gatesearch.proxy.trainer as trainer_module
