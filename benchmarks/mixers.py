@@ -73,6 +73,24 @@ DESIGNS: dict[str, dict[str, Any]] = {
         f"{MIXER}.recurrence": "gated_deltanet",
         f"{MIXER}.recurrence.gated_deltanet.decay": "scalar",
     },
+    "mamba2": {
+        MIXER: "recurrence",
+        f"{MIXER}.recurrence": "mamba2",
+        f"{MIXER}.recurrence.mamba2.d_state": 64,
+        f"{MIXER}.recurrence.mamba2.expand": 2,
+        f"{MIXER}.recurrence.mamba2.conv_kernel": 4,
+    },
+    "mlstm": {
+        MIXER: "recurrence",
+        f"{MIXER}.recurrence": "mlstm",
+        f"{MIXER}.recurrence.mlstm.forget": "sigmoid",
+        f"{MIXER}.recurrence.mlstm.expand": 2.0,
+    },
+    "slstm": {
+        MIXER: "recurrence",
+        f"{MIXER}.recurrence": "slstm",
+        f"{MIXER}.recurrence.slstm.forget": "exp",
+    },
 }
 CHECKS: dict[str, tuple[str, dict[str, Any], str]] = {
     # name: (task, its parameters, what the papers lead one to expect)
