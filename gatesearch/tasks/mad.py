@@ -271,8 +271,9 @@ class Compression(SyntheticTask):
     its n_out = (length − 1)·vocab logits are length − 1 blocks of `vocab` class logits, block
     t predicting token t (`Readout.SEQUENCE_AT_LAST`). A causal model can reach every token
     from there, so everything it reproduces passed through that one position's state — MAD's
-    bottleneck. Targets are the inputs; the mask marks the length − 1 tokens to reproduce.
-    Metric: accuracy over them.
+    bottleneck. The mask marks that one position, the only one read; the targets are the
+    inputs, of which the first length − 1 are to be reproduced. Metric: accuracy over those
+    tokens.
     """
 
     name = "compression"
@@ -300,7 +301,7 @@ class Compression(SyntheticTask):
         squeeze = torch.full((n, 1), self.vocab - 1, dtype=torch.int64)
         inputs = torch.cat([tokens, squeeze], dim=1)  # (n, T)
         mask = torch.zeros(n, self.length, dtype=torch.bool)
-        mask[:, :L] = True
+        mask[:, -1] = True
         return Batch(inputs, inputs.clone(), mask)
 
     def decoded(self, outputs: torch.Tensor) -> torch.Tensor:
@@ -309,13 +310,11 @@ class Compression(SyntheticTask):
         return outputs[:, -1].reshape(B, self.length - 1, self.vocab)
 
     def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
-        mask = batch.mask[:, :-1]  # (B, T − 1)
-        logits = self.decoded(outputs)[mask]  # (N, vocab)
-        return F.cross_entropy(logits.float(), batch.targets[:, :-1][mask])
+        logits = self.decoded(outputs).flatten(0, 1)  # (B·(T − 1), vocab)
+        return F.cross_entropy(logits.float(), batch.targets[:, :-1].flatten())
 
     def metric(self, outputs: torch.Tensor, batch: Batch) -> tuple[float, float]:
-        mask = batch.mask[:, :-1]
-        hit = self.decoded(outputs).argmax(-1)[mask] == batch.targets[:, :-1][mask]
+        hit = self.decoded(outputs).argmax(-1) == batch.targets[:, :-1]  # (B, T − 1)
         return float(hit.sum()), float(hit.numel())
 
 
