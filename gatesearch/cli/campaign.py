@@ -143,8 +143,10 @@ def run(
         str | None,
         typer.Option(
             metavar="TASK",
-            help="Task: a built-in (mqar, selective_copy, parity, flip_flop, charlm, frames, "
-            "classify, tokens), module:function, an entry point, or null (no training) "
+            help="Task: a built-in (mqar, selective_copy, parity, flip_flop, MAD's "
+            "in_context_recall, noisy_recall, fuzzy_recall, memorization, compression, "
+            "charlm, frames, classify, tokens), module:function, an entry point, or null "
+            "(no training) "
             "[default: a small MQAR, vocab=64 length=32 pairs=4].",
         ),
     ] = None,

@@ -115,6 +115,12 @@ def readout_lines(readout: Readout, n_out: int) -> list[str]:
             f"Output: y[b, t, :] holds one Bernoulli logit for each of the {n_out} dimensions",
             "of the next frame: p(frame t + 1 has dimension d on) = sigmoid(y[b, t, d]).",
         ]
+    if readout is Readout.SEQUENCE_AT_LAST:
+        return [
+            "Output: the whole input decoded from its last position. y[b, T - 1, :] holds",
+            f"{n_out} logits, read as T - 1 blocks of n_out / (T - 1) class logits: the argmax",
+            "of block t is the predicted token t; the other positions are not read.",
+        ]
     raise ExportError(f"readout {readout!r:.60} is not a Readout")
 
 

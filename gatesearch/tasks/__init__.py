@@ -18,6 +18,13 @@ from gatesearch.tasks.base import (
     split_scores,
 )
 from gatesearch.tasks.files import ClassifyTask, FramesTask, TokensTask
+from gatesearch.tasks.mad import (
+    Compression,
+    FuzzyRecall,
+    InContextRecall,
+    Memorization,
+    NoisyRecall,
+)
 from gatesearch.tasks.registry import available_tasks, make_task, resolve_factory, task_label
 from gatesearch.tasks.synthetic import MQAR, FlipFlop, Parity, SelectiveCopy
 from gatesearch.tasks.text import CharLM
@@ -27,9 +34,14 @@ __all__ = [
     "Batch",
     "CharLM",
     "ClassifyTask",
+    "Compression",
     "EpochSize",
     "FlipFlop",
     "FramesTask",
+    "FuzzyRecall",
+    "InContextRecall",
+    "Memorization",
+    "NoisyRecall",
     "Parity",
     "Readout",
     "SelectiveCopy",

@@ -46,6 +46,10 @@ class Readout(Enum):
     EVERY_POSITION = "every_position"  # class logits at each position; the mask picks those scored
     LAST_POSITION = "last_position"  # one label a sequence: the logits at its last real position
     NEXT_FRAME = "next_frame"  # one Bernoulli logit per dimension of the next frame
+    # The whole sequence decoded from one position (MAD's compression): the logits at the
+    # last position, read as (T − 1) blocks of n_out / (T − 1) class logits, block t for token
+    # t: targets (B, T) are the tokens, the mask marks the one position read.
+    SEQUENCE_AT_LAST = "sequence_at_last"
 
 
 @dataclass

@@ -28,10 +28,11 @@ Factory = Callable[..., Task]
 def builtin_tasks() -> dict[str, type[Task]]:
     """The tasks that ship with gatesearch, by name."""
     from gatesearch.tasks.files import FILE_TASKS
+    from gatesearch.tasks.mad import MAD_TASKS
     from gatesearch.tasks.synthetic import SYNTHETIC
     from gatesearch.tasks.text import TEXT_TASKS
 
-    return {**SYNTHETIC, **TEXT_TASKS, **FILE_TASKS}
+    return {**SYNTHETIC, **MAD_TASKS, **TEXT_TASKS, **FILE_TASKS}
 
 
 def _entry_point_factories() -> dict[str, Any]:

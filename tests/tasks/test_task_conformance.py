@@ -35,6 +35,11 @@ def task_specs(request: pytest.FixtureRequest) -> dict[str, TaskSpec]:
         "selective_copy": TaskSpec("selective_copy", {"length": 20, "n_tokens": 4, **SMALL_SETS}),
         "parity": TaskSpec("parity", {"length": 12, **SMALL_SETS}),
         "flip_flop": TaskSpec("flip_flop", {"length": 16, **SMALL_SETS}),
+        "in_context_recall": TaskSpec("in_context_recall", {"length": 16, **SMALL_SETS}),
+        "noisy_recall": TaskSpec("noisy_recall", {"length": 16, **SMALL_SETS}),
+        "fuzzy_recall": TaskSpec("fuzzy_recall", {"length": 32, **SMALL_SETS}),
+        "memorization": TaskSpec("memorization", {"vocab": 32, "length": 8, **SMALL_SETS}),
+        "compression": TaskSpec("compression", {"length": 8, **SMALL_SETS}),
         "charlm": TaskSpec(
             "charlm", {"path": str(request.getfixturevalue("small_corpus")), "seq_len": 16}
         ),
@@ -56,10 +61,13 @@ def test_suite_covers_every_builtin_task() -> None:
         "frames",
         "tokens",
         "classify",
+        *MAD,
     }
 
 
-NAMES = ["mqar", "selective_copy", "parity", "flip_flop", "charlm", "frames", "tokens", "classify"]
+MAD = ["in_context_recall", "noisy_recall", "fuzzy_recall", "memorization", "compression"]
+NAMES = ["mqar", "selective_copy", "parity", "flip_flop", *MAD, "charlm", "frames", "tokens"]
+NAMES.append("classify")
 
 
 @pytest.fixture(params=NAMES)
@@ -169,6 +177,7 @@ def test_the_readout_a_task_declares_is_the_shape_of_its_targets(task: Task) -> 
         Readout.LAST_POSITION: ((B,), torch.int64),
         Readout.EVERY_POSITION: ((B, T), torch.int64),
         Readout.NEXT_FRAME: ((B, T, task.n_out), torch.float32),
+        Readout.SEQUENCE_AT_LAST: ((B, T), torch.int64),
     }
     assert task.readout is not None, f"{task.name} does not say how it reads the output"
     shape, dtype = expected[task.readout]
