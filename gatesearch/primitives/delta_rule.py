@@ -116,16 +116,17 @@ def unit_lower_inverse(n: torch.Tensor) -> torch.Tensor:
     return inverse
 
 
-def _pad_steps_to(x: torch.Tensor, length: int) -> torch.Tensor:
-    """Zeros after the real steps up to `length` along dim 1. A padded step has k = 0 and β = 0
-    (no write) and comes after every real step, so it cannot reach a real output."""
+def pad_steps_to(x: torch.Tensor, length: int) -> torch.Tensor:
+    """Zeros after the real steps up to `length` along dim 1: a padded step comes after every
+    real one, so in a causal chunked form it cannot reach a real output (here it also writes
+    nothing: k = 0 and β = 0). The mLSTM's chunkwise form pads the same way."""
     pad = length - x.shape[1]
     if pad == 0:
         return x
     return torch.cat([x, x.new_zeros(x.shape[0], pad, *x.shape[2:])], dim=1)
 
 
-def _chunked(x: torch.Tensor, chunk: int) -> torch.Tensor:
+def heads_first_chunks(x: torch.Tensor, chunk: int) -> torch.Tensor:
     """(B, T, H, ...) with T a multiple of `chunk` -> (B, nc, H, C, ...): heads before time, so
     the in-chunk products are batched matrix products."""
     Bn, T, H = x.shape[:3]
@@ -224,8 +225,8 @@ def delta_rule_chunked(
     C = chunk_size
     nc = -(-T // C)
     # (B, T, H, ·) -> (B, nc, H, C, ·) after padding T to nc·C.
-    qc, kc, vc = (_chunked(_pad_steps_to(x, nc * C), C) for x in (q, k, v))
-    bc = _chunked(_pad_steps_to(beta, nc * C), C)  # (B, nc, H, C)
+    qc, kc, vc = (heads_first_chunks(pad_steps_to(x, nc * C), C) for x in (q, k, v))
+    bc = heads_first_chunks(pad_steps_to(beta, nc * C), C)  # (B, nc, H, C)
 
     if log_alpha is None:
         A = None
@@ -235,7 +236,7 @@ def delta_rule_chunked(
         chunk_decay = None
     else:
         # In-chunk cumulative log decay, ≤ 0: (B, nc, H, C) per head, (B, nc, H, C, K) per channel.
-        A = _chunked(_pad_steps_to(log_alpha, nc * C), C).cumsum(dim=3)
+        A = heads_first_chunks(pad_steps_to(log_alpha, nc * C), C).cumsum(dim=3)
         A_last = A[:, :, :, -1:]  # (B, nc, H, 1[, K]): the whole chunk's decay
         if log_alpha.dim() == 3:
             P = _scores_scalar_decay(qc, kc, A, strict=False)
@@ -269,7 +270,13 @@ def delta_rule_chunked(
     return out[:, :T]
 
 
-__all__ = ["delta_rule_chunked", "delta_rule_reference", "unit_lower_inverse"]
+__all__ = [
+    "delta_rule_chunked",
+    "delta_rule_reference",
+    "heads_first_chunks",
+    "pad_steps_to",
+    "unit_lower_inverse",
+]
 
 
 # For the code exporter (gatesearch.export): the module-level names each definition here uses,
@@ -285,8 +292,8 @@ EXPORT_DEPS: dict[str, tuple[str, ...]] = {
     ),
     "delta_rule_chunked": (
         "_channel_scores",
-        "_chunked",
-        "_pad_steps_to",
+        "heads_first_chunks",
+        "pad_steps_to",
         "_scores_scalar_decay",
         "unit_lower_inverse",
     ),

@@ -54,6 +54,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from gatesearch.primitives.delta_rule import heads_first_chunks, pad_steps_to
+
 FORGET_GATES = ("sigmoid", "exp")
 
 
@@ -113,23 +115,6 @@ def _mlstm_normaliser(den: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     return torch.maximum(den.abs(), (-m).exp()).clamp(min=torch.finfo(den.dtype).tiny)
 
 
-def _mlstm_pad(x: torch.Tensor, length: int) -> torch.Tensor:
-    """Zeros after the real steps up to `length` along dim 1: a padded step comes after every
-    real one, so it cannot reach a real output."""
-    pad = length - x.shape[1]
-    if pad == 0:
-        return x
-    return torch.cat([x, x.new_zeros(x.shape[0], pad, *x.shape[2:])], dim=1)
-
-
-def _mlstm_chunks(x: torch.Tensor, chunk: int) -> torch.Tensor:
-    """(B, T, H, ...) with T a multiple of `chunk` -> (B, nc, H, C, ...): heads before time, so
-    the in-chunk products are batched matrix products."""
-    Bn, T, H = x.shape[:3]
-    x = x.reshape(Bn, T // chunk, chunk, H, *x.shape[3:])  # (B, nc, C, H, ...)
-    return x.transpose(2, 3).contiguous()  # (B, nc, H, C, ...)
-
-
 def mlstm_chunked(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -144,9 +129,9 @@ def mlstm_chunked(
     C = chunk_size
     nc = -(-T // C)
     # (B, T, H, ·) -> (B, nc, H, C, ·) after padding T to nc·C.
-    qc, kc, vc = (_mlstm_chunks(_mlstm_pad(x, nc * C), C) for x in (q, k, v))
-    li = _mlstm_chunks(_mlstm_pad(log_i, nc * C), C)  # (B, nc, H, C)
-    Fc = _mlstm_chunks(_mlstm_pad(log_f, nc * C), C).cumsum(dim=-1)  # (B, nc, H, C)
+    qc, kc, vc = (heads_first_chunks(pad_steps_to(x, nc * C), C) for x in (q, k, v))
+    li = heads_first_chunks(pad_steps_to(log_i, nc * C), C)  # (B, nc, H, C)
+    Fc = heads_first_chunks(pad_steps_to(log_f, nc * C), C).cumsum(dim=-1)  # (B, nc, H, C)
 
     # In-chunk: D_ts = F_t − F_s + ĩ_s for s ≤ t, taken against each row's own maximum.
     causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
@@ -265,6 +250,6 @@ __all__ = [
 # copied with it.
 EXPORT_DEPS: dict[str, tuple[str, ...]] = {
     "log_forget": ("FORGET_GATES",),
-    "mlstm_chunked": ("_mlstm_chunks", "_mlstm_normaliser", "_mlstm_pad"),
+    "mlstm_chunked": ("heads_first_chunks", "_mlstm_normaliser", "pad_steps_to"),
     "slstm_recurrence": ("log_forget",),
 }
