@@ -16,6 +16,7 @@ from gatesearch.experiments.retrain import (
     DEFAULT_DROPOUTS,
     DEFAULT_EVAL_POINTS,
     DEFAULT_PATIENCE,
+    DEFAULT_SCHEDULE,
     Placed,
     RetrainJob,
     final_order,
@@ -77,6 +78,16 @@ def retrain(
             "data, and validation keeps the proxy's where it does not.",
         ),
     ] = DEFAULT_DROPOUTS,
+    schedule: Annotated[
+        str,
+        typer.Option(
+            metavar="SHAPE",
+            help="How the learning rate decays: 'cosine' (over the whole budget, stopping "
+            "after --patience points without a better score) or 'plateau' (constant until "
+            "--patience points pass without a better score, then back to the best point and a "
+            "linear decay over a quarter of the steps done so far; the budget is a maximum).",
+        ),
+    ] = DEFAULT_SCHEDULE,
     workers: Annotated[
         int | None, typer.Option(metavar="N", help="Trainings at once [default: the campaign's].")
     ] = None,
@@ -106,6 +117,7 @@ def retrain(
         patience=patience,
         on_progress=printer.progress,
         dropouts=dropouts,
+        schedule=schedule,
     )
     # The rank `export --rank` and `report` give: every retrained architecture of the run
     # counts, earlier retrains too.

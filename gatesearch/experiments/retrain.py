@@ -80,6 +80,9 @@ DEFAULT_PATIENCE = 5
 # nats/step), on a 100k-character corpus for all 3 too (by 0.004-0.046 nats/char); a
 # data-rich task keeps the tuned rates by the same validation. Twice the retrain's cost.
 DEFAULT_DROPOUTS = "tuned,0.25"
+# `--schedule`: how the learning rate decays over the budget (proxy/config.py's LRSchedule).
+SCHEDULES = ("cosine", "plateau")
+DEFAULT_SCHEDULE = "cosine"
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,7 @@ def retrain_body(
     patience: int = DEFAULT_PATIENCE,
     on_eval: Callable[[dict[str, Any]], None] | None = None,
     self_tune: SelfTune | None = None,
+    schedule: str = DEFAULT_SCHEDULE,
 ) -> dict[str, Any]:
     """Train (keeping the best validation point's weights), prune when gated, score on valid
     and test; returns the weights as safetensors bytes, the graph they belong to and the
@@ -165,7 +169,7 @@ def retrain_body(
         hd_beta=0.0,
         centred=self_tune.centred if self_tune is not None else True,
         start=dict(hyperparameters),
-        lr_schedule=LRSchedule.COSINE,
+        lr_schedule=LRSchedule(schedule),
         eval_points=eval_points,
         keep_best=True,
         patience=patience,
@@ -196,6 +200,8 @@ def retrain_body(
         "stopped_early": bool(result.metrics.get("stopped_early", False)),
         "eval_points": eval_points,
         "patience": patience,
+        "schedule": schedule,
+        "cooldown_start": result.metrics.get("cooldown_start"),
         "curve": result.curve,
         "train_seconds": result.metrics["train_seconds"],
         "cpu_seconds": time.process_time() - cpu,
@@ -223,6 +229,7 @@ def retrain_streamed(
     eval_points: int = DEFAULT_EVAL_POINTS,
     patience: int = DEFAULT_PATIENCE,
     self_tune: SelfTune | None = None,
+    schedule: str = DEFAULT_SCHEDULE,
 ) -> Iterator[dict[str, Any]]:
     """The Ray task: `retrain_body` in a thread of the task, yielding {"progress": …} at each
     validation point (with `elapsed` seconds since the task started), then {"result": …}.
@@ -248,6 +255,7 @@ def retrain_streamed(
                 patience,
                 on_eval=report,
                 self_tune=self_tune,
+                schedule=schedule,
             )
             events.put(("result", result))
         except BaseException as exc:  # handed to the generator, which raises it
@@ -388,6 +396,7 @@ def retrain(
     patience: int = DEFAULT_PATIENCE,
     on_progress: Callable[[RetrainJob, dict[str, Any]], None] | None = None,
     dropouts: Sequence[float | str | None] = (None,),
+    schedule: str = DEFAULT_SCHEDULE,
 ) -> list[dict[str, Any]]:
     """Retrain the best `top` trials of the run at `root`; returns one row per architecture
     ({"job", "path", "metrics"} or {"job", "error"}), best retrained validation score first
@@ -400,6 +409,12 @@ def retrain(
         raise RetrainError("--eval-points must be at least 1")
     if patience < 0:
         raise RetrainError("--patience must be 0 (never stop early) or more")
+    if schedule not in SCHEDULES:
+        raise RetrainError(f"--schedule: choose from {', '.join(SCHEDULES)}, got {schedule!r}")
+    if schedule == "plateau" and not patience:
+        raise RetrainError(
+            "--schedule plateau decays when validation stalls: --patience must be 1 or more"
+        )
     if workers is not None and workers < 1:
         raise RetrainError("--workers must be at least 1")
     with RunStore.open(Path(root), writer=False) as store:
@@ -426,7 +441,7 @@ def retrain(
                     j,
                     retrain_streamed,
                     *(j.graph, task, str(full), j.seed, j.hyperparameters, cpus),
-                    *(eval_points, patience, j.self_tune),
+                    *(eval_points, patience, j.self_tune, schedule),
                 )
             while len(dispatch):
                 for event in dispatch.poll(timeout=1.0):

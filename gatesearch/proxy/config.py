@@ -19,6 +19,13 @@ class LRSchedule(StrEnum):
 
     CONSTANT = "constant"  # the proxy: hypergradient descent moves it, nothing else
     COSINE = "cosine"  # full-budget training (retrain): half a cosine down to lr_final·lr
+    # Warm-up–stable–decay with the decay started by the validation curve: constant until
+    # `patience` points pass without a better score (or until only `cooldown` of the budget is
+    # left), then back to the best point's weights and a linear decay to lr_final·lr over
+    # `cooldown`/(1 − `cooldown`) of the training done so far, then stop. A cosine decays at a
+    # fixed place of the budget whether or not the model has stopped learning; this decays when
+    # it has, so the budget is a maximum rather than a guess of the right length.
+    PLATEAU = "plateau"
 
 
 @dataclass(frozen=True)
@@ -33,7 +40,11 @@ class ProxyConfig:
     hd_beta: float = 0.02  # multiplicative hypergradient step on the learning rate
     lr_warmup_steps: int = 20  # linear learning-rate warm-up, in weight steps
     lr_schedule: LRSchedule = LRSchedule.CONSTANT
-    lr_final: float = 0.1  # a cosine schedule ends at this fraction of the learning rate
+    lr_final: float = 0.1  # a cosine or plateau schedule ends at this fraction of the rate
+    # Under lr_schedule=plateau: the decay's share of the whole training (WSD's cool-down, 0.2
+    # as in Hägele et al. 2024), and the budget's last share, where the decay begins at the
+    # latest.
+    cooldown: float = 0.2
     grad_clip: float = 1.0
     self_tuning: bool = True  # False: the fixed-hyperparameter baseline
     hyper_warmup: float = 0.1  # fraction of the budget with weight steps only
@@ -87,6 +98,11 @@ class ProxyConfig:
                 raise ProxyOptionError(
                     f"proxy option {name} needs validation points: set eval_points as well"
                 )
+        if self.lr_schedule is LRSchedule.PLATEAU and not (self.eval_points and self.patience):
+            raise ProxyOptionError(
+                "proxy option lr_schedule=plateau decays when validation stalls: set "
+                "eval_points and patience as well"
+            )
         if not self.lr_min <= self.lr <= self.lr_max:
             raise ProxyOptionError(
                 f"proxy option lr must lie within lr_min..lr_max "
@@ -108,6 +124,7 @@ _RANGES: dict[str, tuple[float, float | None, bool]] = {
     "hd_beta": (0.0, 1.0, False),
     "lr_warmup_steps": (0, None, False),
     "lr_final": (0.0, 1.0, True),
+    "cooldown": (0.0, 0.5, True),
     "grad_clip": (0.0, None, False),
     "hyper_warmup": (0.0, 1.0, False),
     "train_per_hyper": (1, None, False),

@@ -1,9 +1,10 @@
 """The proxy's learning rate: multiplicative hypergradient descent on it (Baydin et al. 2018)
-times the linear warm-up and, for full-budget training, a cosine schedule."""
+times the linear warm-up and, for full-budget training, a cosine or a plateau-started decay."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -63,13 +64,41 @@ class HypergradientLR:
         self._before = None
 
 
-def lr_factor(step: int, progress: float, config: ProxyConfig) -> float:
+def lr_factor(
+    step: int, progress: float, config: ProxyConfig, cooldown: Cooldown | None = None
+) -> float:
     """What multiplies the learning rate at weight step `step` (counted from 0), `progress`
     of the budget in: the linear warm-up and, under a cosine schedule, half a cosine from 1
-    down to `config.lr_final`."""
+    down to `config.lr_final`; under a plateau schedule, 1 until `cooldown` has begun, then a
+    line down to `config.lr_final` at its end."""
     warm = min(1.0, (step + 1) / max(1, config.lr_warmup_steps))
     if config.lr_schedule is LRSchedule.COSINE:
         warm *= config.lr_final + (1.0 - config.lr_final) * 0.5 * (
             1.0 + math.cos(math.pi * progress)
         )
+    elif config.lr_schedule is LRSchedule.PLATEAU and cooldown is not None:
+        warm *= 1.0 - (1.0 - config.lr_final) * cooldown.fraction_done(progress)
     return warm
+
+
+@dataclass(frozen=True)
+class Cooldown:
+    """A plateau schedule's decay: from `start` to `end`, in fractions of the budget."""
+
+    start: float
+    end: float
+
+    @classmethod
+    def begin(cls, progress: float, config: ProxyConfig) -> Cooldown:
+        """The decay that begins at `progress`: `cooldown`/(1 − `cooldown`) of the training
+        done so far long — the decay's share of the whole — or the rest of the budget."""
+        length = progress * config.cooldown / (1.0 - config.cooldown)
+        return cls(progress, min(1.0, progress + length))
+
+    def fraction_done(self, progress: float) -> float:
+        if self.end <= self.start:
+            return 1.0
+        return min(1.0, max(0.0, (progress - self.start) / (self.end - self.start)))
+
+    def over(self, progress: float) -> bool:
+        return progress >= self.end

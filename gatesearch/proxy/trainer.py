@@ -38,9 +38,9 @@ from gatesearch.arch.build import (
 )
 from gatesearch.arch.graph import INPUT_OP, arch_hash
 from gatesearch.budget import Budget, BudgetClock, parse_budget
-from gatesearch.proxy.config import ProxyConfig
+from gatesearch.proxy.config import LRSchedule, ProxyConfig
 from gatesearch.proxy.hyper import HyperSet, default_hypers
-from gatesearch.proxy.lr import HypergradientLR, lr_factor
+from gatesearch.proxy.lr import Cooldown, HypergradientLR, lr_factor
 from gatesearch.proxy.scoring import (
     BestPoint,
     ProxyResult,
@@ -211,6 +211,7 @@ class _ProxyRun:
         self.next_point = 1  # the next validation point, counted from 1 to config.eval_points
         self.stale = 0  # validation points since the best one
         self.stopped_early = False
+        self.cooldown: Cooldown | None = None  # a plateau schedule's decay, once begun
         trained = 0.0
         if stint is not None and stint.resume is not None:
             trained = self._resume(stint.resume)
@@ -269,6 +270,12 @@ class _ProxyRun:
                 self.record()
             while not clock.done(tally.steps, tally.tokens):
                 self.progress = progress = clock.progress(tally.steps, tally.tokens)
+                if (
+                    config.lr_schedule is LRSchedule.PLATEAU
+                    and self.cooldown is None
+                    and progress >= 1.0 - config.cooldown
+                ):
+                    self._begin_cooldown(progress)  # the budget's end is near: decay anyway
                 for m in self.progress_modules:
                     m.set_progress(progress)
                 if batch is None:
@@ -280,6 +287,12 @@ class _ProxyRun:
                 if tally.steps % config.trajectory_every == 0:
                     self.record()
                 if self._point_due() and self.validate():
+                    break
+                if self.cooldown is not None and self.cooldown.over(
+                    clock.progress(tally.steps, tally.tokens)
+                ):
+                    if not self.curve or self.curve[-1]["step"] != tally.steps:
+                        self.validate()  # the decay's end is what it was for: always scored
                     break
             self._close_stint()
             if self.stint is not None and self.stint.save is not None:
@@ -320,7 +333,7 @@ class _ProxyRun:
         if config.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.weights, config.grad_clip)
         self.hd.before_step()
-        self.applied_lr = self.hd.lr * lr_factor(tally.steps, progress, config)
+        self.applied_lr = self.hd.lr * lr_factor(tally.steps, progress, config, self.cooldown)
         for group in self.opt.param_groups:
             group["lr"] = self.applied_lr
         self.opt.step()
@@ -390,7 +403,26 @@ class _ProxyRun:
             best = self._keep_if_best(point)
         if self.on_eval is not None:
             self.on_eval({"point": point, "best": best.point, "progress": done})
-        return bool(config.patience) and self.stale >= config.patience
+        stalled = bool(config.patience) and self.stale >= config.patience
+        if config.lr_schedule is LRSchedule.PLATEAU:
+            # A stall starts the decay instead of ending the training; the decay runs to its
+            # end (it is where the gains of a decay come, after the stall that started it).
+            if stalled and self.cooldown is None:
+                self._begin_cooldown(done)
+            return False
+        return stalled
+
+    def _begin_cooldown(self, progress: float) -> None:
+        """Start a plateau schedule's decay at `progress`, from the best point's weights
+        (under keep_best): past a stall the newest weights are the more overfitted ones."""
+        self.cooldown = Cooldown.begin(progress, self.config)
+        best = self.best
+        if self.config.keep_best and best is not None and best.weights is not None:
+            with torch.no_grad():
+                self.model.load_state_dict(best.weights)
+                self.state.u.copy_(best.u)
+                self.state.s.copy_(best.s)
+        self.stale = 0
 
     def _keep_if_best(self, point: dict[str, Any]) -> BestPoint:
         """Make `point` the best one when it beats it (with the weights under keep_best);
@@ -489,6 +521,7 @@ class _ProxyRun:
             "progress": self.progress,
             "next_point": self.next_point,
             "stale": self.stale,
+            "cooldown": None if self.cooldown is None else asdict(self.cooldown),
             "trajectory": self.trajectory,
             "curve": self.curve,
             "opt_groups": optimizer_state(self.opt, "opt")[1],
@@ -526,6 +559,8 @@ class _ProxyRun:
         self.tally = _Tally(**meta["tally"])
         self.applied_lr, self.progress = float(meta["applied_lr"]), float(meta["progress"])
         self.next_point, self.stale = int(meta["next_point"]), int(meta["stale"])
+        if meta.get("cooldown") is not None:
+            self.cooldown = Cooldown(**meta["cooldown"])
         self.trajectory, self.curve = meta["trajectory"], meta["curve"]
         if meta["best"] is not None:
             b = meta["best"]
@@ -560,6 +595,8 @@ class _ProxyRun:
         if self.best is not None:
             run["best_step"] = float(self.best.point["step"])
             run["stopped_early"] = self.stopped_early
+        if self.config.lr_schedule is LRSchedule.PLATEAU:  # where the decay began, of the budget
+            run["cooldown_start"] = None if self.cooldown is None else self.cooldown.start
         result = score_model(model, self.task, self.ctx, self.config, run, final, self.trajectory)
         result.curve = self.curve
         return result

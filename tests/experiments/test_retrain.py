@@ -210,6 +210,11 @@ def test_bad_input_is_one_line(mqar_run, tmp_path, capsys):
         "patience -1": (["retrain", mqar_run, "--patience", "-1"], "--patience"),
         "bad budget": (["retrain", mqar_run, "--budget", "3 weeks"], "3 weeks"),
         "dropout 1": (["retrain", mqar_run, "--dropout", "1"], "--dropout"),
+        "bad schedule": (["retrain", mqar_run, "--schedule", "linear"], "--schedule"),
+        "plateau, no patience": (
+            ["retrain", mqar_run, "--schedule", "plateau", "--patience", "0"],
+            "--patience",
+        ),
         "null task": (["retrain", runs / "n"], "trains no model"),
         "param without =": (["run", "--task", "mqar", "--task-param", "vocab"], "key=value"),
         "unknown param": (["run", "--task", "mqar", "--task-param", "vocabb=3"], "vocabb"),

@@ -237,6 +237,63 @@ def test_patience_stops_the_run_and_the_best_point_comes_back_with_its_hyperpara
     assert hypers == curve[best]["hypers"] != curve[-1]["hypers"]
 
 
+def test_a_plateau_schedule_decays_from_the_best_point_when_validation_stalls() -> None:
+    """lr_schedule=plateau: the rate holds until `patience` points pass without a better
+    score, then falls in a line to lr_final over a quarter of the steps done (cooldown 0.2),
+    and the run ends there, scored at the decay's end; the best point is kept throughout."""
+    config = ProxyConfig(
+        batch_size=16, trajectory_every=5, latency_runs=1, self_tuning=False, eval_points=20,
+        keep_best=True, patience=3, lr_schedule=LRSchedule.PLATEAU, lr_warmup_steps=0,
+    )  # fmt: skip
+    result = train_proxy(OVERFIT_GRAPH, overfit_task(), "600steps", seed=0, config=config)
+    curve, metrics = result.curve, result.metrics
+    steps = [p["step"] for p in curve]
+    # 16 noisy sequences overfit early: the stall comes well before the budget's last fifth.
+    start = metrics["cooldown_start"]
+    stall = round(start * 600)
+    assert stall in steps and stall < 0.8 * 600
+    before = curve[: steps.index(stall) + 1]
+    best_before = min(before, key=lambda p: p["valid_loss"])
+    assert [p["step"] for p in before[-3:]] > [best_before["step"]] * 3  # three stale points
+    end = stall + stall // 4
+    assert metrics["steps"] == steps[-1] == pytest.approx(end, abs=1)
+    assert metrics["stopped_early"] is True
+    lr = {t["step"]: t["lr_applied"] for t in result.trajectory}
+    peak = config.lr
+    assert all(v == pytest.approx(peak) for s, v in lr.items() if 0 < s <= stall)
+    decaying = [v for s, v in sorted(lr.items()) if s > stall]
+    assert decaying == sorted(decaying, reverse=True)
+    # The last step's rate, set from the progress before it: the line's value one step early.
+    last = max(lr)
+    assert last == steps[-1]
+    done = ((last - 1) / 600 - start) / (steps[-1] / 600 - start)
+    assert decaying[-1] == pytest.approx(peak * (1 - (1 - config.lr_final) * done), rel=1e-3)
+    # The decay starts from the best point's weights, and the best point is what is scored.
+    assert curve[steps.index(stall) + 1]["valid_loss"] < curve[steps.index(stall)]["valid_loss"]
+    best = min(curve, key=lambda p: (-p["valid_metric"], p["valid_loss"]))
+    assert metrics["loss"] == pytest.approx(best["valid_loss"], rel=1e-5)
+
+
+def test_a_plateau_schedule_without_a_stall_decays_over_the_budgets_last_fifth() -> None:
+    config = ProxyConfig(
+        batch_size=16, trajectory_every=10, latency_runs=1, self_tuning=False, eval_points=10,
+        keep_best=True, patience=50, lr_schedule=LRSchedule.PLATEAU, lr_warmup_steps=0,
+    )  # fmt: skip
+    result = train_proxy(OVERFIT_GRAPH, overfit_task(), "100steps", seed=0, config=config)
+    assert result.metrics["cooldown_start"] == pytest.approx(0.8)
+    assert result.metrics["steps"] == 100 and result.metrics["stopped_early"] is False
+    lr = {t["step"]: t["lr_applied"] for t in result.trajectory}
+    # Set from the progress before each step: step 81 is the decay's first, 100 its 19th of 20.
+    assert lr[80] == pytest.approx(config.lr)
+    assert lr[90] == pytest.approx(config.lr * (1 - 0.9 * 9 / 20))
+    assert lr[100] == pytest.approx(config.lr * (1 - 0.9 * 19 / 20))
+
+
+def test_a_plateau_schedule_needs_its_validation_points_and_patience() -> None:
+    with pytest.raises(ProxyOptionError, match=r"plateau .* eval_points and patience"):
+        ProxyConfig(lr_schedule=LRSchedule.PLATEAU, eval_points=10)
+
+
 GRID_DROPOUTS = (0.05, 0.25, 0.5)
 GRID_DECAYS = (1e-5, 1e-3, 1e-2)
 
