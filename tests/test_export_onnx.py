@@ -25,7 +25,7 @@ from gatesearch.arch.space import (
 from gatesearch.export import ExportError
 from gatesearch.export.onnx import ONNX_ATOL, export_onnx
 from gatesearch.primitives.xlstm import MLSTM
-from gatesearch.registry import InputKind
+from gatesearch.registry import REGISTRY, InputKind
 
 SEQ = 24
 # The chunked scans (minlstm, rglru), chunked linear attention (gla), softmax attention, a
@@ -49,8 +49,16 @@ def _gated_moe(arch: Architecture) -> bool:
     )
 
 
+def _dynamic(arch: Architecture) -> bool:
+    """Whether no primitive of `arch` fixes the time axis of an ONNX export."""
+    specs = (
+        REGISTRY.get(op) for op in _ops(arch)
+    )  # the graph's input and output are no primitives
+    return not any(spec is not None and spec.module.fixed_time for spec in specs)
+
+
 def _smallest(archs: list[Architecture], op: str, gated_moe: bool = False) -> Architecture:
-    fits = [a for a in archs if op in _ops(a) and _gated_moe(a) == gated_moe]
+    fits = [a for a in archs if op in _ops(a) and _gated_moe(a) == gated_moe and _dynamic(a)]
     return min(fits, key=lambda a: (len(a.graph), a.hash))
 
 
@@ -60,30 +68,27 @@ def _run(path: Path, x: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(y)
 
 
+# Lengths the dynamic time axis is run at: one step, whole chunks (16, 32: no padding, so the
+# chunks are views of one projection — torch.cond refused those as aliasing operands), and
+# lengths on either side of the traced one.
+LENGTHS = (1, 7, 16, 32, SEQ, 100)
+
+
 @pytest.mark.parametrize("op", OPS)
 def test_onnx_computes_the_engines_function(archs, tmp_path: Path, op: str) -> None:
+    """Each of these keeps the time axis dynamic: one file runs at every length."""
     torch.manual_seed(0)
     arch = _smallest(archs, op)
     ctx = graph_context(arch.graph)
     model = build_model(arch.graph, ctx).eval()
     path = tmp_path / "m.onnx"
     result = export_onnx(model, ctx, path, SEQ)
+    assert result.dynamic_time and result.fixed_by == ()
     assert result.max_diff is not None and result.max_diff <= ONNX_ATOL
-    for batch in (1, 4):  # the batch axis is dynamic
-        x = torch.randint(0, ctx.n_in, (batch, SEQ))
+    for batch, length in zip((1, 4, 2, 3, 1, 2), LENGTHS):  # both axes dynamic
+        x = torch.randint(0, ctx.n_in, (batch, length))
         with torch.no_grad():
             torch.testing.assert_close(_run(path, x), model(x), atol=ONNX_ATOL, rtol=0)
-
-
-@pytest.mark.parametrize("seq", [16, 32])
-def test_onnx_of_gla_at_whole_chunks(archs, tmp_path: Path, seq: int) -> None:
-    """T a multiple of GLA's chunk: no padding, so the chunks are views of one projection, and
-    the exporter's decomposition refused them as aliasing operands of torch.cond."""
-    arch = _smallest(archs, "gla")
-    ctx = graph_context(arch.graph)
-    model = build_model(arch.graph, ctx).eval()
-    result = export_onnx(model, ctx, tmp_path / "w.onnx", seq)
-    assert result.max_diff is not None and result.max_diff <= ONNX_ATOL
 
 
 # Two whole chunks of the delta rule (32): the chunks are views of one projection, which
@@ -101,6 +106,7 @@ def test_onnx_of_every_delta_rule(tmp_path: Path) -> None:
     model = build_model(arch.graph, ctx).eval()
     path = tmp_path / "delta.onnx"
     result = export_onnx(model, ctx, path, DELTA_SEQ)
+    assert [name for name, _ in result.fixed_by] == ["deltanet", "gated_deltanet"]
     assert result.max_diff is not None and result.max_diff <= ONNX_ATOL
     x = torch.randint(0, ctx.n_in, (4, DELTA_SEQ))
     with torch.no_grad():
@@ -124,6 +130,7 @@ def test_onnx_of_mamba2(tmp_path: Path) -> None:
     model = build_model(arch.graph, ctx).eval()
     path = tmp_path / "mamba2.onnx"
     result = export_onnx(model, ctx, path, MAMBA2_SEQ)
+    assert [name for name, _ in result.fixed_by] == ["mamba2"]
     assert result.max_diff is not None and result.max_diff <= ONNX_ATOL
     x = torch.randint(0, ctx.n_in, (4, MAMBA2_SEQ))
     with torch.no_grad():
@@ -147,6 +154,10 @@ def test_onnx_of_every_xlstm_mixer(tmp_path: Path) -> None:
             module.chunk_size = XLSTM_CHUNK
     path = tmp_path / "xlstm.onnx"
     result = export_onnx(model, ctx, path, XLSTM_SEQ)
+    assert dict(result.fixed_by) == {
+        "mlstm": "its stabilised state crosses chunks by a loop over T/C chunks",
+        "slstm": "a nonlinear recurrence, computed by a loop over time",
+    }
     assert result.max_diff is not None and result.max_diff <= ONNX_ATOL
     x = torch.randint(0, ctx.n_in, (4, XLSTM_SEQ))
     with torch.no_grad():
@@ -157,10 +168,12 @@ def test_onnx_with_feature_inputs(archs, tmp_path: Path) -> None:
     arch = _smallest(archs, "gru")
     ctx = graph_context(arch.graph, input_kind=InputKind.CONTINUOUS, n_in=5, n_out=3)
     model = build_model(arch.graph, ctx).eval()
-    export_onnx(model, ctx, tmp_path / "f.onnx", SEQ)
-    x = torch.randn(2, SEQ, 5)
-    with torch.no_grad():
-        torch.testing.assert_close(_run(tmp_path / "f.onnx", x), model(x), atol=ONNX_ATOL, rtol=0)
+    assert export_onnx(model, ctx, tmp_path / "f.onnx", SEQ).dynamic_time
+    for length in (SEQ, 50):
+        x = torch.randn(2, length, 5)
+        with torch.no_grad():
+            got = _run(tmp_path / "f.onnx", x)
+            torch.testing.assert_close(got, model(x), atol=ONNX_ATOL, rtol=0)
 
 
 def test_a_fresh_noisy_topk_router_is_refused_with_the_reason(archs, tmp_path: Path) -> None:

@@ -63,7 +63,9 @@ def export_command(
             "--seq-len",
             min=1,
             metavar="N",
-            help="ONNX only: the fixed sequence length of its input [default: the task's].",
+            help="ONNX only: the sequence length it is checked at, and its fixed length when a "
+            "primitive of the model cannot take any length (the export names it) [default: the "
+            "task's].",
         ),
     ] = None,
 ) -> None:

@@ -241,12 +241,17 @@ def export_onnx_from_run(chosen: Chosen, req: ExportRequest, model: nn.Module) -
         else "not checked: pip install onnxruntime to check it"
     )
     what = "retrained weights" if req.weights else "a fresh initialisation (no --weights)"
+    time = "time" if done.dynamic_time else str(length)
     shape = (
-        f"(batch, {length}) token ids"
+        f"(batch, {time}) token ids"
         if chosen.ctx.input_kind is InputKind.TOKENS
-        else f"(batch, {length}, {chosen.ctx.n_in}) features"
+        else f"(batch, {time}, {chosen.ctx.n_in}) features"
     )
-    return f"wrote {req.output}: input x {shape}, {what}; {checked}"
+    line = f"wrote {req.output}: input x {shape}, {what}; {checked}"
+    if not done.dynamic_time:  # one line still: which primitives fix the length, and why
+        why = "; ".join(f"{name}: {reason}" for name, reason in done.fixed_by)
+        line += f"; time fixed at {length} ({why})"
+    return line
 
 
 def export_from_run(req: ExportRequest) -> list[str]:

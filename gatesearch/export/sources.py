@@ -38,6 +38,9 @@ _ENGINE_ONLY_BASES = {("gatesearch.primitives.base", "Prunable")}
 # Methods cut from every class: what the search measures of a model (its decode state, for the
 # `state` objective), which the exported model does not need to run.
 _ENGINE_ONLY_METHODS = frozenset({"decode_state"})
+# Class attributes cut likewise: what the engine's own ONNX export reads (why a module fixes
+# the time axis), not part of the model.
+_ENGINE_ONLY_ATTRIBUTES = frozenset({"fixed_time"})
 _BRIDGES_MODULE = bridges.__name__
 
 
@@ -208,7 +211,7 @@ def _copy_class(src: _ModuleSource, node: ast.ClassDef) -> tuple[str, list[ast.e
     omit |= _prunable_methods() | _ENGINE_ONLY_METHODS
     previous_end: int | None = None
     for stmt in node.body:
-        if isinstance(stmt, ast.FunctionDef) and stmt.name in omit:
+        if (isinstance(stmt, ast.FunctionDef) and stmt.name in omit) or _engine_attribute(stmt):
             # Cut from just after the previous member, so comments and blank lines that lead
             # into the method go with it.
             first = previous_end + 1 if previous_end is not None else _start(stmt)
@@ -228,6 +231,18 @@ def _copy_class(src: _ModuleSource, node: ast.ClassDef) -> tuple[str, list[ast.e
         if i not in drop:
             out.append(lines[i - 1])
     return "\n".join(out).rstrip(), kept_bases
+
+
+def _engine_attribute(stmt: ast.stmt) -> bool:
+    """Whether `stmt` sets one of the engine-only class attributes."""
+    targets: list[ast.expr]
+    if isinstance(stmt, ast.AnnAssign):
+        targets = [stmt.target]
+    elif isinstance(stmt, ast.Assign):
+        targets = stmt.targets
+    else:
+        return False
+    return any(isinstance(t, ast.Name) and t.id in _ENGINE_ONLY_ATTRIBUTES for t in targets)
 
 
 @functools.cache

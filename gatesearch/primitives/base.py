@@ -30,6 +30,10 @@ class Primitive(nn.Module):
     """
 
     takes_lengths: ClassVar[bool] = False
+    # Why an ONNX export must fix this module's time axis at one length (a loop over T, or over
+    # T/C chunks, that a traced graph unrolls); None: its forward keeps T symbolic, so the
+    # exported graph takes any length.
+    fixed_time: ClassVar[str | None] = None
 
     def __init__(self) -> None:
         super().__init__()

@@ -83,6 +83,10 @@ class _DeltaMixer(Primitive):
     with A_log per head and dt_bias per head (scalar) or per key channel (channel).
     """
 
+    # A matrix state, carried chunk to chunk by a product with (I − β k kᵀ) terms: no
+    # diagonal form to compute every chunk at once.
+    fixed_time = "the delta rule's state crosses chunks by a loop over T/C chunks"
+
     def __init__(
         self,
         d_model: int,

@@ -83,6 +83,8 @@ class MGU(Primitive):
     f = σ(W_f x + U_f h_{t−1} + b_f); h̃ = tanh(W_h x + U_h(f⊙h_{t−1}) + b_h);
     h_t = (1−f)⊙h_{t−1} + f⊙h̃. Output h."""
 
+    fixed_time = "a nonlinear recurrence, computed by a loop over time"
+
     def __init__(self, d_model: int) -> None:
         super().__init__()
         self.in_proj = nn.Linear(d_model, 2 * d_model)  # [W_f; W_h] with both biases
@@ -115,6 +117,8 @@ class IndRNN(Primitive):
     recurrence itself; u starts in [0, 1) so units begin with a spread of memory lengths.
     """
 
+    fixed_time = "a nonlinear recurrence, computed by a loop over time"
+
     def __init__(self, d_model: int, u_max: float = 1.0) -> None:
         super().__init__()
         self.u_max = u_max
@@ -146,6 +150,8 @@ class LEM(Primitive):
     Δt_n = Δt̂·σ(W_1 y_{n−1} + V_1 u_n + b_1);  Δt̄_n = Δt̂·σ(W_2 y_{n−1} + V_2 u_n + b_2);
     z_n = (1−Δt_n)⊙z_{n−1} + Δt_n⊙tanh(W_z y_{n−1} + V_z u_n + b_z);
     y_n = (1−Δt̄_n)⊙y_{n−1} + Δt̄_n⊙tanh(W_y z_n + V_y u_n + b_y). Output y."""
+
+    fixed_time = "a nonlinear recurrence, computed by a loop over time"
 
     def __init__(self, d_model: int, dt: float = 1.0) -> None:
         super().__init__()

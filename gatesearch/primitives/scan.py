@@ -175,8 +175,98 @@ def linear_scan(
     Once differentiable.
     """
     _check_time(a, b)
+    if torch.compiler.is_exporting():
+        # A traced graph (ONNX) keeps T symbolic only without loops sized from T.
+        return linear_scan_parallel(a, b, h0)
     a = a.expand(*a.shape[:2], *b.shape[2:]) if a.shape[2:] != b.shape[2:] else a
     return _LinearScan.apply(a, b, h0, chunk_size or auto_chunk_size(b.shape[1]))
+
+
+# The loop-free forms' chunk: fixed, not sized from T, so that a traced graph (torch.export,
+# ONNX) keeps T symbolic; their memory is O(T·C) per channel.
+PARALLEL_CHUNK = 16
+# Stands for log 0 where a logsumexp could see nothing else: e^{−1e30} is 0 in any float dtype,
+# and adding the segment sums (tens of nats) cannot overflow it to −inf.
+LOG_ZERO = -1e30
+
+
+def segment_sums(x: torch.Tensor) -> torch.Tensor:
+    """(..., L) → (..., L, L): out[..., t, s] = Σ_{r=s+1..t} x_r for s ≤ t, −inf above the
+    diagonal. By a masked cumulative sum, not a difference of two prefix sums, so a long
+    sum's rounding never cancels into a short one (Mamba-2's segsum)."""
+    L = x.shape[-1]
+    strict = torch.ones(L, L, dtype=torch.bool, device=x.device).tril(-1)
+    rep = (
+        x.unsqueeze(-1).expand(*x.shape, L).masked_fill(~strict, 0.0)
+    )  # (..., L, L): x_t at [t, s]
+    sums = rep.cumsum(dim=-2)  # (..., L, L): Σ_{s < r ≤ t} x_r
+    return sums.masked_fill(
+        ~strict.logical_or(torch.eye(L, dtype=torch.bool, device=x.device)), -math.inf
+    )
+
+
+def _time_last_chunks(x: torch.Tensor, chunk: int, value: float) -> torch.Tensor:
+    """(B, T, *rest) → (B, nc, *rest, C): padded after the real steps with `value`, time last."""
+    pad = (-x.shape[1]) % chunk
+    x = _pad_time(x, pad, value)
+    x = x.unflatten(1, (-1, chunk))  # (B, nc, C, *rest)
+    return x.movedim(2, -1)  # (B, nc, *rest, C)
+
+
+def linear_scan_parallel(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    h0: torch.Tensor | None = None,
+    chunk_size: int = PARALLEL_CHUNK,
+) -> torch.Tensor:
+    """h_t = a_t ⊙ h_{t−1} + b_t for 0 ≤ a ≤ 1, with no loop and no T-dependent Python: the
+    form a traced graph can keep T symbolic in (ONNX export). Mamba-2's chunked SSD for a
+    diagonal state: inside each chunk h = L b with L[t, s] = Π_{s<r≤t} a_r (= e^{segment sums
+    of log a}, exponents ≤ 0); the states leaving the chunks carried by the same matrix over
+    chunks. a broadcasts against b, as for `linear_scan`."""
+    _check_time(a, b)
+    T = b.shape[1]
+    la = _time_last_chunks(a.log(), chunk_size, 0.0)  # (B, nc, *ra, C); padding: a = 1
+    bc = _time_last_chunks(b, chunk_size, 0.0)  # (B, nc, *rb, C)
+    within = segment_sums(la).exp()  # (B, nc, *ra, C, C)
+    local = (within * bc.unsqueeze(-2)).sum(-1)  # (B, nc, *rb, C): states entering at 0
+    # Across chunks: the state entering chunk n, from h0 and the chunks' local end states.
+    total = la.sum(-1).movedim(1, -1)  # (B, *ra, nc): log of each chunk's whole decay
+    ends = local[..., -1].movedim(1, -1)  # (B, *rb, nc)
+    start = torch.zeros_like(ends[..., :1]) if h0 is None else h0.unsqueeze(-1)  # (B, *rb, 1)
+    states = torch.cat([start, ends[..., :-1]], dim=-1)  # (B, *rb, nc): s_0 = h0, s_i = e_{i−1}
+    steps = torch.cat([torch.zeros_like(total[..., :1]), total[..., :-1]], dim=-1)  # (B, *ra, nc)
+    across = segment_sums(steps).exp()  # (B, *ra, nc, nc)
+    entering = (across * states.unsqueeze(-2)).sum(-1).movedim(-1, 1)  # (B, nc, *rb)
+    h = local + la.cumsum(-1).exp() * entering.unsqueeze(-1)  # (B, nc, *rb, C)
+    return h.movedim(-1, 2).flatten(1, 2)[:, :T]  # (B, T, *rb)
+
+
+def log_linear_scan_parallel(
+    log_a: torch.Tensor,
+    log_b: torch.Tensor,
+    log_h0: torch.Tensor | None = None,
+    chunk_size: int = PARALLEL_CHUNK,
+) -> torch.Tensor:
+    """log h for h_t = a_t h_{t−1} + b_t with b > 0, loop-free like `linear_scan_parallel`,
+    in log space: the sums over s are logsumexp over log L[t, s] + log b_s."""
+    _check_time(log_a, log_b)
+    T = log_b.shape[1]
+    la = _time_last_chunks(log_a, chunk_size, 0.0)  # (B, nc, *r, C)
+    lb = _time_last_chunks(log_b, chunk_size, -math.inf)  # (B, nc, *r, C); padding: b = 0
+    local = (segment_sums(la) + lb.unsqueeze(-2)).logsumexp(-1)  # (B, nc, *r, C)
+    total = la.sum(-1).movedim(1, -1)  # (B, *r, nc)
+    ends = local[..., -1].movedim(1, -1)  # (B, *r, nc)
+    if log_h0 is None:
+        # log 0, as a finite number: a logsumexp over nothing but −inf has a NaN gradient.
+        start = torch.full_like(ends[..., :1], LOG_ZERO)
+    else:
+        start = log_h0.unsqueeze(-1)  # (B, *r, 1)
+    states = torch.cat([start, ends[..., :-1]], dim=-1)  # (B, *r, nc)
+    steps = torch.cat([torch.zeros_like(total[..., :1]), total[..., :-1]], dim=-1)
+    entering = (segment_sums(steps) + states.unsqueeze(-2)).logsumexp(-1).movedim(-1, 1)
+    lh = torch.logaddexp(local, la.cumsum(-1) + entering.unsqueeze(-1))  # (B, nc, *r, C)
+    return lh.movedim(-1, 2).flatten(1, 2)[:, :T]  # (B, T, *r)
 
 
 def _two_level_log_scan(log_a: torch.Tensor, log_b: torch.Tensor, chunk: int) -> torch.Tensor:
@@ -237,6 +327,8 @@ def log_linear_scan(
     _check_time(log_a, log_b)
     if log_a.shape != log_b.shape:
         raise ValueError(f"log a {tuple(log_a.shape)} and log b {tuple(log_b.shape)} differ")
+    if torch.compiler.is_exporting():  # as in `linear_scan`
+        return log_linear_scan_parallel(log_a, log_b, log_h0)
     if log_h0 is not None:
         first = torch.logaddexp(log_b[:, :1], log_a[:, :1] + log_h0.unsqueeze(1))
         log_b = torch.cat([first, log_b[:, 1:]], dim=1)
@@ -322,14 +414,15 @@ def gla_chunked(
     chunk_size: int = 16,
 ) -> torch.Tensor:
     """The chunked parallel form of `gla_reference` (same shapes; see module docstring)."""
-    Bn, T, H, _ = q.shape
+    T = q.shape[1]
     C = chunk_size
-    nc = -(-T // C)
-    pad = nc * C - T
-    qc = _chunk(_pad_time(q, pad, 0.0), nc, C)  # (B, nc, C, H, K)
-    kc = _chunk(_pad_time(k, pad, 0.0), nc, C)  # (B, nc, C, H, K)
-    vc = _chunk(_pad_time(v, pad, 0.0), nc, C)  # (B, nc, C, H, V)
-    gc = _chunk(_pad_time(log_g, pad, 0.0), nc, C)  # (B, nc, C, H, K)
+    # The chunk count as -1 of an unflatten, not a Python number: a traced graph keeps T
+    # symbolic (ONNX with a dynamic time axis).
+    pad = (-T) % C
+    qc = _pad_time(q, pad, 0.0).unflatten(1, (-1, C))  # (B, nc, C, H, K)
+    kc = _pad_time(k, pad, 0.0).unflatten(1, (-1, C))  # (B, nc, C, H, K)
+    vc = _pad_time(v, pad, 0.0).unflatten(1, (-1, C))  # (B, nc, C, H, V)
+    gc = _pad_time(log_g, pad, 0.0).unflatten(1, (-1, C))  # (B, nc, C, H, K)
     A = gc.cumsum(dim=2)  # (B, nc, C, H, K) in-chunk cumulative log decay, ≤ 0
     if torch.compiler.is_compiling():
         # Neither torch.export nor torch.compile can branch on data without leaving the graph
@@ -353,8 +446,10 @@ def gla_chunked(
         intra = _gla_intra_factorised(qc, kc, vc, A)
     else:
         intra = _gla_intra_exact(qc, kc, vc, A)
-    if nc == 1:
-        return intra.reshape(Bn, C, H, -1)[:, :T]
+    # Traced, one chunk takes the general path (its carry is empty): a branch on the chunk
+    # count would fix T's range to the traced one.
+    if not torch.compiler.is_exporting() and qc.shape[1] == 1:
+        return intra.flatten(1, 2)[:, :T]
 
     # Chunk states: S_end[n] = e^{A_C} ⊙ S_end[n−1] + (K ⊙ e^{A_C − A})ᵀ V.
     A_last = A[:, :, -1]  # (B, nc, H, K)
@@ -365,7 +460,7 @@ def gla_chunked(
     # Inter-chunk: (Q ⊙ e^{A}) S_prev for chunks 1..nc−1 (chunk 0 enters with S = 0).
     inter = torch.einsum("bnchk,bnhkv->bnchv", qc[:, 1:] * A[:, 1:].exp(), ends)
     out = torch.cat([intra[:, :1], intra[:, 1:] + inter], dim=1)  # (B, nc, C, H, V)
-    return out.reshape(Bn, nc * C, H, -1)[:, :T]
+    return out.flatten(1, 2)[:, :T]  # (B, T, H, V)
 
 
 __all__ = [
@@ -374,10 +469,13 @@ __all__ = [
     "gla_chunked",
     "gla_reference",
     "linear_scan",
+    "linear_scan_parallel",
     "linear_scan_reference",
     "log_linear_scan",
     "log_linear_scan_cumsum",
+    "log_linear_scan_parallel",
     "log_linear_scan_reference",
+    "segment_sums",
 ]
 
 
@@ -386,13 +484,27 @@ __all__ = [
 EXPORT_DEPS: dict[str, tuple[str, ...]] = {
     "_two_level_scan": ("_chunk", "_pad_time"),
     "_LinearScan": ("_two_level_scan",),
-    "linear_scan": ("_LinearScan", "_check_time", "auto_chunk_size"),
+    "segment_sums": (),
+    "_time_last_chunks": ("_pad_time",),
+    "linear_scan_parallel": ("_check_time", "_time_last_chunks", "segment_sums", "PARALLEL_CHUNK"),
+    "log_linear_scan_parallel": (
+        "_check_time",
+        "_time_last_chunks",
+        "segment_sums",
+        "PARALLEL_CHUNK",
+        "LOG_ZERO",
+    ),
+    "linear_scan": ("_LinearScan", "_check_time", "auto_chunk_size", "linear_scan_parallel"),
     "_two_level_log_scan": ("_chunk", "_pad_time"),
     "_LogLinearScan": ("_two_level_log_scan", "_two_level_scan"),
-    "log_linear_scan": ("_LogLinearScan", "_check_time", "auto_chunk_size"),
+    "log_linear_scan": (
+        "_LogLinearScan",
+        "_check_time",
+        "auto_chunk_size",
+        "log_linear_scan_parallel",
+    ),
     "_factorisable": ("decay_limit",),
     "gla_chunked": (
-        "_chunk",
         "decay_limit",
         "_factorisable",
         "_gla_intra_exact",

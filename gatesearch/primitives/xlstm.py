@@ -150,6 +150,8 @@ class MLSTM(Primitive):
     step loop; `chunk_size` is an implementation setting, not a grammar parameter.
     """
 
+    fixed_time = "its stabilised state crosses chunks by a loop over T/C chunks"
+
     def __init__(
         self,
         d_model: int,
@@ -259,6 +261,8 @@ class SLSTM(Primitive):
     through R, so there is no parallel form), `forward_reference` the paper's unstabilised
     equations (`slstm_reference`, which overflow for large gate pre-activations).
     """
+
+    fixed_time = "a nonlinear recurrence, computed by a loop over time"
 
     def __init__(
         self, d_model: int, heads: int = 4, forget: str = "sigmoid", conv_kernel: int = 4

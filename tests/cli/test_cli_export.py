@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from gatesearch.arch.build import build_model
 from gatesearch.arch.graph import read_graph
 from gatesearch.arch.space import DEFAULT_SPACE
+from gatesearch.export.onnx import fixed_time_reasons
 from gatesearch.tasks import TaskSpec, make_task
 
 EXE = shutil.which("gatesearch")
@@ -155,11 +156,20 @@ def test_onnx_export_with_weights_runs_the_retrained_function(retrained_run: Pat
     assert res.returncode == 0, res.stderr
     assert "checked with ONNX Runtime" in " ".join(res.stdout.split())
     _, task, engine = _retrained_engine(retrained_run)
-    assert task.seq_len != 40 and "input x (batch, 40) token ids" in " ".join(res.stdout.split())
+    line = " ".join(res.stdout.split())
     session = onnxruntime.InferenceSession(str(retrained_run / "best.onnx"))
-    assert session.get_inputs()[0].shape[1] == 40
-    for batch in (1, 5):
-        x = torch.randint(0, 32, (batch, 40))
+    fixed_by = fixed_time_reasons(engine)
+    if fixed_by:  # the time axis fixed at --seq-len, and the line says which primitive and why
+        assert task.seq_len != 40 and "input x (batch, 40) token ids" in line
+        assert session.get_inputs()[0].shape[1] == 40
+        assert f"time fixed at 40 ({fixed_by[0][0]}: {fixed_by[0][1]}" in line
+        runs = [(1, 40), (5, 40)]
+    else:  # checked at --seq-len, and runs at any length
+        assert "input x (batch, time) token ids" in line and "time fixed" not in line
+        assert isinstance(session.get_inputs()[0].shape[1], str)  # a named, dynamic axis
+        runs = [(1, 40), (5, 13)]
+    for batch, length in runs:
+        x = torch.randint(0, 32, (batch, length))
         (y,) = session.run(None, {"x": x.numpy()})
         with torch.no_grad():
             torch.testing.assert_close(torch.from_numpy(y), engine(x), atol=1e-4, rtol=0)

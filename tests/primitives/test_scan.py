@@ -14,10 +14,13 @@ from gatesearch.primitives.scan import (
     gla_chunked,
     gla_reference,
     linear_scan,
+    linear_scan_parallel,
     linear_scan_reference,
     log_linear_scan,
     log_linear_scan_cumsum,
+    log_linear_scan_parallel,
     log_linear_scan_reference,
+    segment_sums,
 )
 
 F64 = Tolerance(atol=1e-10, rtol=1e-8)
@@ -98,6 +101,48 @@ def test_log_linear_scan_cumsum_matches_loop(T: int) -> None:
         {"log_a": log_a, "log_b": log_b},
         CUMSUM_F64,
     )
+
+
+@pytest.mark.parametrize("T", [1, 7, 16, 257], ids=lambda t: f"B2-T{t}")
+def test_the_loop_free_scans_match_their_loops(T: int) -> None:
+    """The forms ONNX export traces (fixed chunk, no loop): with and without an initial state,
+    a decay broadcast over trailing dims; a decay of exactly 0 (log a = −inf) in values only,
+    its gradient through log 0 being what these inference-time forms do not need."""
+    torch.manual_seed(T)
+    a = torch.rand(2, T, 3, 4, 1, dtype=DT)
+    b = torch.randn(2, T, 3, 4, 5, dtype=DT)
+    h0 = torch.randn(2, 3, 4, 5, dtype=DT)
+    for args in ({"a": a, "b": b}, {"a": a, "b": b, "h0": h0}):
+        _check_against_loop(linear_scan_parallel, linear_scan_reference, args, F64)
+    a[:, T // 2] = 0.0  # the state forgets everything here
+    torch.testing.assert_close(
+        linear_scan_parallel(a, b, h0), linear_scan_reference(a, b, h0), atol=1e-10, rtol=1e-8
+    )
+    log_a = F.logsigmoid(torch.randn(2, T, 6, dtype=DT))
+    log_b = torch.randn(2, T, 6, dtype=DT)
+    log_h0 = torch.randn(2, 6, dtype=DT)
+
+    def slow(log_a, log_b, log_h0):
+        return linear_scan_reference(log_a.exp(), log_b.exp(), log_h0.exp()).log()
+
+    _check_against_loop(
+        log_linear_scan_parallel, slow, {"log_a": log_a, "log_b": log_b, "log_h0": log_h0}, F64
+    )
+    _check_against_loop(
+        log_linear_scan_parallel,
+        log_linear_scan_reference,
+        {"log_a": log_a, "log_b": log_b},
+        F64,
+    )
+
+
+def test_segment_sums_are_sums_over_each_segment() -> None:
+    x = torch.tensor([1.0, 2.0, 4.0, 8.0], dtype=DT)
+    out = segment_sums(x)
+    for t in range(4):
+        for s in range(4):
+            want = x[s + 1 : t + 1].sum() if s <= t else -torch.inf
+            assert out[t, s] == want, (t, s)
 
 
 def _gla_inputs(T: int, gate_scale: float = 1.0, dtype=DT) -> dict[str, torch.Tensor]:
