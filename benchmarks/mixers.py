@@ -14,7 +14,7 @@ Two checks (issue 15), each a table of validation accuracy per mixer and seed:
 
 Every design is the same model but for its sequence mixer: width 64, two blocks of
 x += Mixer(RMSNorm(x)); x += SwiGLU(RMSNorm(x)) (expansion 8/3), the mixers at the settings
-of their papers (spaces/gated_lm_2025.space's choices). Each is trained by the campaign's
+of their papers (the default space's choices). Each is trained by the campaign's
 proxy trainer at fixed hyperparameters, one thread per training, `--workers` at once, for a
 token budget (so the figures do not depend on the machine's speed); the table gives the
 validation accuracy at the end, the parameters, the decode state in bytes and the CPU-seconds.
@@ -32,7 +32,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-SPACE = Path(__file__).resolve().parent.parent / "spaces" / "gated_lm_2025.space"
+SPACE = Path(__file__).resolve().parent.parent / "spaces" / "gated_lm.space"
 MIXER = "model.stack.block[*].residual[0].mixer"
 COMMON: dict[str, Any] = {
     "$width": 64,

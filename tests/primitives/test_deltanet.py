@@ -56,8 +56,8 @@ def test_builds_and_runs_forward_backward(name: str, params: dict) -> None:
     assert_forward_backward(_build(name, params, dtype=torch.float32), 40, D)
 
 
-def test_every_setting_the_2025_space_offers_builds_at_every_width() -> None:
-    """gated_lm_2025 offers these mixers at widths 64–256 with 2, 4 or 8 heads, DeltaNet with
+def test_every_setting_the_default_space_offers_builds_at_every_width() -> None:
+    """The default space offers these mixers at widths 64–256 with 2, 4 or 8 heads, DeltaNet with
     or without its output gate, Gated DeltaNet with either decay: each combination builds and
     gives finite outputs and gradients (a sweep, cheaper and surer than sampling for them)."""
     settings = [

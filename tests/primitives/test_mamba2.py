@@ -42,8 +42,8 @@ def test_builds_and_runs_forward_backward(params: dict) -> None:
     assert_forward_backward(_build(params, dtype=torch.float32), 40, D)
 
 
-def test_every_setting_the_2025_space_offers_builds_at_every_width() -> None:
-    """gated_lm_2025 offers mamba2 at widths 64–256 with 2, 4 or 8 heads, d_state 16 or 64,
+def test_every_setting_the_default_space_offers_builds_at_every_width() -> None:
+    """The default space offers mamba2 at widths 64–256 with 2, 4 or 8 heads, d_state 16 or 64,
     expand 1 or 2 and conv kernel 2 or 4: each combination builds and gives finite outputs
     and gradients (conv kernel is swept at one width: it meets no other setting)."""
     torch.manual_seed(0)

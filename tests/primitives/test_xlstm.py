@@ -89,8 +89,8 @@ def test_fast_form_matches_reference_values_and_grads(name: str, params: dict, T
     )
 
 
-def test_every_setting_the_2025_space_offers_builds_at_every_width() -> None:
-    """gated_lm_2025 offers these mixers at widths 64–256 with 2, 4 or 8 heads, either forget
+def test_every_setting_the_default_space_offers_builds_at_every_width() -> None:
+    """The default space offers these mixers at widths 64–256 with 2, 4 or 8 heads, either forget
     gate, the mLSTM at expand 1 or 2: each combination builds and gives finite outputs and
     gradients."""
     torch.manual_seed(0)
