@@ -102,7 +102,19 @@ class Suite:
 
     @classmethod
     def from_spec(cls, spec: TaskSpec) -> Suite:
-        """The suite a stored `suite` spec holds; SuiteError (one line) when it is malformed."""
+        """The suite a stored `suite` spec holds, checked as a file is (every member's task
+        built); SuiteError (one line) when it is malformed."""
+        suite = cls.from_spec_unchecked(spec)
+        return _checked(
+            suite.name,
+            list(suite.members),
+            suite.source,
+            lambda _i, _key, what: SuiteError(f"task {SUITE_TASK} {suite.name}: {what}"),
+        )
+
+    @classmethod
+    def from_spec_unchecked(cls, spec: TaskSpec) -> Suite:
+        """The suite a stored spec holds, its shape checked but no member's task built."""
         where = f"task {SUITE_TASK}"
         params = dict(spec.params)
         if "members" not in params:
@@ -122,7 +134,7 @@ class Suite:
                     f"{where}: member {i + 1} must hold exactly name, task, params and weight"
                 )
             built.append(_member(doc, lambda _key, what: SuiteError(f"{where} {name}: {what}")))
-        return _checked(name, built, source, lambda _i, _key, what: SuiteError(f"{where}: {what}"))
+        return cls(name, tuple(built), source)
 
 
 # ------------------------------------------------------------------------------- finding
@@ -341,15 +353,31 @@ def objective_member(objective: str) -> str | None:
     return objective[len(MEMBER_PREFIX) :] if objective.startswith(MEMBER_PREFIX) else None
 
 
-def suite_members(spec: TaskSpec) -> tuple[str, ...]:
-    """The member names of a stored suite spec, in order; () for any other task (or a suite
-    spec too malformed to read, which `Suite.from_spec` reports where it matters)."""
+def suite_member_docs(spec: TaskSpec) -> list[dict[str, Any]]:
+    """The members of a stored suite spec as its config holds them (name, task, params,
+    weight); [] for any other task. Read without building the tasks (a report reads a run
+    whose data files may have moved); a spec too malformed to read gives [] too, and
+    `Suite.from_spec` says why where it matters."""
     if spec.name != SUITE_TASK:
-        return ()
-    members = spec.params.get("members")
-    if not isinstance(members, list):
-        return ()
-    return tuple(str(m.get("name")) for m in members if isinstance(m, dict))
+        return []
+    try:
+        return [m.to_dict() for m in Suite.from_spec_unchecked(spec).members]
+    except SuiteError:
+        return []
+
+
+def suite_members(spec: TaskSpec) -> tuple[str, ...]:
+    """The member names of a stored suite spec, in order; () for any other task."""
+    return tuple(m["name"] for m in suite_member_docs(spec))
+
+
+def one_task_only(what: str, spec: TaskSpec) -> str:
+    """Why `what` (a command, a folder) cannot take a suite: the line its error shows."""
+    return (
+        f"{what}: {suite_text(spec)} trains one model per member, each with its task's ends "
+        "(embedding, head); this needs one task and does not take a suite (run a campaign on "
+        "one member's task for a model to keep)"
+    )
 
 
 def suite_text(spec: TaskSpec, names: Sequence[str] | None = None) -> str:
@@ -371,8 +399,10 @@ __all__ = [
     "member_objective",
     "member_score",
     "objective_member",
+    "one_task_only",
     "parse_suite",
     "shipped_suites",
+    "suite_member_docs",
     "suite_members",
     "suite_path",
     "suite_text",
