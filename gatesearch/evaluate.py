@@ -8,6 +8,9 @@ names are evaluators without a task behind them:
   first, which stands in for training time when testing interruption and timeouts.
 - `null-faulty`: `null`, but some architectures raise or give NaN (failure-handling tests).
 
+A suite (a `.toml` file, a shipped suite's name, or the `suite` spec a campaign stores) is
+evaluated by `SuiteEvaluator`: one proxy training per member task, their scores combined.
+
 Every other name is a task of `gatesearch.tasks` (built-in, `module:function` or entry
 point), evaluated by the proxy trainer (`gatesearch.proxy.proxy_evaluate`) with the
 campaign's proxy options (a run config's `proxy` table, `--proxy-option key=value`; a new
@@ -59,6 +62,7 @@ UnknownTaskError = TaskError
 
 # Metrics a campaign may name as objectives. `metric` is the task's own metric (accuracy,
 # nats/char, ...) and is maximised when the task says higher is better; the rest are minimised.
+# A suite adds `member:NAME` per member (its normalised score, maximised; tasks/suite.py).
 OBJECTIVES: dict[str, str] = {
     "loss": "validation loss",
     "metric": "the task's validation metric",
