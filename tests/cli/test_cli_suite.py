@@ -142,12 +142,17 @@ def test_resume_goes_on_with_the_stored_suite(campaign: tuple[Path, str], tmp_pa
     assert all(set(r.metrics) >= {"member:copy", "member:in_context_recall"} for r in records)
 
 
-def test_retrain_and_export_refuse_a_suite_in_one_line(campaign: tuple[Path, str]) -> None:
+def test_retrain_export_and_fidelity_refuse_a_suite_in_one_line(
+    campaign: tuple[Path, str], files: Path
+) -> None:
+    """Each needs one task's model (its embedding and head); a suite trial has one a member."""
     run, _ = campaign
-    for command in (["retrain", run], ["export", run, "-o", run / "x.py"]):
+    fidelity = ["fidelity", "--task", files / "two.toml", "--runs-dir", files / "f"]
+    for command in (["retrain", run], ["export", run, "-o", run / "x.py"], fidelity):
         line = one_line_error(captured(*command))
         assert "suite two" in line and "needs one task" in line
     assert not (run / "x.py").exists() and not (run / "retrained").exists()
+    assert not (files / "f").exists()
 
 
 @pytest.mark.parametrize(
