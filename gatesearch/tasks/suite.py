@@ -23,10 +23,11 @@ for the rest).
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -205,11 +206,17 @@ def parse_suite(text: str, source: str, default_name: str = "suite") -> Suite:
                 raise lines.error(
                     i, key, f"unknown key {key!r} in a member (known: {', '.join(_MEMBER_KEYS)})"
                 )
-        built.append(_member(table, lambda key, what, i=i: lines.error(i, key, what)))
+        built.append(_member(table, functools.partial(lines.error, i)))
     return _checked(name, built, source, lines.error)
 
 
-def _member(table: dict[str, Any], error: Any) -> SuiteMember:
+# Makers of the exception to raise: for a member's `key`; for member i's `key` (None: the
+# top level). A file's name its line, a stored spec's only the suite.
+MemberError = Callable[[str, str], SuiteError]
+SuiteErrorAt = Callable[[int | None, str, str], SuiteError]
+
+
+def _member(table: dict[str, Any], error: MemberError) -> SuiteMember:
     """One member from its table; `error(key, what)` makes the exception to raise."""
     task = table.get("task")
     if not isinstance(task, str) or not task:
@@ -235,7 +242,7 @@ def _member(table: dict[str, Any], error: Any) -> SuiteMember:
     return SuiteMember(name, TaskSpec(task, dict(params)), float(weight))
 
 
-def _checked(name: str, members: list[SuiteMember], source: str, error: Any) -> Suite:
+def _checked(name: str, members: list[SuiteMember], source: str, error: SuiteErrorAt) -> Suite:
     """The suite, once its members are unique and each one's task builds; `error(i, key,
     what)` makes the exception to raise for member i."""
     if not members:
