@@ -1,7 +1,7 @@
-"""Build hook (everything else is in pyproject.toml): a wheel carries `spaces/` and
-`strategies/` inside the package, as `gatesearch/_bundled/`, because a wheel installs
-packages only and the default space and the strategy presets must be found after a
-non-editable `pip install .` (see gatesearch/shipped.py). Editable installs read the
+"""Build hook (everything else is in pyproject.toml): a wheel carries `spaces/`,
+`strategies/` and `suites/` inside the package, as `gatesearch/_bundled/`, because a wheel
+installs packages only and the default space, the strategy presets and the task suites must
+be found after a non-editable `pip install .` (see gatesearch/shipped.py). Editable installs read the
 repository's folders and get no copy."""
 
 import shutil
@@ -11,7 +11,7 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).resolve().parent
-SHIPPED = ("spaces", "strategies")
+SHIPPED = ("spaces", "strategies", "suites")
 
 
 class BuildPyWithShippedFolders(build_py):

@@ -8,6 +8,9 @@ names are evaluators without a task behind them:
   first, which stands in for training time when testing interruption and timeouts.
 - `null-faulty`: `null`, but some architectures raise or give NaN (failure-handling tests).
 
+A suite (a `.toml` file, a shipped suite's name, or the `suite` spec a campaign stores) is
+evaluated by `SuiteEvaluator`: one proxy training per member task, their scores combined.
+
 Every other name is a task of `gatesearch.tasks` (built-in, `module:function` or entry
 point), evaluated by the proxy trainer (`gatesearch.proxy.proxy_evaluate`) with the
 campaign's proxy options (a run config's `proxy` table, `--proxy-option key=value`; a new
@@ -30,9 +33,20 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import networkx as nx
 
 from gatesearch.arch.graph import arch_hash
-from gatesearch.budget import Budget
+from gatesearch.budget import Budget, parse_budget
 from gatesearch.formats import objective_name
-from gatesearch.tasks import TaskError, TaskSpec
+from gatesearch.tasks import TaskError, TaskSpec, task_label
+from gatesearch.tasks.suite import (
+    SUITE_TASK,
+    Suite,
+    SuiteError,
+    chance_loss,
+    load_suite,
+    member_budget,
+    member_objective,
+    member_score,
+    suite_path,
+)
 
 if TYPE_CHECKING:
     from gatesearch.proxy.stint import Stint
@@ -48,6 +62,7 @@ UnknownTaskError = TaskError
 
 # Metrics a campaign may name as objectives. `metric` is the task's own metric (accuracy,
 # nats/char, ...) and is maximised when the task says higher is better; the rest are minimised.
+# A suite adds `member:NAME` per member (its normalised score, maximised; tasks/suite.py).
 OBJECTIVES: dict[str, str] = {
     "loss": "validation loss",
     "metric": "the task's validation metric",
@@ -233,11 +248,142 @@ class ProxyEvaluator(Evaluator):
         return task_context(graph, self.task)
 
 
+class SuiteEvaluator(Evaluator):
+    """A suite (gatesearch/tasks/suite.py): one model per member task, trained one after the
+    other in the same trial — the graph is the same, its embedding and head follow each
+    member's task. Each member trains an equal share of the trial's budget
+    (`member_budget`).
+
+    Metrics (docs/tasks.md, "Suites"): `metric` is the weighted mean of the members'
+    normalised scores (`member_score`, on [0, 1], higher better) and `metric_name` "score";
+    `loss` the weighted mean of each member's validation loss over its chance loss (1: no
+    better than a uniform guess); `params`, `flops`, `latency` and `state` the largest
+    member model's (the one a parameter limit turns a proposal down for); steps, tokens and
+    seconds the sums. `members` holds each member's own figures, and `member:NAME` its
+    normalised score, flat, for objectives and tables.
+    """
+
+    metric_name = "score"
+    higher_is_better = True
+
+    def __init__(self, suite: Suite, proxy: Mapping[str, Any] | None = None) -> None:
+        self.suite = suite
+        # Each member built now: its params and data files checked before anything runs.
+        self.members = [ProxyEvaluator(m.spec, proxy) for m in suite.members]
+        self.proxy = self.members[0].proxy
+        self.spec = suite.to_spec()
+        # One graph serves every member: causal when any member needs it (a causal model
+        # may still learn a task that would allow looking ahead).
+        self.causal = any(e.causal for e in self.members)
+
+    @property
+    def member_names(self) -> tuple[str, ...]:
+        return self.suite.member_names
+
+    @property
+    def default_budget(self) -> str:
+        # Each member gets what a one-task campaign's trial gets by default.
+        default = parse_budget(DEFAULT_BUDGET)
+        return str(Budget(default.amount * len(self.members), default.unit))
+
+    def share(self, budget: Budget) -> Budget:
+        """Each member's training budget; SuiteError when the budget is too small to split."""
+        return member_budget(budget, len(self.members))
+
+    def evaluate(
+        self, graph: nx.DiGraph, budget: Budget, seed: int, stint: Stint | None = None
+    ) -> dict[str, Any]:
+        if stint is not None:  # refused when the campaign is made; a guard, not a path
+            raise TaskError("a suite trains its members whole: multi-fidelity does not apply")
+        share = self.share(budget)
+        members: dict[str, dict[str, Any]] = {}
+        for member, evaluator in zip(self.suite.members, self.members):
+            try:
+                metrics = evaluator.evaluate(graph, share, seed)
+                _check_finite(metrics)
+            except Exception as exc:  # the trial fails; its reason says which member
+                raise TrialFailure(f"member {member.name}: {exc}") from exc
+            task = evaluator.task
+            members[member.name] = {
+                "task": task_label(member.spec),
+                "weight": member.weight,
+                "score": member_score(task, float(metrics["metric"])),
+                "metric": float(metrics["metric"]),
+                "metric_name": task.metric_name,
+                "higher_is_better": bool(task.higher_is_better),
+                "loss": float(metrics["loss"]),
+                "chance_loss": chance_loss(task),
+                **{k: metrics[k] for k in _MEMBER_KEEPS if k in metrics},
+            }
+        return self._combine(members)
+
+    def _combine(self, members: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        total = self.suite.total_weight
+        rows = list(members.values())
+        out: dict[str, Any] = {
+            "metric": sum(r["weight"] * r["score"] for r in rows) / total,
+            "loss": sum(r["weight"] * r["loss"] / r["chance_loss"] for r in rows) / total,
+            "metric_name": self.metric_name,
+            "higher_is_better": True,
+            "self_tuning": self.proxy.self_tuning,
+        }
+        for key in _LARGEST:  # only when every member reports it (state: causal models)
+            if all(key in r for r in rows):
+                out[key] = max(float(r[key]) for r in rows)
+        for key in _SUMMED:
+            if all(key in r for r in rows):
+                out[key] = sum(float(r[key]) for r in rows)
+        out |= {member_objective(name): r["score"] for name, r in members.items()}
+        out["members"] = members
+        return out
+
+    def count_params(self, graph: nx.DiGraph) -> int:
+        """The largest member model's: a proposal is turned down when any member's model is
+        over the limit."""
+        return max(e.count_params(graph) for e in self.members)
+
+    def context(self, graph: nx.DiGraph) -> Context:
+        """The first member's context (each member builds its own when it trains)."""
+        return self.members[0].context(graph)
+
+
+# What each member's record keeps of its proxy metrics, beside its scores.
+_MEMBER_KEEPS = (
+    "params",
+    "flops",
+    "latency",
+    "state",
+    "pruned_params",
+    "pruned_flops",
+    "pruned_state",
+    "steps",
+    "tokens",
+    "train_seconds",
+    "hyperparameters",
+)
+# A suite trial's costs: the largest member model's. Its training: the members' sum.
+_LARGEST = ("params", "flops", "latency", "state", "pruned_params", "pruned_flops", "pruned_state")
+_SUMMED = ("steps", "tokens", "train_seconds")
+
+
 def resolve_task(spec: TaskSpec | str, proxy: Mapping[str, Any] | None = None) -> Evaluator:
     """The evaluator for a task spec and the proxy's options; TaskError (one line) for an
-    unknown task or bad params, ProxyOptionError for a bad proxy option."""
+    unknown task or bad params, ProxyOptionError for a bad proxy option.
+
+    A suite is a file ending in `.toml`, a shipped suite's name (`mad`), or the `suite` spec a
+    campaign stores (the suite written out); a file takes no params: they are in it."""
     if isinstance(spec, str):
         spec = TaskSpec(spec, {})
+    if spec.name == SUITE_TASK:
+        return SuiteEvaluator(Suite.from_spec(spec), proxy)
+    path = suite_path(spec.name)
+    if path is not None:
+        if spec.params:
+            raise SuiteError(
+                f"suite {path}: task params ({', '.join(spec.params)}) do not apply to a "
+                "suite; set each member's params in its file"
+            )
+        return SuiteEvaluator(load_suite(path), proxy)
     null = NULL_EVALUATORS.get(spec.name)
     if null is not None:
         if spec.params:
@@ -324,6 +470,7 @@ __all__ = [
     "Evaluator",
     "NullEvaluator",
     "ProxyEvaluator",
+    "SuiteEvaluator",
     "TrialFailure",
     "UnknownTaskError",
     "evaluate",

@@ -41,9 +41,9 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_the_wheel_carries_spaces_and_strategies(wheel: Path) -> None:
+def test_the_wheel_carries_spaces_strategies_and_suites(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
-    for folder in ("spaces", "strategies"):
+    for folder in ("spaces", "strategies", "suites"):
         for source in (REPO / folder).rglob("*"):
             if source.is_file() and "__pycache__" not in source.parts:
                 rel = source.relative_to(REPO).as_posix()

@@ -32,13 +32,20 @@ from gatesearch.cli.render import (
     print_table,
     task_text,
 )
-from gatesearch.evaluate import Evaluator, ProxyEvaluator, parse_proxy_options, parse_task_params
+from gatesearch.evaluate import (
+    Evaluator,
+    ProxyEvaluator,
+    SuiteEvaluator,
+    parse_proxy_options,
+    parse_task_params,
+)
 from gatesearch.formats import metric
 from gatesearch.runs.campaign import Campaign, open_for_resume
 from gatesearch.runs.outcomes import TrialOutcome
 from gatesearch.runs.ranking import count_finished, summary
 from gatesearch.runs.request import RunRequest, package_versions, prepare_run
 from gatesearch.runs.store import RunStore, StoreError, list_runs
+from gatesearch.tasks.suite import SUITE_TASK
 
 
 def _header(store: RunStore, evaluator: Evaluator) -> None:
@@ -53,7 +60,13 @@ def _header(store: RunStore, evaluator: Evaluator) -> None:
     )
     if config.schedule.staged:
         out.print(f"schedule: {config.schedule.describe(config.budget)}", markup=False)
-    if isinstance(evaluator, ProxyEvaluator):
+    if isinstance(evaluator, SuiteEvaluator):
+        out.print(
+            f"suite {evaluator.suite.name}: each member trains an equal share, "
+            f"{evaluator.share(config.budget)} of the trial's {config.budget}",
+            markup=False,
+        )
+    if isinstance(evaluator, ProxyEvaluator | SuiteEvaluator):
         out.print(
             "proxy: self-tuning hyperparameters (STN)"
             if evaluator.proxy.self_tuning
@@ -107,12 +120,14 @@ def _drive(store: RunStore, new: bool = False, wide: bool = False) -> None:
             f"{stats.done} trials ({stats.failed} failed, {stats.duplicates} duplicates) in "
             f"{clock(stats.elapsed)}."
         )
-        print_next(store.root, found=stats.best is not None)
+        suite = store.config.task.name == SUITE_TASK
+        print_next(store.root, found=stats.best is not None, one_task=not suite)
 
 
-def print_next(root: Path, found: bool) -> None:
+def print_next(root: Path, found: bool, one_task: bool = True) -> None:
     """What to do next, one command a line and never wrapped: a command broken across
-    lines at the terminal's width cannot be copied whole."""
+    lines at the terminal's width cannot be copied whole. A suite's campaign (not
+    `one_task`) has no retrain or export to offer: both need one task."""
     if found:
         steps = [
             (f"gatesearch report {root}", "plots and an HTML page"),
@@ -120,6 +135,8 @@ def print_next(root: Path, found: bool) -> None:
             (f"gatesearch export {root} -o best.py --weights", "as PyTorch code"),
             (f"gatesearch resume {root} --trials N", "search N more"),
         ]
+        if not one_task:
+            steps = [steps[0], steps[3]]
     else:  # nothing to retrain or export: what went wrong comes first
         steps = [
             (f"gatesearch status {root}", "why no trial completed"),
@@ -145,7 +162,8 @@ def run(
             metavar="TASK",
             help="Task: a built-in (mqar, selective_copy, parity, flip_flop, MAD's "
             "in_context_recall, noisy_recall, fuzzy_recall, memorization, compression, "
-            "charlm, frames, classify, tokens), module:function, an entry point, or null "
+            "charlm, frames, classify, tokens), module:function, an entry point, a suite "
+            "(a .toml file such as suites/mad.toml, or a shipped suite's name: mad), or null "
             "(no training) "
             "[default: a small MQAR, vocab=64 length=32 pairs=4].",
         ),
@@ -176,7 +194,8 @@ def run(
             metavar="NAMES",
             help="Comma-separated: metric (the task's; maximised when higher is better, e.g. "
             "MQAR accuracy), loss, params, flops, latency, state (decode state in bytes, "
-            "causal tasks) (minimised). Two or more: Pareto.",
+            "causal tasks) (minimised); for a suite, member:NAME (one member's score, "
+            "maximised). Two or more: Pareto.",
         ),
     ] = "metric",
     seed_arch: Annotated[

@@ -18,6 +18,7 @@ from gatesearch.runs.inflight import Phase, Stats
 from gatesearch.runs.ranking import leaderboard
 from gatesearch.runs.store import RunStore
 from gatesearch.tasks import TaskSpec
+from gatesearch.tasks.suite import SUITE_TASK, member_objective, suite_members, suite_text
 
 out = Console(highlight=False)
 
@@ -146,7 +147,10 @@ class Display:
 
 
 def task_text(spec: TaskSpec) -> str:
-    """`mqar(vocab=64, length=32, ...)` from a config's task spec."""
+    """`mqar(vocab=64, length=32, ...)` from a config's task spec; a suite by its name and
+    members (its members' params are in its file and in `status --json`)."""
+    if spec.name == SUITE_TASK:
+        return suite_text(spec)
     args = ", ".join(f"{k}={v}" for k, v in spec.params.items() if v is not None)
     return f"{spec.name}({args})" if args else spec.name
 
@@ -195,3 +199,32 @@ def print_board(store: RunStore, wide: bool = False) -> None:
     print_table(out, table, wide)
     if any(r["tied"] for r in rows):
         out.print(TIE_NOTE, markup=False, soft_wrap=True)  # one line, however narrow
+    members = suite_members(store.config.task)
+    print_members(
+        out, members, [(r["number"], r["members"]) for r in rows], store.config.objectives, wide
+    )
+
+
+def print_members(
+    console: Console,
+    members: Sequence[str],
+    rows: Sequence[tuple[int, dict[str, float | None]]],
+    objectives: Sequence[str] = (),
+    wide: bool = False,
+) -> None:
+    """A suite's member scores (normalised, higher better) of the trials `rows` lists, as
+    (trial number, score by member): a table of its own under the leaderboard, which has no
+    room for six more columns beside the architecture. Members that are objectives are in
+    the leaderboard already; nothing is printed for a task that is not a suite."""
+    shown = [m for m in members if member_objective(m) not in objectives]
+    if not shown or not rows:
+        return
+    # The title as a line of its own: a table's title wraps at the (narrow) table's width.
+    console.print("member scores (0 to 1, higher better):", markup=False)
+    table = Table(box=None, pad_edge=False)
+    table.add_column("trial", justify="right", no_wrap=True, min_width=5)
+    for m in shown:
+        table.add_column(m, justify="right", no_wrap=True, min_width=len(m))
+    for number, scores in rows:
+        table.add_row(str(number), *(metric("", scores.get(m)) for m in shown))
+    print_table(console, table, wide)

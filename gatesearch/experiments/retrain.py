@@ -61,6 +61,7 @@ from gatesearch.runs.dispatch import Dispatcher, EventKind
 from gatesearch.runs.ranking import joint_ranks, rank_records, ranked, tie_key
 from gatesearch.runs.request import trial_seed
 from gatesearch.runs.store import RunStore, StoreError, TrialRecord
+from gatesearch.tasks.suite import SUITE_TASK, one_task_only
 
 RETRAINED = "retrained"
 WEIGHTS = "weights.safetensors"
@@ -328,6 +329,8 @@ def select(
         raise RetrainError("--top must be at least 1")
     if not dropouts:
         raise RetrainError("--dropout names no value")
+    if store.config.task.name == SUITE_TASK:  # before its members are built
+        raise RetrainError(one_task_only(f"retrain {store.root}", store.config.task))
     evaluator = resolve_task(store.config.task)
     if not evaluator.trains:
         raise RetrainError(

@@ -22,6 +22,7 @@ from gatesearch.export.docinfo import About, Scores, ScoreSource, finite, plain_
 from gatesearch.registry import Context
 from gatesearch.runs.store import RunStore
 from gatesearch.tasks import Task, TaskError
+from gatesearch.tasks.suite import SUITE_TASK, one_task_only
 
 if TYPE_CHECKING:
     from torch import nn
@@ -260,6 +261,8 @@ def export_from_run(req: ExportRequest) -> list[str]:
 
     req.check()
     with RunStore.open(req.run_dir, writer=False) as store:
+        if store.config.task.name == SUITE_TASK:
+            raise ExportCommandError(one_task_only(f"export {store.root}", store.config.task))
         chosen = choose(store, req)
         model = _model(chosen, req)
         if req.fmt is ExportFormat.ONNX:

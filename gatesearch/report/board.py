@@ -11,6 +11,7 @@ import networkx as nx
 from gatesearch.arch.describe import describe
 from gatesearch.arch.graph import INPUT_OP
 from gatesearch.formats import rank_text
+from gatesearch.tasks.suite import member_objective
 
 if TYPE_CHECKING:
     pass
@@ -42,6 +43,12 @@ def size_columns(objectives: list[str], rows: Sequence[BoardRow] = ()) -> list[t
         for key, label in _SIZE_METRICS
         if key not in objectives and (key != "state" or any(key in r.metrics for r in rows))
     ]
+
+
+def member_columns(objectives: list[str], members: Sequence[str]) -> list[tuple[str, str]]:
+    """(metric, column head) of a suite's member scores (`member:NAME`, headed by the name),
+    each beside the objectives unless it is one."""
+    return [(member_objective(m), m) for m in members if member_objective(m) not in objectives]
 
 
 @dataclass(frozen=True)

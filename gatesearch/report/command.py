@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     pass
 
 from gatesearch.cli.options import WideOpt
-from gatesearch.cli.render import arch_cell, print_table
+from gatesearch.cli.render import arch_cell, print_members, print_table
 from gatesearch.formats import TIE_NOTE, metric
 from gatesearch.report.board import board, size_columns
 from gatesearch.report.choices import choice_shares, failure_kinds
@@ -38,6 +38,7 @@ from gatesearch.report.plots import (
     plot_learning_curves,
     plot_pareto,
 )
+from gatesearch.tasks.suite import member_objective, suite_members
 
 
 def write_report(run_dir: Path, top: int = DEFAULT_TOP, out: Path | None = None) -> Report:
@@ -119,6 +120,7 @@ def write_report(run_dir: Path, top: int = DEFAULT_TOP, out: Path | None = None)
         data.skipped(),
         keys=data.objectives,
         rungs=data.rungs.line() if data.rungs is not None else None,
+        members=suite_members(data.config.task),
     )
 
 
@@ -157,6 +159,11 @@ def _print(console: Console, rep: Report, wide: bool = False) -> None:
         print_table(console, table, wide)
         if any(r.tied for r in rep.rows):
             console.print(Text(TIE_NOTE), soft_wrap=True)  # one line, however narrow
+        scores = [
+            (r.number, {m: r.metrics.get(member_objective(m)) for m in rep.members})
+            for r in rep.rows
+        ]
+        print_members(console, rep.members, scores, rep.keys, wide)
     else:
         console.print("no completed trial yet")
     if rep.retrained:

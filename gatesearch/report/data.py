@@ -20,6 +20,7 @@ from gatesearch.runs.config import Direction, RunConfig
 from gatesearch.runs.outcomes import TrialOutcome
 from gatesearch.runs.ranking import RungCounts, joint_ranks, rank_records, rung_counts, tie_key
 from gatesearch.runs.store import JOURNAL, RunStore, StoreError, TrialRecord
+from gatesearch.tasks.suite import SUITE_TASK, suite_text
 
 if TYPE_CHECKING:
     pass
@@ -96,8 +97,11 @@ class RunData:
 
     @property
     def task(self) -> str:
-        """The task as a user writes it: `charlm(seq_len=128)`, or the name alone."""
+        """The task as a user writes it: `charlm(seq_len=128)`, or the name alone; a suite
+        by its name and members (the page lists each member's params apart)."""
         task = self.config.task
+        if task.name == SUITE_TASK:
+            return suite_text(task)
         if not task.params:
             return task.name
         args = ", ".join(f"{k}={json.dumps(v)}" for k, v in task.params.items())

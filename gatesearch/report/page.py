@@ -24,10 +24,12 @@ from gatesearch.formats import (
     score,
     whole,
 )
-from gatesearch.report.board import BoardRow, size_columns
+from gatesearch.report.board import BoardRow, member_columns, size_columns
 from gatesearch.report.choices import ChoiceShares
 from gatesearch.report.data import Ranked, RunData
 from gatesearch.runs.store import RunState, campaign_state
+from gatesearch.tasks import TaskSpec, task_label
+from gatesearch.tasks.suite import suite_member_docs, suite_members
 
 TEMPLATE = "report.html.j2"
 
@@ -172,6 +174,7 @@ class Report:
     skipped: str | None = None  # what could not be read and was left out
     keys: list[str] = field(default_factory=list)  # the objectives' keys (`metric`, `params`)
     rungs: str | None = None  # the rungs line, under a multi-fidelity schedule
+    members: tuple[str, ...] = ()  # a suite's member names, for their scores' table
 
 
 @dataclass(frozen=True)
@@ -290,6 +293,14 @@ def _campaign(data: RunData, rows: list[BoardRow], counts: dict[str, int]) -> Ca
         ("created", cfg.created),
         ("run directory", data.root),
     ]
+    # A suite's members, each with its params and weight, after the task line.
+    config[2:2] = [
+        (
+            f"member {m['name']}",
+            f"{task_label(TaskSpec(m['task'], m['params']))}, weight {m['weight']:g}",
+        )
+        for m in suite_member_docs(cfg.task)
+    ]
     cards = [
         Card(data.finished_slots(), f"of {data.target} finished", False),
         Card(counts["complete"], "complete", False),
@@ -325,6 +336,7 @@ def _board(data: RunData, rows: list[BoardRow]) -> BoardView:
     objectives = data.labels
     multi = len(objectives) > 1
     sizes = size_columns(data.objectives, rows)
+    sizes += member_columns(data.objectives, suite_members(data.config.task))
     head = ["rank", *(["front"] if multi else []), "trial", *objectives]
     head += [label for _, label in sizes] + ["width", "hash", "architecture"]
     table = []

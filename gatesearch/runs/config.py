@@ -18,6 +18,7 @@ from gatesearch.budget import Budget, BudgetError, parse_budget
 from gatesearch.errors import GatesearchError
 from gatesearch.runs.schedule import Schedule, ScheduleError
 from gatesearch.tasks import TaskError, TaskSpec
+from gatesearch.tasks.suite import objective_member
 
 FORMAT = 1
 
@@ -40,7 +41,10 @@ class Direction(StrEnum):
     @classmethod
     def of(cls, objective: str, higher_is_better: bool) -> Direction:
         """The direction of `objective` on a task whose metric is `higher_is_better`: only the
-        metric itself can be maximised (params, FLOPs and latency are costs)."""
+        metric itself, and a suite member's score (on [0, 1], higher better), can be
+        maximised (params, FLOPs and latency are costs)."""
+        if objective_member(objective) is not None:
+            return cls.MAXIMIZE
         return cls.MAXIMIZE if objective == "metric" and higher_is_better else cls.MINIMIZE
 
 

@@ -22,6 +22,7 @@ from gatesearch.runs.store import (
     campaign_state,
 )
 from gatesearch.tasks import task_label
+from gatesearch.tasks.suite import member_objective, suite_members
 
 # ------------------------------------------------------------------------------- summaries
 
@@ -134,6 +135,7 @@ def leaderboard(store: RunStore, top: int = 5) -> list[dict[str, Any]]:
     the one a terminal's column shows."""
     placed = rank_records(store.records(), store.config.directions)
     joint = joint_ranks([tie_key(level, r) for level, r in placed])
+    members = suite_members(store.config.task)
     out = []
     for rank, ((_, r), (joint_rank, tied)) in enumerate(zip(placed[:top], joint), start=1):
         path = store.graph_path(r.arch_hash)
@@ -155,6 +157,8 @@ def leaderboard(store: RunStore, top: int = 5) -> list[dict[str, Any]]:
                 "loss": r.metrics.get("loss"),
                 "params": r.metrics.get("params"),
                 "state": objective_value(r.metrics, "state"),  # None: not a causal model
+                # A suite's member scores by member name ({} for one task).
+                "members": {m: objective_value(r.metrics, member_objective(m)) for m in members},
                 "arch_hash": r.arch_hash,
                 "arch": arch,
                 "arch_short": short,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import platform
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from importlib import metadata
@@ -20,7 +21,7 @@ from gatesearch.errors import GatesearchError
 from gatesearch.evaluate import (
     OBJECTIVES,
     Evaluator,
-    ProxyEvaluator,
+    SuiteEvaluator,
     resolve_task,
 )
 from gatesearch.grammar import DerivationError, Grammar, replay
@@ -29,6 +30,7 @@ from gatesearch.runs.config import Direction, RunConfig
 from gatesearch.runs.schedule import Schedule, ScheduleError
 from gatesearch.strategies.presets import Preset, load_preset, resolve_preset_path
 from gatesearch.tasks import TaskSpec
+from gatesearch.tasks.suite import member_objective, objective_member
 
 # `gatesearch run` with no --task: MQAR shrunk so that 12 trials on 2 cores find a model that
 # has learnt it within about three minutes. 32 tokens with 4 key-value pairs over a 64-token
@@ -70,19 +72,37 @@ def trial_seed(campaign_seed: int, slot: int, stream: int = 0) -> int:
     return int(np.random.SeedSequence([campaign_seed, slot, stream]).generate_state(1)[0])
 
 
-def parse_objectives(text: str, metric_name: str = "metric") -> list[str]:
+def parse_objectives(
+    text: str, metric_name: str = "metric", members: Sequence[str] = ()
+) -> list[str]:
     """The objective names of `--objectives`; the task's own metric name (e.g. `accuracy`)
-    stands for `metric`, as the leaderboard labels it so."""
+    stands for `metric`, as the leaderboard labels it so. A suite's `members` each add
+    `member:NAME`, that member's normalised score."""
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
         raise CampaignError("--objectives needs at least one name")
     names = ["metric" if n == metric_name and n not in OBJECTIVES else n for n in names]
     for n in names:
+        member = objective_member(n)
+        if member is not None:
+            if not members:
+                raise CampaignError(
+                    f"objective {n!r}: member:NAME objectives are a suite's "
+                    "(--task suites/mad.toml); this task is not one"
+                )
+            if member not in members:
+                raise CampaignError(
+                    f"objective {n!r}: the suite has no member {member!r} "
+                    f"(its members: {', '.join(members)})"
+                )
+            continue
         if n not in OBJECTIVES:
             choices = ", ".join(
                 f"metric ({metric_name})" if o == "metric" and metric_name != o else o
                 for o in OBJECTIVES
             )
+            if members:
+                choices += ", " + ", ".join(member_objective(m) for m in members)
             raise CampaignError(f"unknown objective {n!r}: choose from {choices}")
     if len(set(names)) != len(names):
         raise CampaignError(f"--objectives {text!r} names an objective twice")
@@ -167,7 +187,7 @@ def prepare_run(req: RunRequest) -> tuple[RunConfig, Path, Preset]:
     preset = load_preset(resolve_preset_path(req.strategy))
     evaluator = resolve_task(task_spec, req.proxy)
     proxy = dict(req.proxy)
-    if isinstance(evaluator, ProxyEvaluator):  # a task that trains models (not `null`)
+    if evaluator.trains:  # a task (or suite) that trains models, not `null`
         proxy = {**CAMPAIGN_PROXY_DEFAULTS, **req.proxy}
         inert = [k for k in SELF_TUNING_OPTIONS if k in req.proxy]
         if inert and proxy.get("self_tuning") is False:
@@ -178,7 +198,11 @@ def prepare_run(req: RunRequest) -> tuple[RunConfig, Path, Preset]:
         evaluator = resolve_task(task_spec, proxy)
     default_budget = DEFAULT_CAMPAIGN_BUDGET if req.task is None else evaluator.default_budget
     budget = parse_budget(req.budget or default_budget)
-    objectives = parse_objectives(req.objectives, evaluator.metric_name)
+    suite = evaluator if isinstance(evaluator, SuiteEvaluator) else None
+    members = suite.member_names if suite is not None else ()
+    objectives = parse_objectives(req.objectives, evaluator.metric_name, members)
+    if suite is not None:
+        suite.share(budget)  # a budget too small to split among the members: refused now
     if req.trials < 1 or req.workers < 1:
         raise CampaignError("--trials and --workers must be at least 1")
     if req.timeout is not None and not (math.isfinite(req.timeout) and req.timeout >= 0):
@@ -209,11 +233,19 @@ def prepare_run(req: RunRequest) -> tuple[RunConfig, Path, Preset]:
         seeds.append({"file": str(path), "choices": arch.derivation.choices})
     # The default campaign's smaller MQAR is named apart from `--task mqar`'s.
     task_name = evaluator.spec.name if req.task is not None else DEFAULT_TASK_LABEL
+    if suite is not None:
+        task_name = suite.suite.name
     name = req.name or default_run_name(preset.strategy, task_name)
     if not RUN_NAME.match(name):
         raise CampaignError(f"--name {name!r}: use letters, digits, '.', '_' and '-'")
     timeout = req.timeout if req.timeout is not None else preset.trial.timeout
     schedule = resolve_schedule(req, preset.schedule, budget)
+    if suite is not None and schedule.staged:
+        # A stint saves one model's state; a suite trial holds one per member.
+        raise CampaignError(
+            f"--schedule {schedule.kind.value}: a suite trains its members whole; multi-fidelity "
+            "schedules are not supported for suites (use --schedule none)"
+        )
     config = RunConfig(
         name=name,
         created=datetime.now().isoformat(timespec="seconds"),

@@ -135,7 +135,12 @@ def task_label(spec: TaskSpec) -> str:
     """The task as a user tells it apart in a list: its name and the params that differ from
     the task's own defaults. `--task mqar` shows as `mqar`; the default campaign's smaller MQAR
     as `mqar(vocab=64, length=32, ...)` — under one bare name the two were confused. A custom
-    task's params are all shown (its defaults are not known without importing it)."""
+    task's params are all shown (its defaults are not known without importing it). A suite
+    shows as `suite NAME (N members: ...)`."""
+    from gatesearch.tasks.suite import SUITE_TASK, suite_text  # suite.py builds on this module
+
+    if spec.name == SUITE_TASK:
+        return suite_text(spec)
     defaults: dict[str, Any] = {}
     factory = builtin_tasks().get(spec.name)
     if factory is not None:

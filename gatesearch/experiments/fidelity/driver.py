@@ -18,7 +18,7 @@ from gatesearch.arch.graph import write_graph
 from gatesearch.arch.space import Architecture, default_space, load_space
 from gatesearch.atomic import AtomicFolder, write_atomic
 from gatesearch.budget import Budget, parse_budget
-from gatesearch.evaluate import ProxyEvaluator, resolve_task
+from gatesearch.evaluate import ProxyEvaluator, SuiteEvaluator, resolve_task
 from gatesearch.experiments.fidelity.config import (
     DEFAULT_FULL_OPTIONS,
     DEFAULT_PROXY_BUDGET,
@@ -38,6 +38,7 @@ from gatesearch.grammar import Grammar
 from gatesearch.proxy.config import ProxyOptionError, proxy_config
 from gatesearch.runs.config import TrialResources
 from gatesearch.tasks import TaskSpec
+from gatesearch.tasks.suite import one_task_only
 
 CONFIG = "config.json"
 SPACE_COPY = "space.space"
@@ -191,6 +192,8 @@ def prepare(req: FidelityRequest) -> tuple[FidelityConfig, Grammar, list[Archite
         proxy_config(full_options)  # checked as the proxy's are
     except ProxyOptionError as exc:
         raise FidelityError(f"--full-option: {exc}") from None
+    if isinstance(evaluator, SuiteEvaluator):
+        raise FidelityError(one_task_only("fidelity", evaluator.spec))
     if not isinstance(evaluator, ProxyEvaluator):
         raise FidelityError(f"task {req.task} trains no model; fidelity needs a real task")
     proxy, full = _budgets(req)

@@ -1,0 +1,191 @@
+"""A suite campaign through the real command line: one run of two tiny members on local Ray
+(started once here) shared by the tests that read it; resume on a copy of it. Bad suites and
+objectives are refused in one line before anything is written."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+from clitools import captured
+
+from gatesearch.runs.store import RunStore
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
+
+# Tiny causal models only: one width, one mixer, so that a trial costs a second or two.
+SPACE = """\
+task causal
+let width = choice(16)
+model := embed block rmsnorm head
+block := residual(rmsnorm mixer)
+mixer := gru | mingru | lstm | attention(heads=2)
+"""
+
+SUITE = textwrap.dedent(
+    """\
+    name = "two"
+
+    [[member]]
+    task = "in_context_recall"
+    params = { vocab = 8, length = 16, n_valid = 16, n_test = 16 }
+
+    [[member]]
+    name = "copy"
+    task = "selective_copy"
+    params = { vocab = 4, length = 16, n_tokens = 2, n_valid = 16, n_test = 16 }
+    weight = 2
+    """
+)
+MEMBERS = ["in_context_recall", "copy"]
+
+
+def one_line_error(result) -> str:
+    """The refusal's line on stderr (exit status 2, nothing on stdout's tables)."""
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("suite")
+    (root / "two.toml").write_text(SUITE)
+    (root / "tiny.space").write_text(SPACE)
+    return root
+
+
+def run_args(files: Path, name: str, *more: object) -> list[object]:
+    return [
+        "run", "--task", files / "two.toml", "--space", files / "tiny.space",
+        "--strategy", "random", "--budget", "4steps", "--workers", 2,
+        "--proxy-option", "batch_size=4", "--runs-dir", files / "runs", "--name", name, *more,
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def campaign(files: Path) -> tuple[Path, str]:
+    """The finished run (2 trials, two objectives: the suite's score and one member's) and
+    what `run` printed."""
+    result = captured(*run_args(files, "s", "--trials", 2, "--objectives", "metric,member:copy"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    return files / "runs" / "s", result.stdout
+
+
+def test_a_suite_campaign_stores_every_members_score(campaign: tuple[Path, str]) -> None:
+    run, printed = campaign
+    config = json.loads((run / "config.json").read_text())
+    # The suite stored written out: a resume never reads the file again.
+    assert config["task"]["name"] == "suite"
+    assert [m["name"] for m in config["task"]["params"]["members"]] == MEMBERS
+    assert config["metric_name"] == "score"
+    assert config["directions"] == ["maximize", "maximize"]
+    assert "each member trains an equal share, 2steps of the trial's 4steps" in printed
+    # Nothing to retrain or export is offered: both need one task.
+    assert "gatesearch report" in printed and "gatesearch retrain" not in printed
+    with RunStore.open(run, writer=False) as store:
+        records = [r for r in store.records() if r.scored]
+        assert len(records) == 2
+        for record in records:
+            doc = store.load_trial_metrics(record.number) or {}
+            members = doc["metrics"]["members"]
+            assert list(members) == MEMBERS
+            assert all(0.0 <= m["score"] <= 1.0 and m["steps"] == 2 for m in members.values())
+            assert record.values == (record.metrics["metric"], members["copy"]["score"])
+
+
+def test_status_shows_the_member_scores(campaign: tuple[Path, str]) -> None:
+    run, _ = campaign
+    result = captured("status", run, "--wide")
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    assert "suite two (2 members: in_context_recall, copy)" in text
+    assert "score ↑" in text and "member:copy ↑" in text
+    # The members not already objectives, in a table of their own under the leaderboard.
+    assert "member scores (0 to 1, higher better):" in text
+    table = text.split("member scores (0 to 1, higher better):")[1]
+    assert "in_context_recall" in table and "copy" not in table
+    info = json.loads(captured("status", run, "--json").stdout)
+    assert set(info["best"]["members"]) == set(MEMBERS)
+
+
+def test_report_shows_the_member_scores(campaign: tuple[Path, str], tmp_path: Path) -> None:
+    run, _ = campaign
+    result = captured("report", run, "--out", tmp_path / "r")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "member scores (0 to 1, higher better):" in result.stdout
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert "<th>in_context_recall</th>" in page  # the member column beside the objectives
+    assert "member copy" in page and "selective_copy(vocab=4" in page  # its spec and weight
+    head = (tmp_path / "r" / "trials.csv").read_text().splitlines()[0]
+    assert "metric_member:in_context_recall" in head
+
+
+def test_resume_goes_on_with_the_stored_suite(campaign: tuple[Path, str], tmp_path: Path) -> None:
+    """On a copy, with the suite's file gone: the run's config holds the suite."""
+    run, _ = campaign
+    copy = tmp_path / "s"
+    shutil.copytree(run, copy)
+    (run.parent.parent / "two.toml").rename(tmp_path / "moved.toml")
+    try:
+        result = captured("resume", copy, "--trials", 1)
+    finally:
+        (tmp_path / "moved.toml").rename(run.parent.parent / "two.toml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    with RunStore.open(copy, writer=False) as store:
+        records = [r for r in store.records() if r.scored]
+    assert len(records) == 3
+    assert all(set(r.metrics) >= {"member:copy", "member:in_context_recall"} for r in records)
+
+
+def test_retrain_export_and_fidelity_refuse_a_suite_in_one_line(
+    campaign: tuple[Path, str], files: Path
+) -> None:
+    """Each needs one task's model (its embedding and head); a suite trial has one a member."""
+    run, _ = campaign
+    fidelity = ["fidelity", "--task", files / "two.toml", "--runs-dir", files / "f"]
+    for command in (["retrain", run], ["export", run, "-o", run / "x.py"], fidelity):
+        line = one_line_error(captured(*command))
+        assert "suite two" in line and "needs one task" in line
+    assert not (run / "x.py").exists() and not (run / "retrained").exists()
+    assert not (files / "f").exists()
+
+
+@pytest.mark.parametrize(
+    ("more", "fragment"),
+    [
+        (["--objectives", "metric,member:nope"], "the suite has no member 'nope' (its members: "),
+        (["--budget", "1steps"], "give at least 2steps"),
+        (["--schedule", "asha"], "not supported for suites"),
+        (["--task-param", "vocab=3"], "task params (vocab) do not apply to a suite"),
+    ],
+    ids=["unknown-member", "budget-too-small", "schedule", "task-param"],
+)
+def test_a_bad_request_is_one_line_and_writes_nothing(
+    files: Path, more: list[str], fragment: str
+) -> None:
+    line = one_line_error(captured(*run_args(files, "bad", "--trials", 1, *more)))
+    assert fragment in line
+    assert not (files / "runs" / "bad").exists()
+
+
+def test_a_bad_suite_file_is_one_line_naming_its_line(files: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(SUITE.replace("weight = 2", "weight = 0"))
+    args = run_args(files, "bad", "--trials", 1)
+    args[args.index(files / "two.toml")] = bad
+    line = one_line_error(captured(*args))
+    assert line.startswith(f"error: {bad}:11: member copy: weight must be a number > 0")
+    assert not (files / "runs" / "bad").exists()
+
+
+def test_member_objectives_are_a_suites_only(files: Path) -> None:
+    line = one_line_error(
+        captured("run", "--task", "null", "--objectives", "member:x", "--runs-dir", files / "n")
+    )
+    assert "member:NAME objectives are a suite's" in line
+    assert not (files / "n").exists()
