@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import textwrap
 from pathlib import Path
 
 import pytest
 from clitools import captured
+from suitefiles import COPY_WEIGHT, TWO_MEMBERS
 
 from gatesearch.runs.store import RunStore
 
@@ -25,21 +25,6 @@ block := residual(rmsnorm mixer)
 mixer := gru | mingru | lstm | attention(heads=2)
 """
 
-SUITE = textwrap.dedent(
-    """\
-    name = "two"
-
-    [[member]]
-    task = "in_context_recall"
-    params = { vocab = 8, length = 16, n_valid = 16, n_test = 16 }
-
-    [[member]]
-    name = "copy"
-    task = "selective_copy"
-    params = { vocab = 4, length = 16, n_tokens = 2, n_valid = 16, n_test = 16 }
-    weight = 2
-    """
-)
 MEMBERS = ["in_context_recall", "copy"]
 
 
@@ -54,7 +39,7 @@ def one_line_error(result) -> str:
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("suite")
-    (root / "two.toml").write_text(SUITE)
+    (root / "two.toml").write_text(TWO_MEMBERS)
     (root / "tiny.space").write_text(SPACE)
     return root
 
@@ -175,7 +160,7 @@ def test_a_bad_request_is_one_line_and_writes_nothing(
 
 def test_a_bad_suite_file_is_one_line_naming_its_line(files: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
-    bad.write_text(SUITE.replace("weight = 2", "weight = 0"))
+    bad.write_text(TWO_MEMBERS.replace(f"weight = {COPY_WEIGHT}", "weight = 0"))
     args = run_args(files, "bad", "--trials", 1)
     args[args.index(files / "two.toml")] = bad
     line = one_line_error(captured(*args))

@@ -65,18 +65,24 @@ def test_linear_scan_broadcasts_decay_over_trailing_dims(T: int) -> None:
     _check_against_loop(linear_scan, linear_scan_reference, {"a": a, "b": b}, F64)
 
 
+# The two-level scan the modules train with, and the loop-free form ONNX export traces.
+LOG_SCANS = pytest.mark.parametrize(
+    "scan", [log_linear_scan, log_linear_scan_parallel], ids=["two_level", "loop_free"]
+)
+
+
+@LOG_SCANS
 @pytest.mark.parametrize("T", LENGTHS, ids=lambda t: f"B2-T{t}-D6")
-def test_log_linear_scan_matches_loop(T: int) -> None:
+def test_log_linear_scan_matches_loop(T: int, scan: Callable[..., torch.Tensor]) -> None:
     torch.manual_seed(T)
     log_a = F.logsigmoid(torch.randn(2, T, 6, dtype=DT))
     log_b = torch.randn(2, T, 6, dtype=DT)
-    _check_against_loop(
-        log_linear_scan, log_linear_scan_reference, {"log_a": log_a, "log_b": log_b}, F64
-    )
+    _check_against_loop(scan, log_linear_scan_reference, {"log_a": log_a, "log_b": log_b}, F64)
 
 
+@LOG_SCANS
 @pytest.mark.parametrize("T", [7, 257], ids=lambda t: f"B2-T{t}-D6")
-def test_log_linear_scan_initial_state(T: int) -> None:
+def test_log_linear_scan_initial_state(T: int, scan: Callable[..., torch.Tensor]) -> None:
     torch.manual_seed(T)
     log_a = F.logsigmoid(torch.randn(2, T, 6, dtype=DT))
     log_b = torch.randn(2, T, 6, dtype=DT)
@@ -85,9 +91,7 @@ def test_log_linear_scan_initial_state(T: int) -> None:
     def slow(log_a, log_b, log_h0):
         return linear_scan_reference(log_a.exp(), log_b.exp(), log_h0.exp()).log()
 
-    _check_against_loop(
-        log_linear_scan, slow, {"log_a": log_a, "log_b": log_b, "log_h0": log_h0}, F64
-    )
+    _check_against_loop(scan, slow, {"log_a": log_a, "log_b": log_b, "log_h0": log_h0}, F64)
 
 
 @pytest.mark.parametrize("T", LENGTHS, ids=lambda t: f"B2-T{t}-D6")
@@ -104,10 +108,11 @@ def test_log_linear_scan_cumsum_matches_loop(T: int) -> None:
 
 
 @pytest.mark.parametrize("T", [1, 7, 16, 257], ids=lambda t: f"B2-T{t}")
-def test_the_loop_free_scans_match_their_loops(T: int) -> None:
-    """The forms ONNX export traces (fixed chunk, no loop): with and without an initial state,
-    a decay broadcast over trailing dims; a decay of exactly 0 (log a = −inf) in values only,
-    its gradient through log 0 being what these inference-time forms do not need."""
+def test_the_loop_free_linear_scan_matches_its_loop(T: int) -> None:
+    """The form ONNX export traces (fixed chunk, no loop; its log-space twin is checked with
+    the log scans above): with and without an initial state, a decay broadcast over trailing
+    dims; a decay of exactly 0 (log a = −inf) in values only, its gradient through log 0 being
+    what an inference-time form does not need."""
     torch.manual_seed(T)
     a = torch.rand(2, T, 3, 4, 1, dtype=DT)
     b = torch.randn(2, T, 3, 4, 5, dtype=DT)
@@ -117,22 +122,6 @@ def test_the_loop_free_scans_match_their_loops(T: int) -> None:
     a[:, T // 2] = 0.0  # the state forgets everything here
     torch.testing.assert_close(
         linear_scan_parallel(a, b, h0), linear_scan_reference(a, b, h0), atol=1e-10, rtol=1e-8
-    )
-    log_a = F.logsigmoid(torch.randn(2, T, 6, dtype=DT))
-    log_b = torch.randn(2, T, 6, dtype=DT)
-    log_h0 = torch.randn(2, 6, dtype=DT)
-
-    def slow(log_a, log_b, log_h0):
-        return linear_scan_reference(log_a.exp(), log_b.exp(), log_h0.exp()).log()
-
-    _check_against_loop(
-        log_linear_scan_parallel, slow, {"log_a": log_a, "log_b": log_b, "log_h0": log_h0}, F64
-    )
-    _check_against_loop(
-        log_linear_scan_parallel,
-        log_linear_scan_reference,
-        {"log_a": log_a, "log_b": log_b},
-        F64,
     )
 
 

@@ -4,11 +4,11 @@ split, the score's normalisation, and a suite trial trained for real (in process
 from __future__ import annotations
 
 import math
-import textwrap
 from pathlib import Path
 
 import pytest
 from stackgraph import stack_graph
+from suitefiles import COPY_WEIGHT, TWO_MEMBERS
 
 from gatesearch.budget import parse_budget
 from gatesearch.evaluate import SuiteEvaluator, evaluate, resolve_task
@@ -136,23 +136,6 @@ def test_scores_are_accuracy_as_is_and_losses_against_a_uniform_guess() -> None:
     assert chance_loss(compression) == pytest.approx(math.log(16))
 
 
-TWO_MEMBERS = textwrap.dedent(
-    """\
-    name = "two"
-
-    [[member]]
-    task = "in_context_recall"
-    params = { vocab = 8, length = 16, n_valid = 16, n_test = 16 }
-
-    [[member]]
-    name = "copy"
-    task = "selective_copy"
-    params = { vocab = 4, length = 16, n_tokens = 2, n_valid = 16, n_test = 16 }
-    weight = 3
-    """
-)
-
-
 def test_a_suite_trial_trains_each_member_and_weighs_their_scores(tmp_path: Path) -> None:
     path = tmp_path / "two.toml"
     path.write_text(TWO_MEMBERS)
@@ -167,9 +150,12 @@ def test_a_suite_trial_trains_each_member_and_weighs_their_scores(tmp_path: Path
     # The head follows each task: selective_copy's 6 output ids against recall's 8.
     assert recall["params"] != copy["params"]
     assert metrics["params"] == max(recall["params"], copy["params"])
-    assert metrics["metric"] == pytest.approx((recall["score"] + 3 * copy["score"]) / 4)
+    assert metrics["metric"] == pytest.approx(
+        (recall["score"] + COPY_WEIGHT * copy["score"]) / (1 + COPY_WEIGHT)
+    )
     assert metrics["loss"] == pytest.approx(
-        (recall["loss"] / recall["chance_loss"] + 3 * copy["loss"] / copy["chance_loss"]) / 4
+        (recall["loss"] / recall["chance_loss"] + COPY_WEIGHT * copy["loss"] / copy["chance_loss"])
+        / (1 + COPY_WEIGHT)
     )
     assert metrics["member:copy"] == copy["score"] == copy["metric"]
     assert metrics["metric_name"] == "score" and recall["metric_name"] == "accuracy"
