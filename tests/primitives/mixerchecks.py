@@ -5,9 +5,13 @@ and gradients on every parameter, and outputs that ignore the future."""
 from __future__ import annotations
 
 import torch
+from reference import Tolerance, assert_matches_reference
 from torch import nn
 
 from gatesearch.registry import REGISTRY, Context, Role
+
+# A fast form against its reference, in float64: equal to rounding.
+F64 = Tolerance(atol=1e-10, rtol=1e-8)
 
 ATOL_CAUSAL = 1e-12
 
@@ -47,3 +51,23 @@ def assert_causal(module: nn.Module, width: int, length: int = 16, cut: int = 9)
     y, y_changed = module(x), module(x_changed)
     torch.testing.assert_close(y[:, : cut + 1], y_changed[:, : cut + 1], atol=ATOL_CAUSAL, rtol=0)
     assert not torch.allclose(y[:, cut + 1 :], y_changed[:, cut + 1 :])
+
+
+def assert_fast_form_matches_reference(
+    module: nn.Module, length: int, width: int, allow_unused: bool = False
+) -> None:
+    """`module`'s forward (its chunked or parallel form) against its `forward_reference` (the
+    step loop, or the paper's equations) on a float64 (2, length, width) input seeded by the
+    length: values and every gradient within F64. `allow_unused`: for parameters a length-1
+    sequence never reaches (a decay, a recurrent matrix reading h_0 = 0)."""
+    torch.manual_seed(length)
+    x = torch.randn(2, length, width, dtype=torch.float64)
+    assert_matches_reference(
+        module,
+        module.forward_reference,  # type: ignore[arg-type]
+        {"x": x},
+        values=F64,
+        grads=F64,
+        module=module,
+        allow_unused=allow_unused,
+    )
