@@ -270,6 +270,8 @@ class _ProxyRun:
                 self.record()
             while not clock.done(tally.steps, tally.tokens):
                 self.progress = progress = clock.progress(tally.steps, tally.tokens)
+                if self._cooled(progress):
+                    break  # (a stint continuing a run whose decay has ended trains no more)
                 if (
                     config.lr_schedule is LRSchedule.PLATEAU
                     and self.cooldown is None
@@ -288,11 +290,7 @@ class _ProxyRun:
                     self.record()
                 if self._point_due() and self.validate():
                     break
-                if self.cooldown is not None and self.cooldown.over(
-                    clock.progress(tally.steps, tally.tokens)
-                ):
-                    if not self.curve or self.curve[-1]["step"] != tally.steps:
-                        self.validate()  # the decay's end is what it was for: always scored
+                if self._cooled(clock.progress(tally.steps, tally.tokens)):
                     break
             self._close_stint()
             if self.stint is not None and self.stint.save is not None:
@@ -412,6 +410,10 @@ class _ProxyRun:
             return False
         return stalled
 
+    def _cooled(self, progress: float) -> bool:
+        """Whether a plateau schedule's decay has begun and ended by `progress`."""
+        return self.cooldown is not None and self.cooldown.over(progress)
+
     def _begin_cooldown(self, progress: float) -> None:
         """Start a plateau schedule's decay at `progress`, from the best point's weights
         (under keep_best): past a stall the newest weights are the more overfitted ones."""
@@ -451,10 +453,12 @@ class _ProxyRun:
             self.record()
         self.stopped_early = not clock.done(tally.steps, tally.tokens)
         # A seconds budget can run out between the last point's check and the loop's: the
-        # end of training is always a point.
+        # end of training is always a point, and so is the end of a plateau schedule's decay
+        # (where its gains are).
+        ended = not self.stopped_early or self._cooled(clock.progress(tally.steps, tally.tokens))
         if (
             config.eval_points
-            and not self.stopped_early
+            and ended
             and (not self.curve or self.curve[-1]["step"] != tally.steps)
         ):
             self.validate()

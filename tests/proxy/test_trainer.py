@@ -40,6 +40,7 @@ from gatesearch.proxy import (
     proxy_evaluate,
     train_proxy,
 )
+from gatesearch.proxy.stint import Stint
 from gatesearch.proxy.stn import fold_stn
 from gatesearch.proxy.trainer import task_context
 from gatesearch.tasks import Batch, make_task
@@ -287,6 +288,27 @@ def test_a_plateau_schedule_without_a_stall_decays_over_the_budgets_last_fifth()
     assert lr[80] == pytest.approx(config.lr)
     assert lr[90] == pytest.approx(config.lr * (1 - 0.9 * 9 / 20))
     assert lr[100] == pytest.approx(config.lr * (1 - 0.9 * 19 / 20))
+
+
+def test_a_plateau_run_continued_after_its_decay_ended_trains_no_more(tmp_path) -> None:
+    """A stint that continues a run whose decay has ended (a promotion under ASHA) adds no
+    weight step: the continued result is the saved one's."""
+    config = ProxyConfig(
+        batch_size=16, trajectory_every=5, latency_runs=1, self_tuning=False, eval_points=20,
+        keep_best=True, patience=3, lr_schedule=LRSchedule.PLATEAU,
+    )  # fmt: skip
+    full = parse_budget("600steps")
+    first = train_proxy(
+        OVERFIT_GRAPH, overfit_task(), full, seed=0, config=config,
+        stint=Stint(full, None, tmp_path / "s"),
+    )  # fmt: skip
+    assert first.metrics["steps"] < 600 and first.curve[-1]["step"] == first.metrics["steps"]
+    again = train_proxy(
+        OVERFIT_GRAPH, overfit_task(), full, seed=0, config=config,
+        stint=Stint(full, tmp_path / "s", None),
+    )  # fmt: skip
+    assert again.metrics["steps"] == first.metrics["steps"]
+    assert again.metrics["loss"] == first.metrics["loss"] and again.curve == first.curve
 
 
 def test_a_plateau_schedule_needs_its_validation_points_and_patience() -> None:
