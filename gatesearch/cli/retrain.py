@@ -170,6 +170,8 @@ class _Printer:
             return
         m = row["metrics"]
         stop = "stopped early, " if m["stopped_early"] else ""
+        if m.get("cooldown_start") is not None:  # --schedule plateau: where its decay began
+            stop = f"decay from {m['cooldown_start']:.0%} of the budget, {stop}"
         kept = f"kept of {len(m['variants'])} variants: " if "variants" in m else ""
         out.print(
             f"{self.label(job)}: {kept}valid {m['metric_name']} "

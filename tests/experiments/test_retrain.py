@@ -246,6 +246,21 @@ def test_retrain_dropout_replaces_every_tuned_rate(mqar_run, tmp_path, capsys):
     assert all(used[k] == pytest.approx(tuned[k], rel=1e-5) for k in others)
 
 
+def test_retrain_schedule_plateau_decays_and_says_where(mqar_run, tmp_path, capsys):
+    """--schedule plateau through the CLI: stored with the result, and the line says where
+    the decay began (here at the budget's last fifth at the latest)."""
+    run = tmp_path / "m"
+    shutil.copytree(mqar_run, run, ignore=shutil.ignore_patterns(RETRAINED))
+    capsys.readouterr()
+    args = ("--top", "1", "--budget", "10steps", "--eval-points", "5", "--dropout", "tuned")
+    assert cli("retrain", run, *args, "--schedule", "plateau", "--patience", "1") == 0
+    assert "decay from " in " ".join(capsys.readouterr().out.split())
+    with RunStore.open(run, writer=False) as store:
+        (placed,) = [p for p in final_order(store) if p.retrained is not None]
+    metrics = placed.retrained
+    assert metrics["schedule"] == "plateau" and 0 < metrics["cooldown_start"] <= 0.8
+
+
 def test_retrain_with_several_dropouts_keeps_the_best_on_validation(mqar_run, tmp_path, capsys):
     run = tmp_path / "m"
     shutil.copytree(mqar_run, run, ignore=shutil.ignore_patterns(RETRAINED))
