@@ -11,7 +11,10 @@ in `--archs`) at one width and one depth, scored on a suite (MAD's six tasks by 
 member's score on [0, 1], their weighted mean the aggregate. Each (architecture, seed) is
 one suite trial in a worker process with one torch thread, trained by the campaign's proxy
 trainer at fixed hyperparameters for a token budget per member (so the figures do not
-depend on the machine's speed).
+depend on the machine's speed). The default, 6e5 tokens a member, is where LLaMA (width 64,
+4 blocks, seed 0) has learned both exact recall members (1.000) and fuzzy recall is at 0.78;
+at 2e5 its noisy recall was still at 0.35 while Gated DeltaNet's was at 1.00, which would
+rank how fast a design learns rather than what it can recall.
 
 Depth: 4 blocks, each as its file writes a block (Mamba-2's, GCNN's and xLSTM's mLSTM
 blocks hold no channel mixer; the params column shows what that costs them). Four is the
@@ -282,7 +285,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument(
         "--budget",
-        default="2e5tokens",
+        default="6e5tokens",
         help="training budget of EACH MEMBER task (a trial trains members x this); tokens "
         "keep the figures independent of the machine's speed",
     )
