@@ -6,15 +6,17 @@ Runtime when it is installed.
 The batch axis is dynamic, and so is the time axis unless a primitive of the model cannot keep
 it so: then it is fixed at `seq_len` and the result names the primitives and why
 (`OnnxExport.fixed_by`, from each module's `fixed_time`). A traced graph keeps T symbolic only
-where the forward has no loop sized from T: the diagonal scans (minGRU, minLSTM, RG-LRU, HGRN,
-the attention pooling) and GLA's chunked form switch, while traced, to their loop-free forms
+where the forward has no loop sized from T and no branch on it: the diagonal scans (minGRU,
+minLSTM, RG-LRU, HGRN, the attention pooling) switch, while traced, to their loop-free forms
 (`scan.linear_scan_parallel`, `scan.log_linear_scan_parallel`: a chunk of fixed size, states
-carried across chunks by a masked matrix rather than a loop); attention, convolutions and the
-cuDNN-style cells (LSTM, GRU, exported as ONNX's own LSTM/GRU ops) have none to begin with.
-The nonlinear recurrences (MGU, IndRNN, LEM, sLSTM) and the chunk loops of the delta rules and
-the mLSTM are unrolled over the fixed T; Mamba-2 is loop-free but the exporter cannot prove
-its padded chunks' shapes for every T. Either way the file is checked against the engine with
-ONNX Runtime, at two lengths when T is dynamic.
+carried across chunks by a masked matrix rather than a loop), GLA's chunks are padded and cut
+in a form the tracer can follow, and attention, convolutions and mixtures have no loop to
+begin with. Fixed: the nonlinear recurrences (MGU, IndRNN, LEM, sLSTM) and torch's fused LSTM
+and GRU, which trace to a loop over the traced length; the chunk loops of the delta rules and
+the mLSTM; Mamba-2, loop-free but with padded chunks whose shapes the exporter cannot prove
+for every T. Should the tracer still fix T for a model none of them is in, or the file not
+compute the model at a second length, the export falls back to a fixed T and says so. The
+file is checked against the engine with ONNX Runtime, at two lengths when T is dynamic.
 """
 
 from __future__ import annotations
@@ -89,14 +91,34 @@ def export_onnx(model: torch.nn.Module, ctx: Context, path: Path, seq_len: int) 
         raise ExportError(f"--seq-len must be at least 1, got {seq_len}")
     model = model.eval()
     fixed_by = fixed_time_reasons(model)
-    batch = torch.export.Dim("batch", min=1)
-    shapes: dict[int, Any] = {0: batch}
-    if fixed_by:
-        example = _example(ctx, 2, seq_len, seed=0)
-    else:
-        example = _example(ctx, 2, max(seq_len, TRACE_MIN_LEN), seed=0)
-        shapes[1] = torch.export.Dim("time", min=1)
-    with warnings.catch_warnings(), _quiet_exporter(), torch.no_grad():
+    if not fixed_by:
+        # Dynamic, unless the tracer fixed T after all (a guard on some size it could not
+        # keep symbolic) or the file does not compute the model at another length: then the
+        # fixed export below, which says so, rather than a file that fails at run time.
+        try:
+            example = _example(ctx, 2, max(seq_len, TRACE_MIN_LEN), seed=0)
+            # min 2: torch.export specialises a size-1 dimension; a graph traced for T ≥ 2
+            # still runs at T = 1 (the tests run it there).
+            _trace(model, example, {0: BATCH, 1: torch.export.Dim("time", min=2)}, path)
+            if _time_is_dynamic(path):
+                diff = _check(model, ctx, path, (seq_len, 2 * seq_len + 3))
+                return OnnxExport(Path(path), seq_len, diff)
+        except ExportError:
+            pass
+        fixed_by = (("the model", "the exporter could not keep its time axis dynamic"),)
+    _trace(model, _example(ctx, 2, seq_len, seed=0), {0: BATCH}, path)
+    return OnnxExport(Path(path), seq_len, _check(model, ctx, path, (seq_len,)), fixed_by)
+
+
+BATCH = torch.export.Dim("batch", min=1)
+
+
+def _trace(
+    model: torch.nn.Module, example: torch.Tensor, shapes: dict[int, Any], path: Path
+) -> None:
+    """torch.onnx's dynamo exporter on `example` with `shapes` dynamic, saved at `path`;
+    ExportError (its first line) when it cannot trace the model."""
+    with warnings.catch_warnings(), _quiet_exporter(), torch.no_grad(), _size_oblivious():
         warnings.simplefilter("ignore")
         try:
             program = torch.onnx.export(
@@ -119,9 +141,15 @@ def export_onnx(model: torch.nn.Module, ctx: Context, path: Path, seq_len: int) 
             raise ExportError(f"cannot export this architecture to ONNX: {first}") from None
     assert program is not None  # the dynamo exporter always returns its program
     program.save(str(path))
-    # A dynamic axis is checked at a second length too: one that is no multiple of a chunk.
-    lengths = (seq_len,) if fixed_by else (seq_len, 2 * seq_len + 3)
-    return OnnxExport(Path(path), seq_len, _check(model, ctx, path, lengths), fixed_by)
+
+
+def _time_is_dynamic(path: Path) -> bool:
+    """Whether the saved graph's input takes any length: its time axis a named dimension, not
+    a number (the exporter falls back to the traced length where it cannot keep it)."""
+    import onnx
+
+    dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    return len(dims) > 1 and not dims[1].HasField("dim_value")
 
 
 def _check(
@@ -172,6 +200,19 @@ def _tied_router(model: torch.nn.Module) -> bool:
     from gatesearch.primitives.moe import Router
 
     return any(isinstance(m, Router) and not bool(m.w_gate.detach().any()) for m in model.modules())
+
+
+@contextmanager
+def _size_oblivious() -> Iterator[None]:
+    """Trace sizes without a special case for 1: the chunk counts of the loop-free scans are
+    derived from T, and a tracer that keeps "one chunk" apart from "several" adds guards that
+    exclude every T but the traced count's. torch.export's documented switch for this is a
+    config flag (torch.fx.experimental._config.backed_size_oblivious)."""
+    import torch.fx.experimental._config as fx_config
+
+    # patch() is installed on the module by torch's config machinery, unseen by a type checker.
+    with fx_config.patch(backed_size_oblivious=True):  # type: ignore[attr-defined]
+        yield
 
 
 @contextmanager

@@ -45,6 +45,9 @@ class LSTM(Primitive):
     i, f, o = σ(W x + U h + b); c̃ = tanh(W_c x + U_c h + b_c); c_t = f⊙c_{t−1} + i⊙c̃;
     h_t = o⊙tanh(c_t). Output h."""
 
+    # torch's fused cells trace to a loop over the traced length (torch.export specialises T).
+    fixed_time = "torch.export unrolls torch's fused LSTM over the traced length"
+
     def __init__(self, d_model: int) -> None:
         super().__init__()
         self.rnn = nn.LSTM(d_model, d_model, batch_first=True)
@@ -61,6 +64,9 @@ class LSTM(Primitive):
 class GRU(Primitive):
     """GRU (torch.nn.GRU, fused), hidden = d_model:
     r, z = σ(W x + U h + b); n = tanh(W_n x + b_n + r⊙(U_n h + b_hn)); h_t = (1−z)⊙n + z⊙h_{t−1}."""
+
+    # torch's fused cells trace to a loop over the traced length (torch.export specialises T).
+    fixed_time = "torch.export unrolls torch's fused GRU over the traced length"
 
     def __init__(self, d_model: int) -> None:
         super().__init__()

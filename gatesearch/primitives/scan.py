@@ -45,6 +45,7 @@ import math
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 # ------------------------------------------------------------------------------------ helpers
 
@@ -205,12 +206,31 @@ def segment_sums(x: torch.Tensor) -> torch.Tensor:
     )
 
 
+def _traced_chunks(x: torch.Tensor, chunk: int, value: float) -> torch.Tensor:
+    """(B, T, *rest) → (B, nc, C, *rest), padded after the real steps with `value`, in a form
+    a tracer keeps T symbolic through: padded even by nothing (a branch on whether T is a
+    multiple of C would make a traced graph hold for one of the two cases only), and the
+    padded length written as nc·C, which it can see equals T + pad."""
+    T = x.shape[1]
+    nc = (T + chunk - 1) // chunk
+    x = F.pad(x, (0, 0) * (x.dim() - 2) + (0, nc * chunk - T), value=value)
+    return x.reshape(x.shape[0], nc, chunk, *x.shape[2:])  # (B, nc, C, *rest)
+
+
+def _first_steps(x: torch.Tensor, length: int) -> torch.Tensor:
+    """x[:, :length] by index: its size is `length` by construction, where a slice needs
+    length ≤ x.shape[1] proved, which a tracer cannot for a symbolic T."""
+    return x.index_select(1, torch.arange(length, device=x.device))
+
+
 def _time_last_chunks(x: torch.Tensor, chunk: int, value: float) -> torch.Tensor:
-    """(B, T, *rest) → (B, nc, *rest, C): padded after the real steps with `value`, time last."""
-    pad = (-x.shape[1]) % chunk
-    x = _pad_time(x, pad, value)
-    x = x.unflatten(1, (-1, chunk))  # (B, nc, C, *rest)
-    return x.movedim(2, -1)  # (B, nc, *rest, C)
+    """(B, T, *rest) → (B, nc, *rest, C): `_traced_chunks` with time last."""
+    return _traced_chunks(x, chunk, value).movedim(2, -1)  # (B, nc, *rest, C)
+
+
+def _real_steps(h: torch.Tensor, length: int) -> torch.Tensor:
+    """(B, nc, *rest, C) → (B, T, *rest): time back in place, the padding cut off."""
+    return _first_steps(h.movedim(-1, 2).flatten(1, 2), length)  # (B, T, *rest)
 
 
 def linear_scan_parallel(
@@ -239,7 +259,7 @@ def linear_scan_parallel(
     across = segment_sums(steps).exp()  # (B, *ra, nc, nc)
     entering = (across * states.unsqueeze(-2)).sum(-1).movedim(-1, 1)  # (B, nc, *rb)
     h = local + la.cumsum(-1).exp() * entering.unsqueeze(-1)  # (B, nc, *rb, C)
-    return h.movedim(-1, 2).flatten(1, 2)[:, :T]  # (B, T, *rb)
+    return _real_steps(h, T)  # (B, T, *rb)
 
 
 def log_linear_scan_parallel(
@@ -266,7 +286,7 @@ def log_linear_scan_parallel(
     steps = torch.cat([torch.zeros_like(total[..., :1]), total[..., :-1]], dim=-1)
     entering = (segment_sums(steps) + states.unsqueeze(-2)).logsumexp(-1).movedim(-1, 1)
     lh = torch.logaddexp(local, la.cumsum(-1) + entering.unsqueeze(-1))  # (B, nc, *r, C)
-    return lh.movedim(-1, 2).flatten(1, 2)[:, :T]  # (B, T, *r)
+    return _real_steps(lh, T)  # (B, T, *r)
 
 
 def _two_level_log_scan(log_a: torch.Tensor, log_b: torch.Tensor, chunk: int) -> torch.Tensor:
@@ -416,13 +436,11 @@ def gla_chunked(
     """The chunked parallel form of `gla_reference` (same shapes; see module docstring)."""
     T = q.shape[1]
     C = chunk_size
-    # The chunk count as -1 of an unflatten, not a Python number: a traced graph keeps T
-    # symbolic (ONNX with a dynamic time axis).
-    pad = (-T) % C
-    qc = _pad_time(q, pad, 0.0).unflatten(1, (-1, C))  # (B, nc, C, H, K)
-    kc = _pad_time(k, pad, 0.0).unflatten(1, (-1, C))  # (B, nc, C, H, K)
-    vc = _pad_time(v, pad, 0.0).unflatten(1, (-1, C))  # (B, nc, C, H, V)
-    gc = _pad_time(log_g, pad, 0.0).unflatten(1, (-1, C))  # (B, nc, C, H, K)
+    # Chunked so that a traced graph keeps T symbolic (ONNX with a dynamic time axis).
+    qc = _traced_chunks(q, C, 0.0)  # (B, nc, C, H, K)
+    kc = _traced_chunks(k, C, 0.0)  # (B, nc, C, H, K)
+    vc = _traced_chunks(v, C, 0.0)  # (B, nc, C, H, V)
+    gc = _traced_chunks(log_g, C, 0.0)  # (B, nc, C, H, K)
     A = gc.cumsum(dim=2)  # (B, nc, C, H, K) in-chunk cumulative log decay, ≤ 0
     if torch.compiler.is_compiling():
         # Neither torch.export nor torch.compile can branch on data without leaving the graph
@@ -449,7 +467,7 @@ def gla_chunked(
     # Traced, one chunk takes the general path (its carry is empty): a branch on the chunk
     # count would fix T's range to the traced one.
     if not torch.compiler.is_exporting() and qc.shape[1] == 1:
-        return intra.flatten(1, 2)[:, :T]
+        return _first_steps(intra.flatten(1, 2), T)
 
     # Chunk states: S_end[n] = e^{A_C} ⊙ S_end[n−1] + (K ⊙ e^{A_C − A})ᵀ V.
     A_last = A[:, :, -1]  # (B, nc, H, K)
@@ -460,7 +478,7 @@ def gla_chunked(
     # Inter-chunk: (Q ⊙ e^{A}) S_prev for chunks 1..nc−1 (chunk 0 enters with S = 0).
     inter = torch.einsum("bnchk,bnhkv->bnchv", qc[:, 1:] * A[:, 1:].exp(), ends)
     out = torch.cat([intra[:, :1], intra[:, 1:] + inter], dim=1)  # (B, nc, C, H, V)
-    return out.flatten(1, 2)[:, :T]  # (B, T, H, V)
+    return _first_steps(out.flatten(1, 2), T)  # (B, T, H, V)
 
 
 __all__ = [
@@ -485,11 +503,21 @@ EXPORT_DEPS: dict[str, tuple[str, ...]] = {
     "_two_level_scan": ("_chunk", "_pad_time"),
     "_LinearScan": ("_two_level_scan",),
     "segment_sums": (),
-    "_time_last_chunks": ("_pad_time",),
-    "linear_scan_parallel": ("_check_time", "_time_last_chunks", "segment_sums", "PARALLEL_CHUNK"),
+    "_traced_chunks": (),
+    "_first_steps": (),
+    "_time_last_chunks": ("_traced_chunks",),
+    "_real_steps": ("_first_steps",),
+    "linear_scan_parallel": (
+        "_check_time",
+        "_time_last_chunks",
+        "_real_steps",
+        "segment_sums",
+        "PARALLEL_CHUNK",
+    ),
     "log_linear_scan_parallel": (
         "_check_time",
         "_time_last_chunks",
+        "_real_steps",
         "segment_sums",
         "PARALLEL_CHUNK",
         "LOG_ZERO",
@@ -509,7 +537,8 @@ EXPORT_DEPS: dict[str, tuple[str, ...]] = {
         "_factorisable",
         "_gla_intra_exact",
         "_gla_intra_factorised",
-        "_pad_time",
+        "_traced_chunks",
+        "_first_steps",
         "linear_scan",
     ),
 }
