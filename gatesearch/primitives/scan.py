@@ -16,6 +16,11 @@ Diagonal linear recurrence  h_t = a_t ⊙ h_{t−1} + b_t,  h_{−1} = h0 (zero 
 - `log_linear_scan`: the same two-level scheme in log space for b > 0 (minGRU, minLSTM), with
   log h_t = logaddexp(log a_t + log h_{t−1}, log b_t); its backward is the linear reverse scan
   with weights w_t = a_t h_{t−1} / h_t ∈ [0, 1].
+- `linear_scan_parallel`, `log_linear_scan_parallel`: loop-free chunked forms for a traced graph
+  (ONNX export with a dynamic time axis; `linear_scan` and `log_linear_scan` switch to them
+  under `torch.compiler.is_exporting()`): a fixed chunk, in-chunk products as the masked matrix
+  e^{segment sums of log a} (Mamba-2's SSD for a diagonal state), the chunks' end states carried
+  by the same matrix over chunks. O(T·C) memory per channel; exact; no hand-written backward.
 - `log_linear_scan_cumsum`: the one-shot log-space form a* = cumsum(log a),
   log h = a* + logcumsumexp(log b − a*). Fully parallel, but |a*| grows with T, so the final
   a* + (…) cancels and loses float32 precision on long sequences; on CPU it is also slower
@@ -197,9 +202,8 @@ def segment_sums(x: torch.Tensor) -> torch.Tensor:
     sum's rounding never cancels into a short one (Mamba-2's segsum)."""
     L = x.shape[-1]
     strict = torch.ones(L, L, dtype=torch.bool, device=x.device).tril(-1)
-    rep = (
-        x.unsqueeze(-1).expand(*x.shape, L).masked_fill(~strict, 0.0)
-    )  # (..., L, L): x_t at [t, s]
+    # (..., L, L): x_t at [t, s], kept strictly below the diagonal.
+    rep = x.unsqueeze(-1).expand(*x.shape, L).masked_fill(~strict, 0.0)
     sums = rep.cumsum(dim=-2)  # (..., L, L): Σ_{s < r ≤ t} x_r
     return sums.masked_fill(
         ~strict.logical_or(torch.eye(L, dtype=torch.bool, device=x.device)), -math.inf
@@ -213,14 +217,18 @@ def _traced_chunks(x: torch.Tensor, chunk: int, value: float) -> torch.Tensor:
     padded length written as nc·C, which it can see equals T + pad."""
     T = x.shape[1]
     nc = (T + chunk - 1) // chunk
-    x = F.pad(x, (0, 0) * (x.dim() - 2) + (0, nc * chunk - T), value=value)
+    pad = nc * chunk - T
+    if torch.compiler.is_exporting() or pad:  # eager, no padding: a view, no copy
+        x = F.pad(x, (0, 0) * (x.dim() - 2) + (0, pad), value=value)
     return x.reshape(x.shape[0], nc, chunk, *x.shape[2:])  # (B, nc, C, *rest)
 
 
 def _first_steps(x: torch.Tensor, length: int) -> torch.Tensor:
-    """x[:, :length] by index: its size is `length` by construction, where a slice needs
-    length ≤ x.shape[1] proved, which a tracer cannot for a symbolic T."""
-    return x.index_select(1, torch.arange(length, device=x.device))
+    """x[:, :length]; traced, by index: its size is then `length` by construction, where a
+    slice needs length ≤ x.shape[1] proved, which a tracer cannot for a symbolic T."""
+    if torch.compiler.is_exporting():
+        return x.index_select(1, torch.arange(length, device=x.device))
+    return x[:, :length]  # a view
 
 
 def _time_last_chunks(x: torch.Tensor, chunk: int, value: float) -> torch.Tensor:
