@@ -26,7 +26,7 @@ from gatesearch.arch.space import (
 from gatesearch.export import ExportError
 from gatesearch.export.onnx import ONNX_ATOL, export_onnx
 from gatesearch.primitives.xlstm import MLSTM
-from gatesearch.registry import REGISTRY, InputKind
+from gatesearch.registry import REGISTRY, Context, InputKind
 
 SEQ = 24
 # The chunked scans (minlstm, rglru), chunked linear attention (gla), softmax attention and a
@@ -191,6 +191,32 @@ def test_the_fused_cells_fix_the_time_axis_and_say_why(tmp_path: Path) -> None:
     assert result.max_diff is not None and result.max_diff <= ONNX_ATOL
     session = onnxruntime.InferenceSession(str(tmp_path / "cells.onnx"))
     assert session.get_inputs()[0].shape[1] == SEQ
+
+
+class _StepLoop(torch.nn.Module):
+    """A model with a loop over time and no `fixed_time`: what an unknown module may be."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(11, 8)
+        self.out = torch.nn.Linear(8, 11)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x)  # (B, T, 8)
+        steps = [h[:, 0]]
+        for t in range(1, h.shape[1]):  # the tracer unrolls this over the traced length
+            steps.append(0.5 * steps[-1] + h[:, t])
+        return self.out(torch.stack(steps, dim=1))
+
+
+def test_a_model_the_tracer_fixes_falls_back_to_a_fixed_length_and_says_so(tmp_path) -> None:
+    model = _StepLoop().eval()
+    ctx = Context(d_model=8, causal=True, n_in=11, n_out=11)
+    result = export_onnx(model, ctx, tmp_path / "loop.onnx", 12)
+    assert result.fixed_by == (("the model", "the exporter could not keep its time axis dynamic"),)
+    assert result.max_diff is not None and result.max_diff <= ONNX_ATOL
+    session = onnxruntime.InferenceSession(str(tmp_path / "loop.onnx"))
+    assert session.get_inputs()[0].shape[1] == 12
 
 
 def test_onnx_with_feature_inputs(archs, tmp_path: Path) -> None:
