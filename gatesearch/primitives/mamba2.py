@@ -104,9 +104,6 @@ class Mamba2(Primitive):
     `chunk_size` is an implementation setting, not a grammar parameter.
     """
 
-    # Loop-free, but torch.export cannot prove the padded chunks' shapes for every T.
-    fixed_time = "the exporter cannot keep the length of its padded chunks symbolic"
-
     def __init__(
         self,
         d_model: int,

@@ -91,7 +91,9 @@ def _to_chunks(x: torch.Tensor, chunk: int, groups: int) -> torch.Tensor:
     matrix products, and a group's B and C (H/G = 1 for them) broadcast over its heads."""
     Bn, T, H = x.shape[:3]
     rest = x.shape[3:]
-    nc = -(-T // chunk)
+    # Not -(-T // chunk): exported, a floor division of a negative size becomes ONNX's Div,
+    # which truncates toward zero (one chunk too few).
+    nc = (T + chunk - 1) // chunk
     x = F.pad(x, (0, 0) * (x.dim() - 2) + (0, nc * chunk - T))  # (B, nc·Q, H, ...)
     x = x.reshape(Bn, nc, chunk, groups, H // groups, *rest)  # (B, nc, Q, G, R, ...)
     # Contiguous once here, not copied again by every batched product that reads it.
@@ -148,7 +150,12 @@ def ssd_chunked(
     y = y + (C_c @ entering) * a.exp()[..., None]  # (B, G, R, nc, Q, P)
 
     y = y.permute(0, 3, 4, 1, 2, 5).reshape(Bn, nc * Q, H, P)  # (B, nc·Q, H, P)
-    y = y[:, :T]
+    # The padding cut: by index while traced for export, where a slice would need T ≤ nc·Q
+    # proved for a symbolic T, which the tracer cannot; a view otherwise.
+    if torch.compiler.is_exporting():
+        y = y.index_select(1, torch.arange(T, device=y.device))  # (B, T, H, P)
+    else:
+        y = y[:, :T]
     return y if D is None else y + D[:, None] * x
 
 
