@@ -45,7 +45,7 @@ from gatesearch.runs.outcomes import TrialOutcome
 from gatesearch.runs.ranking import count_finished, summary
 from gatesearch.runs.request import RunRequest, package_versions, prepare_run
 from gatesearch.runs.store import RunStore, StoreError, list_runs
-from gatesearch.tasks.suite import SUITE_TASK
+from gatesearch.tasks.suite import suite_members
 
 
 def _header(store: RunStore, evaluator: Evaluator) -> None:
@@ -120,14 +120,15 @@ def _drive(store: RunStore, new: bool = False, wide: bool = False) -> None:
             f"{stats.done} trials ({stats.failed} failed, {stats.duplicates} duplicates) in "
             f"{clock(stats.elapsed)}."
         )
-        suite = store.config.task.name == SUITE_TASK
-        print_next(store.root, found=stats.best is not None, one_task=not suite)
+        members = suite_members(store.config.task)
+        print_next(store.root, found=stats.best is not None, members=members)
 
 
-def print_next(root: Path, found: bool, one_task: bool = True) -> None:
+def print_next(root: Path, found: bool, members: tuple[str, ...] = ()) -> None:
     """What to do next, one command a line and never wrapped: a command broken across
-    lines at the terminal's width cannot be copied whole. A suite's campaign (not
-    `one_task`) has no retrain or export to offer: both need one task."""
+    lines at the terminal's width cannot be copied whole. A suite's campaign (its
+    `members`) has no retrain to offer (it takes one task) and exports the architecture
+    with one member's ends."""
     if found:
         steps = [
             (f"gatesearch report {root}", "plots and an HTML page"),
@@ -135,8 +136,9 @@ def print_next(root: Path, found: bool, one_task: bool = True) -> None:
             (f"gatesearch export {root} -o best.py --weights", "as PyTorch code"),
             (f"gatesearch resume {root} --trials N", "search N more"),
         ]
-        if not one_task:
-            steps = [steps[0], steps[3]]
+        if members:
+            export = f"gatesearch export {root} --member {members[0]} -o best.py"
+            steps = [steps[0], (export, f"as PyTorch code, with {members[0]}'s ends"), steps[3]]
     else:  # nothing to retrain or export: what went wrong comes first
         steps = [
             (f"gatesearch status {root}", "why no trial completed"),

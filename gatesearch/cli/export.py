@@ -68,9 +68,18 @@ def export_command(
             "task's].",
         ),
     ] = None,
+    member: Annotated[
+        str | None,
+        typer.Option(
+            "--member",
+            metavar="NAME",
+            help="A suite campaign's member whose task's embedding and head the model takes "
+            "(a suite trial builds one model per member).",
+        ),
+    ] = None,
 ) -> None:
     """Write the architecture as one PyTorch file that imports only torch, or as ONNX."""
-    req = ExportRequest(run_dir, output, rank, arch, weights, fmt, seq_len)
+    req = ExportRequest(run_dir, output, rank, arch, weights, fmt, seq_len, member)
     for line in export_from_run(req):
         out.print(line)
 

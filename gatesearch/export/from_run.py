@@ -21,8 +21,8 @@ from gatesearch.errors import GatesearchError
 from gatesearch.export.docinfo import About, Scores, ScoreSource, finite, plain_name
 from gatesearch.registry import Context
 from gatesearch.runs.store import RunStore
-from gatesearch.tasks import Task, TaskError
-from gatesearch.tasks.suite import SUITE_TASK, one_task_only
+from gatesearch.tasks import Task, TaskError, TaskSpec
+from gatesearch.tasks.suite import SUITE_TASK, suite_member_docs, suite_text
 
 if TYPE_CHECKING:
     from torch import nn
@@ -48,6 +48,7 @@ class ExportRequest:
     weights: bool = False
     fmt: ExportFormat = ExportFormat.PY
     seq_len: int | None = None
+    member: str | None = None  # a suite campaign's member whose task's ends the model takes
 
     def check(self) -> None:
         """What can be refused before the run is opened."""
@@ -167,9 +168,10 @@ def about(chosen: Chosen, metric_name: str) -> About:
     return About(scores, chosen.task.readout if chosen.task is not None else None)
 
 
-def choose(store: RunStore, req: ExportRequest) -> Chosen:
-    """The requested architecture with its graph, metrics, weights and build context;
-    ExportCommandError when --weights asks for weights it does not have."""
+def choose(store: RunStore, req: ExportRequest, task_spec: TaskSpec | None = None) -> Chosen:
+    """The requested architecture with its graph, metrics, weights and build context (for
+    `task_spec`, default the run's task); ExportCommandError when --weights asks for weights
+    it does not have."""
     from gatesearch.arch.graph import read_graph
     from gatesearch.arch.space import graph_context
     from gatesearch.experiments.retrain import GRAPH, RETRAINED, WEIGHTS, read_retrained
@@ -192,8 +194,9 @@ def choose(store: RunStore, req: ExportRequest) -> Chosen:
             f"{req.run_dir}: no trained weights for {arch_hash} (the proxy keeps none): run "
             f"`gatesearch retrain {req.run_dir} --top {campaign_rank or 1}` first"
         )
+    spec = task_spec or store.config.task
     try:
-        task: Task | None = make_task(store.config.task)
+        task: Task | None = make_task(spec)
     except TaskError:
         task = None
     ctx = (
@@ -201,9 +204,7 @@ def choose(store: RunStore, req: ExportRequest) -> Chosen:
         if task is not None
         else graph_context(graph)
     )
-    return Chosen(
-        arch_hash, placed, graph, metrics, source, weights, task, store.config.task.name, ctx, tie
-    )
+    return Chosen(arch_hash, placed, graph, metrics, source, weights, task, spec.name, ctx, tie)
 
 
 def _model(chosen: Chosen, req: ExportRequest) -> nn.Module | None:
@@ -255,15 +256,47 @@ def export_onnx_from_run(chosen: Chosen, req: ExportRequest, model: nn.Module) -
     return line
 
 
+def member_spec(store: RunStore, req: ExportRequest) -> TaskSpec | None:
+    """The task whose ends (embedding, head) the model takes: None for the run's own task,
+    or the member `--member` names in a suite campaign. ExportCommandError for a suite run
+    without a valid --member, --member on a run of one task, or --weights with a suite (its
+    trials keep no weights, and retrain takes one task)."""
+    spec = store.config.task
+    if spec.name != SUITE_TASK:
+        if req.member is not None:
+            raise ExportCommandError(
+                f"--member is for a suite campaign; {store.root} ran on the task {spec.name}"
+            )
+        return None
+    members = {d["name"]: TaskSpec(d["task"], d["params"]) for d in suite_member_docs(spec)}
+    if req.member is None:
+        raise ExportCommandError(
+            f"{store.root}: {suite_text(spec)} built one model per member, each with its "
+            f"task's embedding and head: give --member NAME for the ends to export with "
+            f"(one of: {', '.join(members)})"
+        )
+    if req.member not in members:
+        raise ExportCommandError(
+            f"{store.root}: the suite has no member {req.member!r} (its members: "
+            f"{', '.join(members)})"
+        )
+    if req.weights:
+        raise ExportCommandError(
+            f"{store.root}: a suite campaign keeps no trained weights (retrain takes one "
+            "task): export the architecture without --weights, or run a campaign on "
+            f"{members[req.member].name} for a model to keep"
+        )
+    return members[req.member]
+
+
 def export_from_run(req: ExportRequest) -> list[str]:
     """Export as asked; the lines to print."""
     from gatesearch.export.write import write_export
 
     req.check()
     with RunStore.open(req.run_dir, writer=False) as store:
-        if store.config.task.name == SUITE_TASK:
-            raise ExportCommandError(one_task_only(f"export {store.root}", store.config.task))
-        chosen = choose(store, req)
+        member = member_spec(store, req)
+        chosen = choose(store, req, member)
         model = _model(chosen, req)
         if req.fmt is ExportFormat.ONNX:
             assert model is not None  # built for every ONNX export
@@ -274,6 +307,8 @@ def export_from_run(req: ExportRequest) -> list[str]:
             f"({_SOURCE_WORD[chosen.source]}; campaign rank "
             f"{placed.campaign_rank if placed else '-'})"
         )
+        if req.member is not None:  # checked: a name of the suite's members
+            title += f", with the ends of suite member {req.member} ({chosen.task_name})"
         paths = write_export(
             chosen.graph,
             chosen.ctx,

@@ -117,6 +117,7 @@ def test_export_by_hash_prefix_without_weights(
         (("-o", "m.py", "--seq-len", "8"), "--seq-len is for --format onnx"),
         (("-o", "missing/m.py"), "no such directory"),
         (("--rank", "2", "-o", "m.py", "--weights"), "gatesearch retrain"),
+        (("-o", "m.py", "--member", "copy"), "--member is for a suite campaign"),
     ],
     ids=[
         "rank-too-large",
@@ -127,6 +128,7 @@ def test_export_by_hash_prefix_without_weights(
         "seq-len-for-py",
         "no-dir",
         "no-weights",
+        "member-without-suite",
     ],
 )
 def test_bad_export_requests_are_one_line(

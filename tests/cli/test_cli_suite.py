@@ -4,11 +4,13 @@ objectives are refused in one line before anything is written."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from clitools import captured
 from suitefiles import COPY_WEIGHT, TWO_MEMBERS
 
@@ -70,8 +72,9 @@ def test_a_suite_campaign_stores_every_members_score(campaign: tuple[Path, str])
     assert config["metric_name"] == "score"
     assert config["directions"] == ["maximize", "maximize"]
     assert "each member trains an equal share, 2steps of the trial's 4steps" in printed
-    # Nothing to retrain or export is offered: both need one task.
+    # No retrain is offered (it takes one task); the export names a member for the ends.
     assert "gatesearch report" in printed and "gatesearch retrain" not in printed
+    assert f"gatesearch export {run} --member in_context_recall -o best.py" in printed
     with RunStore.open(run, writer=False) as store:
         records = [r for r in store.records() if r.scored]
         assert len(records) == 2
@@ -127,17 +130,52 @@ def test_resume_goes_on_with_the_stored_suite(campaign: tuple[Path, str], tmp_pa
     assert all(set(r.metrics) >= {"member:copy", "member:in_context_recall"} for r in records)
 
 
-def test_retrain_export_and_fidelity_refuse_a_suite_in_one_line(
+def test_retrain_and_fidelity_refuse_a_suite_in_one_line(
     campaign: tuple[Path, str], files: Path
 ) -> None:
     """Each needs one task's model (its embedding and head); a suite trial has one a member."""
     run, _ = campaign
     fidelity = ["fidelity", "--task", files / "two.toml", "--runs-dir", files / "f"]
-    for command in (["retrain", run], ["export", run, "-o", run / "x.py"], fidelity):
+    for command in (["retrain", run], fidelity):
         line = one_line_error(captured(*command))
         assert "suite two" in line and "needs one task" in line
-    assert not (run / "x.py").exists() and not (run / "retrained").exists()
+    assert not (run / "retrained").exists()
     assert not (files / "f").exists()
+
+
+def test_export_takes_a_members_ends(campaign: tuple[Path, str], tmp_path: Path) -> None:
+    """The exported file builds the campaign's best with the named member's embedding and head:
+    selective copying's vocabulary of 4 data tokens (6 ids with blank and marker) in and out."""
+    run, _ = campaign
+    out = tmp_path / "best.py"
+    result = captured("export", run, "--member", "copy", "-o", out)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "suite member copy (selective_copy)" in out.read_text()
+    spec = importlib.util.spec_from_file_location("suite_best", out)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = module.Model()
+    logits = model(torch.randint(0, 6, (2, 16)))
+    assert logits.shape == (2, 16, 6)
+
+
+@pytest.mark.parametrize(
+    ("more", "fragment"),
+    [
+        ([], "give --member NAME for the ends to export with (one of: in_context_recall, copy)"),
+        (["--member", "nope"], "the suite has no member 'nope' (its members: in_context_recall"),
+        (["--member", "copy", "--weights"], "a suite campaign keeps no trained weights"),
+    ],
+    ids=["no-member", "unknown-member", "weights"],
+)
+def test_a_bad_suite_export_is_one_line(
+    campaign: tuple[Path, str], tmp_path: Path, more: list[str], fragment: str
+) -> None:
+    run, _ = campaign
+    line = one_line_error(captured("export", run, "-o", tmp_path / "x.py", *more))
+    assert fragment in line
+    assert not (tmp_path / "x.py").exists()
 
 
 @pytest.mark.parametrize(
