@@ -4,6 +4,7 @@
     python benchmarks/capabilities.py --archs llama,hawk,gated_deltanet_lm --seeds 0 \\
         --budget 2e4tokens
     python benchmarks/capabilities.py --width 128 --limit-params 2e6 --workers 2
+    python benchmarks/capabilities.py --run runs/mad-search --top 2 --archs none
 
 Issue 16: every known architecture of `spaces/known/` (switch_transformer only when named
 in `--archs`) at one width and one depth, scored on a suite (MAD's six tasks by default,
@@ -31,6 +32,11 @@ per trial), then the orderings the papers report, as data: each design's rank on
 members, attention against gated-convolution and recurrent designs, and the striped
 hybrids' ranks beside their parts'. `--out` writes all of it, each trial's member figures
 included, as JSON.
+
+`--run DIR` adds the top `--top` architectures of a campaign on the same suite, as found
+(their own width and depth), scored the same way at the same seeds: a campaign's best was
+chosen on one seed's score out of many, so its campaign score flatters it; these figures are
+the ones to set beside the known designs'.
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ class Family(StrEnum):
     CONVOLUTION = "gated conv"
     RECURRENT = "recurrent"
     HYBRID = "hybrid"
+    SEARCHED = "searched"  # a campaign's pick (--run)
 
 
 # Each known file (by stem) and its family; the default set is every one but the last.
@@ -126,9 +133,11 @@ def design_file(arch: str, width: int, blocks: int, folder: Path) -> Path:
 
 
 def evaluate_one(design: Path, suite: Path, budget: str, seed: int) -> dict[str, Any]:
-    """One suite trial in a worker process (one thread): scores, sizes, decode state, CPU."""
+    """One suite trial in a worker process (one thread): scores, sizes, decode state, CPU.
+    `design`: a known-architecture file, or a campaign's stored graph (.parquet)."""
     import torch
 
+    from gatesearch.arch.graph import read_graph
     from gatesearch.arch.space import load_known
     from gatesearch.budget import parse_budget
     from gatesearch.evaluate import SuiteEvaluator
@@ -136,7 +145,7 @@ def evaluate_one(design: Path, suite: Path, budget: str, seed: int) -> dict[str,
 
     torch.set_num_threads(1)
     cpu = time.process_time()
-    graph = load_known(design).graph
+    graph = read_graph(design) if design.suffix == ".parquet" else load_known(design).graph
     evaluator = SuiteEvaluator(load_suite(suite), {"self_tuning": False})
     m = evaluator.evaluate(graph, parse_budget(budget), seed)
     return {
@@ -165,6 +174,10 @@ def rank(values: dict[str, float]) -> dict[str, int]:
     return {k: 1 + sum(other > v for other in values.values()) for k, v in values.items()}
 
 
+def family(design: str) -> Family:
+    return ARCHS.get(design, Family.SEARCHED)
+
+
 def summarise(results: dict[str, dict[int, Any]], names: list[str]) -> dict[str, Any]:
     """Per design with at least one finished trial: each member's mean score over seeds, the
     aggregate's mean and half range, the sizes and mean CPU-seconds."""
@@ -175,7 +188,7 @@ def summarise(results: dict[str, dict[int, Any]], names: list[str]) -> dict[str,
             continue
         scores = [r["score"] for r in ok]
         rows[arch] = {
-            "family": str(ARCHS[arch]),
+            "family": str(family(arch)),
             "members": {n: statistics.mean(r["members"][n] for r in ok) for n in names},
             "score": statistics.mean(scores),
             "half_range": (max(scores) - min(scores)) / 2,
@@ -200,8 +213,8 @@ def comparisons(rows: dict[str, Any], names: list[str]) -> dict[str, Any]:
             a: {**{n: ranks[n][a] for n in recall}, "mean": mean_rank[a], "mean_score": means[a]}
             for a in sorted(rows, key=lambda a: mean_rank[a])
         }
-        attention = [a for a in rows if ARCHS[a] is Family.ATTENTION]
-        others = [a for a in rows if ARCHS[a] in (Family.CONVOLUTION, Family.RECURRENT)]
+        attention = [a for a in rows if family(a) is Family.ATTENTION]
+        others = [a for a in rows if family(a) in (Family.CONVOLUTION, Family.RECURRENT)]
         out["attention_ahead"] = {
             "pairs": len(attention) * len(others),
             "attention_higher": sum(means[a] > means[o] for a in attention for o in others),
@@ -221,6 +234,31 @@ def comparisons(rows: dict[str, Any], names: list[str]) -> dict[str, Any]:
         }
     out["aggregate_ranks"] = aggregate
     return out
+
+
+def campaign_designs(run: Path, top: int, suite: Any) -> dict[str, Path]:
+    """The stored graphs of `run`'s `top` best distinct architectures, named `searched#K`
+    (K: the architecture's place in the campaign); GatesearchError for a run on another
+    task or suite."""
+    from gatesearch.errors import GatesearchError
+    from gatesearch.runs.ranking import ranked
+    from gatesearch.runs.store import RunStore
+
+    with RunStore.open(run, writer=False) as store:
+        # The members, not the file's path, which is as the campaign's command gave it.
+        stored = store.config.task.params.get("members")
+        if stored != [m.to_dict() for m in suite.members]:
+            raise GatesearchError(
+                f"{run}: the campaign did not run on the members of {suite.name} "
+                "(--suite): its scores would not compare"
+            )
+        hashes: list[str] = []
+        for record in ranked(store):
+            if record.arch_hash not in hashes:
+                hashes.append(record.arch_hash)
+        if not hashes:
+            raise GatesearchError(f"{run}: no scored trial yet")
+        return {f"searched#{k}": store.graph_path(h) for k, h in enumerate(hashes[:top], 1)}
 
 
 def print_table(rows: dict[str, Any], names: list[str], failed: dict[str, list[str]]) -> None:
@@ -277,8 +315,15 @@ def main() -> None:
     ap.add_argument(
         "--archs",
         default=",".join(DEFAULT_ARCHS),
-        help=f"comma-separated known files by stem, of: {', '.join(ARCHS)}",
+        help=f"comma-separated known files by stem, of: {', '.join(ARCHS)}; or none",
     )
+    ap.add_argument(
+        "--run",
+        type=Path,
+        default=None,
+        help="also score this campaign's top --top architectures (a run on the same suite)",
+    )
+    ap.add_argument("--top", type=int, default=1, help="with --run: how many")
     ap.add_argument("--suite", type=Path, default=SUITE, help="a suite file")
     ap.add_argument("--width", type=int, default=64, help="every design's width (MAD: 128)")
     ap.add_argument("--blocks", type=int, default=4, help="every design's depth, in its blocks")
@@ -304,7 +349,7 @@ def main() -> None:
     from gatesearch.evaluate import SuiteEvaluator
     from gatesearch.tasks.suite import load_suite
 
-    archs = [a.strip() for a in args.archs.split(",") if a.strip()]
+    archs = [a.strip() for a in args.archs.split(",") if a.strip() and a.strip() != "none"]
     unknown = [a for a in archs if a not in ARCHS]
     if unknown:
         sys.exit(f"error: unknown design {unknown[0]!r}: choose from {', '.join(ARCHS)}")
@@ -330,6 +375,13 @@ def main() -> None:
             skipped[arch] = f"{params:,} parameters > --limit-params {args.limit_params:,.0f}"
             continue
         files[arch] = path
+    if args.run is not None:
+        try:
+            files |= campaign_designs(args.run, args.top, suite)
+        except GatesearchError as exc:
+            sys.exit(f"error: {exc}")
+    if not files:
+        sys.exit("error: no design to score (--archs none and no --run)")
     print(
         f"{suite.name}: {len(names)} members, {args.budget} each ({budget} a trial); width "
         f"{args.width}, {args.blocks} blocks; seeds {seeds}; {args.workers} workers",
