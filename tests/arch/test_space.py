@@ -82,8 +82,7 @@ def test_the_default_space_samples_the_new_mixers_in_every_setting() -> None:
     assert seen == {
         ("deltanet", None, False),
         ("deltanet", None, True),
-        ("gated_deltanet", "scalar", True),
-        ("gated_deltanet", "channel", True),
+        *(("gated_deltanet", d, g) for d in ("scalar", "channel") for g in (True, False)),
         ("mamba2", None, None),
     }
     xlstm = {
