@@ -22,7 +22,7 @@ from gatesearch.export.docinfo import About, Scores, ScoreSource, finite, plain_
 from gatesearch.registry import Context
 from gatesearch.runs.store import RunStore
 from gatesearch.tasks import Task, TaskError, TaskSpec
-from gatesearch.tasks.suite import SUITE_TASK, suite_member_docs, suite_text
+from gatesearch.tasks.suite import SUITE_TASK, Suite, suite_text
 
 if TYPE_CHECKING:
     from torch import nn
@@ -268,7 +268,8 @@ def member_spec(store: RunStore, req: ExportRequest) -> TaskSpec | None:
                 f"--member is for a suite campaign; {store.root} ran on the task {spec.name}"
             )
         return None
-    members = {d["name"]: TaskSpec(d["task"], d["params"]) for d in suite_member_docs(spec)}
+    # Unchecked here: choose() builds the member's task.
+    members = {m.name: m.spec for m in Suite.from_spec_unchecked(spec).members}
     if req.member is None:
         raise ExportCommandError(
             f"{store.root}: {suite_text(spec)} built one model per member, each with its "

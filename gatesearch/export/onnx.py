@@ -11,12 +11,12 @@ minLSTM, RG-LRU, HGRN, the attention pooling) switch, while traced, to their loo
 (`scan.linear_scan_parallel`, `scan.log_linear_scan_parallel`: a chunk of fixed size, states
 carried across chunks by a masked matrix rather than a loop), GLA's chunks are padded and cut
 in a form the tracer can follow, and attention, convolutions and mixtures have no loop to
-begin with. Fixed: the nonlinear recurrences (MGU, IndRNN, LEM, sLSTM) and torch's fused LSTM
-and GRU, which trace to a loop over the traced length; the chunk loops of the delta rules and
-the mLSTM; Mamba-2, loop-free but with padded chunks whose shapes the exporter cannot prove
-for every T. Should the tracer still fix T for a model none of them is in, or the file not
-compute the model at a second length, the export falls back to a fixed T and says so. The
-file is checked against the engine with ONNX Runtime, at two lengths when T is dynamic.
+begin with; so does Mamba-2's SSD, its chunks padded and cut the same way. Fixed: the
+nonlinear recurrences (MGU, IndRNN, LEM, sLSTM) and torch's fused LSTM and GRU, which trace
+to a loop over the traced length; the chunk loops of the delta rules and the mLSTM. Should
+the tracer still fix T for a model none of them is in, or the file not compute the model at a
+second length, the export falls back to a fixed T and says so. The file is checked against
+the engine with ONNX Runtime, at two lengths when T is dynamic.
 """
 
 from __future__ import annotations

@@ -223,7 +223,7 @@ def _traced_chunks(x: torch.Tensor, chunk: int, value: float) -> torch.Tensor:
     return x.reshape(x.shape[0], nc, chunk, *x.shape[2:])  # (B, nc, C, *rest)
 
 
-def _first_steps(x: torch.Tensor, length: int) -> torch.Tensor:
+def first_steps(x: torch.Tensor, length: int) -> torch.Tensor:
     """x[:, :length]; traced, by index: its size is then `length` by construction, where a
     slice needs length ≤ x.shape[1] proved, which a tracer cannot for a symbolic T."""
     if torch.compiler.is_exporting():
@@ -238,7 +238,7 @@ def _time_last_chunks(x: torch.Tensor, chunk: int, value: float) -> torch.Tensor
 
 def _real_steps(h: torch.Tensor, length: int) -> torch.Tensor:
     """(B, nc, *rest, C) → (B, T, *rest): time back in place, the padding cut off."""
-    return _first_steps(h.movedim(-1, 2).flatten(1, 2), length)  # (B, T, *rest)
+    return first_steps(h.movedim(-1, 2).flatten(1, 2), length)  # (B, T, *rest)
 
 
 def linear_scan_parallel(
@@ -475,7 +475,7 @@ def gla_chunked(
     # Traced, one chunk takes the general path (its carry is empty): a branch on the chunk
     # count would fix T's range to the traced one.
     if not torch.compiler.is_exporting() and qc.shape[1] == 1:
-        return _first_steps(intra.flatten(1, 2), T)
+        return first_steps(intra.flatten(1, 2), T)
 
     # Chunk states: S_end[n] = e^{A_C} ⊙ S_end[n−1] + (K ⊙ e^{A_C − A})ᵀ V.
     A_last = A[:, :, -1]  # (B, nc, H, K)
@@ -486,12 +486,13 @@ def gla_chunked(
     # Inter-chunk: (Q ⊙ e^{A}) S_prev for chunks 1..nc−1 (chunk 0 enters with S = 0).
     inter = torch.einsum("bnchk,bnhkv->bnchv", qc[:, 1:] * A[:, 1:].exp(), ends)
     out = torch.cat([intra[:, :1], intra[:, 1:] + inter], dim=1)  # (B, nc, C, H, V)
-    return _first_steps(out.flatten(1, 2), T)  # (B, T, H, V)
+    return first_steps(out.flatten(1, 2), T)  # (B, T, H, V)
 
 
 __all__ = [
     "auto_chunk_size",
     "decay_limit",
+    "first_steps",
     "gla_chunked",
     "gla_reference",
     "linear_scan",
@@ -512,9 +513,9 @@ EXPORT_DEPS: dict[str, tuple[str, ...]] = {
     "_LinearScan": ("_two_level_scan",),
     "segment_sums": (),
     "_traced_chunks": (),
-    "_first_steps": (),
+    "first_steps": (),
     "_time_last_chunks": ("_traced_chunks",),
-    "_real_steps": ("_first_steps",),
+    "_real_steps": ("first_steps",),
     "linear_scan_parallel": (
         "_check_time",
         "_time_last_chunks",
@@ -546,7 +547,7 @@ EXPORT_DEPS: dict[str, tuple[str, ...]] = {
         "_gla_intra_exact",
         "_gla_intra_factorised",
         "_traced_chunks",
-        "_first_steps",
+        "first_steps",
         "linear_scan",
     ),
 }

@@ -39,6 +39,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from gatesearch.primitives.scan import first_steps
+
 # ------------------------------------------------------------------------------- reference
 
 
@@ -150,12 +152,7 @@ def ssd_chunked(
     y = y + (C_c @ entering) * a.exp()[..., None]  # (B, G, R, nc, Q, P)
 
     y = y.permute(0, 3, 4, 1, 2, 5).reshape(Bn, nc * Q, H, P)  # (B, nc·Q, H, P)
-    # The padding cut: by index while traced for export, where a slice would need T ≤ nc·Q
-    # proved for a symbolic T, which the tracer cannot; a view otherwise.
-    if torch.compiler.is_exporting():
-        y = y.index_select(1, torch.arange(T, device=y.device))  # (B, T, H, P)
-    else:
-        y = y[:, :T]
+    y = first_steps(y, T)  # (B, T, H, P): the padding cut in a form a tracer follows
     return y if D is None else y + D[:, None] * x
 
 
@@ -165,5 +162,5 @@ __all__ = ["ssd_chunked", "ssd_reference"]
 # For the code exporter (gatesearch.export): the module-level names each definition here uses,
 # copied with it.
 EXPORT_DEPS: dict[str, tuple[str, ...]] = {
-    "ssd_chunked": ("_decay_mask", "_heads_per_group", "_to_chunks"),
+    "ssd_chunked": ("_decay_mask", "_heads_per_group", "_to_chunks", "first_steps"),
 }
