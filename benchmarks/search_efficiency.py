@@ -18,6 +18,9 @@ campaign:
         --budget 270steps --max-params 200000 --none-trials 24 --seeds 3 \\
         --strategies random,evolution --full-budget 810steps
 
+`--strategies` takes preset names or preset files: `benchmarks/presets/tpe_group.toml` is TPE
+with `group = true`. `--first-seed` with `--out` adds seeds to an earlier run's file.
+
 Prints a table per configuration (median and range over seeds) and writes the numbers to
 --out. Sizes are the caller's: state them beside the figures.
 """
@@ -59,7 +62,7 @@ def run_one(args: argparse.Namespace, root: Path, strategy: str, schedule: str, 
     trials = args.none_trials
     if schedule != "none":
         trials = asha_trials(args.none_trials, args.budget, args.eta, args.min_budget)
-    name = f"{strategy}-{schedule}-{seed}"
+    name = f"{label(strategy)}-{schedule}-{seed}"
     req = RunRequest(
         strategy=strategy,
         task=args.task,
@@ -104,7 +107,7 @@ def run_one(args: argparse.Namespace, root: Path, strategy: str, schedule: str, 
     )
     m = rows[0].get("metrics") or {}
     return {
-        "strategy": strategy,
+        "strategy": label(strategy),
         "schedule": schedule,
         "seed": seed,
         "trials": trials,
@@ -120,6 +123,12 @@ def run_one(args: argparse.Namespace, root: Path, strategy: str, schedule: str, 
         },
         "timeline": timeline,
     }
+
+
+def label(strategy: str) -> str:
+    """A strategy's name in the table: the preset's name, or a preset file's stem (a file
+    such as tpe_group.toml measures a preset's option, e.g. TPE with `group = true`)."""
+    return Path(strategy).stem
 
 
 def cpu_to_reach(timeline: list, target: float, hib: bool) -> float | None:
@@ -173,7 +182,14 @@ def main() -> None:
     p.add_argument("--max-params", type=int, default=200_000)
     p.add_argument("--none-trials", type=int, default=24)
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--strategies", default="random,evolution,tpe")
+    p.add_argument(
+        "--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1"
+    )
+    p.add_argument(
+        "--strategies",
+        default="random,evolution,tpe",
+        help="preset names or preset files (.toml), comma-separated",
+    )
     p.add_argument("--schedules", default=",".join(SCHEDULES))
     p.add_argument("--full-budget", default="810steps")
     p.add_argument("--workers", type=int, default=2)
@@ -187,17 +203,17 @@ def main() -> None:
     root = args.runs_dir or Path(tempfile.mkdtemp(prefix="search-efficiency-"))
     results = json.loads(args.out.read_text()) if args.out.exists() else []
     done = {(r["strategy"], r["schedule"], r["seed"]) for r in results}
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         for strategy in args.strategies.split(","):
             for schedule in args.schedules.split(","):
-                if (strategy, schedule, seed) in done:
+                if (label(strategy), schedule, seed) in done:
                     continue
                 t0 = time.perf_counter()
                 results.append(run_one(args, root, strategy, schedule, seed))
                 args.out.write_text(json.dumps(results, indent=1))
                 r = results[-1]
                 print(
-                    f"{strategy}/{schedule}/seed {seed}: {r['trials']} trials, "
+                    f"{label(strategy)}/{schedule}/seed {seed}: {r['trials']} trials, "
                     f"{r['cpu_seconds']:.0f} CPU-s, pick valid {r['full']['valid']}, "
                     f"{time.perf_counter() - t0:.0f} s",
                     flush=True,
