@@ -127,8 +127,8 @@ def _drive(store: RunStore, new: bool = False, wide: bool = False) -> None:
 def print_next(root: Path, found: bool, members: tuple[str, ...] = ()) -> None:
     """What to do next, one command a line and never wrapped: a command broken across
     lines at the terminal's width cannot be copied whole. A suite's campaign (its
-    `members`) has no retrain to offer (it takes one task) and exports the architecture
-    with one member's ends."""
+    `members`) retrains its finalists at several seeds (its best is the maximum of many
+    one-seed scores) and exports the architecture with one member's ends."""
     if found:
         steps = [
             (f"gatesearch report {root}", "plots and an HTML page"),
@@ -137,8 +137,14 @@ def print_next(root: Path, found: bool, members: tuple[str, ...] = ()) -> None:
             (f"gatesearch resume {root} --trials N", "search N more"),
         ]
         if members:
+            rescore = f"gatesearch retrain {root} --top 3"
             export = f"gatesearch export {root} --member {members[0]} -o best.py"
-            steps = [steps[0], (export, f"as PyTorch code, with {members[0]}'s ends"), steps[3]]
+            steps = [
+                steps[0],
+                (rescore, "the best 3 on every member at 2 seeds: which is best"),
+                (export, f"as PyTorch code, with {members[0]}'s ends"),
+                steps[3],
+            ]
     else:  # nothing to retrain or export: what went wrong comes first
         steps = [
             (f"gatesearch status {root}", "why no trial completed"),

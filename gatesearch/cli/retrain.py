@@ -88,6 +88,15 @@ def retrain(
             "linear decay over a quarter of the steps done so far; the budget is a maximum).",
         ),
     ] = DEFAULT_SCHEDULE,
+    seeds: Annotated[
+        int | None,
+        typer.Option(
+            metavar="N",
+            help="A suite campaign's finalists: train each at N seeds (the same for every "
+            "finalist) and rank them by the mean score [default: 2; a run on one task "
+            "trains once, at the trial's seed].",
+        ),
+    ] = None,
     workers: Annotated[
         int | None, typer.Option(metavar="N", help="Trainings at once [default: the campaign's].")
     ] = None,
@@ -103,7 +112,9 @@ def retrain(
     dropout and once with dropout 0.25, the better on validation kept), keeping each one's
     best validation point; store weights (safetensors), graph, validation/test
     metrics and the validation curve under RUN_DIR/retrained/<hash>/. Ranks them by their
-    retrained validation score, which `export --rank` and `report` then follow."""
+    retrained validation score, which `export --rank` and `report` then follow. A suite
+    campaign's finalists train every member at --seeds seeds and are ranked by their mean
+    suite score (no weights kept: one model per member and seed)."""
     dropouts = parse_dropouts(dropout)  # checked before anything starts
     printer = _Printer(several=len(dropouts) > 1)
     rows = run_retrain(
@@ -118,6 +129,7 @@ def retrain(
         on_progress=printer.progress,
         dropouts=dropouts,
         schedule=schedule,
+        seeds=seeds,
     )
     # The rank `export --rank` and `report` give: every retrained architecture of the run
     # counts, earlier retrains too.
@@ -136,10 +148,14 @@ def retrain(
     # Where each model went is printed as it ends (above); the command on a line of its own,
     # never wrapped: it is there to be copied.
     out.print("next:")
-    command = f"gatesearch export {run_dir} --rank 1 -o model.py --weights"
-    out.print(
-        f"  {command}    # the best retrained model as PyTorch code", markup=False, soft_wrap=True
-    )
+    member = next((r["job"].member for r in rows if r["job"].member is not None), None)
+    if member is not None:  # a suite: no weights; the architecture with one member's ends
+        command = f"gatesearch export {run_dir} --rank 1 --member {member.name} -o best.py"
+        why = f"the best on the suite as PyTorch code, with {member.name}'s ends"
+    else:
+        command = f"gatesearch export {run_dir} --rank 1 -o model.py --weights"
+        why = "the best retrained model as PyTorch code"
+    out.print(f"  {command}    # {why}", markup=False, soft_wrap=True)
 
 
 class _Printer:
@@ -147,13 +163,26 @@ class _Printer:
 
     def __init__(self, several: bool) -> None:
         self.several = several  # several dropout variants per architecture
+        # A suite's jobs (members × seeds × variants) print at each quarter of their budget,
+        # not at every point: the quarter each last printed.
+        self.quarters: dict[int, int] = {}
 
-    def label(self, job: RetrainJob) -> str:
+    def label(self, job: RetrainJob, whole: bool = False) -> str:
+        """The job's name in a line; `whole`: the architecture it belongs to (a suite's
+        finalist is many jobs: one per member, seed and variant)."""
+        if whole:
+            return f"campaign #{job.rank} (trial {job.record.number})"
         variant = f", {job.variant}" if self.several or job.dropout is not None else ""
-        return f"campaign #{job.rank} (trial {job.record.number}{variant})"
+        member = f", {job.member.name}, seed {job.draw + 1}" if job.member is not None else ""
+        return f"campaign #{job.rank} (trial {job.record.number}{member}{variant})"
 
     def progress(self, job: RetrainJob, event: dict[str, Any]) -> None:
         point, best, frac = event["point"], event["best"], event["progress"]
+        if job.member is not None:
+            quarter = int(frac * 4 + 1e-9)
+            if quarter <= self.quarters.get(id(job), 0):
+                return
+            self.quarters[id(job)] = quarter
         eta = event["elapsed"] * (1.0 - frac) / frac if frac > 0 else None
         out.print(
             f"  {self.label(job)}: step {point['step']:,} "
@@ -166,9 +195,12 @@ class _Printer:
     def done(self, row: dict[str, Any]) -> None:
         job = row["job"]
         if "error" in row:
-            out.print(f"{self.label(job)} failed: {row['error']}", markup=False)
+            out.print(f"{self.label(job, whole=True)} failed: {row['error']}", markup=False)
             return
         m = row["metrics"]
+        if job.member is not None:
+            self.suite_done(row)
+            return
         stop = "stopped early, " if m["stopped_early"] else ""
         if m.get("cooldown_start") is not None:  # --schedule plateau: where its decay began
             stop = f"decay from {m['cooldown_start']:.0%} of the budget, {stop}"
@@ -180,6 +212,19 @@ class _Printer:
             f"-> {row['path']}",
             markup=False,
         )
+
+    def suite_done(self, row: dict[str, Any]) -> None:
+        """A suite finalist: its mean score and each seed's, then each member's mean score."""
+        m = row["metrics"]
+        each = ", ".join(score(s["valid"]["metric"]) for s in m["per_seed"])
+        out.print(
+            f"{self.label(row['job'], whole=True)}: valid score {score(m['valid']['metric'])} "
+            f"(mean of {len(m['per_seed'])} seeds: {each}), test "
+            f"{score(m['test']['metric'])} -> {row['path']}",
+            markup=False,
+        )
+        members = ", ".join(f"{name} {score(v['valid'])}" for name, v in m["members"].items())
+        out.print(f"  members (valid, 0 to 1): {members}", markup=False, soft_wrap=True)
 
 
 def _heads(store: RunStore) -> list[str]:

@@ -30,6 +30,17 @@ runs/NAME/retrained/<hash>/
 `build_model(read_graph(graph.parquet), ctx)` then `load_state_dict(load_file(weights))`
 gives back the scored model. <hash> is the campaign trial's architecture hash.
 
+A suite campaign's finalists (a `suite` task: one model per member) are trained the same way,
+each member at an equal share of the budget, at `--seeds` seeds (2 by default: the same
+seeds for every finalist, so that they are compared on equal draws). A member's dropout
+variant is chosen on its own validation split, seed by seed; the finalist's score is the
+suite's weighted mean of normalised member scores (as a trial's), averaged over the seeds.
+No weights are kept (one model per member and seed, none of them the suite's model); its
+folder holds graph.parquet and metrics.json, with every member's and every seed's scores.
+A campaign's best is the maximum of many one-seed scores: measured on the MAD suite, its
+top five lay within one design's seed-to-seed range (benchmarks/RESULTS.md), so a suite's
+finalists are ranked on several seeds before one is called best.
+
 Once architectures are retrained, their retrained validation score is what ranks them:
 `final_order` puts them first, best first, then the others in the campaign's order; `export
 --rank K` and `report` use it.
@@ -55,13 +66,15 @@ from gatesearch.arch.graph import arch_hash, read_graph, write_graph
 from gatesearch.atomic import AtomicFolder, remove_temps
 from gatesearch.budget import Budget, parse_budget
 from gatesearch.errors import GatesearchError
-from gatesearch.evaluate import resolve_task, spec_of
+from gatesearch.evaluate import SuiteEvaluator, resolve_task, spec_of
 from gatesearch.proxy.hyper import DROPOUT_PREFIX
 from gatesearch.runs.dispatch import Dispatcher, EventKind
 from gatesearch.runs.ranking import joint_ranks, rank_records, ranked, tie_key
 from gatesearch.runs.request import trial_seed
 from gatesearch.runs.store import RunStore, StoreError, TrialRecord
-from gatesearch.tasks.suite import SUITE_TASK, one_task_only
+from gatesearch.tasks import make_task
+from gatesearch.tasks.registry import task_label
+from gatesearch.tasks.suite import Suite, SuiteMember, chance_loss, member_budget, member_score
 
 RETRAINED = "retrained"
 WEIGHTS = "weights.safetensors"
@@ -81,6 +94,12 @@ DEFAULT_PATIENCE = 5
 # nats/step), on a 100k-character corpus for all 3 too (by 0.004-0.046 nats/char); a
 # data-rich task keeps the tuned rates by the same validation. Twice the retrain's cost.
 DEFAULT_DROPOUTS = "tuned,0.25"
+# `--seeds` for a suite's finalists: two, the fewest that show a spread; one for a single
+# task (its retrain keeps the weights of one training).
+DEFAULT_SUITE_SEEDS = 2
+# The Optuna-independent stream of `trial_seed` a suite retrain's seeds come from (streams 0
+# and 1 are a trial's proposal and training seeds).
+SUITE_SEED_STREAM = 2
 # `--schedule`: how the learning rate decays over the budget (proxy/config.py's LRSchedule).
 SCHEDULES = ("cosine", "plateau")
 DEFAULT_SCHEDULE = "cosine"
@@ -120,6 +139,10 @@ class RetrainJob:
     # Every dropout rate set to this; None: the tuned rates; SELF_TUNE: the tuned rates as the
     # start of a retrain that goes on tuning them.
     dropout: float | str | None = None
+    # A suite run's job: the member whose task it trains, and which of the `--seeds` draws
+    # it is (0, 1, ...); None for a run on one task.
+    member: SuiteMember | None = None
+    draw: int = 0
 
     @property
     def variant(self) -> str:
@@ -319,26 +342,50 @@ def parse_dropouts(text: str) -> list[float | str | None]:
     return out
 
 
-def select(
-    store: RunStore, top: int, dropouts: Sequence[float | str | None] = (None,)
-) -> list[RetrainJob]:
-    """The best `top` completed trials with the graph and hyperparameters each needs, one job
-    per entry of `dropouts`: None keeps the tuned rates, a number sets every dropout rate the
-    trial tuned to it."""
-    if top < 1:
-        raise RetrainError("--top must be at least 1")
-    if not dropouts:
-        raise RetrainError("--dropout names no value")
-    if store.config.task.name == SUITE_TASK:  # before its members are built
-        raise RetrainError(one_task_only(f"retrain {store.root}", store.config.task))
+def suite_seeds(campaign_seed: int, n: int) -> list[int]:
+    """The seeds a suite run's finalists are all trained at: the same N for every finalist."""
+    return [trial_seed(campaign_seed, k, SUITE_SEED_STREAM) for k in range(n)]
+
+
+def run_suite(store: RunStore) -> Suite | None:
+    """The suite a run searched on (checked, its members' tasks built), or None for one task."""
     evaluator = resolve_task(store.config.task)
+    if isinstance(evaluator, SuiteEvaluator):
+        return evaluator.suite
     if not evaluator.trains:
         raise RetrainError(
             f"{store.root}: task {evaluator.spec.name} trains no model; nothing to retrain"
         )
+    return None
+
+
+def select(
+    store: RunStore,
+    top: int,
+    dropouts: Sequence[float | str | None] = (None,),
+    seeds: int | None = None,
+) -> list[RetrainJob]:
+    """The best `top` completed trials with the graph and hyperparameters each needs, one job
+    per entry of `dropouts`: None keeps the tuned rates, a number sets every dropout rate the
+    trial tuned to it. On a suite run, one job per member, seed (`seeds` of them, default
+    DEFAULT_SUITE_SEEDS) and dropout entry, each with the hyperparameters that member's
+    training ended with."""
+    if top < 1:
+        raise RetrainError("--top must be at least 1")
+    if not dropouts:
+        raise RetrainError("--dropout names no value")
+    if seeds is not None and seeds < 1:
+        raise RetrainError("--seeds must be at least 1")
+    suite = run_suite(store)
+    if suite is None and seeds not in (None, 1):
+        raise RetrainError(
+            f"--seeds is for a suite campaign's finalists: {store.root} ran on one task, whose "
+            "retrain keeps the model of one training (run it again for another seed)"
+        )
     rows = ranked(store)
     if not rows:
         raise RetrainError(f"{store.root}: no completed trial to retrain yet")
+    draws = suite_seeds(store.config.seed, seeds or DEFAULT_SUITE_SEEDS) if suite else []
     jobs = []
     for rank, record in enumerate(rows[:top], start=1):
         try:
@@ -348,30 +395,68 @@ def select(
                 f"{store.graph_path(record.arch_hash)}: graph artifact of trial "
                 f"{record.number} is missing"
             ) from None
-        doc = store.load_trial_metrics(record.number) or {}
-        hypers = (doc.get("metrics") or {}).get("hyperparameters")
+        doc = (store.load_trial_metrics(record.number) or {}).get("metrics") or {}
+        if suite is not None:
+            members = doc.get("members") or record.metrics.get("members") or {}
+            for member in suite.members:
+                hypers = (members.get(member.name) or {}).get("hyperparameters")
+                if not isinstance(hypers, dict):
+                    raise RetrainError(
+                        f"{store.root}: trial {record.number} stored no tuned "
+                        f"hyperparameters for member {member.name}"
+                    )
+                for k, seed in enumerate(draws):
+                    jobs += _variants(rank, record, graph, hypers, seed, dropouts, member, k)
+            continue
+        hypers = doc.get("hyperparameters")
         if hypers is None:
             hypers = record.metrics.get("hyperparameters")
         if not isinstance(hypers, dict):
             raise RetrainError(
                 f"{store.root}: trial {record.number} stored no tuned hyperparameters"
             )
-        peak = peak_lr(hypers, (doc.get("metrics") or {}).get("trajectory"))
+        peak = peak_lr(hypers, doc.get("trajectory"))
         if peak is not None:
             hypers = {**hypers, "lr": peak}
         seed = trial_seed(store.config.seed, record.slot, 1)  # the trial's training seed
-        for d in dropouts:
-            variant = with_dropout(hypers, float(d)) if isinstance(d, int | float) else hypers
-            jobs.append(RetrainJob(rank, record, graph, variant, seed, d))
+        jobs += _variants(rank, record, graph, hypers, seed, dropouts)
     return jobs
+
+
+def _variants(
+    rank: int,
+    record: TrialRecord,
+    graph: nx.DiGraph,
+    hypers: dict[str, float],
+    seed: int,
+    dropouts: Sequence[float | str | None],
+    member: SuiteMember | None = None,
+    draw: int = 0,
+) -> list[RetrainJob]:
+    """One job per `dropouts` entry."""
+    return [
+        RetrainJob(
+            rank,
+            record,
+            graph,
+            with_dropout(hypers, float(d)) if isinstance(d, int | float) else hypers,
+            seed,
+            d,
+            member,
+            draw,
+        )
+        for d in dropouts
+    ]
 
 
 def write_result(store: RunStore, job: RetrainJob, result: dict[str, Any], budget: Budget) -> Path:
     """Write one architecture's files into a temporary folder, then rename it into place
-    (replacing an earlier retrain of the same architecture)."""
+    (replacing an earlier retrain of the same architecture). A suite's result has no weights
+    (None)."""
     target = store.root / RETRAINED / job.record.arch_hash
     with AtomicFolder(target, replace=True) as tmp:
-        (tmp / WEIGHTS).write_bytes(result["weights"])
+        if result["weights"] is not None:
+            (tmp / WEIGHTS).write_bytes(result["weights"])
         write_graph(result["graph"], tmp / GRAPH)
         doc = {
             "arch_hash": job.record.arch_hash,
@@ -380,7 +465,7 @@ def write_result(store: RunStore, job: RetrainJob, result: dict[str, Any], budge
             "rank": job.rank,
             "task": store.config.task.to_dict(),
             "budget": str(budget),
-            "seed": job.seed,
+            "seed": job.seed if job.member is None else None,
             "proxy_values": dict(zip(store.config.objectives, job.record.values or ())),
             **result["metrics"],
         }
@@ -400,14 +485,16 @@ def retrain(
     on_progress: Callable[[RetrainJob, dict[str, Any]], None] | None = None,
     dropouts: Sequence[float | str | None] = (None,),
     schedule: str = DEFAULT_SCHEDULE,
+    seeds: int | None = None,
 ) -> list[dict[str, Any]]:
     """Retrain the best `top` trials of the run at `root`; returns one row per architecture
     ({"job", "path", "metrics"} or {"job", "error"}), best retrained validation score first
     (failures last). With several `dropouts` each architecture is trained once per value and
     the variant with the best validation score is kept (the others' scores are stored beside
-    it, under "variants"). `on_done(row)` is called as each architecture ends,
-    `on_progress(job, event)` at each validation point of each variant (see
-    `retrain_streamed`)."""
+    it, under "variants"). On a suite run, each member at an equal share of the budget and at
+    `seeds` seeds (see `select`), combined by `combine_suite`. `on_done(row)` is called as
+    each architecture ends, `on_progress(job, event)` at each validation point of each
+    variant (see `retrain_streamed`)."""
     if eval_points < 1:
         raise RetrainError("--eval-points must be at least 1")
     if patience < 0:
@@ -422,7 +509,11 @@ def retrain(
         raise RetrainError("--workers must be at least 1")
     with RunStore.open(Path(root), writer=False) as store:
         full = parse_budget(budget) if budget else default_full_budget(store.config.budget)
-        jobs = select(store, top, dropouts)
+        jobs = select(store, top, dropouts, seeds)
+        # Checked by select (its members' tasks built): read again as stored.
+        suite = Suite.from_spec_unchecked(store.config.task) if jobs[0].member else None
+        # A suite's members each train an equal share, as in its trials.
+        each = member_budget(full, len(suite.members)) if suite else full
         # What a retrain killed while writing left behind (once, before any result is written).
         remove_temps(store.root / RETRAINED, dead_only=True)
         hib = store.config.higher_is_better
@@ -443,7 +534,8 @@ def retrain(
                 dispatch.submit(
                     j,
                     retrain_streamed,
-                    *(j.graph, task, str(full), j.seed, j.hyperparameters, cpus),
+                    *(j.graph, j.member.spec.to_dict() if j.member else task, str(each)),
+                    *(j.seed, j.hyperparameters, cpus),
                     *(eval_points, patience, j.self_tune, schedule),
                 )
             while len(dispatch):
@@ -460,7 +552,11 @@ def retrain(
                     left[arch] -= 1
                     if left[arch]:
                         continue
-                    row = _keep_best(store, finished.pop(arch), full, bool(hib))
+                    variants = finished.pop(arch)
+                    if suite:
+                        row = combine_suite(store, suite, variants, full)
+                    else:
+                        row = _keep_best(store, variants, full, bool(hib))
                     rows.append(row)
                     if on_done is not None:
                         on_done(row)
@@ -501,6 +597,123 @@ def _keep_best(
         }
     path = write_result(store, job, result, budget)
     return {"job": job, "path": path, "metrics": result["metrics"]}
+
+
+def combine_suite(
+    store: RunStore,
+    suite: Suite,
+    results: list[tuple[RetrainJob, dict[str, Any] | None, str | None]],
+    budget: Budget,
+) -> dict[str, Any]:
+    """One suite finalist's row from its jobs (every member, seed and dropout variant): per
+    member and seed the variant best on that member's validation split, then per seed the
+    suite's weighted mean of normalised member scores (valid and test, as a trial's), then
+    the mean over seeds. Written as a retrain result without weights; a member that failed
+    in every variant of a seed fails the finalist (its error says which)."""
+    tasks = {m.name: make_task(m.spec) for m in suite.members}
+    best: dict[tuple[int, str], tuple[RetrainJob, dict[str, Any]]] = {}
+    for member in suite.members:
+        for draw in sorted({j.draw for j, _, _ in results}):
+            mine = [(j, r, e) for j, r, e in results if j.draw == draw and j.member == member]
+            done = [(j, r) for j, r, _ in mine if r is not None]
+            if not done:
+                job, _, error = mine[0]
+                return {"job": job, "error": f"member {member.name}, seed {job.seed}: {error}"}
+            hib = bool(tasks[member.name].higher_is_better)
+            best[draw, member.name] = sort_retrained(done, lambda jr: jr[1]["metrics"], hib)[0]
+    draws = sorted({draw for draw, _ in best})
+    total = suite.total_weight
+
+    def scores(draw: int, split: str) -> dict[str, float]:
+        return {
+            m.name: member_score(tasks[m.name], best[draw, m.name][1]["metrics"][split]["metric"])
+            for m in suite.members
+        }
+
+    def combined(draw: int, split: str) -> dict[str, float]:
+        by_member = scores(draw, split)
+        loss = sum(
+            m.weight * best[draw, m.name][1]["metrics"][split]["loss"] / chance_loss(tasks[m.name])
+            for m in suite.members
+        )
+        return {
+            "metric": sum(m.weight * by_member[m.name] for m in suite.members) / total,
+            "loss": loss / total,
+        }
+
+    per_seed: list[dict[str, Any]] = [
+        {
+            "seed": best[draw, suite.members[0].name][0].seed,
+            "valid": combined(draw, "valid"),
+            "test": combined(draw, "test"),
+            "members": {
+                m.name: {
+                    "valid": scores(draw, "valid")[m.name],
+                    "test": scores(draw, "test")[m.name],
+                    "variant": best[draw, m.name][0].variant,
+                    "best_step": best[draw, m.name][1]["metrics"]["best_step"],
+                }
+                for m in suite.members
+            },
+        }
+        for draw in draws
+    ]
+
+    def mean(values: Sequence[float]) -> float:
+        return sum(values) / len(values)
+
+    def split_doc(split: str) -> dict[str, float]:
+        values = [s[split]["metric"] for s in per_seed]
+        return {
+            "metric": mean(values),
+            "loss": mean([s[split]["loss"] for s in per_seed]),
+            "min": min(values),
+            "max": max(values),
+        }
+
+    first = [best[draws[0], m.name][1]["metrics"] for m in suite.members]
+    kept = [r["metrics"] for r in (jr[1] for jr in best.values())]
+    metrics: dict[str, Any] = {
+        "valid": split_doc("valid"),
+        "test": split_doc("test"),
+        "metric_name": "score",
+        "higher_is_better": True,
+        "suite": suite.name,
+        "seeds": [s["seed"] for s in per_seed],
+        "per_seed": per_seed,
+        "members": {
+            m.name: {
+                "task": task_label(m.spec),
+                "weight": m.weight,
+                "metric_name": tasks[m.name].metric_name,
+                "valid": mean([s["members"][m.name]["valid"] for s in per_seed]),
+                "test": mean([s["members"][m.name]["test"] for s in per_seed]),
+            }
+            for m in suite.members
+        },
+        # As a trial's: the largest member model's costs, the members' training summed (of
+        # one seed: each seed trains as much).
+        **{
+            key: max(float(f[key]) for f in first)
+            for key in ("params", "flops", "latency", "state")
+            if all(key in f for f in first)
+        },
+        "steps": sum(f["steps"] for f in first),
+        "tokens": sum(f["tokens"] for f in first),
+        "best_step": None,
+        "stopped_early": any(f["stopped_early"] for f in kept),
+        "eval_points": first[0]["eval_points"],
+        "patience": first[0]["patience"],
+        "schedule": first[0]["schedule"],
+        "curve": [],
+        "cpu_seconds": sum(r["metrics"]["cpu_seconds"] for _, r, _ in results if r is not None),
+        "pruned": any(f["pruned"] for f in kept),
+    }
+    job = best[draws[0], suite.members[0].name][0]
+    path = write_result(
+        store, job, {"weights": None, "graph": job.graph, "metrics": metrics}, budget
+    )
+    return {"job": job, "path": path, "metrics": metrics}
 
 
 def retrained_key(metrics: dict[str, Any], higher_is_better: bool) -> tuple[float, float]:
@@ -591,6 +804,7 @@ def final_order(store: RunStore) -> list[Placed]:
 __all__ = [
     "DEFAULT_EVAL_POINTS",
     "DEFAULT_PATIENCE",
+    "DEFAULT_SUITE_SEEDS",
     "FULL_BUDGET_FACTOR",
     "GRAPH",
     "METRICS",
@@ -598,6 +812,7 @@ __all__ = [
     "WEIGHTS",
     "Placed",
     "RetrainError",
+    "combine_suite",
     "default_full_budget",
     "final_order",
     "read_retrained",
@@ -605,7 +820,9 @@ __all__ = [
     "retrain_body",
     "retrain_streamed",
     "retrained_key",
+    "run_suite",
     "select",
     "sort_retrained",
+    "suite_seeds",
     "with_dropout",
 ]

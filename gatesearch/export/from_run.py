@@ -260,7 +260,7 @@ def member_spec(store: RunStore, req: ExportRequest) -> TaskSpec | None:
     """The task whose ends (embedding, head) the model takes: None for the run's own task,
     or the member `--member` names in a suite campaign. ExportCommandError for a suite run
     without a valid --member, --member on a run of one task, or --weights with a suite (its
-    trials keep no weights, and retrain takes one task)."""
+    trials and its retrain keep no weights)."""
     spec = store.config.task
     if spec.name != SUITE_TASK:
         if req.member is not None:
@@ -283,8 +283,9 @@ def member_spec(store: RunStore, req: ExportRequest) -> TaskSpec | None:
         )
     if req.weights:
         raise ExportCommandError(
-            f"{store.root}: a suite campaign keeps no trained weights (retrain takes one "
-            "task): export the architecture without --weights, or run a campaign on "
+            f"{store.root}: a suite campaign keeps no trained weights (its retrain scores "
+            "finalists, one model per member and seed): export the architecture without "
+            "--weights, or run a campaign on "
             f"{members[req.member].name} for a model to keep"
         )
     return members[req.member]

@@ -253,7 +253,9 @@ def spawn_and_kill(tmp_path: Path, address: str, args: list[str], run: Path, aft
     """Start a driver subprocess on the test's Ray, SIGKILL it once `after` slots finished."""
     cmd = [sys.executable, "-m", "gatesearch.cli.app", "run", "--address", address, *map(str, args)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
+    # A guard against a hung driver, not a speed target: on a loaded 2-core machine starting
+    # the driver (torch, Ray) and finishing its first slots took over a minute.
+    deadline = time.monotonic() + 180
     try:
         while time.monotonic() < deadline:
             if proc.poll() is not None:

@@ -72,8 +72,8 @@ def test_a_suite_campaign_stores_every_members_score(campaign: tuple[Path, str])
     assert config["metric_name"] == "score"
     assert config["directions"] == ["maximize", "maximize"]
     assert "each member trains an equal share, 2steps of the trial's 4steps" in printed
-    # No retrain is offered (it takes one task); the export names a member for the ends.
-    assert "gatesearch report" in printed and "gatesearch retrain" not in printed
+    # The finalists' retrain at several seeds is offered; the export names a member's ends.
+    assert f"gatesearch retrain {run} --top 3" in printed
     assert f"gatesearch export {run} --member in_context_recall -o best.py" in printed
     with RunStore.open(run, writer=False) as store:
         records = [r for r in store.records() if r.scored]
@@ -130,17 +130,60 @@ def test_resume_goes_on_with_the_stored_suite(campaign: tuple[Path, str], tmp_pa
     assert all(set(r.metrics) >= {"member:copy", "member:in_context_recall"} for r in records)
 
 
-def test_retrain_and_fidelity_refuse_a_suite_in_one_line(
-    campaign: tuple[Path, str], files: Path
-) -> None:
-    """Each needs one task's model (its embedding and head); a suite trial has one a member."""
-    run, _ = campaign
+def test_fidelity_refuses_a_suite_in_one_line(files: Path) -> None:
+    """It needs one task's model (its embedding and head); a suite trial has one a member."""
     fidelity = ["fidelity", "--task", files / "two.toml", "--runs-dir", files / "f"]
-    for command in (["retrain", run], fidelity):
-        line = one_line_error(captured(*command))
-        assert "suite two" in line and "needs one task" in line
-    assert not (run / "retrained").exists()
+    line = one_line_error(captured(*fidelity))
+    assert "suite two" in line and "needs one task" in line
     assert not (files / "f").exists()
+
+
+def test_retrain_scores_the_finalists_on_every_member_at_common_seeds(
+    campaign: tuple[Path, str], tmp_path: Path
+) -> None:
+    """On a copy: each of the best two trains both members at 2 seeds (one dropout variant
+    here); its score is the suite's weighted mean per seed, then the mean over seeds; the
+    ranking follows it, and the export of a member's ends too. No weights are kept."""
+    run = tmp_path / "s"
+    shutil.copytree(campaign[0], run)
+    result = captured("retrain", run, "--top", 2, "--budget", "8steps", "--dropout", "tuned")
+    assert result.returncode == 0, result.stdout + result.stderr
+    printed = result.stdout
+    assert (
+        "(mean of 2 seeds:" in printed and "members (valid, 0 to 1): in_context_recall" in printed
+    )
+    assert f"gatesearch export {run} --rank 1 --member in_context_recall -o best.py" in printed
+    docs = [json.loads(p.read_text()) for p in sorted(run.glob("retrained/*/metrics.json"))]
+    assert len(docs) == 2
+    assert docs[0]["seeds"] == docs[1]["seeds"] and len(set(docs[0]["seeds"])) == 2
+    for doc in docs:
+        assert doc["suite"] == "two" and doc["budget"] == "8steps"
+        for split in ("valid", "test"):
+            per_seed = []
+            for s in doc["per_seed"]:
+                members = s["members"]
+                assert set(members) == set(MEMBERS)
+                mean = members["in_context_recall"][split] + COPY_WEIGHT * members["copy"][split]
+                assert s[split]["metric"] == pytest.approx(mean / (1 + COPY_WEIGHT))
+                assert all(m["best_step"] <= 4 for m in members.values())  # 4 steps each
+                per_seed.append(s[split]["metric"])
+            assert doc[split]["metric"] == pytest.approx(sum(per_seed) / 2)
+            assert doc[split]["min"] == min(per_seed) and doc[split]["max"] == max(per_seed)
+    folders = list(run.glob("retrained/*"))
+    assert all((f / "graph.parquet").is_file() and not (f / "weights.safetensors").exists()
+               for f in folders)  # fmt: skip
+    # `report` and `export --rank` follow the retrained order.
+    best = max(docs, key=lambda d: d["valid"]["metric"])
+    report = captured("report", run, "--out", tmp_path / "r")
+    assert report.returncode == 0, report.stdout + report.stderr
+    assert "retrained: best validation score first" in report.stdout
+    out = tmp_path / "best.py"
+    exported = captured("export", run, "--rank", 1, "--member", "copy", "-o", out)
+    assert exported.returncode == 0, exported.stdout + exported.stderr
+    text = out.read_text()
+    assert best["arch_hash"] in text and f"campaign rank {best['rank']})" in text
+    line = one_line_error(captured("export", run, "--member", "copy", "--weights", "-o", out))
+    assert "its retrain scores finalists" in line
 
 
 def test_export_takes_a_members_ends(campaign: tuple[Path, str], tmp_path: Path) -> None:

@@ -211,6 +211,8 @@ def test_bad_input_is_one_line(mqar_run, tmp_path, capsys):
         "bad budget": (["retrain", mqar_run, "--budget", "3 weeks"], "3 weeks"),
         "dropout 1": (["retrain", mqar_run, "--dropout", "1"], "--dropout"),
         "bad schedule": (["retrain", mqar_run, "--schedule", "linear"], "--schedule"),
+        "seeds on one task": (["retrain", mqar_run, "--seeds", "2"], "suite campaign's finalists"),
+        "seeds 0": (["retrain", mqar_run, "--seeds", "0"], "--seeds"),
         "plateau, no patience": (
             ["retrain", mqar_run, "--schedule", "plateau", "--patience", "0"],
             "--patience",
