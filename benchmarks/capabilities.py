@@ -37,6 +37,12 @@ included, as JSON.
 (their own width and depth), scored the same way at the same seeds: a campaign's best was
 chosen on one seed's score out of many, so its campaign score flatters it; these figures are
 the ones to set beside the known designs'.
+
+`--recipe retrain` trains each member as `gatesearch retrain` does (learning rate decayed by
+a cosine, the best of `retrain`'s 20 validation points kept, its patience) instead of as a
+campaign's trial (constant rate, last point), at the proxy's default hyperparameters (what
+a campaign at fixed hyperparameters stores, i.e. `retrain --dropout tuned`); the aggregate
+is `retrain`'s suite score, computed by the same function.
 """
 
 from __future__ import annotations
@@ -158,6 +164,46 @@ def evaluate_one(design: Path, suite: Path, budget: str, seed: int) -> dict[str,
         "cpu_seconds": time.process_time() - cpu,
         "member_metrics": m["members"],
     }
+
+
+def retrain_one(design: Path, suite: Path, budget: str, seed: int) -> dict[str, Any]:
+    """`evaluate_one` with `gatesearch retrain`'s recipe: each member trained by
+    `retrain_body` on its share of `budget`, combined by `retrain`'s `suite_metrics`."""
+    import torch
+
+    from gatesearch.arch.graph import read_graph
+    from gatesearch.arch.space import load_known
+    from gatesearch.budget import parse_budget
+    from gatesearch.experiments.retrain import MemberResult, retrain_body, suite_metrics
+    from gatesearch.tasks.suite import load_suite, member_budget
+
+    torch.set_num_threads(1)
+    cpu = time.process_time()
+    graph = read_graph(design) if design.suffix == ".parquet" else load_known(design).graph
+    loaded = load_suite(suite)
+    share = str(member_budget(parse_budget(budget), len(loaded.members)))
+    kept = {
+        (0, m.name): MemberResult(
+            seed, "tuned", retrain_body(graph, m.spec.to_dict(), share, seed, {}, 1)["metrics"]
+        )
+        for m in loaded.members
+    }
+    cpu = time.process_time() - cpu
+    m = suite_metrics(loaded, kept, cpu)
+    return {
+        "score": m["valid"]["metric"],
+        "test": m["test"]["metric"],
+        "members": {name: r["valid"] for name, r in m["members"].items()},
+        "params": m["params"],
+        "state": m.get("state"),
+        "steps": m["steps"],
+        "tokens": m.get("tokens"),
+        "cpu_seconds": cpu,
+        "member_metrics": m["per_seed"][0]["members"],
+    }
+
+
+RECIPES = {"trial": evaluate_one, "retrain": retrain_one}
 
 
 def trial_budget(per_member: str, members: int) -> str:
@@ -340,6 +386,12 @@ def main() -> None:
         default=None,
         help="skip designs whose largest member model has more parameters",
     )
+    ap.add_argument(
+        "--recipe",
+        choices=list(RECIPES),
+        default="trial",
+        help="train each member as a campaign's trial does, or as `gatesearch retrain` does",
+    )
     ap.add_argument("--workers", type=int, default=1, help="trials at once, one thread each")
     ap.add_argument("--out", type=Path, default=None, help="write the results here (JSON)")
     args = ap.parse_args()
@@ -384,7 +436,8 @@ def main() -> None:
         sys.exit("error: no design to score (--archs none and no --run)")
     print(
         f"{suite.name}: {len(names)} members, {args.budget} each ({budget} a trial); width "
-        f"{args.width}, {args.blocks} blocks; seeds {seeds}; {args.workers} workers",
+        f"{args.width}, {args.blocks} blocks; seeds {seeds}; {args.recipe} recipe; "
+        f"{args.workers} workers",
         flush=True,
     )
     for arch, why in skipped.items():
@@ -394,7 +447,7 @@ def main() -> None:
     t0 = time.perf_counter()
     with ProcessPoolExecutor(args.workers) as pool:
         futures = {
-            pool.submit(evaluate_one, path, args.suite, budget, s): (a, s)
+            pool.submit(RECIPES[args.recipe], path, args.suite, budget, s): (a, s)
             for a, path in files.items()
             for s in seeds
         }
@@ -440,6 +493,7 @@ def main() -> None:
             "blocks": args.blocks,
             "budget_per_member": args.budget,
             "budget_per_trial": budget,
+            "recipe": args.recipe,
             "seeds": seeds,
             "skipped": skipped,
             "results": results,

@@ -599,59 +599,50 @@ def _keep_best(
     return {"job": job, "path": path, "metrics": result["metrics"]}
 
 
-def combine_suite(
-    store: RunStore,
-    suite: Suite,
-    results: list[tuple[RetrainJob, dict[str, Any] | None, str | None]],
-    budget: Budget,
+@dataclass(frozen=True)
+class MemberResult:
+    """One member's kept training of a suite finalist at one seed: the seed, the dropout
+    variant kept on that member's validation split, and its metrics (`retrain_body`'s)."""
+
+    seed: int
+    variant: str
+    metrics: dict[str, Any]
+
+
+def suite_metrics(
+    suite: Suite, kept: dict[tuple[int, str], MemberResult], cpu_seconds: float
 ) -> dict[str, Any]:
-    """One suite finalist's row from its jobs (every member, seed and dropout variant): per
-    member and seed the variant best on that member's validation split, then per seed the
-    suite's weighted mean of normalised member scores (valid and test, as a trial's), then
-    the mean over seeds. Written as a retrain result without weights; a member that failed
-    in every variant of a seed fails the finalist (its error says which)."""
+    """A suite finalist's retrained metrics from each (draw, member name)'s kept training:
+    per draw the suite's weighted mean of normalised member scores on valid and test (the
+    formula of a trial's score), then the mean over draws (with `min`, `max`)."""
     tasks = {m.name: make_task(m.spec) for m in suite.members}
-    best: dict[tuple[int, str], tuple[RetrainJob, dict[str, Any]]] = {}
-    for member in suite.members:
-        for draw in sorted({j.draw for j, _, _ in results}):
-            mine = [(j, r, e) for j, r, e in results if j.draw == draw and j.member == member]
-            done = [(j, r) for j, r, _ in mine if r is not None]
-            if not done:
-                job, _, error = mine[0]
-                return {"job": job, "error": f"member {member.name}, seed {job.seed}: {error}"}
-            hib = bool(tasks[member.name].higher_is_better)
-            best[draw, member.name] = sort_retrained(done, lambda jr: jr[1]["metrics"], hib)[0]
-    draws = sorted({draw for draw, _ in best})
+    draws = sorted({draw for draw, _ in kept})
     total = suite.total_weight
 
-    def scores(draw: int, split: str) -> dict[str, float]:
-        return {
-            m.name: member_score(tasks[m.name], best[draw, m.name][1]["metrics"][split]["metric"])
-            for m in suite.members
-        }
+    def member(draw: int, name: str, split: str) -> float:
+        return member_score(tasks[name], kept[draw, name].metrics[split]["metric"])
 
     def combined(draw: int, split: str) -> dict[str, float]:
-        by_member = scores(draw, split)
         loss = sum(
-            m.weight * best[draw, m.name][1]["metrics"][split]["loss"] / chance_loss(tasks[m.name])
+            m.weight * kept[draw, m.name].metrics[split]["loss"] / chance_loss(tasks[m.name])
             for m in suite.members
         )
         return {
-            "metric": sum(m.weight * by_member[m.name] for m in suite.members) / total,
+            "metric": sum(m.weight * member(draw, m.name, split) for m in suite.members) / total,
             "loss": loss / total,
         }
 
     per_seed: list[dict[str, Any]] = [
         {
-            "seed": best[draw, suite.members[0].name][0].seed,
+            "seed": kept[draw, suite.members[0].name].seed,
             "valid": combined(draw, "valid"),
             "test": combined(draw, "test"),
             "members": {
                 m.name: {
-                    "valid": scores(draw, "valid")[m.name],
-                    "test": scores(draw, "test")[m.name],
-                    "variant": best[draw, m.name][0].variant,
-                    "best_step": best[draw, m.name][1]["metrics"]["best_step"],
+                    "valid": member(draw, m.name, "valid"),
+                    "test": member(draw, m.name, "test"),
+                    "variant": kept[draw, m.name].variant,
+                    "best_step": kept[draw, m.name].metrics["best_step"],
                 }
                 for m in suite.members
             },
@@ -671,9 +662,9 @@ def combine_suite(
             "max": max(values),
         }
 
-    first = [best[draws[0], m.name][1]["metrics"] for m in suite.members]
-    kept = [r["metrics"] for r in (jr[1] for jr in best.values())]
-    metrics: dict[str, Any] = {
+    first = [kept[draws[0], m.name].metrics for m in suite.members]
+    every = [k.metrics for k in kept.values()]
+    return {
         "valid": split_doc("valid"),
         "test": split_doc("test"),
         "metric_name": "score",
@@ -701,19 +692,46 @@ def combine_suite(
         "steps": sum(f["steps"] for f in first),
         "tokens": sum(f["tokens"] for f in first),
         "best_step": None,
-        "stopped_early": any(f["stopped_early"] for f in kept),
+        "stopped_early": any(f["stopped_early"] for f in every),
         "eval_points": first[0]["eval_points"],
         "patience": first[0]["patience"],
         "schedule": first[0]["schedule"],
         "curve": [],
-        "cpu_seconds": sum(r["metrics"]["cpu_seconds"] for _, r, _ in results if r is not None),
-        "pruned": any(f["pruned"] for f in kept),
+        "cpu_seconds": cpu_seconds,
+        "pruned": any(f["pruned"] for f in every),
     }
-    job = best[draws[0], suite.members[0].name][0]
+
+
+def combine_suite(
+    store: RunStore,
+    suite: Suite,
+    results: list[tuple[RetrainJob, dict[str, Any] | None, str | None]],
+    budget: Budget,
+) -> dict[str, Any]:
+    """One suite finalist's row from its jobs (every member, seed and dropout variant): per
+    member and seed the variant best on that member's validation split, combined by
+    `suite_metrics`. Written as a retrain result without weights; a member that failed in
+    every variant of a seed fails the finalist (its error says which)."""
+    kept: dict[tuple[int, str], MemberResult] = {}
+    first: RetrainJob | None = None
+    for member in suite.members:
+        hib = bool(make_task(member.spec).higher_is_better)
+        for draw in sorted({j.draw for j, _, _ in results}):
+            mine = [(j, r, e) for j, r, e in results if j.draw == draw and j.member == member]
+            done = [(j, r) for j, r, _ in mine if r is not None]
+            if not done:
+                job, _, error = mine[0]
+                return {"job": job, "error": f"member {member.name}, seed {job.seed}: {error}"}
+            job, result = sort_retrained(done, lambda jr: jr[1]["metrics"], hib)[0]
+            kept[draw, member.name] = MemberResult(job.seed, job.variant, result["metrics"])
+            first = first or job
+    assert first is not None  # a suite has members, a retrain at least one seed
+    cpu = sum(r["metrics"]["cpu_seconds"] for _, r, _ in results if r is not None)
+    metrics = suite_metrics(suite, kept, cpu)
     path = write_result(
-        store, job, {"weights": None, "graph": job.graph, "metrics": metrics}, budget
+        store, first, {"weights": None, "graph": first.graph, "metrics": metrics}, budget
     )
-    return {"job": job, "path": path, "metrics": metrics}
+    return {"job": first, "path": path, "metrics": metrics}
 
 
 def retrained_key(metrics: dict[str, Any], higher_is_better: bool) -> tuple[float, float]:
@@ -810,6 +828,7 @@ __all__ = [
     "METRICS",
     "RETRAINED",
     "WEIGHTS",
+    "MemberResult",
     "Placed",
     "RetrainError",
     "combine_suite",
@@ -823,6 +842,7 @@ __all__ = [
     "run_suite",
     "select",
     "sort_retrained",
+    "suite_metrics",
     "suite_seeds",
     "with_dropout",
 ]
