@@ -59,8 +59,14 @@ def auto_chunk_size(length: int) -> int:
     """C ≈ √T balances the in-chunk loop (C steps) against the carry loop (T/C steps). A divisor
     of T within a factor 2 of √T is preferred: no padding copies."""
     root = max(1, math.isqrt(max(length, 1)))
-    divisors = [c for c in range(max(2, root // 2), 2 * root + 1) if length % c == 0]
-    return min(divisors, key=lambda c: abs(c - root)) if divisors else root
+    # A plain loop, not `min(divisors, key=...)`: once torch.compile treats T as dynamic it
+    # cannot trace `min` with a key or over a generator (a graph break at every scan of a
+    # compiled exported model).
+    best, distance = root, None
+    for c in range(max(2, root // 2), 2 * root + 1):
+        if length % c == 0 and (distance is None or abs(c - root) < distance):
+            best, distance = c, abs(c - root)
+    return best
 
 
 def _pad_time(x: torch.Tensor, pad: int, value: float, front: bool = False) -> torch.Tensor:
