@@ -46,7 +46,8 @@ def retrain(
         typer.Option(
             metavar="BUDGET",
             help="Most training per architecture: 2000steps, 600s or 1e7tokens "
-            "[default: 10x the campaign's per-trial budget].",
+            "[default: 10x the campaign's per-trial budget; a suite's finalists: the trial's "
+            "budget, on more seeds].",
         ),
     ] = None,
     eval_points: Annotated[

@@ -31,7 +31,8 @@ runs/NAME/retrained/<hash>/
 gives back the scored model. <hash> is the campaign trial's architecture hash.
 
 A suite campaign's finalists (a `suite` task: one model per member) are trained the same way,
-each member at an equal share of the budget, at `--seeds` seeds (2 by default: the same
+each member at an equal share of the budget (by default the trial's own: a suite screens
+capabilities at the budget its campaign chose), at `--seeds` seeds (2 by default: the same
 seeds for every finalist, so that they are compared on equal draws). A member's dropout
 variant is chosen on its own validation split, seed by seed; the finalist's score is the
 suite's weighted mean of normalised member scores (as a trial's), averaged over the seeds.
@@ -508,10 +509,14 @@ def retrain(
     if workers is not None and workers < 1:
         raise RetrainError("--workers must be at least 1")
     with RunStore.open(Path(root), writer=False) as store:
-        full = parse_budget(budget) if budget else default_full_budget(store.config.budget)
         jobs = select(store, top, dropouts, seeds)
         # Checked by select (its members' tasks built): read again as stored.
         suite = Suite.from_spec_unchecked(store.config.task) if jobs[0].member else None
+        # A suite screens capabilities at the budget its campaign chose (MAD's protocol
+        # scores every design at one budget): its finalists are rescored at that budget,
+        # on more seeds, unless told otherwise. One task: the full budget.
+        default = store.config.budget if suite else default_full_budget(store.config.budget)
+        full = parse_budget(budget) if budget else default
         # A suite's members each train an equal share, as in its trials.
         each = member_budget(full, len(suite.members)) if suite else full
         # What a retrain killed while writing left behind (once, before any result is written).

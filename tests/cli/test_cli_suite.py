@@ -142,11 +142,11 @@ def test_retrain_scores_the_finalists_on_every_member_at_common_seeds(
     campaign: tuple[Path, str], tmp_path: Path
 ) -> None:
     """On a copy: each of the best two trains both members at 2 seeds (one dropout variant
-    here); its score is the suite's weighted mean per seed, then the mean over seeds; the
+    here) at the trial's budget; its score is the suite's weighted mean per seed, then the mean over seeds; the
     ranking follows it, and the export of a member's ends too. No weights are kept."""
     run = tmp_path / "s"
     shutil.copytree(campaign[0], run)
-    result = captured("retrain", run, "--top", 2, "--budget", "8steps", "--dropout", "tuned")
+    result = captured("retrain", run, "--top", 2, "--dropout", "tuned")
     assert result.returncode == 0, result.stdout + result.stderr
     printed = result.stdout
     assert (
@@ -157,7 +157,8 @@ def test_retrain_scores_the_finalists_on_every_member_at_common_seeds(
     assert len(docs) == 2
     assert docs[0]["seeds"] == docs[1]["seeds"] and len(set(docs[0]["seeds"])) == 2
     for doc in docs:
-        assert doc["suite"] == "two" and doc["budget"] == "8steps"
+        # By default a suite's finalists train at the trial's budget (4 steps, 2 a member).
+        assert doc["suite"] == "two" and doc["budget"] == "4steps"
         for split in ("valid", "test"):
             per_seed = []
             for s in doc["per_seed"]:
@@ -165,7 +166,7 @@ def test_retrain_scores_the_finalists_on_every_member_at_common_seeds(
                 assert set(members) == set(MEMBERS)
                 mean = members["in_context_recall"][split] + COPY_WEIGHT * members["copy"][split]
                 assert s[split]["metric"] == pytest.approx(mean / (1 + COPY_WEIGHT))
-                assert all(m["best_step"] <= 4 for m in members.values())  # 4 steps each
+                assert all(m["best_step"] <= 2 for m in members.values())
                 per_seed.append(s[split]["metric"])
             assert doc[split]["metric"] == pytest.approx(sum(per_seed) / 2)
             assert doc[split]["min"] == min(per_seed) and doc[split]["max"] == max(per_seed)
