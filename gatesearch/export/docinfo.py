@@ -35,6 +35,13 @@ _SOURCE_TEXT = {
     ScoreSource.RETRAINED: "retrained at the full budget, at its best validation point",
     ScoreSource.PROXY: "the campaign's short proxy training; not retrained",
 }
+# A suite campaign's architecture: its scores are the suite's, not the exported member's.
+_SUITE_TEXT = {
+    ScoreSource.RETRAINED: "the suite's score, the weighted mean of its members' scores on "
+    "[0, 1]: retrained on every member, the mean over its seeds",
+    ScoreSource.PROXY: "the suite's score, the weighted mean of its members' scores on [0, 1]: "
+    "the campaign's one-seed trial; not retrained",
+}
 
 
 def plain_name(value: Any) -> bool:
@@ -60,6 +67,7 @@ class Scores:
     valid_loss: float | None = None
     test: float | None = None
     test_loss: float | None = None
+    suite: bool = False  # a suite campaign's scores (the architecture's on every member)
 
     def __post_init__(self) -> None:
         if not plain_name(self.metric_name):
@@ -73,7 +81,7 @@ class Scores:
 
     def lines(self) -> list[str]:
         """`Scores (...):` and one indented line per split."""
-        out = [f"Scores ({_SOURCE_TEXT[self.source]}):"]
+        out = [f"Scores ({(_SUITE_TEXT if self.suite else _SOURCE_TEXT)[self.source]}):"]
         for split, value, loss in (
             ("validation", self.valid, self.valid_loss),
             ("test", self.test, self.test_loss),

@@ -144,11 +144,13 @@ def scalars(metrics: dict[str, Any]) -> dict[str, float | int]:
     return keep
 
 
-def about(chosen: Chosen, metric_name: str) -> About:
+def about(chosen: Chosen, metric_name: str, suite: bool = False) -> About:
     """The scores and output reading the docstring states: the task's metric name (or the
     campaign's, without a task; `metric` when it is not a plain word), the retrained
-    validation and test scores, or without a retrain the proxy's validation score."""
-    name = chosen.task.metric_name if chosen.task is not None else metric_name
+    validation and test scores, or without a retrain the proxy's validation score. A suite
+    campaign's (`suite`) are the suite's scores, named so, whichever member's ends the model
+    takes."""
+    name = chosen.task.metric_name if chosen.task is not None and not suite else metric_name
     name = name if plain_name(name) else "metric"
     m = chosen.metrics
     if chosen.source is ScoreSource.RETRAINED:
@@ -157,13 +159,20 @@ def about(chosen: Chosen, metric_name: str) -> About:
             name,
             chosen.source,
             valid=finite(valid.get("metric")),
-            valid_loss=finite(valid.get("loss")),
+            valid_loss=None if suite else finite(valid.get("loss")),
             test=finite(test.get("metric")),
-            test_loss=finite(test.get("loss")),
+            test_loss=None if suite else finite(test.get("loss")),
+            suite=suite,
         )
     else:  # a trial's metrics: `metric` and `loss` are its validation scores
+        # A suite's `loss` is its members' losses over their chance losses, no loss of
+        # the exported model's: left out.
         scores = Scores(
-            name, chosen.source, valid=finite(m.get("metric")), valid_loss=finite(m.get("loss"))
+            name,
+            chosen.source,
+            valid=finite(m.get("metric")),
+            valid_loss=None if suite else finite(m.get("loss")),
+            suite=suite,
         )
     return About(scores, chosen.task.readout if chosen.task is not None else None)
 
@@ -320,7 +329,7 @@ def export_from_run(req: ExportRequest) -> list[str]:
             title=title,
             arch_hash=chosen.arch_hash,
             metrics=scalars(chosen.metrics),
-            about=about(chosen, store.config.metric_name),
+            about=about(chosen, store.config.metric_name, suite=member is not None),
         )
     usage = f"load('{paths.weights.name}')" if paths.weights else "Model()"
     lines = [] if placed is None or not chosen.tie else [tie_line(placed, chosen.tie)]

@@ -14,6 +14,7 @@ import torch
 from clitools import captured
 from suitefiles import COPY_WEIGHT, TWO_MEMBERS
 
+from gatesearch.formats import score
 from gatesearch.runs.store import RunStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
@@ -183,6 +184,9 @@ def test_retrain_scores_the_finalists_on_every_member_at_common_seeds(
     assert exported.returncode == 0, exported.stdout + exported.stderr
     text = out.read_text()
     assert best["arch_hash"] in text and f"campaign rank {best['rank']})" in text
+    # The suite's scores, named so: not the exported member's accuracy.
+    assert "retrained on every member, the mean over its seeds" in text
+    assert f"validation score: {score(best['valid']['metric'])}\n" in text
     line = one_line_error(captured("export", run, "--member", "copy", "--weights", "-o", out))
     assert "its retrain scores finalists" in line
 
@@ -194,7 +198,11 @@ def test_export_takes_a_members_ends(campaign: tuple[Path, str], tmp_path: Path)
     out = tmp_path / "best.py"
     result = captured("export", run, "--member", "copy", "-o", out)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "suite member copy (selective_copy)" in out.read_text()
+    text = out.read_text()
+    assert "suite member copy (selective_copy)" in text
+    # Its scores are the suite's (one seed, not retrained), not the member's accuracy.
+    assert "the campaign's one-seed trial; not retrained" in text
+    assert "validation score: " in text and "accuracy" not in text.split("Output:")[0]
     spec = importlib.util.spec_from_file_location("suite_best", out)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
