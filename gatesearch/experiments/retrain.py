@@ -381,7 +381,7 @@ def select(
     if suite is None and seeds not in (None, 1):
         raise RetrainError(
             f"--seeds is for a suite campaign's finalists: {store.root} ran on one task, whose "
-            "retrain keeps the model of one training (run it again for another seed)"
+            "retrain keeps the model of one training, at the trial's seed"
         )
     rows = ranked(store)
     if not rows:
