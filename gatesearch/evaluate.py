@@ -318,11 +318,12 @@ class SuiteEvaluator(Evaluator):
         return self._combine(members)
 
     def _combine(self, members: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        total = self.suite.total_weight
         rows = list(members.values())
         out: dict[str, Any] = {
-            "metric": sum(r["weight"] * r["score"] for r in rows) / total,
-            "loss": sum(r["weight"] * r["loss"] / r["chance_loss"] for r in rows) / total,
+            "metric": self.suite.combine({n: r["score"] for n, r in members.items()}),
+            "loss": self.suite.combine(
+                {n: r["loss"] / r["chance_loss"] for n, r in members.items()}
+            ),
             "metric_name": self.metric_name,
             "higher_is_better": True,
             "self_tuning": self.proxy.self_tuning,

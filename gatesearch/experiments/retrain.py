@@ -622,19 +622,17 @@ def suite_metrics(
     formula of a trial's score), then the mean over draws (with `min`, `max`)."""
     tasks = {m.name: make_task(m.spec) for m in suite.members}
     draws = sorted({draw for draw, _ in kept})
-    total = suite.total_weight
 
     def member(draw: int, name: str, split: str) -> float:
         return member_score(tasks[name], kept[draw, name].metrics[split]["metric"])
 
     def combined(draw: int, split: str) -> dict[str, float]:
-        loss = sum(
-            m.weight * kept[draw, m.name].metrics[split]["loss"] / chance_loss(tasks[m.name])
-            for m in suite.members
-        )
+        """The trial's formula (`Suite.combine`) over this draw's kept trainings."""
+        names = [m.name for m in suite.members]
+        losses = {n: kept[draw, n].metrics[split]["loss"] / chance_loss(tasks[n]) for n in names}
         return {
-            "metric": sum(m.weight * member(draw, m.name, split) for m in suite.members) / total,
-            "loss": loss / total,
+            "metric": suite.combine({n: member(draw, n, split) for n in names}),
+            "loss": suite.combine(losses),
         }
 
     per_seed: list[dict[str, Any]] = [

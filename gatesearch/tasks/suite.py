@@ -27,7 +27,7 @@ import functools
 import math
 import re
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,6 +88,11 @@ class Suite:
     @property
     def total_weight(self) -> float:
         return sum(m.weight for m in self.members)
+
+    def combine(self, values: Mapping[str, float]) -> float:
+        """The members' weighted mean of `values` (one per member name): a trial's score from
+        its members' normalised scores, its loss from their losses over chance."""
+        return sum(m.weight * values[m.name] for m in self.members) / self.total_weight
 
     def to_spec(self) -> TaskSpec:
         """The `suite` task spec a campaign stores: everything needed to rebuild the suite,
