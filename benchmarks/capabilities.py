@@ -41,7 +41,8 @@ the ones to set beside the known designs'.
 `--recipe retrain` trains each member as `gatesearch retrain` does (learning rate decayed by
 a cosine, the best of `retrain`'s 20 validation points kept, its patience) instead of as a
 campaign's trial (constant rate, last point), at the proxy's default hyperparameters (what
-a campaign at fixed hyperparameters stores, i.e. `retrain --dropout tuned`); the aggregate
+a campaign at fixed hyperparameters stores, retrained with its dropout: `retrain`'s default
+for a suite's finalists); the aggregate
 is `retrain`'s suite score, computed by the same function.
 """
 

@@ -295,6 +295,8 @@ class SuiteEvaluator(Evaluator):
     ) -> dict[str, Any]:
         if stint is not None:  # refused when the campaign is made; a guard, not a path
             raise TaskError("a suite trains its members whole: multi-fidelity does not apply")
+        from gatesearch.proxy.lr import peak_lr
+
         share = self.share(budget)
         members: dict[str, dict[str, Any]] = {}
         for member, evaluator in zip(self.suite.members, self.members):
@@ -315,6 +317,12 @@ class SuiteEvaluator(Evaluator):
                 "chance_loss": chance_loss(task),
                 **{k: metrics[k] for k in _MEMBER_KEEPS if k in metrics},
             }
+            # `retrain` starts a member at its highest rate, as it does a one-task trial
+            # (a self-tuning proxy may have lowered it); the trajectory it is read from is
+            # not kept a member.
+            peak = peak_lr(metrics.get("hyperparameters") or {}, metrics.get("trajectory"))
+            if peak is not None:
+                members[member.name]["peak_lr"] = peak
         return self._combine(members)
 
     def _combine(self, members: dict[str, dict[str, Any]]) -> dict[str, Any]:

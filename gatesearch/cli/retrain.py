@@ -17,8 +17,10 @@ from gatesearch.experiments.retrain import (
     DEFAULT_EVAL_POINTS,
     DEFAULT_PATIENCE,
     DEFAULT_SCHEDULE,
+    SUITE_DROPOUTS,
     Placed,
     RetrainJob,
+    default_dropouts,
     final_order,
     parse_dropouts,
 )
@@ -67,7 +69,7 @@ def retrain(
         ),
     ] = DEFAULT_PATIENCE,
     dropout: Annotated[
-        str,
+        str | None,
         typer.Option(
             metavar="RATES",
             help="Dropout for every rate: 'tuned' (the proxy's values: the fixed defaults, or "
@@ -76,9 +78,11 @@ def retrain(
             "comma-separated: each architecture is then trained once per value and the best "
             "on validation kept. The default trains the proxy's values and 0.25: a retrain "
             "10x the proxy's length wants more dropout than a proxy's short training on small "
-            "data, and validation keeps the proxy's where it does not.",
+            "data, and validation keeps the proxy's where it does not. A suite's finalists, "
+            "retrained at the trial's budget, train the proxy's values only "
+            f"[default: '{DEFAULT_DROPOUTS}'; a suite's finalists: '{SUITE_DROPOUTS}'].",
         ),
-    ] = DEFAULT_DROPOUTS,
+    ] = None,
     schedule: Annotated[
         str,
         typer.Option(
@@ -114,8 +118,12 @@ def retrain(
     best validation point; store weights (safetensors), graph, validation/test
     metrics and the validation curve under RUN_DIR/retrained/<hash>/. Ranks them by their
     retrained validation score, which `export --rank` and `report` then follow. A suite
-    campaign's finalists train every member at --seeds seeds and are ranked by their mean
-    suite score (no weights kept: one model per member and seed)."""
+    campaign's finalists train every member at --seeds seeds, at the trial's budget and with
+    the proxy's dropout, and are ranked by their mean suite score (no weights kept: one model
+    per member and seed)."""
+    if dropout is None:
+        with RunStore.open(run_dir, writer=False) as store:
+            dropout = default_dropouts(store.config.task)
     dropouts = parse_dropouts(dropout)  # checked before anything starts
     printer = _Printer(several=len(dropouts) > 1)
     rows = run_retrain(

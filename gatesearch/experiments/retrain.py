@@ -69,13 +69,21 @@ from gatesearch.budget import Budget, parse_budget
 from gatesearch.errors import GatesearchError
 from gatesearch.evaluate import SuiteEvaluator, resolve_task, spec_of
 from gatesearch.proxy.hyper import DROPOUT_PREFIX
+from gatesearch.proxy.lr import peak_lr
 from gatesearch.runs.dispatch import Dispatcher, EventKind
 from gatesearch.runs.ranking import joint_ranks, rank_records, ranked, tie_key
 from gatesearch.runs.request import trial_seed
 from gatesearch.runs.store import RunStore, StoreError, TrialRecord
-from gatesearch.tasks import make_task
+from gatesearch.tasks import TaskSpec, make_task
 from gatesearch.tasks.registry import task_label
-from gatesearch.tasks.suite import Suite, SuiteMember, chance_loss, member_budget, member_score
+from gatesearch.tasks.suite import (
+    SUITE_TASK,
+    Suite,
+    SuiteMember,
+    chance_loss,
+    member_budget,
+    member_score,
+)
 
 RETRAINED = "retrained"
 WEIGHTS = "weights.safetensors"
@@ -95,6 +103,11 @@ DEFAULT_PATIENCE = 5
 # nats/step), on a 100k-character corpus for all 3 too (by 0.004-0.046 nats/char); a
 # data-rich task keeps the tuned rates by the same validation. Twice the retrain's cost.
 DEFAULT_DROPOUTS = "tuned,0.25"
+# A suite's finalists retrain at the trial's own budget, not 10x (see `retrain`): nothing for
+# more dropout to correct, and a known design scored by the same recipe trains the proxy's
+# rates (benchmarks/capabilities.py --recipe retrain); a second variant would give finalists
+# a best-of-two per member that the designs they are compared with do not get.
+SUITE_DROPOUTS = "tuned"
 # `--seeds` for a suite's finalists: two, the fewest that show a spread; one for a single
 # task (its retrain keeps the weights of one training).
 DEFAULT_SUITE_SEEDS = 2
@@ -296,22 +309,6 @@ def retrain_streamed(
             return
 
 
-def peak_lr(hypers: dict[str, Any], trajectory: Any) -> float | None:
-    """The highest learning rate among a trial's final `lr` and its trajectory's records;
-    None when neither holds a usable one (the trainer's default then applies)."""
-    points = [hypers, *(trajectory if isinstance(trajectory, list) else [])]
-    rates = [
-        float(p["lr"])
-        for p in points
-        if isinstance(p, dict)
-        and isinstance(p.get("lr"), int | float)
-        and not isinstance(p.get("lr"), bool)
-        and math.isfinite(p["lr"])
-        and p["lr"] > 0
-    ]
-    return max(rates) if rates else None
-
-
 def with_dropout(hypers: dict[str, float], dropout: float) -> dict[str, float]:
     """`hypers` with every dropout rate set to `dropout` (the other values kept)."""
     return {k: (dropout if k.startswith(DROPOUT_PREFIX) else v) for k, v in hypers.items()}
@@ -341,6 +338,11 @@ def parse_dropouts(text: str) -> list[float | str | None]:
             raise RetrainError(f"--dropout {text!r} names {item} twice")
         out.append(value)
     return out
+
+
+def default_dropouts(spec: TaskSpec) -> str:
+    """`--dropout` when none is given, for a run on task `spec`."""
+    return SUITE_DROPOUTS if spec.name == SUITE_TASK else DEFAULT_DROPOUTS
 
 
 def suite_seeds(campaign_seed: int, n: int) -> list[int]:
@@ -400,12 +402,17 @@ def select(
         if suite is not None:
             members = doc.get("members") or record.metrics.get("members") or {}
             for member in suite.members:
-                hypers = (members.get(member.name) or {}).get("hyperparameters")
+                kept = members.get(member.name) or {}
+                hypers = kept.get("hyperparameters")
                 if not isinstance(hypers, dict):
                     raise RetrainError(
                         f"{store.root}: trial {record.number} stored no tuned "
                         f"hyperparameters for member {member.name}"
                     )
+                # Its highest rate, as for one task (runs before it was stored: the last).
+                peak = peak_lr(hypers, [{"lr": kept.get("peak_lr")}])
+                if peak is not None:
+                    hypers = {**hypers, "lr": peak}
                 for k, seed in enumerate(draws):
                     jobs += _variants(rank, record, graph, hypers, seed, dropouts, member, k)
             continue
@@ -527,6 +534,7 @@ def retrain(
         rows: list[dict[str, Any]] = []
         # Per architecture: variants still running, and the finished ones (result or error).
         left = Counter(j.record.arch_hash for j in jobs)
+        order = {d: i for i, d in enumerate(dict.fromkeys(j.dropout for j in jobs))}
         finished: dict[str, list[tuple[RetrainJob, dict[str, Any] | None, str | None]]] = {}
         # No per-task timeout: a preset's [trial] timeout is sized for the proxy's budget.
         resources = replace(store.config.trial, timeout=0.0)
@@ -557,7 +565,9 @@ def retrain(
                     left[arch] -= 1
                     if left[arch]:
                         continue
-                    variants = finished.pop(arch)
+                    # In `--dropout`'s order, not the order they ended in: a tie on
+                    # validation then keeps the variant listed first, run after run.
+                    variants = sorted(finished.pop(arch), key=lambda v: order[v[0].dropout])
                     if suite:
                         row = combine_suite(store, suite, variants, full)
                     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -62,6 +63,22 @@ class HypergradientLR:
             return
         self._delta = [p.detach().float() - b for p, b in zip(self.params, self._before)]
         self._before = None
+
+
+def peak_lr(hypers: dict[str, Any], trajectory: Any) -> float | None:
+    """The highest learning rate among a trial's final `lr` and its trajectory's records;
+    None when neither holds a usable one (the trainer's default then applies)."""
+    points = [hypers, *(trajectory if isinstance(trajectory, list) else [])]
+    rates = [
+        float(p["lr"])
+        for p in points
+        if isinstance(p, dict)
+        and isinstance(p.get("lr"), int | float)
+        and not isinstance(p.get("lr"), bool)
+        and math.isfinite(p["lr"])
+        and p["lr"] > 0
+    ]
+    return max(rates) if rates else None
 
 
 def lr_factor(

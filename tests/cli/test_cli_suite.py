@@ -14,6 +14,7 @@ import torch
 from clitools import captured
 from suitefiles import COPY_WEIGHT, TWO_MEMBERS
 
+from gatesearch.experiments.retrain import retrained_key, suite_seeds
 from gatesearch.formats import score
 from gatesearch.runs.store import RunStore
 
@@ -142,12 +143,22 @@ def test_fidelity_refuses_a_suite_in_one_line(files: Path) -> None:
 def test_retrain_scores_the_finalists_on_every_member_at_common_seeds(
     campaign: tuple[Path, str], tmp_path: Path
 ) -> None:
-    """On a copy: each of the best two trains both members at 2 seeds (one dropout variant
-    here) at the trial's budget; its score is the suite's weighted mean per seed, then the mean over seeds; the
-    ranking follows it, and the export of a member's ends too. No weights are kept."""
+    """On a copy: each of the best two trains both members at the same 2 seeds at the trial's
+    budget, with the proxy's dropout only (a suite's default); its score is the suite's
+    weighted mean per seed, then the mean over seeds; the ranking follows it, and the export
+    of a member's ends too. No weights are kept."""
     run = tmp_path / "s"
     shutil.copytree(campaign[0], run)
-    result = captured("retrain", run, "--top", 2, "--dropout", "tuned")
+    with RunStore.open(run, writer=False) as store:
+        seeds = suite_seeds(store.config.seed, 2)
+        # What retrain starts each member at: its trial's highest learning rate.
+        members = [
+            m
+            for r in store.records()
+            for m in store.load_trial_metrics(r.number)["metrics"]["members"].values()
+        ]
+        assert len(members) == 4 and all(m["peak_lr"] > 0 for m in members)
+    result = captured("retrain", run, "--top", 2)
     assert result.returncode == 0, result.stdout + result.stderr
     printed = result.stdout
     assert (
@@ -156,7 +167,7 @@ def test_retrain_scores_the_finalists_on_every_member_at_common_seeds(
     assert f"gatesearch export {run} --rank 1 --member in_context_recall -o best.py" in printed
     docs = [json.loads(p.read_text()) for p in sorted(run.glob("retrained/*/metrics.json"))]
     assert len(docs) == 2
-    assert docs[0]["seeds"] == docs[1]["seeds"] and len(set(docs[0]["seeds"])) == 2
+    assert docs[0]["seeds"] == docs[1]["seeds"] == seeds and len(set(seeds)) == 2
     for doc in docs:
         # By default a suite's finalists train at the trial's budget (4 steps, 2 a member).
         assert doc["suite"] == "two" and doc["budget"] == "4steps"
@@ -168,6 +179,7 @@ def test_retrain_scores_the_finalists_on_every_member_at_common_seeds(
                 mean = members["in_context_recall"][split] + COPY_WEIGHT * members["copy"][split]
                 assert s[split]["metric"] == pytest.approx(mean / (1 + COPY_WEIGHT))
                 assert all(m["best_step"] <= 2 for m in members.values())
+                assert all(m["variant"] == "tuned" for m in members.values())
                 per_seed.append(s[split]["metric"])
             assert doc[split]["metric"] == pytest.approx(sum(per_seed) / 2)
             assert doc[split]["min"] == min(per_seed) and doc[split]["max"] == max(per_seed)
@@ -175,7 +187,7 @@ def test_retrain_scores_the_finalists_on_every_member_at_common_seeds(
     assert all((f / "graph.parquet").is_file() and not (f / "weights.safetensors").exists()
                for f in folders)  # fmt: skip
     # `report` and `export --rank` follow the retrained order.
-    best = max(docs, key=lambda d: d["valid"]["metric"])
+    best = min(docs, key=lambda d: retrained_key(d, higher_is_better=True))
     report = captured("report", run, "--out", tmp_path / "r")
     assert report.returncode == 0, report.stdout + report.stderr
     assert "retrained: best validation score first" in report.stdout

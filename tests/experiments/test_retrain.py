@@ -27,7 +27,6 @@ from gatesearch.experiments.retrain import (
     SelfTune,
     final_order,
     parse_dropouts,
-    peak_lr,
     retrain_body,
     retrain_streamed,
     select,
@@ -189,15 +188,6 @@ def test_a_failed_training_is_raised_by_the_streamed_task(mqar_run):
     events = list(retrain_streamed(graph, spec, "4steps", 0, {}, 1, 2, 0))
     assert [next(iter(e)) for e in events] == ["progress", "progress", "result"]
     assert events[0]["progress"]["metric_name"] == task.metric_name
-
-
-def test_peak_lr_reads_the_trajectory_and_ignores_what_is_not_a_rate():
-    hypers = {"dropout_mixer": 0.1, "lr": 0.002}
-    trajectory = [{"lr": 0.003}, {"lr": 0.004}, {"lr": float("nan")}, {"lr": True}, {"x": 1}]
-    assert peak_lr(hypers, trajectory) == 0.004
-    assert peak_lr(hypers, None) == 0.002
-    assert peak_lr({"dropout_mixer": 0.1}, "not a list") is None
-    assert peak_lr({"lr": -1.0}, [{"lr": 0.0}]) is None
 
 
 def test_bad_input_is_one_line(mqar_run, tmp_path, capsys):

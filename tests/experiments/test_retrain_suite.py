@@ -1,0 +1,79 @@
+"""How `retrain` scores a suite's finalist, on hand-made member results (no training): the
+per-seed weighted mean of member scores on each split, the mean over seeds and its range,
+and which `--dropout` a run gets by default."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from suitefiles import COPY_WEIGHT, TWO_MEMBERS
+
+from gatesearch.experiments.retrain import (
+    DEFAULT_DROPOUTS,
+    SUITE_DROPOUTS,
+    MemberResult,
+    default_dropouts,
+    suite_metrics,
+)
+from gatesearch.tasks import TaskSpec
+from gatesearch.tasks.suite import parse_suite
+
+SUITE = parse_suite(TWO_MEMBERS, "two.toml")
+
+
+def trained(valid: float, test: float, loss: float = 1.0, steps: int = 10) -> dict[str, object]:
+    """A member's retrain metrics as `retrain_body` writes them, with the fields read."""
+    return {
+        "valid": {"metric": valid, "loss": loss},
+        "test": {"metric": test, "loss": 2 * loss},
+        "best_step": steps // 2,
+        "params": 100 * steps,
+        "steps": steps,
+        "tokens": 16 * steps,
+        "stopped_early": False,
+        "eval_points": 4,
+        "patience": 0,
+        "schedule": "cosine",
+        "pruned": False,
+        "cpu_seconds": 1.0,
+    }
+
+
+def test_a_finalists_score_is_the_weighted_mean_per_seed_then_the_mean_over_seeds():
+    # (valid, test) accuracies per seed; copy weighs COPY_WEIGHT: seed 11 valid is
+    # (0.2 + 2·0.5)/3 = 0.4, seed 12's (0.8 + 2·0.6)/3 = 0.667.
+    kept = {
+        (0, "in_context_recall"): MemberResult(11, "tuned", trained(0.2, 0.1)),
+        (0, "copy"): MemberResult(11, "dropout 0.25", trained(0.5, 0.4, steps=20)),
+        (1, "in_context_recall"): MemberResult(12, "tuned", trained(0.8, 0.7)),
+        (1, "copy"): MemberResult(12, "tuned", trained(0.6, 0.3)),
+    }
+    m = suite_metrics(SUITE, kept, cpu_seconds=7.0)
+    w = 1 + COPY_WEIGHT
+    seed_valid = [(0.2 + COPY_WEIGHT * 0.5) / w, (0.8 + COPY_WEIGHT * 0.6) / w]
+    seed_test = [(0.1 + COPY_WEIGHT * 0.4) / w, (0.7 + COPY_WEIGHT * 0.3) / w]
+    assert m["seeds"] == [11, 12]
+    assert [s["valid"]["metric"] for s in m["per_seed"]] == pytest.approx(seed_valid)
+    assert [s["test"]["metric"] for s in m["per_seed"]] == pytest.approx(seed_test)
+    assert m["valid"]["metric"] == pytest.approx(sum(seed_valid) / 2)
+    assert m["test"]["metric"] == pytest.approx(sum(seed_test) / 2)
+    assert (m["valid"]["min"], m["valid"]["max"]) == pytest.approx(tuple(seed_valid))
+    assert (m["test"]["min"], m["test"]["max"]) == pytest.approx(tuple(sorted(seed_test)))
+    # Losses over each member's chance loss, weighted alike: a uniform guess over recall's 8
+    # classes and copying's 6 (4 data tokens, the blank and the marker).
+    chance = {"in_context_recall": math.log(8), "copy": math.log(6)}
+    loss = (1.0 / chance["in_context_recall"] + COPY_WEIGHT / chance["copy"]) / w
+    assert m["valid"]["loss"] == pytest.approx(loss)
+    assert m["test"]["loss"] == pytest.approx(2 * loss)
+    assert m["members"]["copy"]["valid"] == pytest.approx(0.55)
+    assert m["members"]["in_context_recall"]["test"] == pytest.approx(0.4)
+    assert m["per_seed"][0]["members"]["copy"]["variant"] == "dropout 0.25"
+    # Costs as a trial's: the largest member model, one seed's training summed over members.
+    assert m["params"] == 2000 and m["steps"] == 30 and m["tokens"] == 480
+    assert m["cpu_seconds"] == 7.0
+
+
+def test_a_suite_retrains_with_the_proxys_dropout_by_default_one_task_with_two():
+    assert default_dropouts(SUITE.to_spec()) == SUITE_DROPOUTS == "tuned"
+    assert default_dropouts(TaskSpec("mqar", {})) == DEFAULT_DROPOUTS == "tuned,0.25"
