@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,6 +24,7 @@ from gatesearch.experiments.retrain import (
     default_dropouts,
     final_order,
     parse_dropouts,
+    protocol,
 )
 from gatesearch.experiments.retrain import retrain as run_retrain
 from gatesearch.formats import (
@@ -150,6 +152,19 @@ def retrain(
         shown = (final.get(r["job"].record.arch_hash) for r in rows)
         if any(p is not None and p.tied for p in shown):
             out.print(TIE_NOTE, markup=False, soft_wrap=True)  # one line, however narrow
+        # Earlier retrains count in the ranks shown; say so when they were trained otherwise.
+        now = {r["job"].record.arch_hash for r in rows if "metrics" in r}
+        docs = {h: p.retrained for h, p in final.items() if p.retrained is not None}
+        mine = {protocol(doc) for h, doc in docs.items() if h in now}
+        other = Counter(protocol(doc) for doc in docs.values() if protocol(doc) not in mine)
+        if mine and other:
+            earlier = ", ".join(f"{n} at {how}" for how, n in sorted(other.items()))
+            out.print(
+                f"note: the ranks count earlier retrains trained otherwise ({earlier}); "
+                "retrain them alike to compare them on equal terms",
+                markup=False,
+                soft_wrap=True,
+            )
     failed = sum("error" in r for r in rows)
     if failed:
         out.print(f"{failed} of {len(rows)} retrainings failed")

@@ -805,6 +805,18 @@ def read_retrained(root: Path, arch_hash: str) -> dict[str, Any] | None:
     return doc
 
 
+def protocol(doc: dict[str, Any]) -> str:
+    """How a retrained result was trained, as one cell: its budget, and for a suite's
+    finalist the number of seeds its score is the mean of. Results whose protocols differ
+    are still ranked together (each is the best estimate of its architecture), so tables
+    show it."""
+    budget = str(doc.get("budget", "?"))
+    seeds = doc.get("seeds")
+    if not isinstance(seeds, list):
+        return budget
+    return f"{budget} × {len(seeds)} seed{'s' if len(seeds) != 1 else ''}"
+
+
 def final_order(store: RunStore) -> list[Placed]:
     """The campaign's ranked architectures in the order to take them: those retrained first,
     by their retrained validation score (the proxy's order is only a forecast of it), then the
@@ -833,6 +845,7 @@ def final_order(store: RunStore) -> list[Placed]:
 
 
 __all__ = [
+    "DEFAULT_DROPOUTS",
     "DEFAULT_EVAL_POINTS",
     "DEFAULT_PATIENCE",
     "DEFAULT_SUITE_SEEDS",
@@ -840,13 +853,16 @@ __all__ = [
     "GRAPH",
     "METRICS",
     "RETRAINED",
+    "SUITE_DROPOUTS",
     "WEIGHTS",
     "MemberResult",
     "Placed",
     "RetrainError",
     "combine_suite",
+    "default_dropouts",
     "default_full_budget",
     "final_order",
+    "protocol",
     "read_retrained",
     "retrain",
     "retrain_body",

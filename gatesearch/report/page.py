@@ -14,7 +14,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-from gatesearch.experiments.retrain import read_retrained, sort_retrained
+from gatesearch.experiments.retrain import protocol, read_retrained, sort_retrained
 from gatesearch.formats import (
     MISSING,
     TIE_NOTE,
@@ -231,7 +231,7 @@ def retrained_cells(r: RetrainedRow) -> list[str]:
         score(d["valid"]["loss"]),
         count(d.get("params")),
         f"{whole(d.get('best_step'))}/{whole(d.get('steps'))}",
-        str(d.get("budget", MISSING)),
+        protocol(d),
     ]
 
 

@@ -201,6 +201,11 @@ def test_retrain_scores_the_finalists_on_every_member_at_common_seeds(
     assert f"validation score: {score(best['valid']['metric'])}\n" in text
     line = one_line_error(captured("export", run, "--member", "copy", "--weights", "-o", out))
     assert "its retrain scores finalists" in line
+    assert ">4steps × 2 seeds</td>" in (tmp_path / "r" / "index.html").read_text()
+    # A later retrain on other terms: its ranks still count the earlier one, and it says so.
+    again = captured("retrain", run, "--top", 1, "--seeds", 1)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "earlier retrains trained otherwise (1 at 4steps × 2 seeds)" in again.stdout
 
 
 def test_export_takes_a_members_ends(campaign: tuple[Path, str], tmp_path: Path) -> None:
