@@ -18,6 +18,7 @@ Recurrences, four sections (`--sections` picks some):
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -151,15 +152,19 @@ def bench_ssd_ops(B: int, T: int, D: int, repeats: int) -> list[Row]:
     return [compare("ssd op", chunked, ssd_reference, x, dt, A, Bm, Cm, skip, repeats=repeats)]
 
 
-def bench_linear_recurrences(B: int, T: int, D: int, repeats: int) -> list[Row]:
+def bench_linear_recurrences(
+    B: int, T: int, D: int, repeats: int, only: Sequence[str] = ()
+) -> list[Row]:
     """Every linear-recurrence and delta-rule module (and gated_deltanet's channel decay) and
-    mamba2: `forward` (subject) vs `forward_reference` (baseline)."""
+    mamba2, or those named in `only`: `forward` (subject) vs `forward_reference` (baseline)."""
     ctx = Context(d_model=D, causal=True)
     x = torch.randn(B, T, D)
     rows = []
     settings = [(name, {}) for name in (*LINEAR_RECURRENCES, *DELTA_RULES, "mamba2")]
     settings.append(("gated_deltanet", {"decay": "channel"}))
     for name, params in settings:
+        if only and name not in only:
+            continue
         torch.manual_seed(0)
         module = build_module(name, params, ctx)
         label = (
@@ -238,7 +243,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=list(SECTIONS),
         help="which tables to measure (default: all)",
     )
+    parser.add_argument(
+        "--modules",
+        default="",
+        help="comma-separated module names the modules section measures (default: all; its "
+        "step loops are most of the script's time)",
+    )
     args = parser.parse_args(argv)
+    only = [m for m in args.modules.split(",") if m]
+    known = {*LINEAR_RECURRENCES, *DELTA_RULES, "mamba2"}
+    if unknown := [m for m in only if m not in known]:
+        parser.error(f"--modules: unknown {', '.join(unknown)} (known: {', '.join(sorted(known))})")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     shape = f"B={args.B} T={args.T} D={args.D}, fwd+bwd, median of {args.repeats} interleaved"
@@ -252,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "modules": (
             f"Linear-recurrence, delta-rule and Mamba-2 modules: forward vs forward_reference ({shape})",
             ("name", "parallel ms", "step ms", "step/par"),
-            bench_linear_recurrences,
+            functools.partial(bench_linear_recurrences, only=only),
         ),
         "xlstm": (
             f"mLSTM: chunkwise vs step loop, operator and module ({shape})",
