@@ -38,12 +38,11 @@ included, as JSON.
 chosen on one seed's score out of many, so its campaign score flatters it; these figures are
 the ones to set beside the known designs'.
 
-`--recipe retrain` trains each member as `gatesearch retrain` does (learning rate decayed by
-a cosine, the best of `retrain`'s 20 validation points kept, its patience) instead of as a
-campaign's trial (constant rate, last point), at the proxy's default hyperparameters (what
-a campaign at fixed hyperparameters stores, retrained with its dropout: `retrain`'s default
-for a suite's finalists); the aggregate
-is `retrain`'s suite score, computed by the same function.
+`--recipe retrain` trains each member as `gatesearch retrain` trains a suite's finalists by
+default (learning rate decayed by a cosine, the best of 20 validation points kept, no early
+stop) instead of as a campaign's trial (constant rate, last point), at the proxy's default
+hyperparameters (what a campaign at fixed hyperparameters stores, and the dropout retrain
+keeps for a suite); the aggregate is `retrain`'s suite score, computed by the same function.
 """
 
 from __future__ import annotations
@@ -175,7 +174,12 @@ def retrain_one(design: Path, suite: Path, budget: str, seed: int) -> dict[str, 
     from gatesearch.arch.graph import read_graph
     from gatesearch.arch.space import load_known
     from gatesearch.budget import parse_budget
-    from gatesearch.experiments.retrain import MemberResult, retrain_body, suite_metrics
+    from gatesearch.experiments.retrain import (
+        SUITE_PATIENCE,
+        MemberResult,
+        retrain_body,
+        suite_metrics,
+    )
     from gatesearch.tasks.suite import load_suite, member_budget
 
     torch.set_num_threads(1)
@@ -185,7 +189,11 @@ def retrain_one(design: Path, suite: Path, budget: str, seed: int) -> dict[str, 
     share = str(member_budget(parse_budget(budget), len(loaded.members)))
     kept = {
         (0, m.name): MemberResult(
-            seed, "tuned", retrain_body(graph, m.spec.to_dict(), share, seed, {}, 1)["metrics"]
+            seed,
+            "tuned",
+            retrain_body(graph, m.spec.to_dict(), share, seed, {}, 1, patience=SUITE_PATIENCE)[
+                "metrics"
+            ],
         )
         for m in loaded.members
     }

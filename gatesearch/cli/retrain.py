@@ -19,9 +19,11 @@ from gatesearch.experiments.retrain import (
     DEFAULT_PATIENCE,
     DEFAULT_SCHEDULE,
     SUITE_DROPOUTS,
+    SUITE_PATIENCE,
     Placed,
     RetrainJob,
     default_dropouts,
+    default_patience,
     final_order,
     parse_dropouts,
     protocol,
@@ -63,13 +65,14 @@ def retrain(
         ),
     ] = DEFAULT_EVAL_POINTS,
     patience: Annotated[
-        int,
+        int | None,
         typer.Option(
             metavar="N",
             help="Stop after this many validation points in a row without a better score "
-            "(0: train the whole budget).",
+            f"(0: train the whole budget) [default: {DEFAULT_PATIENCE}; a suite's finalists: "
+            f"{SUITE_PATIENCE}].",
         ),
-    ] = DEFAULT_PATIENCE,
+    ] = None,
     dropout: Annotated[
         str | None,
         typer.Option(
@@ -120,12 +123,14 @@ def retrain(
     best validation point; store weights (safetensors), graph, validation/test
     metrics and the validation curve under RUN_DIR/retrained/<hash>/. Ranks them by their
     retrained validation score, which `export --rank` and `report` then follow. A suite
-    campaign's finalists train every member at --seeds seeds, at the trial's budget and with
-    the proxy's dropout, and are ranked by their mean suite score (no weights kept: one model
-    per member and seed)."""
-    if dropout is None:
+    campaign's finalists train every member at --seeds seeds, at the trial's budget, with the
+    proxy's dropout and no early stop, and are ranked by their mean suite score (no weights
+    kept: one model per member and seed)."""
+    if dropout is None or patience is None:
         with RunStore.open(run_dir, writer=False) as store:
-            dropout = default_dropouts(store.config.task)
+            spec = store.config.task
+        dropout = default_dropouts(spec) if dropout is None else dropout
+        patience = default_patience(spec) if patience is None else patience
     dropouts = parse_dropouts(dropout)  # checked before anything starts
     printer = _Printer(several=len(dropouts) > 1)
     rows = run_retrain(

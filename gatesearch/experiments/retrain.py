@@ -97,6 +97,12 @@ FULL_BUDGET_FACTOR = 10
 # and waits a few epochs on a dataset that a full budget covers dozens of times.
 DEFAULT_EVAL_POINTS = 20
 DEFAULT_PATIENCE = 5
+# A suite's finalists train the whole budget (the best point still kept): it is the trial's
+# own budget, with nothing to overfit past, and MAD's recall tasks sit at chance for a
+# quarter of it or more before they are learnt. Measured (RESULTS, "A campaign on
+# suites/mad.toml"): with patience 5 LLaMA's noisy recall stopped at step 31 of 586 in both
+# seeds (0.39 against 1.00 trained whole).
+SUITE_PATIENCE = 0
 # `--dropout`: the proxy's tuned rates and every rate at 0.25, the better on validation kept.
 # Measured (benchmarks/RESULTS.md, "Which dropout retrain should use"): on Palestrina frames
 # 0.25 beat the tuned rates on validation for all 3 of a campaign's top 3 (by 0.13-0.20
@@ -343,6 +349,11 @@ def parse_dropouts(text: str) -> list[float | str | None]:
 def default_dropouts(spec: TaskSpec) -> str:
     """`--dropout` when none is given, for a run on task `spec`."""
     return SUITE_DROPOUTS if spec.name == SUITE_TASK else DEFAULT_DROPOUTS
+
+
+def default_patience(spec: TaskSpec) -> int:
+    """`--patience` when none is given, for a run on task `spec`."""
+    return SUITE_PATIENCE if spec.name == SUITE_TASK else DEFAULT_PATIENCE
 
 
 def suite_seeds(campaign_seed: int, n: int) -> list[int]:
@@ -854,6 +865,7 @@ __all__ = [
     "METRICS",
     "RETRAINED",
     "SUITE_DROPOUTS",
+    "SUITE_PATIENCE",
     "WEIGHTS",
     "MemberResult",
     "Placed",
@@ -861,6 +873,7 @@ __all__ = [
     "combine_suite",
     "default_dropouts",
     "default_full_budget",
+    "default_patience",
     "final_order",
     "protocol",
     "read_retrained",

@@ -144,7 +144,7 @@ def test_retrain_scores_the_finalists_on_every_member_at_common_seeds(
     campaign: tuple[Path, str], tmp_path: Path
 ) -> None:
     """On a copy: each of the best two trains both members at the same 2 seeds at the trial's
-    budget, with the proxy's dropout only (a suite's default); its score is the suite's
+    budget, with the proxy's dropout only and no early stop (a suite's defaults); its score is the suite's
     weighted mean per seed, then the mean over seeds; the ranking follows it, and the export
     of a member's ends too. No weights are kept."""
     run = tmp_path / "s"
@@ -171,6 +171,7 @@ def test_retrain_scores_the_finalists_on_every_member_at_common_seeds(
     for doc in docs:
         # By default a suite's finalists train at the trial's budget (4 steps, 2 a member).
         assert doc["suite"] == "two" and doc["budget"] == "4steps"
+        assert doc["patience"] == 0  # a suite's finalists train the whole budget
         for split in ("valid", "test"):
             per_seed = []
             for s in doc["per_seed"]:

@@ -11,9 +11,12 @@ from suitefiles import COPY_WEIGHT, TWO_MEMBERS
 
 from gatesearch.experiments.retrain import (
     DEFAULT_DROPOUTS,
+    DEFAULT_PATIENCE,
     SUITE_DROPOUTS,
+    SUITE_PATIENCE,
     MemberResult,
     default_dropouts,
+    default_patience,
     suite_metrics,
 )
 from gatesearch.tasks import TaskSpec
@@ -74,6 +77,8 @@ def test_a_finalists_score_is_the_weighted_mean_per_seed_then_the_mean_over_seed
     assert m["cpu_seconds"] == 7.0
 
 
-def test_a_suite_retrains_with_the_proxys_dropout_by_default_one_task_with_two():
+def test_a_suite_retrains_with_the_proxys_dropout_and_no_early_stop_by_default():
     assert default_dropouts(SUITE.to_spec()) == SUITE_DROPOUTS == "tuned"
     assert default_dropouts(TaskSpec("mqar", {})) == DEFAULT_DROPOUTS == "tuned,0.25"
+    assert default_patience(SUITE.to_spec()) == SUITE_PATIENCE == 0
+    assert default_patience(TaskSpec("mqar", {})) == DEFAULT_PATIENCE == 5
