@@ -319,7 +319,7 @@ class SuiteEvaluator(Evaluator):
             }
             # `retrain` starts a member at its highest rate, as it does a one-task trial
             # (a self-tuning proxy may have lowered it); the trajectory it is read from is
-            # not kept a member.
+            # not kept for members.
             peak = peak_lr(metrics.get("hyperparameters") or {}, metrics.get("trajectory"))
             if peak is not None:
                 members[member.name]["peak_lr"] = peak
