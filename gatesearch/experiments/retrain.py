@@ -68,6 +68,7 @@ from gatesearch.atomic import AtomicFolder, remove_temps
 from gatesearch.budget import Budget, parse_budget
 from gatesearch.errors import GatesearchError
 from gatesearch.evaluate import SuiteEvaluator, resolve_task, spec_of
+from gatesearch.formats import MISSING
 from gatesearch.proxy.hyper import DROPOUT_PREFIX
 from gatesearch.proxy.lr import peak_lr
 from gatesearch.runs.dispatch import Dispatcher, EventKind
@@ -821,7 +822,7 @@ def protocol(doc: dict[str, Any]) -> str:
     finalist the number of seeds its score is the mean of. Results whose protocols differ
     are still ranked together (each is the best estimate of its architecture), so tables
     show it."""
-    budget = str(doc.get("budget", "?"))
+    budget = str(doc.get("budget", MISSING))
     seeds = doc.get("seeds")
     if not isinstance(seeds, list):
         return budget
