@@ -2,7 +2,8 @@
 
 Each architecture is trained by the proxy's trainer with self-tuning off and its regularisation
 hyperparameters fixed where the campaign's proxy left them:
-`ProxyConfig(self_tuning=False, start=trial hyperparameters, lr_schedule=COSINE)`. The learning
+`ProxyConfig(self_tuning=False, start=trial hyperparameters, lr_schedule=COSINE)`, the
+campaign's other proxy options (`--proxy-option`: batch size, warm-up, clipping) kept. The learning
 rate peaks at the highest rate the proxy's hypergradient reached (its trajectory's maximum) and
 decays by a cosine to a tenth: the proxy's own rate rose while training was easy and fell
 near its end, and its final value, held as the peak of a decaying schedule, undertrains (on
@@ -56,7 +57,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,7 @@ from gatesearch.budget import Budget, parse_budget
 from gatesearch.errors import GatesearchError
 from gatesearch.evaluate import SuiteEvaluator, resolve_task, spec_of
 from gatesearch.formats import MISSING
+from gatesearch.proxy.config import proxy_config
 from gatesearch.proxy.hyper import DROPOUT_PREFIX
 from gatesearch.proxy.lr import peak_lr
 from gatesearch.runs.dispatch import Dispatcher, EventKind
@@ -121,6 +123,13 @@ DEFAULT_SUITE_SEEDS = 2
 # The Optuna-independent stream of `trial_seed` a suite retrain's seeds come from (streams 0
 # and 1 are a trial's proposal and training seeds).
 SUITE_SEED_STREAM = 2
+# The proxy options retrain's recipe sets itself, whatever the campaign's were; its other
+# options (batch size, warm-up, clipping, the STN's settings for --dropout self-tune) shape a
+# retrain as they shaped the campaign's trials: a campaign that trained at batch size 8
+# found architectures that are good at batch size 8.
+RECIPE_OPTIONS = frozenset(
+    {"self_tuning", "hd_beta", "centred", "lr_schedule", "eval_points", "keep_best", "patience"}
+)
 # `--schedule`: how the learning rate decays over the budget (proxy/config.py's LRSchedule).
 SCHEDULES = ("cosine", "plateau")
 DEFAULT_SCHEDULE = "cosine"
@@ -190,16 +199,18 @@ def retrain_body(
     on_eval: Callable[[dict[str, Any]], None] | None = None,
     self_tune: SelfTune | None = None,
     schedule: str = DEFAULT_SCHEDULE,
+    proxy: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train (keeping the best validation point's weights), prune when gated, score on valid
     and test; returns the weights as safetensors bytes, the graph they belong to and the
     metrics. `on_eval` sees each validation point (see `train_proxy`). `self_tune`: the
-    regularisers go on tuning themselves from `hyperparameters` (None: they stay there)."""
+    regularisers go on tuning themselves from `hyperparameters` (None: they stay there).
+    `proxy`: the campaign's proxy options; those outside `RECIPE_OPTIONS` are kept."""
     import torch
     from safetensors.torch import save
 
     from gatesearch.arch.build import model_costs, prune_model
-    from gatesearch.proxy import LRSchedule, ProxyConfig, train_proxy
+    from gatesearch.proxy import LRSchedule, train_proxy
     from gatesearch.proxy.trainer import task_context
     from gatesearch.tasks import Split, make_task, split_scores
 
@@ -207,7 +218,9 @@ def retrain_body(
     task_obj = make_task(spec_of(task))
     # Decay the tuned learning rate (cosine) over the budget as a researcher's own training
     # script would, rather than holding it where the proxy left it; the best point is kept.
-    config = ProxyConfig(
+    kept = carried_options(proxy)
+    config = replace(
+        proxy_config(kept),
         self_tuning=self_tune is not None,
         # The learning rate follows the cosine alone: hypergradient steps on it would fight
         # the schedule. Only the regularisers tune themselves.
@@ -252,10 +265,16 @@ def retrain_body(
         "cpu_seconds": time.process_time() - cpu,
         "pruned": pruned,
         "hyperparameters": dict(result.hyperparameters),
+        "proxy_options": kept,
     }
     # Tied tensors would make safetensors refuse the dict; each key gets its own copy.
     state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
     return {"weights": save(state), "graph": final_graph, "metrics": metrics}
+
+
+def carried_options(proxy: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The campaign's proxy options a retrain keeps: all but `RECIPE_OPTIONS`."""
+    return {k: v for k, v in (proxy or {}).items() if k not in RECIPE_OPTIONS}
 
 
 def _with_name(
@@ -275,6 +294,7 @@ def retrain_streamed(
     patience: int = DEFAULT_PATIENCE,
     self_tune: SelfTune | None = None,
     schedule: str = DEFAULT_SCHEDULE,
+    proxy: Mapping[str, Any] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """The Ray task: `retrain_body` in a thread of the task, yielding {"progress": …} at each
     validation point (with `elapsed` seconds since the task started), then {"result": …}.
@@ -301,6 +321,7 @@ def retrain_streamed(
                 on_eval=report,
                 self_tune=self_tune,
                 schedule=schedule,
+                proxy=proxy,
             )
             events.put(("result", result))
         except BaseException as exc:  # handed to the generator, which raises it
@@ -561,7 +582,7 @@ def retrain(
                     retrain_streamed,
                     *(j.graph, j.member.spec.to_dict() if j.member else task, str(each)),
                     *(j.seed, j.hyperparameters, cpus),
-                    *(eval_points, patience, j.self_tune, schedule),
+                    *(eval_points, patience, j.self_tune, schedule, dict(store.config.proxy)),
                 )
             while len(dispatch):
                 for event in dispatch.poll(timeout=1.0):
@@ -727,6 +748,32 @@ def suite_metrics(
     }
 
 
+def keep_members(
+    suite: Suite, results: list[tuple[RetrainJob, dict[str, Any] | None, str | None]]
+) -> tuple[dict[tuple[int, str], MemberResult], list[str]]:
+    """Per seed (draw) and member, the variant best on that member's validation split; only
+    the seeds at which every member trained, with one line per member that failed in every
+    variant of a seed (that seed is left out: a finalist's score at a seed needs all its
+    members). A seed lost costs the finalist that seed, not its other trainings."""
+    kept: dict[tuple[int, str], MemberResult] = {}
+    failures: list[str] = []
+    hib = {m.name: bool(make_task(m.spec).higher_is_better) for m in suite.members}
+    for draw in sorted({j.draw for j, _, _ in results}):
+        mine: dict[tuple[int, str], MemberResult] = {}
+        for member in suite.members:
+            tried = [(j, r, e) for j, r, e in results if j.draw == draw and j.member == member]
+            done = [(j, r) for j, r, _ in tried if r is not None]
+            if not done:
+                job, _, error = tried[0]
+                failures.append(f"member {member.name}, seed {job.seed}: {error}")
+                continue
+            job, result = sort_retrained(done, lambda jr: jr[1]["metrics"], hib[member.name])[0]
+            mine[draw, member.name] = MemberResult(job.seed, job.variant, result["metrics"])
+        if len(mine) == len(suite.members):
+            kept.update(mine)
+    return kept, failures
+
+
 def combine_suite(
     store: RunStore,
     suite: Suite,
@@ -734,25 +781,19 @@ def combine_suite(
     budget: Budget,
 ) -> dict[str, Any]:
     """One suite finalist's row from its jobs (every member, seed and dropout variant): per
-    member and seed the variant best on that member's validation split, combined by
-    `suite_metrics`. Written as a retrain result without weights; a member that failed in
-    every variant of a seed fails the finalist (its error says which)."""
-    kept: dict[tuple[int, str], MemberResult] = {}
-    first: RetrainJob | None = None
-    for member in suite.members:
-        hib = bool(make_task(member.spec).higher_is_better)
-        for draw in sorted({j.draw for j, _, _ in results}):
-            mine = [(j, r, e) for j, r, e in results if j.draw == draw and j.member == member]
-            done = [(j, r) for j, r, _ in mine if r is not None]
-            if not done:
-                job, _, error = mine[0]
-                return {"job": job, "error": f"member {member.name}, seed {job.seed}: {error}"}
-            job, result = sort_retrained(done, lambda jr: jr[1]["metrics"], hib)[0]
-            kept[draw, member.name] = MemberResult(job.seed, job.variant, result["metrics"])
-            first = first or job
-    assert first is not None  # a suite has members, a retrain at least one seed
+    member and seed the variant best on that member's validation split (`keep_members`),
+    combined by `suite_metrics` over the seeds at which every member trained, the others'
+    failures stored beside ("failures"). Written as a retrain result without weights; a
+    finalist with no such seed fails (its error says which member)."""
+    kept, failures = keep_members(suite, results)
+    if not kept:
+        return {"job": results[0][0], "error": failures[0]}
+    draw = min(d for d, _ in kept)
+    first = next(j for j, r, _ in results if j.draw == draw and r is not None)
     cpu = sum(r["metrics"]["cpu_seconds"] for _, r, _ in results if r is not None)
     metrics = suite_metrics(suite, kept, cpu)
+    if failures:
+        metrics["failures"] = failures
     path = write_result(
         store, first, {"weights": None, "graph": first.graph, "metrics": metrics}, budget
     )
@@ -864,6 +905,7 @@ __all__ = [
     "FULL_BUDGET_FACTOR",
     "GRAPH",
     "METRICS",
+    "RECIPE_OPTIONS",
     "RETRAINED",
     "SUITE_DROPOUTS",
     "SUITE_PATIENCE",
@@ -871,11 +913,13 @@ __all__ = [
     "MemberResult",
     "Placed",
     "RetrainError",
+    "carried_options",
     "combine_suite",
     "default_dropouts",
     "default_full_budget",
     "default_patience",
     "final_order",
+    "keep_members",
     "protocol",
     "read_retrained",
     "retrain",

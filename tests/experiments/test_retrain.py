@@ -62,7 +62,7 @@ def mqar_run(tmp_path_factory) -> Path:
     code = cli(
         "run", "--task", "mqar", *TASK_ARGS, "--space", space, "--strategy", "random",
         "--budget", "6steps", "--trials", "3", "--workers", "2",
-        "--runs-dir", tmp / "runs", "--name", "m",
+        "--proxy-option", "batch_size=8", "--runs-dir", tmp / "runs", "--name", "m",
     )  # fmt: skip
     assert code == 0
     return tmp / "runs" / "m"
@@ -102,6 +102,9 @@ def test_retrain_top_1_weights_reproduce_the_stored_scores(mqar_run, capsys):
     assert folder.name == best.arch_hash
     doc = json.loads((folder / METRICS).read_text())
     assert doc["trial"] == best.number and doc["steps"] == 8 and doc["pruned"] is True
+    # At the campaign's batch size (--proxy-option batch_size=8), not the trainer's default.
+    assert doc["proxy_options"] == {"batch_size": 8}
+    assert doc["tokens"] / doc["steps"] == best.metrics["tokens"] / best.metrics["steps"]
     # Regularisers where the proxy left them; the learning rate at the proxy's peak (cosine
     # decay from there).
     with RunStore.open(mqar_run, writer=False) as store:
@@ -188,6 +191,14 @@ def test_a_failed_training_is_raised_by_the_streamed_task(mqar_run):
     events = list(retrain_streamed(graph, spec, "4steps", 0, {}, 1, 2, 0))
     assert [next(iter(e)) for e in events] == ["progress", "progress", "result"]
     assert events[0]["progress"]["metric_name"] == task.metric_name
+    # The campaign's options are kept but for those retrain's recipe sets itself (here the
+    # validation points, patience and self-tuning).
+    proxy = {"batch_size": 4, "eval_points": 7, "patience": 1, "self_tuning": True}
+    events = list(retrain_streamed(graph, spec, "4steps", 0, {}, 1, 2, 0, proxy=proxy))
+    assert [next(iter(e)) for e in events] == ["progress", "progress", "result"]
+    metrics = events[-1]["result"]["metrics"]
+    assert metrics["proxy_options"] == {"batch_size": 4} and metrics["patience"] == 0
+    assert metrics["tokens"] == 4 * 4 * task.seq_len
 
 
 def test_bad_input_is_one_line(mqar_run, tmp_path, capsys):
