@@ -173,6 +173,11 @@ def retrain(
     failed = sum("error" in r for r in rows)
     if failed:
         out.print(f"{failed} of {len(rows)} retrainings failed")
+    # A suite finalist stored at fewer seeds than asked: kept, but not what was asked for.
+    short = sum(bool(r.get("metrics", {}).get("failures")) for r in rows)
+    if short:
+        out.print(f"{short} of {len(rows)} finalists scored at fewer seeds than asked (above)")
+    if failed or short:
         raise typer.Exit(1)
     # Where each model went is printed as it ends (above); the command on a line of its own,
     # never wrapped: it is there to be copied.
@@ -254,6 +259,8 @@ class _Printer:
         )
         members = ", ".join(f"{name} {score(v['valid'])}" for name, v in m["members"].items())
         out.print(f"  members (valid, 0 to 1): {members}", markup=False, soft_wrap=True)
+        for failure in m.get("failures", []):  # those seeds are left out of the score
+            out.print(f"  seed left out, failed: {failure}", markup=False)
 
 
 def _heads(store: RunStore) -> list[str]:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import math
 
+import networkx as nx
 import pytest
+from optuna.trial import TrialState
 from suitefiles import COPY_WEIGHT, TWO_MEMBERS
 
 from gatesearch.experiments.retrain import (
@@ -15,10 +17,13 @@ from gatesearch.experiments.retrain import (
     SUITE_DROPOUTS,
     SUITE_PATIENCE,
     MemberResult,
+    RetrainJob,
     default_dropouts,
     default_patience,
+    keep_members,
     suite_metrics,
 )
+from gatesearch.runs.store import TrialRecord
 from gatesearch.tasks import TaskSpec
 from gatesearch.tasks.suite import parse_suite
 
@@ -82,3 +87,32 @@ def test_a_suite_retrains_with_the_proxys_dropout_and_no_early_stop_by_default()
     assert default_dropouts(TaskSpec("mqar", {})) == DEFAULT_DROPOUTS == "tuned,0.25"
     assert default_patience(SUITE.to_spec()) == SUITE_PATIENCE == 0
     assert default_patience(TaskSpec("mqar", {})) == DEFAULT_PATIENCE == 5
+
+
+def test_a_member_failing_at_one_seed_costs_that_seed_not_the_finalists_other_trainings():
+    """Seed 0: recall failed in both variants, so seed 0 is left out whole (a score needs
+    every member) and its failure is named; seed 1: copy's tuned variant failed, its 0.25
+    variant stands, and each member keeps its better variant on validation."""
+    record = TrialRecord(3, 3, TrialState.COMPLETE, 3, 0, "h", {}, (0.5,), {}, 3, None, None)
+    recall, copy = SUITE.members
+
+    def job(member, draw, dropout):
+        return RetrainJob(1, record, nx.DiGraph(), {}, 10 + draw, dropout, member, draw)
+
+    results = [
+        (job(recall, 0, None), None, "out of memory"),
+        (job(recall, 0, 0.25), None, "out of memory"),
+        (job(copy, 0, None), {"metrics": trained(0.9, 0.9)}, None),
+        (job(recall, 1, None), {"metrics": trained(0.3, 0.3)}, None),
+        (job(recall, 1, 0.25), {"metrics": trained(0.4, 0.2)}, None),
+        (job(copy, 1, None), None, "killed"),
+        (job(copy, 1, 0.25), {"metrics": trained(0.6, 0.5)}, None),
+    ]
+    kept, failures = keep_members(SUITE, results)
+    assert set(kept) == {(1, "in_context_recall"), (1, "copy")}
+    assert kept[1, "in_context_recall"].variant == "dropout 0.25"
+    assert kept[1, "copy"] == MemberResult(11, "dropout 0.25", trained(0.6, 0.5))
+    assert failures == ["member in_context_recall, seed 10: out of memory"]
+    # Nothing at any seed: no score, every failure named.
+    kept, failures = keep_members(SUITE, [r for r in results if r[0].draw == 0])
+    assert kept == {} and len(failures) == 1
