@@ -21,8 +21,12 @@ campaign:
 `--strategies` takes preset names or preset files: `benchmarks/presets/tpe_group.toml` is TPE
 with `group = true`. `--first-seed` with `--out` adds seeds to an earlier run's file.
 
-Prints a table per configuration (median and range over seeds) and writes the numbers to
---out. Sizes are the caller's: state them beside the figures.
+Prints a table per configuration (median and range over seeds), then each configuration's
+best-so-far top-rung proxy score (median over seeds) at fractions of random/none's median
+CPU-seconds, and writes the numbers to --out; `--plot FILE.png` draws the best-so-far
+curves against CPU-seconds. Run again with the same --out, it trains only what is missing
+(nothing, once all is done) and prints the tables again. Sizes are the caller's: state them
+beside the figures.
 """
 
 from __future__ import annotations
@@ -138,7 +142,20 @@ def cpu_to_reach(timeline: list, target: float, hib: bool) -> float | None:
     return None
 
 
-def summarise(results: list[dict]) -> None:
+def best_so_far(timeline: list, cpu: float, hib: bool) -> float | None:
+    """The best top-rung proxy score a campaign had by `cpu` CPU-seconds (None: none yet)."""
+    scores = [s for c, s in timeline if s is not None and c <= cpu]
+    if not scores:
+        return None
+    return max(scores) if hib else min(scores)
+
+
+# Where the best-so-far table looks: fractions of random/none's median CPU-seconds (the
+# issue's goal is the target within a third of it).
+MARKS = (0.25, 1 / 3, 0.5, 1.0)
+
+
+def summarise(results: list[dict], plot: Path | None = None) -> None:
     hib = results[0]["higher_is_better"]
     finals = [
         max(s for _, s in r["timeline"] if s is not None)
@@ -168,6 +185,91 @@ def summarise(results: list[dict]) -> None:
             f"{span([r['full']['test'] for r in rs]):>18} "
             f"{span(reach):>18} ({sum(x is not None for x in reach)}/{len(rs)} reached)"
         )
+    base = [r["cpu_seconds"] for r in results if (r["strategy"], r["schedule"]) == RANDOM_NONE]
+    if not base:
+        return
+    scale = statistics.median(base)
+    marks = [f"{m:.2g}x" for m in MARKS]
+    print(
+        f"\nbest top-rung proxy score so far (median over seeds, a seed with none yet "
+        f"counted worst; '-': the median had none) at fractions of random/none's median {scale:.0f} CPU-s"
+    )
+    print(f"{'config':<20} " + " ".join(f"{m:>10}" for m in marks))
+    curves = {}
+    for config in sorted({(r["strategy"], r["schedule"]) for r in results}):
+        rs = [r for r in results if (r["strategy"], r["schedule"]) == config]
+        cells = [
+            median_or_none([best_so_far(r["timeline"], m * scale, hib) for r in rs], hib)
+            for m in MARKS
+        ]
+        print(f"{'/'.join(config):<20} " + " ".join(f"{cell(c):>10}" for c in cells))
+        curves[config] = rs
+    if plot is not None:
+        draw(curves, hib, scale, target, plot)
+
+
+RANDOM_NONE = ("random", "none")
+
+
+def median_or_none(xs: list[float | None], hib: bool) -> float | None:
+    """The median over seeds, a seed with no score yet counted as the worst (None when that
+    is where the median falls). With an even count, the worse of the middle two."""
+    worst = float("-inf") if hib else float("inf")
+    order = sorted((worst if x is None else x for x in xs), reverse=hib)
+    mid = order[len(order) // 2]  # best first: the middle, or the worse of the middle two
+    return None if mid == worst else mid
+
+
+def cell(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4g}"
+
+
+def draw(curves: dict, hib: bool, scale: float, target: float | None, path: Path) -> None:
+    """Best-so-far top-rung proxy score against cumulative CPU-seconds: per configuration the
+    median over seeds (a seed without a score yet counted worst), seeds thin. A campaign
+    that has ended keeps its final best to the right of its end."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    end = max(r["cpu_seconds"] for rs in curves.values() for r in rs)
+    grid = [end * i / 200 for i in range(201)]
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for k, (config, rs) in enumerate(curves.items()):
+        colour = f"C{k % 10}"
+        style = "-" if config[1] == "none" else "--"
+        for r in rs:
+            ys = [best_so_far(r["timeline"], c, hib) for c in grid]
+            ax.plot(
+                grid,
+                [float("nan") if y is None else y for y in ys],
+                style,
+                color=colour,
+                lw=0.5,
+                alpha=0.35,
+            )
+        med = [median_or_none([best_so_far(r["timeline"], c, hib) for r in rs], hib) for c in grid]
+        ax.plot(
+            grid,
+            [float("nan") if y is None else y for y in med],
+            style,
+            color=colour,
+            lw=2,
+            label="/".join(config),
+        )
+    if target is not None:
+        ax.axhline(target, color="grey", lw=0.8, ls=":", label="random/none's median final")
+    ax.axvline(scale / 3, color="grey", lw=0.8, ls="-.", label="1/3 of random/none's CPU-s")
+    ax.set_xlabel("cumulative CPU-seconds of the campaign's trials")
+    ax.set_ylabel(
+        "best top-rung proxy score so far"
+        + (" (higher is better)" if hib else " (lower is better)")
+    )
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main() -> None:
@@ -199,6 +301,7 @@ def main() -> None:
         help="the picks' retrain dropouts, as `retrain --dropout` takes them (its default)",
     )
     p.add_argument("--runs-dir", type=Path, default=None)
+    p.add_argument("--plot", type=Path, default=None, help="draw best-so-far curves here (PNG)")
     args = p.parse_args()
     root = args.runs_dir or Path(tempfile.mkdtemp(prefix="search-efficiency-"))
     results = json.loads(args.out.read_text()) if args.out.exists() else []
@@ -218,7 +321,7 @@ def main() -> None:
                     f"{time.perf_counter() - t0:.0f} s",
                     flush=True,
                 )
-    summarise(results)
+    summarise(results, args.plot)
 
 
 if __name__ == "__main__":
