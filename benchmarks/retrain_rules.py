@@ -132,7 +132,11 @@ def main() -> None:
                     for k, v in start.items()
                     if k in j.hyperparameters or k == "lr" or k == WEIGHT_DECAY
                 }
-                ref = body.remote(j.graph, task, full, j.seed, start, 1, self_tune=tuners.get(rule))
+                ref = body.remote(
+                    *(j.graph, task, full, j.seed, start, 1),
+                    self_tune=tuners.get(rule),
+                    proxy=config["proxy"],  # as `retrain` keeps the campaign's options
+                )
                 pending[ref] = (j, rule, start)
         rows: list[dict[str, Any]] = []
         while pending:

@@ -70,7 +70,7 @@ from gatesearch.budget import Budget, parse_budget
 from gatesearch.errors import GatesearchError
 from gatesearch.evaluate import SuiteEvaluator, resolve_task, spec_of
 from gatesearch.formats import MISSING
-from gatesearch.proxy.config import proxy_config
+from gatesearch.proxy.config import ProxyOptionError, proxy_config
 from gatesearch.proxy.hyper import DROPOUT_PREFIX
 from gatesearch.proxy.lr import peak_lr
 from gatesearch.runs.dispatch import Dispatcher, EventKind
@@ -123,12 +123,17 @@ DEFAULT_SUITE_SEEDS = 2
 # The Optuna-independent stream of `trial_seed` a suite retrain's seeds come from (streams 0
 # and 1 are a trial's proposal and training seeds).
 SUITE_SEED_STREAM = 2
-# The proxy options retrain's recipe sets itself, whatever the campaign's were; its other
-# options (batch size, warm-up, clipping, the STN's settings for --dropout self-tune) shape a
-# retrain as they shaped the campaign's trials: a campaign that trained at batch size 8
-# found architectures that are good at batch size 8.
+# The proxy options retrain's recipe sets itself, whatever the campaign's were (whether the
+# hyperparameters tune, the schedule and its shape, the validation points); its other options
+# (batch size, warm-up, clipping, the STN's settings for --dropout self-tune) shape a retrain
+# as they shaped the campaign's trials: a campaign that trained at batch size 8 found
+# architectures that are good at batch size 8.
 RECIPE_OPTIONS = frozenset(
-    {"self_tuning", "hd_beta", "centred", "lr_schedule", "eval_points", "keep_best", "patience"}
+    {
+        *("self_tuning", "hd_beta", "centred"),
+        *("lr_schedule", "lr_final", "cooldown"),
+        *("eval_points", "keep_best", "patience"),
+    }
 )
 # `--schedule`: how the learning rate decays over the budget (proxy/config.py's LRSchedule).
 SCHEDULES = ("cosine", "plateau")
@@ -550,6 +555,12 @@ def retrain(
         raise RetrainError("--workers must be at least 1")
     with RunStore.open(Path(root), writer=False) as store:
         jobs = select(store, top, dropouts, seeds)
+        # Checked here, in one line, rather than by every training (a hand-edited config).
+        proxy = carried_options(store.config.proxy)
+        try:
+            proxy_config(proxy)
+        except ProxyOptionError as exc:
+            raise RetrainError(f"the campaign's proxy options: {exc}") from None
         # Checked by select (its members' tasks built): read again as stored.
         suite = Suite.from_spec_unchecked(store.config.task) if jobs[0].member else None
         # A suite screens capabilities at the budget its campaign chose (MAD's protocol
@@ -582,7 +593,7 @@ def retrain(
                     retrain_streamed,
                     *(j.graph, j.member.spec.to_dict() if j.member else task, str(each)),
                     *(j.seed, j.hyperparameters, cpus),
-                    *(eval_points, patience, j.self_tune, schedule, dict(store.config.proxy)),
+                    *(eval_points, patience, j.self_tune, schedule, proxy),
                 )
             while len(dispatch):
                 for event in dispatch.poll(timeout=1.0):
@@ -745,6 +756,7 @@ def suite_metrics(
         "curve": [],
         "cpu_seconds": cpu_seconds,
         "pruned": any(f["pruned"] for f in every),
+        "proxy_options": first[0].get("proxy_options", {}),
     }
 
 
@@ -765,7 +777,8 @@ def keep_members(
             done = [(j, r) for j, r, _ in tried if r is not None]
             if not done:
                 job, _, error = tried[0]
-                failures.append(f"member {member.name}, seed {job.seed}: {error}")
+                # Seeds as the progress lines count them (1, 2, ...), the seed itself beside.
+                failures.append(f"member {member.name}, seed {draw + 1} ({job.seed}): {error}")
                 continue
             job, result = sort_retrained(done, lambda jr: jr[1]["metrics"], hib[member.name])[0]
             mine[draw, member.name] = MemberResult(job.seed, job.variant, result["metrics"])

@@ -193,7 +193,7 @@ def test_a_failed_training_is_raised_by_the_streamed_task(mqar_run):
     assert events[0]["progress"]["metric_name"] == task.metric_name
     # The campaign's options are kept but for those retrain's recipe sets itself (here the
     # validation points, patience and self-tuning).
-    proxy = {"batch_size": 4, "eval_points": 7, "patience": 1, "self_tuning": True}
+    proxy = {"batch_size": 4, "eval_points": 7, "patience": 1, "self_tuning": True, "lr_final": 0.5}
     events = list(retrain_streamed(graph, spec, "4steps", 0, {}, 1, 2, 0, proxy=proxy))
     assert [next(iter(e)) for e in events] == ["progress", "progress", "result"]
     metrics = events[-1]["result"]["metrics"]
@@ -204,7 +204,13 @@ def test_a_failed_training_is_raised_by_the_streamed_task(mqar_run):
 def test_bad_input_is_one_line(mqar_run, tmp_path, capsys):
     runs = tmp_path / "runs"
     assert cli("run", "--task", "null", "--trials", "2", "--runs-dir", runs, "--name", "n") == 0
+    # A hand-edited proxy option that retrain would keep: refused before any training.
+    edited = tmp_path / "edited"
+    shutil.copytree(mqar_run, edited, ignore=shutil.ignore_patterns(RETRAINED))
+    config = json.loads((edited / "config.json").read_text())
+    (edited / "config.json").write_text(json.dumps({**config, "proxy": {"batch_size": 0}}))
     cases = {
+        "bad stored proxy option": (["retrain", edited], "batch_size"),
         "missing run": (["retrain", tmp_path / "nope"], "no such run"),
         "top 0": (["retrain", mqar_run, "--top", "0"], "--top"),
         "eval points 0": (["retrain", mqar_run, "--eval-points", "0"], "--eval-points"),
@@ -231,7 +237,7 @@ def test_bad_input_is_one_line(mqar_run, tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and needle in err, (label, err)
     assert not (runs / "new").exists()
-    assert not (runs / "n" / RETRAINED).exists()
+    assert not (runs / "n" / RETRAINED).exists() and not (edited / RETRAINED).exists()
 
 
 def test_retrain_dropout_replaces_every_tuned_rate(mqar_run, tmp_path, capsys):

@@ -112,7 +112,7 @@ def test_a_member_failing_at_one_seed_costs_that_seed_not_the_finalists_other_tr
     assert set(kept) == {(1, "in_context_recall"), (1, "copy")}
     assert kept[1, "in_context_recall"].variant == "dropout 0.25"
     assert kept[1, "copy"] == MemberResult(11, "dropout 0.25", trained(0.6, 0.5))
-    assert failures == ["member in_context_recall, seed 10: out of memory"]
+    assert failures == ["member in_context_recall, seed 1 (10): out of memory"]
     # Nothing at any seed: no score, every failure named.
     kept, failures = keep_members(SUITE, [r for r in results if r[0].draw == 0])
     assert kept == {} and len(failures) == 1
