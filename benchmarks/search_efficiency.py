@@ -236,28 +236,17 @@ def draw(curves: dict, hib: bool, scale: float, target: float | None, path: Path
     end = max(r["cpu_seconds"] for rs in curves.values() for r in rs)
     grid = [end * i / 200 for i in range(201)]
     fig, ax = plt.subplots(figsize=(8, 5))
+
+    def nan(ys: list[float | None]) -> list[float]:
+        return [float("nan") if y is None else y for y in ys]
+
     for k, (config, rs) in enumerate(curves.items()):
-        colour = f"C{k % 10}"
-        style = "-" if config[1] == "none" else "--"
-        for r in rs:
-            ys = [best_so_far(r["timeline"], c, hib) for c in grid]
-            ax.plot(
-                grid,
-                [float("nan") if y is None else y for y in ys],
-                style,
-                color=colour,
-                lw=0.5,
-                alpha=0.35,
-            )
-        med = [median_or_none([best_so_far(r["timeline"], c, hib) for r in rs], hib) for c in grid]
-        ax.plot(
-            grid,
-            [float("nan") if y is None else y for y in med],
-            style,
-            color=colour,
-            lw=2,
-            label="/".join(config),
-        )
+        style = dict(color=f"C{k % 10}", ls="-" if config[1] == "none" else "--")
+        seeds = [[best_so_far(r["timeline"], c, hib) for c in grid] for r in rs]
+        for ys in seeds:
+            ax.plot(grid, nan(ys), lw=0.5, alpha=0.35, **style)
+        med = [median_or_none(list(at), hib) for at in zip(*seeds, strict=True)]
+        ax.plot(grid, nan(med), lw=2, label="/".join(config), **style)
     if target is not None:
         ax.axhline(target, color="grey", lw=0.8, ls=":", label="random/none's median final")
     ax.axvline(scale / 3, color="grey", lw=0.8, ls="-.", label="1/3 of random/none's CPU-s")
