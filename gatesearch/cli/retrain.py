@@ -254,13 +254,21 @@ class _Printer:
         out.print(
             f"{self.label(row['job'], whole=True)}: valid score {score(m['valid']['metric'])} "
             f"(mean of {len(m['per_seed'])} seeds: {each}), test "
-            f"{score(m['test']['metric'])} -> {row['path']}",
+            f"{score(m['test']['metric'])}"
+            + (" (not stored, below)" if "kept_earlier" in row else f" -> {row['path']}"),
             markup=False,
         )
         members = ", ".join(f"{name} {score(v['valid'])}" for name, v in m["members"].items())
         out.print(f"  members (valid, 0 to 1): {members}", markup=False, soft_wrap=True)
         for failure in m.get("failures", []):  # those seeds are left out of the score
             out.print(f"  seed left out, failed: {failure}", markup=False)
+        if "kept_earlier" in row:
+            out.print(
+                f"  not stored: the earlier retrain in {row['path']} (valid score "
+                f"{score(row['kept_earlier']['valid']['metric'])}, "
+                f"{protocol(row['kept_earlier'])}) had every seed and stays",
+                markup=False,
+            )
 
 
 def _heads(store: RunStore) -> list[str]:

@@ -796,8 +796,10 @@ def combine_suite(
     """One suite finalist's row from its jobs (every member, seed and dropout variant): per
     member and seed the variant best on that member's validation split (`keep_members`),
     combined by `suite_metrics` over the seeds at which every member trained, the others'
-    failures stored beside ("failures"). Written as a retrain result without weights; a
-    finalist with no such seed fails (its error says which member)."""
+    failures stored beside ("failures"). Written as a retrain result without weights, except
+    that a result short of seeds leaves an earlier retrain that had none short in place (the
+    row says so: "kept_earlier", its metrics.json); a finalist with no such seed fails (its
+    error says which member)."""
     kept, failures = keep_members(suite, results)
     if not kept:
         return {"job": results[0][0], "error": failures[0]}
@@ -807,6 +809,12 @@ def combine_suite(
     metrics = suite_metrics(suite, kept, cpu)
     if failures:
         metrics["failures"] = failures
+        # A score at fewer seeds than asked never replaces one at every seed asked of an
+        # earlier retrain: the user would lose the better estimate to a failure.
+        earlier = read_retrained(store.root, first.record.arch_hash)
+        if earlier is not None and not earlier.get("failures"):
+            path = store.root / RETRAINED / first.record.arch_hash
+            return {"job": first, "path": path, "metrics": metrics, "kept_earlier": earlier}
     path = write_result(
         store, first, {"weights": None, "graph": first.graph, "metrics": metrics}, budget
     )

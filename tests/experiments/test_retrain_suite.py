@@ -4,6 +4,7 @@ and which `--dropout` a run gets by default."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import networkx as nx
@@ -11,19 +12,25 @@ import pytest
 from optuna.trial import TrialState
 from suitefiles import COPY_WEIGHT, TWO_MEMBERS
 
+from gatesearch.arch.space import load_space, sample_architectures
+from gatesearch.budget import parse_budget
 from gatesearch.experiments.retrain import (
     DEFAULT_DROPOUTS,
     DEFAULT_PATIENCE,
+    METRICS,
+    RETRAINED,
     SUITE_DROPOUTS,
     SUITE_PATIENCE,
     MemberResult,
     RetrainJob,
+    combine_suite,
     default_dropouts,
     default_patience,
     keep_members,
     suite_metrics,
 )
-from gatesearch.runs.store import TrialRecord
+from gatesearch.runs.request import RunRequest, package_versions, prepare_run
+from gatesearch.runs.store import RunStore, TrialRecord
 from gatesearch.tasks import TaskSpec
 from gatesearch.tasks.suite import parse_suite
 
@@ -116,3 +123,38 @@ def test_a_member_failing_at_one_seed_costs_that_seed_not_the_finalists_other_tr
     # Nothing at any seed: no score, every failure named.
     kept, failures = keep_members(SUITE, [r for r in results if r[0].draw == 0])
     assert kept == {} and len(failures) == 1
+
+
+def test_a_result_short_of_seeds_never_replaces_an_earlier_one_at_every_seed(tmp_path):
+    """Retrained twice: the first at both seeds is stored; the second lost a seed, so the
+    first stays (its file unchanged) and the row says so; with nothing complete before it,
+    a short result is stored, failures and all."""
+    (tmp_path / "two.toml").write_text(TWO_MEMBERS)
+    request = RunRequest(task=str(tmp_path / "two.toml"), runs_dir=tmp_path, name="r")
+    config, space, preset = prepare_run(request)
+    graph = sample_architectures(load_space(space), 1, seed=0)[0].graph
+    record = TrialRecord(3, 3, TrialState.COMPLETE, 3, 0, "h", {}, (0.5,), {}, 3, None, None)
+    recall, copy = SUITE.members
+
+    def job(member, draw):
+        return RetrainJob(1, record, graph, {}, 10 + draw, None, member, draw)
+
+    def ok(member, draw, valid):
+        return (job(member, draw), {"metrics": trained(valid, valid)}, None)
+
+    whole = [ok(m, d, 0.5) for m in (recall, copy) for d in (0, 1)]
+    short = [ok(recall, 0, 0.9), ok(copy, 0, 0.9), ok(copy, 1, 0.9)]
+    short.append((job(recall, 1), None, "out of memory"))
+    budget = parse_budget("1000tokens")
+    with RunStore.create(tmp_path / "r", config, space, preset.text, package_versions()) as store:
+        path = store.root / RETRAINED / "h" / METRICS
+        row = combine_suite(store, SUITE, short, budget)
+        assert "kept_earlier" not in row and row["metrics"]["failures"]
+        assert json.loads(path.read_text())["valid"]["metric"] == pytest.approx(0.9)
+        first = combine_suite(store, SUITE, whole, budget)
+        assert "kept_earlier" not in first and "failures" not in first["metrics"]
+        stored = path.read_bytes()
+        row = combine_suite(store, SUITE, short, budget)
+        assert row["kept_earlier"]["valid"]["metric"] == pytest.approx(0.5)
+        assert row["metrics"]["valid"]["metric"] == pytest.approx(0.9)
+        assert row["path"] == path.parent and path.read_bytes() == stored
