@@ -170,6 +170,20 @@ def retrain(
                 markup=False,
                 soft_wrap=True,
             )
+    # Where each model went is printed as it ends (above); the command on a line of its own,
+    # never wrapped: it is there to be copied. Printed when anything was retrained, failures
+    # or not: what was stored is ranked and exportable either way.
+    if any("metrics" in r for r in rows):
+        out.print("next:")
+        member = next((r["job"].member for r in rows if r["job"].member is not None), None)
+        if member is not None:  # a suite: no weights; the architecture with one member's ends
+            command = f"gatesearch export {run_dir} --rank 1 --member {member.name} -o best.py"
+            why = f"the best on the suite as PyTorch code, with {member.name}'s ends"
+        else:
+            command = f"gatesearch export {run_dir} --rank 1 -o model.py --weights"
+            why = "the best retrained model as PyTorch code"
+        out.print(f"  {command}    # {why}", markup=False, soft_wrap=True)
+    # Last, so that they are the lines a user reads first after the run.
     failed = sum("error" in r for r in rows)
     if failed:
         out.print(f"{failed} of {len(rows)} retrainings failed")
@@ -179,17 +193,6 @@ def retrain(
         out.print(f"{short} of {len(rows)} finalists scored at fewer seeds than asked (above)")
     if failed or short:
         raise typer.Exit(1)
-    # Where each model went is printed as it ends (above); the command on a line of its own,
-    # never wrapped: it is there to be copied.
-    out.print("next:")
-    member = next((r["job"].member for r in rows if r["job"].member is not None), None)
-    if member is not None:  # a suite: no weights; the architecture with one member's ends
-        command = f"gatesearch export {run_dir} --rank 1 --member {member.name} -o best.py"
-        why = f"the best on the suite as PyTorch code, with {member.name}'s ends"
-    else:
-        command = f"gatesearch export {run_dir} --rank 1 -o model.py --weights"
-        why = "the best retrained model as PyTorch code"
-    out.print(f"  {command}    # {why}", markup=False, soft_wrap=True)
 
 
 class _Printer:
