@@ -158,7 +158,8 @@ def retrain(
         if any(p is not None and p.tied for p in shown):
             out.print(TIE_NOTE, markup=False, soft_wrap=True)  # one line, however narrow
         # Earlier retrains count in the ranks shown; say so when they were trained otherwise.
-        now = {r["job"].record.arch_hash for r in rows if "metrics" in r}
+        # (A result kept in place of a short one is an earlier retrain, not this one's.)
+        now = {r["job"].record.arch_hash for r in rows if "metrics" in r and "not_stored" not in r}
         docs = {h: p.retrained for h, p in final.items() if p.retrained is not None}
         mine = {protocol(doc) for h, doc in docs.items() if h in now}
         other = Counter(protocol(doc) for doc in docs.values() if protocol(doc) not in mine)
@@ -188,7 +189,7 @@ def retrain(
     if failed:
         out.print(f"{failed} of {len(rows)} retrainings failed")
     # A suite finalist stored at fewer seeds than asked: kept, but not what was asked for.
-    short = sum(bool(r.get("metrics", {}).get("failures")) for r in rows)
+    short = sum(bool(r.get("not_stored", r.get("metrics", {})).get("failures")) for r in rows)
     if short:
         out.print(f"{short} of {len(rows)} finalists scored at fewer seeds than asked (above)")
     if failed or short:
@@ -251,25 +252,27 @@ class _Printer:
         )
 
     def suite_done(self, row: dict[str, Any]) -> None:
-        """A suite finalist: its mean score and each seed's, then each member's mean score."""
-        m = row["metrics"]
+        """A suite finalist: its mean score and each seed's, then each member's mean score;
+        when it was short of seeds and an earlier retrain stays (`outranks_short`), the new
+        scores and then which result stays."""
+        m = row.get("not_stored", row["metrics"])
         each = ", ".join(score(s["valid"]["metric"]) for s in m["per_seed"])
         out.print(
             f"{self.label(row['job'], whole=True)}: valid score {score(m['valid']['metric'])} "
             f"(mean of {len(m['per_seed'])} seeds: {each}), test "
             f"{score(m['test']['metric'])}"
-            + (" (not stored, below)" if "kept_earlier" in row else f" -> {row['path']}"),
+            + (" (not stored, below)" if "not_stored" in row else f" -> {row['path']}"),
             markup=False,
         )
         members = ", ".join(f"{name} {score(v['valid'])}" for name, v in m["members"].items())
         out.print(f"  members (valid, 0 to 1): {members}", markup=False, soft_wrap=True)
         for failure in m.get("failures", []):  # those seeds are left out of the score
             out.print(f"  seed left out, failed: {failure}", markup=False)
-        if "kept_earlier" in row:
+        if "not_stored" in row:
+            kept = row["metrics"]
             out.print(
                 f"  not stored: the earlier retrain in {row['path']} (valid score "
-                f"{score(row['kept_earlier']['valid']['metric'])}, "
-                f"{protocol(row['kept_earlier'])}) had every seed and stays",
+                f"{score(kept['valid']['metric'])}, {protocol(kept)}, no seed lost) stays",
                 markup=False,
             )
 

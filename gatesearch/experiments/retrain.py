@@ -797,9 +797,9 @@ def combine_suite(
     member and seed the variant best on that member's validation split (`keep_members`),
     combined by `suite_metrics` over the seeds at which every member trained, the others'
     failures stored beside ("failures"). Written as a retrain result without weights, except
-    that a result short of seeds leaves an earlier retrain that had none short in place (the
-    row says so: "kept_earlier", its metrics.json); a finalist with no such seed fails (its
-    error says which member)."""
+    where a result short of seeds leaves an earlier one in place (`outranks_short`): the row
+    is then the earlier result, the new metrics under "not_stored". A finalist with no seed
+    at which every member trained fails (its error says which member)."""
     kept, failures = keep_members(suite, results)
     if not kept:
         return {"job": results[0][0], "error": failures[0]}
@@ -809,16 +809,31 @@ def combine_suite(
     metrics = suite_metrics(suite, kept, cpu)
     if failures:
         metrics["failures"] = failures
-        # A score at fewer seeds than asked never replaces one at every seed asked of an
-        # earlier retrain: the user would lose the better estimate to a failure.
         earlier = read_retrained(store.root, first.record.arch_hash)
-        if earlier is not None and not earlier.get("failures"):
+        if earlier is not None and outranks_short(earlier, metrics, budget):
+            # The row is what is stored (tables, ranks and sorting agree with `report`);
+            # the new scores ride beside it to be printed.
             path = store.root / RETRAINED / first.record.arch_hash
-            return {"job": first, "path": path, "metrics": metrics, "kept_earlier": earlier}
+            return {"job": first, "path": path, "metrics": earlier, "not_stored": metrics}
     path = write_result(
         store, first, {"weights": None, "graph": first.graph, "metrics": metrics}, budget
     )
     return {"job": first, "path": path, "metrics": metrics}
+
+
+def outranks_short(earlier: dict[str, Any], short: dict[str, Any], budget: Budget) -> bool:
+    """Whether an earlier suite retrain stays in place of `short`, a result that lost seeds
+    to failures: when the earlier one lost none, was trained at the same budget, and is the
+    mean of at least as many seeds. A failure must not cost the user a better estimate; a
+    short result that still has more seeds, or another budget's, replaces it as any retrain
+    does."""
+    seeds = earlier.get("seeds")
+    return (
+        not earlier.get("failures")
+        and earlier.get("budget") == str(budget)
+        and isinstance(seeds, list)
+        and len(seeds) >= len(short["seeds"])
+    )
 
 
 def retrained_key(metrics: dict[str, Any], higher_is_better: bool) -> tuple[float, float]:

@@ -125,10 +125,11 @@ def test_a_member_failing_at_one_seed_costs_that_seed_not_the_finalists_other_tr
     assert kept == {} and len(failures) == 1
 
 
-def test_a_result_short_of_seeds_never_replaces_an_earlier_one_at_every_seed(tmp_path):
-    """Retrained twice: the first at both seeds is stored; the second lost a seed, so the
-    first stays (its file unchanged) and the row says so; with nothing complete before it,
-    a short result is stored, failures and all."""
+def test_a_result_short_of_seeds_replaces_an_earlier_one_only_where_that_was_no_better(tmp_path):
+    """A short result (a member failed at a seed) is stored over nothing and over another
+    short one; it leaves an earlier result that lost no seed in place (the file unchanged,
+    the row is that result, the new scores beside it), unless it still has more seeds or
+    was trained at another budget."""
     (tmp_path / "two.toml").write_text(TWO_MEMBERS)
     request = RunRequest(task=str(tmp_path / "two.toml"), runs_dir=tmp_path, name="r")
     config, space, preset = prepare_run(request)
@@ -136,25 +137,41 @@ def test_a_result_short_of_seeds_never_replaces_an_earlier_one_at_every_seed(tmp
     record = TrialRecord(3, 3, TrialState.COMPLETE, 3, 0, "h", {}, (0.5,), {}, 3, None, None)
     recall, copy = SUITE.members
 
-    def job(member, draw):
-        return RetrainJob(1, record, graph, {}, 10 + draw, None, member, draw)
+    def results(valid: float, seeds: int, lost: int = 0) -> list:
+        """Both members at `seeds` seeds, recall failed at the first `lost` of them."""
+        done = [
+            (
+                RetrainJob(1, record, graph, {}, 10 + d, None, m, d),
+                {"metrics": trained(valid, valid)},
+                None,
+            )
+            for m in (recall, copy)
+            for d in range(seeds)
+        ]
+        return [
+            (j, None, "out of memory") if j.member == recall and j.draw < lost else (j, r, e)
+            for j, r, e in done
+        ]
 
-    def ok(member, draw, valid):
-        return (job(member, draw), {"metrics": trained(valid, valid)}, None)
-
-    whole = [ok(m, d, 0.5) for m in (recall, copy) for d in (0, 1)]
-    short = [ok(recall, 0, 0.9), ok(copy, 0, 0.9), ok(copy, 1, 0.9)]
-    short.append((job(recall, 1), None, "out of memory"))
-    budget = parse_budget("1000tokens")
+    budget, other = parse_budget("1000tokens"), parse_budget("2000tokens")
     with RunStore.create(tmp_path / "r", config, space, preset.text, package_versions()) as store:
         path = store.root / RETRAINED / "h" / METRICS
-        row = combine_suite(store, SUITE, short, budget)
-        assert "kept_earlier" not in row and row["metrics"]["failures"]
-        assert json.loads(path.read_text())["valid"]["metric"] == pytest.approx(0.9)
-        first = combine_suite(store, SUITE, whole, budget)
-        assert "kept_earlier" not in first and "failures" not in first["metrics"]
-        stored = path.read_bytes()
-        row = combine_suite(store, SUITE, short, budget)
-        assert row["kept_earlier"]["valid"]["metric"] == pytest.approx(0.5)
-        assert row["metrics"]["valid"]["metric"] == pytest.approx(0.9)
-        assert row["path"] == path.parent and path.read_bytes() == stored
+
+        def stored() -> float:
+            return json.loads(path.read_text())["valid"]["metric"]
+
+        for valid in (0.7, 0.9):  # short over nothing, then short over short
+            row = combine_suite(store, SUITE, results(valid, 2, lost=1), budget)
+            assert "not_stored" not in row and row["metrics"]["failures"]
+            assert stored() == pytest.approx(valid)
+        combine_suite(store, SUITE, results(0.5, 2), budget)
+        before = path.read_bytes()
+        row = combine_suite(store, SUITE, results(0.9, 3, lost=1), budget)  # 2 seeds of 3
+        assert row["metrics"]["valid"]["metric"] == pytest.approx(0.5)
+        assert row["not_stored"]["valid"]["metric"] == pytest.approx(0.9)
+        assert row["path"] == path.parent and path.read_bytes() == before
+        row = combine_suite(store, SUITE, results(0.8, 4, lost=1), budget)  # 3 seeds > 2
+        assert "not_stored" not in row and stored() == pytest.approx(0.8)
+        combine_suite(store, SUITE, results(0.5, 2), budget)
+        row = combine_suite(store, SUITE, results(0.6, 2, lost=1), other)  # another budget
+        assert "not_stored" not in row and stored() == pytest.approx(0.6)
