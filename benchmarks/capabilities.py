@@ -403,6 +403,13 @@ def main() -> None:
     )
     ap.add_argument("--workers", type=int, default=1, help="trials at once, one thread each")
     ap.add_argument("--out", type=Path, default=None, help="write the results here (JSON)")
+    ap.add_argument(
+        "--designs-to",
+        type=Path,
+        default=None,
+        help="write the --archs designs at --width and --blocks into this folder (files "
+        "for `gatesearch run --seed-arch`) and train nothing",
+    )
     args = ap.parse_args()
 
     from gatesearch.arch.space import load_known
@@ -422,7 +429,9 @@ def main() -> None:
     except GatesearchError as exc:
         sys.exit(f"error: {exc}")
     names = list(suite.member_names)
-    folder = Path(tempfile.mkdtemp(prefix="gatesearch-capabilities-"))
+    if args.designs_to is not None:
+        args.designs_to.mkdir(parents=True, exist_ok=True)
+    folder = args.designs_to or Path(tempfile.mkdtemp(prefix="gatesearch-capabilities-"))
     files: dict[str, Path] = {}
     skipped: dict[str, str] = {}
     for arch in archs:
@@ -436,6 +445,12 @@ def main() -> None:
             skipped[arch] = f"{params:,} parameters > --limit-params {args.limit_params:,.0f}"
             continue
         files[arch] = path
+    if args.designs_to is not None:
+        for arch, why in skipped.items():
+            print(f"skipped {arch}: {why}")
+            (folder / f"{arch}.toml").unlink()  # not a design to seed a campaign with
+        print("\n".join(str(p) for p in files.values()))
+        return
     if args.run is not None:
         try:
             files |= campaign_designs(args.run, args.top, suite)
