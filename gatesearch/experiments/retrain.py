@@ -809,7 +809,10 @@ def combine_suite(
     metrics = suite_metrics(suite, kept, cpu)
     if failures:
         metrics["failures"] = failures
-        earlier = read_retrained(store.root, first.record.arch_hash)
+        try:
+            earlier = read_retrained(store.root, first.record.arch_hash)
+        except StoreError:  # not a result (a damaged file): nothing worth keeping over this
+            earlier = None
         if earlier is not None and outranks_short(earlier, metrics, budget):
             # The row is what is stored (tables, ranks and sorting agree with `report`);
             # the new scores ride beside it to be printed.

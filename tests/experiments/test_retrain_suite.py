@@ -126,8 +126,8 @@ def test_a_member_failing_at_one_seed_costs_that_seed_not_the_finalists_other_tr
 
 
 def test_a_result_short_of_seeds_replaces_an_earlier_one_only_where_that_was_no_better(tmp_path):
-    """A short result (a member failed at a seed) is stored over nothing and over another
-    short one; it leaves an earlier result that lost no seed in place (the file unchanged,
+    """A short result (a member failed at a seed) is stored over a damaged file and over
+    another short one; it leaves an earlier result that lost no seed in place (the file unchanged,
     the row is that result, the new scores beside it), unless it still has more seeds or
     was trained at another budget."""
     (tmp_path / "two.toml").write_text(TWO_MEMBERS)
@@ -160,7 +160,9 @@ def test_a_result_short_of_seeds_replaces_an_earlier_one_only_where_that_was_no_
         def stored() -> float:
             return json.loads(path.read_text())["valid"]["metric"]
 
-        for valid in (0.7, 0.9):  # short over nothing, then short over short
+        path.parent.mkdir(parents=True)
+        path.write_text("{")  # a damaged earlier result is replaced, not an error
+        for valid in (0.7, 0.9):  # short over damaged, then short over short
             row = combine_suite(store, SUITE, results(valid, 2, lost=1), budget)
             assert "not_stored" not in row and row["metrics"]["failures"]
             assert stored() == pytest.approx(valid)
