@@ -123,13 +123,23 @@ def shown_url(url: str) -> str:
         return url
 
 
-def check_journal(path: Path) -> None:
-    """StoreError unless `path` is a complete journal: present, every line whole JSON."""
+def check_journal(path: Path, in_flight: bool = False) -> None:
+    """StoreError unless `path` is a complete journal: present, every line whole JSON. With
+    `in_flight` (a driver is at work on the run) an incomplete last line is the driver's
+    append caught half-way, not damage: Optuna's reader leaves it for its next read. Only
+    the bytes present when the check starts are read: a line appended meanwhile is not
+    seen cut."""
     if not path.is_file():
         raise StoreError(f"{path.parent}: study journal {path.name} is missing")
     with open(path, "rb") as f:
+        left = os.fstat(f.fileno()).st_size
         for i, line in enumerate(f, start=1):
+            if len(line) > left:  # grown since the check began: the part that was there
+                line = line[:left]
+            left -= len(line)
             if not line.endswith(b"\n"):
+                if in_flight and left <= 0:
+                    return
                 raise StoreError(
                     f"{path}: truncated (line {i} is incomplete); the store is damaged, "
                     "restore it from a copy"
@@ -138,6 +148,8 @@ def check_journal(path: Path) -> None:
                 json.loads(line)
             except ValueError:
                 raise StoreError(f"{path}: corrupt record on line {i}") from None
+            if left <= 0:
+                break
 
 
 @contextlib.contextmanager
@@ -342,7 +354,9 @@ class RunStore:
         root = Path(root)
         config = read_config(root)
         if not config.storage:
-            check_journal(root / JOURNAL)
+            # A driver at work may be half-way through an append (`status` beside `run`); a
+            # writer then stops at the lock, with the message that says so.
+            check_journal(root / JOURNAL, in_flight=running_driver(root) is not None)
         if not (root / SPACE_COPY).is_file() or not (root / PRESET_COPY).is_file():
             raise StoreError(f"{root}: the snapshot is incomplete (space or preset copy missing)")
         store = cls(root, config, writer)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from clitools import cli
 from optuna.trial import TrialState
 
 from gatesearch.runs.request import RunRequest, package_versions, prepare_run
-from gatesearch.runs.store import JOURNAL, RunLockedError, RunStore, StoreError, list_runs
+from gatesearch.runs.store import JOURNAL, LOCK, RunLockedError, RunStore, StoreError, list_runs
 
 
 def make(tmp_path: Path, name: str = "r") -> RunStore:
@@ -223,3 +224,25 @@ def test_a_state_being_written_is_left_alone_while_the_campaign_runs(tmp_path):
     with RunStore.open(tmp_path / "r", writer=True):
         pass
     assert not writing.exists() and (tmp_path / "r" / STATES / "3").is_dir()
+
+
+def test_a_reader_beside_a_running_driver_takes_its_half_written_last_line_for_a_write(tmp_path):
+    """`status` beside `run` can read the journal while the driver appends: with a live
+    driver named in the lock file, an incomplete last line is a write in progress (the trials
+    before it are read); with none, it is damage, refused as before."""
+    with make(tmp_path) as store:
+        tid, _ = store.start_trial(0, 1, "abc", {}, None)
+        store.complete_trial(tid, [1.0], {"loss": 1.0}, seq=0)
+    root = tmp_path / "r"
+    journal = root / JOURNAL
+    whole = journal.read_bytes()
+    journal.write_bytes(whole + b'{"op_code": 4, "worker_id"')  # an append caught half-way
+    with pytest.raises(StoreError, match="truncated"):
+        RunStore.open(root, writer=False)
+    (root / LOCK).write_text(f"pid {os.getpid()} on {os.uname().nodename}")  # this process
+    with RunStore.open(root, writer=False) as reader:
+        assert [r.values for r in reader.records()] == [(1.0,)]
+    # A corrupt line that is whole is damage even beside a driver: appends end with "\n".
+    journal.write_bytes(whole + b"{not json\n")
+    with pytest.raises(StoreError, match="corrupt"):
+        RunStore.open(root, writer=False)
