@@ -354,9 +354,12 @@ class RunStore:
         root = Path(root)
         config = read_config(root)
         if not config.storage:
-            # A driver at work may be half-way through an append (`status` beside `run`); a
-            # writer then stops at the lock, with the message that says so.
-            check_journal(root / JOURNAL, in_flight=running_driver(root) is not None)
+            # A reader beside a driver at work may catch it half-way through an append
+            # (`status` beside `run`). A writer never passes a cut line: were the lock file's
+            # driver dead (on another host, say), its appends would follow the cut line and
+            # break the journal for good.
+            in_flight = not writer and running_driver(root) is not None
+            check_journal(root / JOURNAL, in_flight=in_flight)
         if not (root / SPACE_COPY).is_file() or not (root / PRESET_COPY).is_file():
             raise StoreError(f"{root}: the snapshot is incomplete (space or preset copy missing)")
         store = cls(root, config, writer)

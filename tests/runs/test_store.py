@@ -242,6 +242,9 @@ def test_a_reader_beside_a_running_driver_takes_its_half_written_last_line_for_a
     (root / LOCK).write_text(f"pid {os.getpid()} on {os.uname().nodename}")  # this process
     with RunStore.open(root, writer=False) as reader:
         assert [r.values for r in reader.records()] == [(1.0,)]
+    # A writer would append after the cut line: refused, the named driver alive or not.
+    with pytest.raises(StoreError, match="truncated"):
+        RunStore.open(root, writer=True)
     # A corrupt line that is whole is damage even beside a driver: appends end with "\n".
     journal.write_bytes(whole + b"{not json\n")
     with pytest.raises(StoreError, match="corrupt"):
